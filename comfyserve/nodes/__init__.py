@@ -1,1 +1,20 @@
-"""nodes."""
+"""Built-in node packs. Each module exports ``NODE_CLASS_MAPPINGS``; torch is imported here, never on the edge."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from comfyserve.engine.registry import NodeFilter, NodeRegistry, build_registry
+
+BUILTIN_PACKS: tuple[str, ...] = (
+    "comfyserve.nodes.primitives",
+    "comfyserve.nodes.image",
+    "comfyserve.nodes.mask",
+    "comfyserve.nodes.image_io",
+)
+
+
+def builtin_registry(custom_nodes: Iterable[Path] = (), node_filter: NodeFilter | None = None) -> NodeRegistry:
+    """A registry holding the built-in packs plus any ``custom_nodes`` directories."""
+    return build_registry(BUILTIN_PACKS, custom_nodes=custom_nodes, node_filter=node_filter)

@@ -1,0 +1,5 @@
+import sys
+
+from comfyserve.cli import main
+
+sys.exit(main())

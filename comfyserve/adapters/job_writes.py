@@ -1,0 +1,34 @@
+"""Argument checks shared by the job stores, so both reject the same calls with the same errors."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from pydantic import JsonValue
+
+from comfyserve.contracts.jobs import JobStatus, JobUpdate, check_transition
+
+MAX_LIST_LIMIT = 1000
+
+
+def transition_changes(
+    from_statuses: Collection[JobStatus], to_status: JobStatus, fields: dict[str, Any]
+) -> dict[str, JsonValue]:
+    """Validate a transition request; returns the field changes in JSON form."""
+    if not from_statuses:
+        raise ValueError("from_statuses must not be empty")
+    for from_status in from_statuses:
+        check_transition(from_status, to_status)
+    return JobUpdate(**fields).changes()
+
+
+def field_changes(fields: dict[str, Any]) -> dict[str, JsonValue]:
+    if not fields:
+        raise ValueError("no fields to set")
+    return JobUpdate(**fields).changes()
+
+
+def check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"limit must be 1-{MAX_LIST_LIMIT}")

@@ -1,0 +1,153 @@
+"""JobQueue on SQLite with SQS's semantics: visibility timeouts, receive counts, a dead-letter queue.
+
+Several named queues share one table; a queue's dead-letter queue is another name in the same file. A message
+is visible when ``visible_at <= now``; receiving it stamps a fresh receipt and hides it until
+``now + visibility``. As in SQS, a message already received ``max_receives`` times moves to the dead-letter
+queue on the next receive attempt instead of being delivered again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from pathlib import Path
+
+from comfyserve.adapters.local.sqlite_db import SqliteDb
+from comfyserve.contracts.jobs import QueueMessage
+from comfyserve.ports import QueueDepth, ReceiptInvalid, ReceivedMessage
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    message_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    visible_at REAL NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visible_at, seq);
+"""
+
+MAX_BATCH = 10
+MAX_WAIT_S = 20
+MAX_VISIBILITY_S = 43_200
+POLL_INTERVAL_S = 0.05
+
+
+def check_receive_args(max_messages: int, visibility_timeout_s: int, wait_s: int) -> None:
+    """SQS's limits, enforced by both adapters alike."""
+    if not 1 <= max_messages <= MAX_BATCH:
+        raise ValueError(f"max_messages must be 1-{MAX_BATCH}")
+    if not 0 <= visibility_timeout_s <= MAX_VISIBILITY_S:
+        raise ValueError(f"visibility_timeout_s must be 0-{MAX_VISIBILITY_S}")
+    if not 0 <= wait_s <= MAX_WAIT_S:
+        raise ValueError(f"wait_s must be 0-{MAX_WAIT_S}")
+
+
+class SqliteJobQueue:
+    def __init__(
+        self,
+        path: Path,
+        name: str = "jobs",
+        *,
+        max_receives: int | None = 3,
+        dead_letter_name: str | None = None,
+        db: SqliteDb | None = None,
+    ) -> None:
+        """``max_receives=None`` disables dead-lettering (the dead-letter queue itself is built that way)."""
+        if max_receives is not None and max_receives < 1:
+            raise ValueError("max_receives must be at least 1")
+        self._db = db or SqliteDb(path, SCHEMA)
+        self.name = name
+        self._max_receives = max_receives
+        self._dead_letters: SqliteJobQueue | None = None
+        if max_receives is not None:
+            self._dead_letters = SqliteJobQueue(
+                path, dead_letter_name or f"{name}-dlq", max_receives=None, db=self._db
+            )
+
+    @property
+    def dead_letters(self) -> SqliteJobQueue | None:
+        return self._dead_letters
+
+    def send(self, message: QueueMessage) -> str:
+        message_id = uuid.uuid4().hex
+        now = time.time()
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at) VALUES (?, ?, ?, ?, ?)",
+                (self.name, message_id, message.model_dump_json(), now, now),
+            )
+        return message_id
+
+    def receive(
+        self, max_messages: int = 1, visibility_timeout_s: int = 30, wait_s: int = 0
+    ) -> list[ReceivedMessage]:
+        check_receive_args(max_messages, visibility_timeout_s, wait_s)
+        deadline = time.monotonic() + wait_s
+        while True:
+            received = self._receive_once(max_messages, visibility_timeout_s)
+            if received or time.monotonic() >= deadline:
+                return received
+            time.sleep(min(POLL_INTERVAL_S, max(deadline - time.monotonic(), 0)))
+
+    def _receive_once(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
+        received: list[ReceivedMessage] = []
+        with self._db.write() as conn:
+            now = time.time()
+            while len(received) < max_messages:
+                rows = conn.execute(
+                    "SELECT seq, message_id, body, receive_count FROM queue_messages"
+                    " WHERE queue = ? AND visible_at <= ? ORDER BY seq LIMIT ?",
+                    (self.name, now, max_messages - len(received)),
+                ).fetchall()
+                if not rows:
+                    break
+                for seq, message_id, body, receive_count in rows:
+                    if self._dead_letters is not None and receive_count >= (self._max_receives or 0):
+                        conn.execute(
+                            "UPDATE queue_messages SET queue = ?, receipt = NULL, visible_at = ? WHERE seq = ?",
+                            (self._dead_letters.name, now, seq),
+                        )
+                        continue
+                    receipt = secrets.token_urlsafe(24)
+                    conn.execute(
+                        "UPDATE queue_messages SET receive_count = receive_count + 1, receipt = ?, visible_at = ?"
+                        " WHERE seq = ?",
+                        (receipt, now + visibility_timeout_s, seq),
+                    )
+                    received.append(ReceivedMessage(body, receipt, receive_count + 1, message_id))
+        return received
+
+    def extend_visibility(self, receipt: str, seconds: int) -> None:
+        if not 0 <= seconds <= MAX_VISIBILITY_S:
+            raise ValueError(f"seconds must be 0-{MAX_VISIBILITY_S}")
+        with self._db.write() as conn:
+            updated = conn.execute(
+                "UPDATE queue_messages SET visible_at = ? WHERE queue = ? AND receipt = ?",
+                (time.time() + seconds, self.name, receipt),
+            ).rowcount
+        if updated == 0:
+            raise ReceiptInvalid(receipt)
+
+    def delete(self, receipt: str) -> None:
+        with self._db.write() as conn:
+            conn.execute("DELETE FROM queue_messages WHERE queue = ? AND receipt = ?", (self.name, receipt))
+
+    def release(self, receipt: str) -> None:
+        self.extend_visibility(receipt, 0)
+
+    def approximate_depth(self) -> QueueDepth:
+        with self._db.read() as conn:
+            visible, in_flight = conn.execute(
+                "SELECT COALESCE(SUM(visible_at <= ?1), 0), COALESCE(SUM(visible_at > ?1), 0)"
+                " FROM queue_messages WHERE queue = ?2",
+                (time.time(), self.name),
+            ).fetchone()
+        return QueueDepth(visible=int(visible), in_flight=int(in_flight))
+
+    def close(self) -> None:
+        self._db.close()

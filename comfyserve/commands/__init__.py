@@ -1,0 +1,1 @@
+"""One module per ``comfyserve`` subcommand; each exposes ``add_parser(subparsers)``."""

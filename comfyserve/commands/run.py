@@ -1,0 +1,59 @@
+"""``comfyserve run FILE --out DIR``: run a workflow locally, write its outputs and ``manifest.json``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from comfyserve.commands.common import UsageError, parse_inputs, read_workflow
+from comfyserve.commands.console import ConsoleProgress
+from comfyserve.engine.inventory import ModelInventory
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("run", help="run a workflow locally and write its outputs")
+    parser.add_argument("file", type=Path, help="workflow JSON (API format)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--models", type=Path, help="models directory (checkpoints/, loras/, vae/ ...)")
+    parser.add_argument(
+        "--input", action="append", default=[], metavar="NAME=PATH", help="a LoadImage value and its local file"
+    )
+    parser.add_argument("--custom-nodes", type=Path, action="append", default=[], help="a custom_nodes directory")
+    parser.add_argument("--keep-going", action="store_true", help="let independent outputs finish after a failure")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from comfyserve.engine.executor import Executor
+    from comfyserve.nodes import builtin_registry
+    from comfyserve.worker.run_local import LocalRun, run_workflow
+
+    prompt = read_workflow(args.file)
+    if args.models is not None and not args.models.is_dir():
+        raise UsageError(f"--models {args.models} is not a directory")
+    inventory = ModelInventory.scan(args.models) if args.models else ModelInventory()
+    registry = builtin_registry(custom_nodes=args.custom_nodes)
+    for failure in registry.failures:
+        print(f"comfyserve run: skipped node pack {failure.pack}: {failure.error}", file=sys.stderr)
+    local = LocalRun(out_dir=args.out, models=inventory, inputs=parse_inputs(args.input), keep_going=args.keep_going)
+    result, manifest = run_workflow(
+        prompt,
+        local,
+        registry,
+        Executor(registry),
+        on_event=ConsoleProgress(prompt),
+    )
+    for output in manifest["outputs"]:
+        print(f"wrote {output['path']}")
+    print(f"manifest: {args.out / 'manifest.json'} ({result.status})")
+    if result.status != "success":
+        for error in result.errors:
+            print(
+                f"comfyserve run: node {error.get('node_id')} ({error.get('node_type')}) failed: "
+                f"{error.get('exception_message', '').strip()}",
+                file=sys.stderr,
+            )
+        return 1
+    return 0

@@ -1,0 +1,63 @@
+"""The node catalog: every registered node's contract in ComfyUI's ``/object_info`` shape.
+
+The catalog is the contract between the edge and the workers: the API validates against a catalog
+document alone, without importing node code. ``comfyserve catalog`` exports it; the packaged copy
+(``catalog.json`` beside this module) is what the Lambda functions load.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from comfyserve.engine.errors import CatalogError
+from comfyserve.engine.registry import NodeRegistry
+from comfyserve.engine.spec import NodeSpec
+
+PACKAGED_CATALOG = "catalog.json"
+
+
+class Catalog:
+    """Node specs by class name, loaded from a registry or from an exported document."""
+
+    def __init__(self, specs: Mapping[str, NodeSpec]) -> None:
+        self.specs = dict(specs)
+
+    @classmethod
+    def from_registry(cls, registry: NodeRegistry) -> Catalog:
+        return cls(registry.specs())
+
+    @classmethod
+    def from_object_info(cls, document: Any) -> Catalog:
+        if not isinstance(document, dict):
+            raise CatalogError("a catalog must be a JSON object keyed by node class name")
+        return cls({name: NodeSpec.from_object_info(name, info) for name, info in document.items()})
+
+    @classmethod
+    def load(cls, path: Path) -> Catalog:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CatalogError(f"cannot read the catalog {path}: {exc}") from exc
+        return cls.from_object_info(document)
+
+    @classmethod
+    def packaged(cls) -> Catalog:
+        """The catalog shipped with the package (built from the built-in nodes)."""
+        text = resources.files("comfyserve.engine").joinpath(PACKAGED_CATALOG).read_text(encoding="utf-8")
+        return cls.from_object_info(json.loads(text))
+
+    def to_object_info(self) -> dict[str, Any]:
+        return {name: spec.to_object_info() for name, spec in sorted(self.specs.items())}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_object_info(), indent=1, sort_keys=True) + "\n"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.specs
+
+    def __len__(self) -> int:
+        return len(self.specs)
