@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from comfyserve.contracts.workflow import parse_workflow_document
 from comfyserve.engine.errors import ComfyServeError
+from comfyserve.engine.prompt_format import parse_workflow_document
 
 
 class UsageError(ComfyServeError):

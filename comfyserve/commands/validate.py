@@ -42,7 +42,9 @@ def describe(result: ValidationResult) -> str:
         lines.append(f"valid: outputs {', '.join(result.outputs)}")
     else:
         error = result.error or {}
-        lines.append(f"invalid: {error.get('message', '')}" + (f" ({error['details']})" if error.get("details") else ""))
+        lines.append(
+            f"invalid: {error.get('message', '')}" + (f" ({error['details']})" if error.get("details") else "")
+        )
     for node_id, entry in result.node_errors.items():
         for err in entry["errors"]:
             lines.append(f"  node {node_id} ({entry['class_type']}): {err['type']}: {err['message']}: {err['details']}")

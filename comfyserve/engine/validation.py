@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfyserve.contracts.workflow import unwrap_literal
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.node_api import IMAGE_UPLOAD, MODEL_FOLDER
+from comfyserve.engine.prompt_format import unwrap_literal
 from comfyserve.engine.spec import InputSpec, NodeSpec
 from comfyserve.engine.types import types_compatible
 

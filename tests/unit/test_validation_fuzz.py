@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from comfyserve.contracts.workflow import parse_workflow_document
 from comfyserve.engine.errors import WorkflowFormatError
+from comfyserve.engine.prompt_format import parse_workflow_document
 from comfyserve.engine.validation import ValidationResult, validate_prompt
 from tests.unit.test_validation import SPECS
 
@@ -20,14 +20,19 @@ json_values = st.recursive(
     max_leaves=20,
 )
 node_ids = st.sampled_from(["1", "2", "3", "4", "5", "x", "68:8"])
-input_names = st.sampled_from(["model", "image", "images", "seed", "steps", "cfg", "width", "ckpt_name", "value", "extra"])
+input_names = st.sampled_from(
+    ["model", "image", "images", "seed", "steps", "cfg", "width", "ckpt_name", "value", "extra"]
+)
 input_values = st.one_of(
     json_values,
     st.tuples(node_ids, st.integers(-2, 4)).map(list),
     st.sampled_from(["euler", "normal", "v1-5.safetensors", "ComfyUI"]),
 )
 nodes = st.fixed_dictionaries(
-    {"class_type": st.sampled_from([*SPECS, "Unknown"]), "inputs": st.dictionaries(input_names, input_values, max_size=8)}
+    {
+        "class_type": st.sampled_from([*SPECS, "Unknown"]),
+        "inputs": st.dictionaries(input_names, input_values, max_size=8),
+    }
 )
 graphs = st.dictionaries(node_ids, nodes | json_values, max_size=7)
 
