@@ -173,9 +173,7 @@ class BlobStore(Protocol):
         """A URL anyone may GET for ``expires_s`` seconds. No round trip."""
         ...
 
-    def presigned_put(
-        self, key: str, expires_s: int = 3600, content_type: str = "application/octet-stream"
-    ) -> str:
+    def presigned_put(self, key: str, expires_s: int = 3600, content_type: str = "application/octet-stream") -> str:
         """A URL to PUT the object to; the uploader must send ``Content-Type: content_type``."""
         ...
 
@@ -192,9 +190,7 @@ class JobQueue(Protocol):
         """Enqueue ``message``; returns the message id."""
         ...
 
-    def receive(
-        self, max_messages: int = 1, visibility_timeout_s: int = 30, wait_s: int = 0
-    ) -> list[ReceivedMessage]:
+    def receive(self, max_messages: int = 1, visibility_timeout_s: int = 30, wait_s: int = 0) -> list[ReceivedMessage]:
         """Up to ``max_messages`` (1-10) visible messages, waiting up to ``wait_s`` (0-20) for the first."""
         ...
 

@@ -194,9 +194,7 @@ class ImagePadForOutpaint:
         """Grey (0.5) padding; the mask is 1 on the padding and fades quadratically into the image over
         ``feathering`` pixels from each padded side (only when the image is over twice that size)."""
         batch, height, width, channels = image.shape
-        padded = torch.full(
-            (batch, height + top + bottom, width + left + right, channels), 0.5, dtype=torch.float32
-        )
+        padded = torch.full((batch, height + top + bottom, width + left + right, channels), 0.5, dtype=torch.float32)
         padded[:, top : top + height, left : left + width, :] = image
         mask = torch.ones((height + top + bottom, width + left + right), dtype=torch.float32)
         mask[top : top + height, left : left + width] = self._feather(
@@ -207,7 +205,7 @@ class ImagePadForOutpaint:
     @staticmethod
     def _feather(height: int, width: int, sides: tuple[int, int, int, int], feathering: int) -> torch.Tensor:
         top, bottom, left, right = sides
-        if not (0 < feathering and feathering * 2 < height and feathering * 2 < width):
+        if not (feathering > 0 and feathering * 2 < height and feathering * 2 < width):
             return torch.zeros((height, width), dtype=torch.float32)
         rows = torch.arange(height, dtype=torch.float64).unsqueeze(1)
         cols = torch.arange(width, dtype=torch.float64).unsqueeze(0)

@@ -20,7 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from comfyserve.engine.errors import NodeInputError
 
-# The most pixels one file may decode to, all kept frames together: MAX_RESOLUTION squared (16384²).
+# The most pixels one file may decode to, all kept frames together: MAX_RESOLUTION squared (16384 squared).
 MAX_IMAGE_PIXELS = 2**28
 # Pillow's own bomb check (warning above the limit, error above twice it) uses the same limit.
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
@@ -74,9 +74,7 @@ def decode_frames(path: Path, *, label: str | None = None, first_frame_only: boo
     return DecodedImage(rgb_tensor, torch.from_numpy(np.stack([opaque if a is None else a for a in alpha])))
 
 
-def _read_frames(
-    img: Image.Image, name: str, first_only: bool
-) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+def _read_frames(img: Image.Image, name: str, first_only: bool) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     rgb: list[np.ndarray] = []
     alpha: list[np.ndarray | None] = []
     size: tuple[int, int] | None = None
@@ -122,7 +120,7 @@ def _too_large(name: str) -> NodeInputError:
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """A 0..1 float tensor as 8-bit values the way ComfyUI saves them: ×255, clipped, truncated."""
+    """A 0..1 float tensor as 8-bit values the way ComfyUI saves them: times 255, clipped, truncated."""
     scaled = image.detach().to("cpu", torch.float32).numpy() * np.float32(255.0)
     return np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8)
 
@@ -138,7 +136,5 @@ def encode_png(image_hwc_uint8: np.ndarray, text_chunks: Mapping[str, str], comp
     for key, value in text_chunks.items():
         info.add_text(key, value)
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(
-        buffer, format="PNG", pnginfo=info, compress_level=compress_level
-    )
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", pnginfo=info, compress_level=compress_level)
     return buffer.getvalue()

@@ -9,6 +9,7 @@ S3, a key cannot also be the directory of another key ("a" and "a/b"): such a pu
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import hmac
 import json
@@ -50,9 +51,7 @@ class BlobUrlSigner:
         message = f"{method.upper()}\n{key}\n{expires}\n{content_type}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
-    def sign_url(
-        self, method: str, key: str, expires_s: int, content_type: str = "", now: float | None = None
-    ) -> str:
+    def sign_url(self, method: str, key: str, expires_s: int, content_type: str = "", now: float | None = None) -> str:
         validate_key(key)
         if expires_s <= 0:
             raise ValueError("expires_s must be positive")
@@ -153,10 +152,8 @@ class LocalBlobStore:
 
     def delete(self, key: str) -> None:
         for base in (self._objects, self._meta):
-            try:
+            with contextlib.suppress(IsADirectoryError, NotADirectoryError):
                 self._path(base, key).unlink(missing_ok=True)
-            except (IsADirectoryError, NotADirectoryError):
-                pass
 
     def presigned_get(self, key: str, expires_s: int = 3600) -> str:
         return self.signer.sign_url("GET", key, expires_s)

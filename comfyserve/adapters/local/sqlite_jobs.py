@@ -101,9 +101,7 @@ class SqliteJobStore:
         changes = field_changes({"progress": progress})
         return self._update(job_id, {JobStatus.RUNNING}, changes, None, "update progress")
 
-    def set_fields(
-        self, job_id: str, *, when_status: Collection[JobStatus] | None = None, **fields: Any
-    ) -> JobRecord:
+    def set_fields(self, job_id: str, *, when_status: Collection[JobStatus] | None = None, **fields: Any) -> JobRecord:
         return self._update(job_id, when_status, field_changes(fields), None, "set fields")
 
     def _update(

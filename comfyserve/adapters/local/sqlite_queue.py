@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from comfyserve.adapters.local.sqlite_db import SqliteDb
+from comfyserve.adapters.queue_limits import check_receive_args, check_visibility
 from comfyserve.contracts.jobs import QueueMessage
 from comfyserve.ports import QueueDepth, ReceiptInvalid, ReceivedMessage
 
@@ -31,20 +32,7 @@ CREATE TABLE IF NOT EXISTS queue_messages (
 CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visible_at, seq);
 """
 
-MAX_BATCH = 10
-MAX_WAIT_S = 20
-MAX_VISIBILITY_S = 43_200
 POLL_INTERVAL_S = 0.05
-
-
-def check_receive_args(max_messages: int, visibility_timeout_s: int, wait_s: int) -> None:
-    """SQS's limits, enforced by both adapters alike."""
-    if not 1 <= max_messages <= MAX_BATCH:
-        raise ValueError(f"max_messages must be 1-{MAX_BATCH}")
-    if not 0 <= visibility_timeout_s <= MAX_VISIBILITY_S:
-        raise ValueError(f"visibility_timeout_s must be 0-{MAX_VISIBILITY_S}")
-    if not 0 <= wait_s <= MAX_WAIT_S:
-        raise ValueError(f"wait_s must be 0-{MAX_WAIT_S}")
 
 
 class SqliteJobQueue:
@@ -65,9 +53,7 @@ class SqliteJobQueue:
         self._max_receives = max_receives
         self._dead_letters: SqliteJobQueue | None = None
         if max_receives is not None:
-            self._dead_letters = SqliteJobQueue(
-                path, dead_letter_name or f"{name}-dlq", max_receives=None, db=self._db
-            )
+            self._dead_letters = SqliteJobQueue(path, dead_letter_name or f"{name}-dlq", max_receives=None, db=self._db)
 
     @property
     def dead_letters(self) -> SqliteJobQueue | None:
@@ -83,9 +69,7 @@ class SqliteJobQueue:
             )
         return message_id
 
-    def receive(
-        self, max_messages: int = 1, visibility_timeout_s: int = 30, wait_s: int = 0
-    ) -> list[ReceivedMessage]:
+    def receive(self, max_messages: int = 1, visibility_timeout_s: int = 30, wait_s: int = 0) -> list[ReceivedMessage]:
         check_receive_args(max_messages, visibility_timeout_s, wait_s)
         deadline = time.monotonic() + wait_s
         while True:
@@ -123,8 +107,7 @@ class SqliteJobQueue:
         return received
 
     def extend_visibility(self, receipt: str, seconds: int) -> None:
-        if not 0 <= seconds <= MAX_VISIBILITY_S:
-            raise ValueError(f"seconds must be 0-{MAX_VISIBILITY_S}")
+        check_visibility(seconds)
         with self._db.write() as conn:
             updated = conn.execute(
                 "UPDATE queue_messages SET visible_at = ? WHERE queue = ? AND receipt = ?",
