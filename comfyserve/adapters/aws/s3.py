@@ -25,9 +25,7 @@ class S3BlobStore:
         self.bucket = bucket
 
     def put(self, key: str, data: bytes, content_type: str = DEFAULT_CONTENT_TYPE) -> BlobInfo:
-        response = self._s3.put_object(
-            Bucket=self.bucket, Key=validate_key(key), Body=data, ContentType=content_type
-        )
+        response = self._s3.put_object(Bucket=self.bucket, Key=validate_key(key), Body=data, ContentType=content_type)
         return BlobInfo(key=key, size=len(data), content_type=content_type, etag=response["ETag"].strip('"'))
 
     def get(self, key: str) -> bytes:

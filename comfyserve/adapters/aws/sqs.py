@@ -40,9 +40,7 @@ class SqsJobQueue:
         response = self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=message.model_dump_json())
         return response["MessageId"]
 
-    def receive(
-        self, max_messages: int = 1, visibility_timeout_s: int = 30, wait_s: int = 0
-    ) -> list[ReceivedMessage]:
+    def receive(self, max_messages: int = 1, visibility_timeout_s: int = 30, wait_s: int = 0) -> list[ReceivedMessage]:
         check_receive_args(max_messages, visibility_timeout_s, wait_s)
         response = self._sqs.receive_message(
             QueueUrl=self.queue_url,

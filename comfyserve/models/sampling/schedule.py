@@ -22,9 +22,7 @@ ZSNR_TERMINAL_ALPHA_BAR = 4.8973451890853435e-08
 def alphas_cumprod(settings: SamplingSettings) -> torch.Tensor:
     """SD's scaled-linear betas (linear in sqrt(beta)) accumulated into alpha_bar, float64."""
     betas = (
-        torch.linspace(
-            settings.linear_start**0.5, settings.linear_end**0.5, settings.timesteps, dtype=torch.float64
-        )
+        torch.linspace(settings.linear_start**0.5, settings.linear_end**0.5, settings.timesteps, dtype=torch.float64)
         ** 2
     )
     return torch.cumprod(1.0 - betas, dim=0)

@@ -1,0 +1,340 @@
+"""k-diffusion samplers in ComfyUI's formulation: a denoiser ``D(x, sigma) -> x0`` driven down a sigma list.
+
+Each sampler takes a :class:`Run` and the starting ``x`` (noise at ``sigmas[0]`` already added) and returns
+the sample at ``sigmas[-1]``. ``Run.denoise`` reports each step to the callback after the step's first model
+call, as ComfyUI's samplers do. Scalars are Python floats, so no step waits on the device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from numpy.polynomial import Polynomial
+
+from comfyserve.models.sampling.noise import NoiseSampler
+from comfyserve.models.sampling.unipc import unipc
+
+Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
+StepCallback = Callable[[int], None]
+NoiseKind = Literal["none", "gaussian", "brownian"]
+
+
+@dataclass
+class Run:
+    """What a sampler needs besides ``x``: the denoiser, the sigmas, a noise source and the step callback."""
+
+    model: Denoiser
+    sigmas: list[float]
+    noise: NoiseSampler
+    callback: StepCallback
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    def denoise(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """The step's first model call, at ``sigmas[step]``, followed by the progress callback."""
+        denoised = self.model(x, self.sigmas[step])
+        self.callback(step)
+        return denoised
+
+
+def _derivative(x: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
+    return (x - denoised) / sigma
+
+
+def ancestral_step(sigma_from: float, sigma_to: float, eta: float = 1.0) -> tuple[float, float]:
+    """Split a step into a deterministic part down to ``sigma_down`` and fresh noise of size ``sigma_up``."""
+    if not eta:
+        return sigma_to, 0.0
+    sigma_up = min(sigma_to, eta * math.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2))
+    return math.sqrt(sigma_to**2 - sigma_up**2), sigma_up
+
+
+def euler(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """Karras et al. 2022, Algorithm 2 without churn: explicit Euler on the probability-flow ODE."""
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        x = x + _derivative(x, run.denoise(x, i), sigma) * (sigma_next - sigma)
+    return x
+
+
+def euler_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
+    for i in range(run.steps):
+        sigma = run.sigmas[i]
+        denoised = run.denoise(x, i)
+        sigma_down, sigma_up = ancestral_step(sigma, run.sigmas[i + 1])
+        if sigma_down == 0:
+            x = denoised
+        else:
+            x = x + _derivative(x, denoised, sigma) * (sigma_down - sigma)
+            x = x + run.noise(sigma, run.sigmas[i + 1]) * sigma_up
+    return x
+
+
+def heun(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """Karras et al. 2022, Algorithm 1/2 without churn: Heun's second-order steps, Euler into sigma 0."""
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        d = _derivative(x, run.denoise(x, i), sigma)
+        dt = sigma_next - sigma
+        if sigma_next == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = _derivative(x_2, run.model(x_2, sigma_next), sigma_next)
+            x = x + (d + d_2) / 2 * dt
+    return x
+
+
+def _dpm2_step(run: Run, x: torch.Tensor, d: torch.Tensor, sigma: float, sigma_to: float) -> torch.Tensor:
+    """A DPM-Solver-2 style midpoint step from ``sigma`` to ``sigma_to``, midpoint in log sigma."""
+    sigma_mid = math.exp((math.log(sigma) + math.log(sigma_to)) / 2)
+    x_2 = x + d * (sigma_mid - sigma)
+    d_2 = _derivative(x_2, run.model(x_2, sigma_mid), sigma_mid)
+    return x + d_2 * (sigma_to - sigma)
+
+
+def dpm_2(run: Run, x: torch.Tensor) -> torch.Tensor:
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        d = _derivative(x, run.denoise(x, i), sigma)
+        x = x + d * (sigma_next - sigma) if sigma_next == 0 else _dpm2_step(run, x, d, sigma, sigma_next)
+    return x
+
+
+def dpm_2_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
+    for i in range(run.steps):
+        sigma = run.sigmas[i]
+        denoised = run.denoise(x, i)
+        sigma_down, sigma_up = ancestral_step(sigma, run.sigmas[i + 1])
+        d = _derivative(x, denoised, sigma)
+        if sigma_down == 0:
+            x = x + d * (sigma_down - sigma)
+        else:
+            x = _dpm2_step(run, x, d, sigma, sigma_down)
+            x = x + run.noise(sigma, run.sigmas[i + 1]) * sigma_up
+    return x
+
+
+def _lms_coefficients(sigmas: list[float], i: int, order: int) -> list[float]:
+    """Integrals over [sigma_i, sigma_i+1] of the Lagrange basis on the last ``order`` sigmas (newest first)."""
+    nodes = [sigmas[i - k] for k in range(order)]
+    coefficients = []
+    for j in range(order):
+        basis = Polynomial([1.0])
+        for k in range(order):
+            if k != j:
+                basis = basis * Polynomial([-nodes[k], 1.0]) / (nodes[j] - nodes[k])
+        antiderivative = basis.integ()
+        coefficients.append(float(antiderivative(sigmas[i + 1]) - antiderivative(sigmas[i])))
+    return coefficients
+
+
+def lms(run: Run, x: torch.Tensor, order: int = 4) -> torch.Tensor:
+    """Linear multistep in sigma (Adams-Bashforth on the ODE derivative), up to 4th order."""
+    history: list[torch.Tensor] = []
+    for i in range(run.steps):
+        sigma = run.sigmas[i]
+        denoised = run.denoise(x, i)
+        history = [*history[-(order - 1) :], _derivative(x, denoised, sigma)]
+        if run.sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            coefficients = _lms_coefficients(run.sigmas, i, min(i + 1, order))
+            x = x + sum(c * d for c, d in zip(coefficients, reversed(history), strict=False))
+    return x
+
+
+def dpmpp_2s_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver++(2S) single-step second order, with ancestral noise."""
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        denoised = run.denoise(x, i)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next)
+        if sigma_down == 0:
+            x = x + _derivative(x, denoised, sigma) * (sigma_down - sigma)
+        else:
+            h = math.log(sigma) - math.log(sigma_down)
+            sigma_mid = math.exp(-(-math.log(sigma) + h / 2))
+            x_2 = (sigma_mid / sigma) * x - math.expm1(-h / 2) * denoised
+            denoised_2 = run.model(x_2, sigma_mid)
+            x = (sigma_down / sigma) * x - math.expm1(-h) * denoised_2
+        if sigma_next > 0:
+            x = x + run.noise(sigma, sigma_next) * sigma_up
+    return x
+
+
+def dpmpp_sde(run: Run, x: torch.Tensor, r: float = 0.5) -> torch.Tensor:
+    """DPM-Solver++ stochastic, two stages per step (the midpoint at fraction ``r`` in log sigma)."""
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        denoised = run.denoise(x, i)
+        if sigma_next == 0:
+            x = denoised
+            continue
+        h = math.log(sigma) - math.log(sigma_next)
+        sigma_mid = math.exp(math.log(sigma) - r * h)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_mid)
+        x_2 = (sigma_down / sigma) * x - math.expm1(math.log(sigma_down) - math.log(sigma)) * denoised
+        x_2 = x_2 + run.noise(sigma, sigma_mid) * sigma_up
+        denoised_2 = run.model(x_2, sigma_mid)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next)
+        fac = 1 / (2 * r)
+        denoised_d = (1 - fac) * denoised + fac * denoised_2
+        x = (sigma_down / sigma) * x - math.expm1(math.log(sigma_down) - math.log(sigma)) * denoised_d
+        x = x + run.noise(sigma, sigma_next) * sigma_up
+    return x
+
+
+def dpmpp_2m(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver++(2M): second-order multistep in the data prediction, log-sigma time."""
+    previous: torch.Tensor | None = None
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        denoised = run.denoise(x, i)
+        if sigma_next == 0:
+            x = denoised
+        else:
+            h = math.log(sigma) - math.log(sigma_next)
+            target = denoised
+            if previous is not None:
+                r = (math.log(run.sigmas[i - 1]) - math.log(sigma)) / h
+                target = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous
+            x = (sigma_next / sigma) * x - math.expm1(-h) * target
+        previous = denoised
+    return x
+
+
+def _dpmpp_multistep_sde(run: Run, x: torch.Tensor, order: int, solver: str = "midpoint") -> torch.Tensor:
+    """DPM-Solver++(2M/3M) SDE with eta 1: exponential integrator plus exact-variance fresh noise."""
+    denoised_1: torch.Tensor | None = None
+    denoised_2: torch.Tensor | None = None
+    h_1: float | None = None
+    h_2: float | None = None
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        denoised = run.denoise(x, i)
+        h: float | None = h_1
+        if sigma_next == 0:
+            x = denoised
+        else:
+            h = math.log(sigma) - math.log(sigma_next)
+            h_eta = 2 * h
+            phi_1 = -math.expm1(-h_eta)
+            x = (sigma_next / sigma) * math.exp(-h) * x + phi_1 * denoised
+            phi_2 = phi_1 / -h_eta + 1
+            if order == 3 and denoised_2 is not None and h_1 is not None and h_2 is not None:
+                assert denoised_1 is not None
+                r0, r1 = h_1 / h, h_2 / h
+                d1_0 = (denoised - denoised_1) / r0
+                d1_1 = (denoised_1 - denoised_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_3 = phi_2 / h_eta - 0.5
+                x = x + phi_2 * d1 - phi_3 * d2
+            elif denoised_1 is not None and h_1 is not None:
+                r = h_1 / h
+                if order == 2 and solver == "midpoint":
+                    x = x + 0.5 * phi_1 * (1 / r) * (denoised - denoised_1)
+                else:
+                    x = x + phi_2 * (1 / r) * (denoised - denoised_1)
+            x = x + run.noise(sigma, sigma_next) * sigma_next * math.sqrt(-math.expm1(-2 * h))
+        denoised_1, denoised_2 = denoised, denoised_1
+        h_1, h_2 = h, h_1
+    return x
+
+
+def dpmpp_2m_sde(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return _dpmpp_multistep_sde(run, x, order=2, solver="midpoint")
+
+
+def dpmpp_2m_sde_heun(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return _dpmpp_multistep_sde(run, x, order=2, solver="heun")
+
+
+def dpmpp_3m_sde(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return _dpmpp_multistep_sde(run, x, order=3)
+
+
+def ddpm(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """Ancestral DDPM steps (Ho et al. 2020), taken in the variance-preserving scaling and scaled back."""
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        denoised = run.denoise(x, i)
+        eps = (x - denoised) / sigma
+        alpha_bar, alpha_bar_next = 1 / (sigma * sigma + 1), 1 / (sigma_next * sigma_next + 1)
+        alpha = alpha_bar / alpha_bar_next
+        x_vp = x / math.sqrt(1.0 + sigma * sigma)
+        mean = math.sqrt(1 / alpha) * (x_vp - (1 - alpha) * eps / math.sqrt(1 - alpha_bar))
+        if sigma_next > 0:
+            spread = math.sqrt((1 - alpha) * (1.0 - alpha_bar_next) / (1.0 - alpha_bar))
+            mean = (mean + spread * run.noise(sigma, sigma_next)) * math.sqrt(1.0 + sigma_next * sigma_next)
+        x = mean
+    return x
+
+
+def lcm(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """Latent Consistency Model sampling: jump to the prediction, re-noise to the next sigma."""
+    for i in range(run.steps):
+        x = run.denoise(x, i)
+        sigma_next = run.sigmas[i + 1]
+        if sigma_next > 0:
+            x = x + run.noise(run.sigmas[i], sigma_next) * sigma_next
+    return x
+
+
+def uni_pc(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return unipc(run.model, x, run.sigmas, run.callback, variant="bh1")
+
+
+def uni_pc_bh2(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return unipc(run.model, x, run.sigmas, run.callback, variant="bh2")
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler and what the driver must give it.
+
+    ``noise``: the noise source it draws from. ``random_inpaint``: the noise used to re-noise a masked
+    latent's kept region is a separate draw (ComfyUI's ``ddim``). ``discard_penultimate``: the schedule is
+    computed for one step more and its second-to-last sigma dropped.
+    """
+
+    fn: Callable[[Run, torch.Tensor], torch.Tensor]
+    noise: NoiseKind = "none"
+    random_inpaint: bool = False
+    discard_penultimate: bool = False
+
+
+# ComfyUI's order (KSAMPLER_NAMES, then ddim, uni_pc, uni_pc_bh2), keeping the samplers implemented here.
+# The *_gpu variants differ in ComfyUI only by drawing their Brownian noise on the GPU; here all noise is
+# drawn on the CPU, so they are the same sampler under another name.
+SAMPLERS: dict[str, SamplerSpec] = {
+    "euler": SamplerSpec(euler),
+    "euler_ancestral": SamplerSpec(euler_ancestral, noise="gaussian"),
+    "heun": SamplerSpec(heun),
+    "dpm_2": SamplerSpec(dpm_2, discard_penultimate=True),
+    "dpm_2_ancestral": SamplerSpec(dpm_2_ancestral, noise="gaussian", discard_penultimate=True),
+    "lms": SamplerSpec(lms),
+    "dpmpp_2s_ancestral": SamplerSpec(dpmpp_2s_ancestral, noise="gaussian"),
+    "dpmpp_sde": SamplerSpec(dpmpp_sde, noise="brownian"),
+    "dpmpp_sde_gpu": SamplerSpec(dpmpp_sde, noise="brownian"),
+    "dpmpp_2m": SamplerSpec(dpmpp_2m),
+    "dpmpp_2m_sde": SamplerSpec(dpmpp_2m_sde, noise="brownian"),
+    "dpmpp_2m_sde_gpu": SamplerSpec(dpmpp_2m_sde, noise="brownian"),
+    "dpmpp_2m_sde_heun": SamplerSpec(dpmpp_2m_sde_heun, noise="brownian"),
+    "dpmpp_2m_sde_heun_gpu": SamplerSpec(dpmpp_2m_sde_heun, noise="brownian"),
+    "dpmpp_3m_sde": SamplerSpec(dpmpp_3m_sde, noise="brownian"),
+    "dpmpp_3m_sde_gpu": SamplerSpec(dpmpp_3m_sde, noise="brownian"),
+    "ddpm": SamplerSpec(ddpm, noise="gaussian"),
+    "lcm": SamplerSpec(lcm, noise="gaussian"),
+    "ddim": SamplerSpec(euler, random_inpaint=True),
+    "uni_pc": SamplerSpec(uni_pc, discard_penultimate=True),
+    "uni_pc_bh2": SamplerSpec(uni_pc_bh2, discard_penultimate=True),
+}
+SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)

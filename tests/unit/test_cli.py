@@ -1,0 +1,117 @@
+"""The ``comfyserve`` command: validate, catalog and run, with exit codes and one-sentence errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from comfyserve.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPAT = ROOT / "tests" / "data" / "compat_workflows"
+IMAGE_ONLY = ROOT / "examples" / "image_only.json"
+
+
+def test_validate_valid_workflow(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(IMAGE_ONLY)]) == 0
+    assert capsys.readouterr().out.strip() == "valid: outputs 6, 8"
+
+
+def test_validate_broken_workflow_prints_comfyui_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompt = json.loads(IMAGE_ONLY.read_text())
+    prompt["3"]["inputs"]["blur_radius"] = 99
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(prompt))
+    assert main(["validate", str(broken), "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] is False
+    assert result["error"] == {
+        "type": "prompt_outputs_failed_validation",
+        "message": "Prompt outputs failed validation",
+        "details": "",
+        "extra_info": {},
+    }
+    assert result["node_errors"]["3"]["errors"][0]["type"] == "value_bigger_than_max"
+    assert result["node_errors"]["3"]["dependent_outputs"] == ["6"]
+    assert main(["validate", str(broken)]) == 1
+    text = capsys.readouterr().out
+    assert "node 3 (ImageBlur): value_bigger_than_max: Value 99 bigger than max of 31: blur_radius" in text
+
+
+def test_validate_unknown_custom_node(capsys: pytest.CaptureFixture[str]) -> None:
+    path = COMPAT / "12_salad_sd15_img2img_CUSTOM_ImageResizePlus.json"
+    assert main(["validate", str(path), "--json"]) == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["message"] == "Cannot execute because node ImageResize+ does not exist."
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{nope", "comfyserve validate: the workflow is not valid JSON: "),
+        ("[]", "comfyserve validate: a workflow must be a JSON object of nodes in API format, not an array"),
+    ],
+)
+def test_validate_malformed_file_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    path = tmp_path / "w.json"
+    path.write_text(content)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_missing_file_is_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "/nonexistent/w.json"]) == 2
+    assert (
+        capsys.readouterr().err == "comfyserve validate: cannot read /nonexistent/w.json: No such file or directory\n"
+    )
+
+
+def test_run_writes_pngs_carrying_the_prompt_and_a_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["run", str(IMAGE_ONLY), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "success"
+    files = {o["node_id"]: Path(o["path"]) for o in manifest["outputs"]}
+    assert set(files) == {"6", "8"}
+    assert files["6"] == out / "demo" / "outpaint_00001_.png"
+    with Image.open(files["6"]) as image:
+        assert image.size == (160, 128)  # (256 + 64) x (192 + 64), halved
+        assert json.loads(image.info["prompt"])["1"]["class_type"] == "EmptyImage"
+    assert set(manifest["timings"]["nodes"]) == {"1", "2", "3", "4", "5", "6", "7", "8"}
+    assert f"wrote {files['6']}" in printed and "done #5 ImageScaleBy" in printed
+
+
+def test_run_reports_validation_failure_in_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompt = json.loads(IMAGE_ONLY.read_text())
+    del prompt["2"]["inputs"]["left"]
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(prompt))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == (
+        "comfyserve run: the workflow is invalid (Prompt outputs failed validation): "
+        "node 2 (ImagePadForOutpaint) Required input is missing: left\n"
+    )
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_run_missing_input_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["run", str(IMAGE_ONLY), "--out", str(tmp_path), "--input", "a.png=/nonexistent.png"]
+    assert main(args) == 2
+    assert capsys.readouterr().err == "comfyserve run: --input a.png: /nonexistent.png is not a file\n"
+
+
+def test_catalog_command_matches_the_packaged_catalog() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "comfyserve", "catalog"], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    packaged = (ROOT / "comfyserve" / "engine" / "catalog.json").read_text()
+    assert json.loads(out.stdout) == json.loads(packaged), "run `make catalog` to refresh the packaged catalog"
