@@ -23,9 +23,11 @@ def transition_changes(
     return JobUpdate(**fields).changes()
 
 
-def field_changes(fields: dict[str, Any]) -> dict[str, JsonValue]:
+def field_changes(fields: dict[str, Any], when_status: Collection[JobStatus] | None = None) -> dict[str, JsonValue]:
     if not fields:
         raise ValueError("no fields to set")
+    if when_status is not None and not when_status:
+        raise ValueError("when_status must not be empty")
     return JobUpdate(**fields).changes()
 
 

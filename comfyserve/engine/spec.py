@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from comfyserve.engine.errors import CatalogError
@@ -81,12 +82,12 @@ class NodeSpec:
     has_is_changed: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def declared(self) -> dict[str, InputSpec]:
         """Required and optional inputs (the ones a workflow may set), in declaration order."""
         return {n: s for n, s in self.inputs.items() if s.kind != "hidden"}
 
-    @property
+    @cached_property
     def hidden(self) -> dict[str, str]:
         return {n: str(s.type) for n, s in self.inputs.items() if s.kind == "hidden"}
 

@@ -17,10 +17,11 @@ from typing import Any
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.node_api import IMAGE_UPLOAD, MODEL_FOLDER
 from comfyserve.engine.prompt_format import unwrap_literal
-from comfyserve.engine.spec import InputSpec, NodeSpec
+from comfyserve.engine.spec import InputSpec, NodeSpec, ValidateHook
 from comfyserve.engine.types import types_compatible
 
 ErrorDict = dict[str, Any]
+_LIMITED_INPUTS = frozenset({"steps", "batch_size", "width", "height"})
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ def validate_prompt(
             prompt,
         )
     for node_id, node in prompt.items():
+        if type(node) is dict and node.get("class_type") in specs and type(node.get("inputs", {})) is dict:
+            continue  # the well-formed case, kept cheap
         problem = _node_shape_problem(node_id, node, specs)
         if problem is not None:
             return _failed(problem, prompt)
@@ -162,15 +165,23 @@ class _Checker:
         self.limits = limits
         self.node_classes = node_classes or {}
         self.states: dict[str, _NodeState] = {}
-        self.coerced: dict[str, Any] = {
-            nid: {**node, "inputs": dict(node.get("inputs", {}))} for nid, node in prompt.items()
-        }
+        self._source_cache: dict[str, list[str]] = {}
+        self.coerced: dict[str, Any] = dict(prompt)  # nodes are copied on first coercion (copy on write)
 
-    def _links(self, node_id: str) -> list[tuple[str, Any]]:
-        """(input name, raw value) of the declared inputs that are lists, i.e. links for validation."""
-        spec = self.specs[self.prompt[node_id]["class_type"]]
-        inputs = self.prompt[node_id].get("inputs", {})
-        return [(name, inputs[name]) for name in spec.declared if isinstance(inputs.get(name), list)]
+    def _sources(self, node_id: str) -> list[str]:
+        """The existing nodes that feed declared inputs of ``node_id`` (links, for the walk)."""
+        sources = self._source_cache.get(node_id)
+        if sources is None:
+            spec = self.specs[self.prompt[node_id]["class_type"]]
+            inputs = self.prompt[node_id].get("inputs", {})
+            prompt = self.prompt
+            sources = []
+            for name in spec.declared:
+                value = inputs.get(name)
+                if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and value[0] in prompt:
+                    sources.append(value[0])
+            self._source_cache[node_id] = sources
+        return sources
 
     def check_output(self, output_id: str) -> list[str]:
         """Validate ``output_id`` and its ancestors (post-order); returns the nodes this walk reached."""
@@ -190,14 +201,11 @@ class _Checker:
                     continue
                 on_path[node_id] = len(path)
                 path.append(node_id)
-            links = self._links(node_id)
+            sources = self._sources(node_id)
             descended = False
-            while child_index < len(links):
-                _, value = links[child_index]
+            while child_index < len(sources):
+                source = sources[child_index]
                 child_index += 1
-                source = value[0] if len(value) == 2 else None
-                if not isinstance(source, str) or source not in self.prompt:
-                    continue
                 if source in on_path:
                     self._mark_cycle(path[on_path[source] :])
                     continue
@@ -227,7 +235,7 @@ class _Checker:
         node = self.prompt[node_id]
         spec = self.specs[node["class_type"]]
         inputs = node.get("inputs", {})
-        coerced = self.coerced[node_id]["inputs"]
+        coerced = inputs
         state = _NodeState()
         errors = state.errors
         hook = spec.validate_hook
@@ -241,7 +249,7 @@ class _Checker:
                 continue
             value = inputs[name]
             if isinstance(value, list):
-                received = self._check_link(node_id, name, input_spec, value, errors, state)
+                received = self._check_link(hook, name, input_spec, value, errors, state)
                 if received is not None:
                     linked_types[name] = received
                 continue
@@ -249,9 +257,12 @@ class _Checker:
             error, new_value = check_constant(name, input_spec, unwrap_literal(value), bypass, self)
             if error is not None:
                 errors.append(error)
-            else:
+            elif new_value is not value or type(new_value) is not type(value):
+                if coerced is inputs:
+                    coerced = dict(inputs)
+                    self.coerced[node_id] = {**node, "inputs": coerced}
                 coerced[name] = new_value
-        if not errors:
+        if not errors and not _LIMITED_INPUTS.isdisjoint(spec.declared):
             errors.extend(self._limit_errors(spec, coerced))
         if not errors and hook is not None and node["class_type"] in self.node_classes:
             errors.extend(self._run_hook(node["class_type"], spec, coerced, linked_types))
@@ -261,18 +272,23 @@ class _Checker:
 
     def _check_link(
         self,
-        node_id: str,
+        hook: ValidateHook | None,
         name: str,
         input_spec: InputSpec,
         value: list[Any],
         errors: list[ErrorDict],
         state: _NodeState,
     ) -> str | None:
-        info = {"input_name": name, "input_config": input_spec.config(), "received_value": value}
+        def info() -> dict[str, Any]:
+            return {"input_name": name, "input_config": input_spec.config(), "received_value": value}
+
         if len(value) != 2:
             errors.append(
                 make_error(
-                    "bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]", name, info
+                    "bad_linked_input",
+                    "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                    name,
+                    info(),
                 )
             )
             return None
@@ -283,13 +299,15 @@ class _Checker:
                     "linked_node_missing",
                     "Linked node does not exist",
                     f"{name}: node '{source}' is not in the prompt",
-                    info,
+                    info(),
                 )
             )
             return None
         source_spec = self.specs[self.prompt[source]["class_type"]]
         if isinstance(slot, bool) or not isinstance(slot, int | float) or int(slot) != slot:
-            errors.append(make_error("bad_linked_input", "Bad linked input, slot index must be an integer", name, info))
+            errors.append(
+                make_error("bad_linked_input", "Bad linked input, slot index must be an integer", name, info())
+            )
             return None
         if not 0 <= int(slot) < len(source_spec.return_types):
             errors.append(
@@ -298,13 +316,16 @@ class _Checker:
                     "Bad linked input, slot index out of range",
                     f"{name}: node '{source}' ({source_spec.name}) has {len(source_spec.return_types)} outputs, "
                     f"not slot {int(slot)}",
-                    info,
+                    info(),
                 )
             )
             return None
         received = source_spec.return_types[int(slot)]
-        hook = self.specs[self.prompt[node_id]["class_type"]].validate_hook
-        if not (hook is not None and hook.wants_input_types) and not types_compatible(received, input_spec.type):
+        if (
+            received != input_spec.type
+            and not (hook is not None and hook.wants_input_types)
+            and not types_compatible(received, input_spec.type)
+        ):
             expected = input_spec.type if isinstance(input_spec.type, str) else "COMBO"
             errors.append(
                 make_error(
@@ -446,7 +467,11 @@ def check_constant(
 
 
 def _step_error(name: str, spec: InputSpec, value: float, info: dict[str, Any]) -> ErrorDict | None:
-    """``step`` on INT inputs (counted from ``min``); on FLOAT the finer of ``round`` and ``step``."""
+    """``step`` on INT inputs (counted from ``min``); FLOAT inputs only where they declare ``round``.
+
+    A FLOAT ``step`` is a UI increment (ComfyUI accepts 0.15 where the step is 0.1); ``round`` is the
+    precision the node asks for.
+    """
     options = spec.options
     if spec.type == "INT":
         step = options.get("step")
@@ -456,7 +481,7 @@ def _step_error(name: str, spec: InputSpec, value: float, info: dict[str, Any]) 
         if (int(value) - base) % step == 0:
             return None
     elif spec.type == "FLOAT":
-        granularity = options.get("round", options.get("step"))
+        granularity = options.get("round")
         if not isinstance(granularity, int | float) or isinstance(granularity, bool) or granularity <= 0:
             return None
         ratio = value / granularity

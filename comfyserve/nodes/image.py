@@ -76,7 +76,7 @@ def _convolve(image: torch.Tensor, kernel: torch.Tensor, radius: int, input_name
         raise NodeInputError(
             f"{input_name} {radius} is too large for a {width}x{height} image (it must be smaller than both sides)"
         )
-    weight = kernel.to(image.dtype).repeat(channels, 1, 1).unsqueeze(1)
+    weight = kernel.to(image.device, image.dtype).repeat(channels, 1, 1).unsqueeze(1)
     padded = F.pad(image.movedim(-1, 1), (radius, radius, radius, radius), mode="reflect")
     return F.conv2d(padded, weight, groups=channels).movedim(1, -1)
 
@@ -194,7 +194,8 @@ class ImagePadForOutpaint:
         """Grey (0.5) padding; the mask is 1 on the padding and fades quadratically into the image over
         ``feathering`` pixels from each padded side (only when the image is over twice that size)."""
         batch, height, width, channels = image.shape
-        padded = torch.full((batch, height + top + bottom, width + left + right, channels), 0.5, dtype=torch.float32)
+        shape = (batch, height + top + bottom, width + left + right, channels)
+        padded = torch.full(shape, 0.5, dtype=torch.float32, device=image.device)
         padded[:, top : top + height, left : left + width, :] = image
         mask = torch.ones((height + top + bottom, width + left + right), dtype=torch.float32)
         mask[top : top + height, left : left + width] = self._feather(

@@ -20,7 +20,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from comfyserve.engine.errors import NodeInputError
 
-# The most pixels one file may decode to, all kept frames together: MAX_RESOLUTION squared (16384 squared).
+# The most pixels one file may decode to, all kept frames together: MAX_RESOLUTION squared (16384 x 16384).
 MAX_IMAGE_PIXELS = 2**28
 # Pillow's own bomb check (warning above the limit, error above twice it) uses the same limit.
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
@@ -58,6 +58,7 @@ def decode_frames(path: Path, *, label: str | None = None, first_frame_only: boo
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                # MPO (multi-picture JPEG) holds alternative views, not frames: ComfyUI keeps the first.
                 rgb, alpha = _read_frames(img, name, first_frame_only or img.format == "MPO")
     except NodeInputError:
         raise

@@ -121,10 +121,10 @@ def test_center_crop_keeps_the_middle_before_resizing() -> None:
     assert torch.allclose(out[0, :, :, 0], torch.tensor([[1.5, 3.5], [1.5, 3.5]]))
 
 
-def test_lanczos_keeps_8_bit_values_and_constant_images() -> None:
-    values = [[k / 255 for k in (0, 17, 200)], [1.0, 0.5, 1 / 255]]
-    image = grid(values)
-    assert torch.equal(ImageScale().upscale(image, "lanczos", 3, 2, "disabled")[0], image)
+def test_lanczos_goes_through_8_bits_truncating_as_comfyui() -> None:
+    image = grid([[0.0, 17 / 255, 200 / 255], [1.0, 0.5, 1 / 255]])
+    expected = grid([[0.0, 17 / 255, 200 / 255], [1.0, 127 / 255, 1 / 255]])  # 0.5 * 255 = 127.5 -> 127
+    assert torch.equal(ImageScale().upscale(image, "lanczos", 3, 2, "disabled")[0], expected)
     (big,) = ImageScaleBy().upscale(torch.full((1, 3, 3, 4), 0.2), "lanczos", 2.0)
     assert big.shape == (1, 6, 6, 4)
     assert torch.allclose(big, torch.full_like(big, 51 / 255))  # 0.2 * 255 = 51 exactly

@@ -149,10 +149,11 @@ class DynamoJobStore:
         self, tenant: str, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None
     ) -> tuple[builtins.list[JobRecord], str | None]:
         check_limit(limit)
-        names = {"#tenant": TENANT_ATTR, "#order": ORDER_ATTR}
+        names = {"#tenant": TENANT_ATTR}
         values: dict[str, Any] = {":tenant": {"S": tenant}}
         condition = "#tenant = :tenant"
         if cursor is not None:
+            names["#order"] = ORDER_ATTR
             condition += " AND #order < :after"
             values[":after"] = {"S": decode_cursor(cursor, tenant, status)}
         query: dict[str, Any] = {
@@ -191,7 +192,7 @@ class DynamoJobStore:
         return self._update(job_id, {JobStatus.RUNNING}, field_changes({"progress": progress}), "update progress")
 
     def set_fields(self, job_id: str, *, when_status: Collection[JobStatus] | None = None, **fields: Any) -> JobRecord:
-        return self._update(job_id, when_status, field_changes(fields), "set fields")
+        return self._update(job_id, when_status, field_changes(fields, when_status), "set fields")
 
     def _update(
         self,

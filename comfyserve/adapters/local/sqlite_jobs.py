@@ -102,7 +102,7 @@ class SqliteJobStore:
         return self._update(job_id, {JobStatus.RUNNING}, changes, None, "update progress")
 
     def set_fields(self, job_id: str, *, when_status: Collection[JobStatus] | None = None, **fields: Any) -> JobRecord:
-        return self._update(job_id, when_status, field_changes(fields), None, "set fields")
+        return self._update(job_id, when_status, field_changes(fields, when_status), None, "set fields")
 
     def _update(
         self,

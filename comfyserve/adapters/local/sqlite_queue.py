@@ -80,16 +80,18 @@ class SqliteJobQueue:
 
     def _receive_once(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
         received: list[ReceivedMessage] = []
+        last_seq = 0  # a message made visible again by a 0 s timeout must not come twice in one batch
         with self._db.write() as conn:
             now = time.time()
             while len(received) < max_messages:
                 rows = conn.execute(
                     "SELECT seq, message_id, body, receive_count FROM queue_messages"
-                    " WHERE queue = ? AND visible_at <= ? ORDER BY seq LIMIT ?",
-                    (self.name, now, max_messages - len(received)),
+                    " WHERE queue = ? AND visible_at <= ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (self.name, now, last_seq, max_messages - len(received)),
                 ).fetchall()
                 if not rows:
                     break
+                last_seq = rows[-1][0]
                 for seq, message_id, body, receive_count in rows:
                     if self._dead_letters is not None and receive_count >= (self._max_receives or 0):
                         conn.execute(

@@ -68,16 +68,19 @@ def _update(
     hh = -h
     b_h, rhos_p, rhos_c = _coefficients(ratios, hh, order, variant)
     base = (sigma / sigma_prev) * x - math.expm1(hh) * model_prev
-    predicted = base
-    if differences:
-        predicted = base - b_h * sum(float(rho) * d for rho, d in zip(rhos_p, differences, strict=True))
+    predicted = base - b_h * _weighted(rhos_p, differences) if differences else base
     if not use_corrector:
         return predicted, None
     model_t = model(predicted, sigma)
-    correction = rhos_c[-1] * (model_t - model_prev)
-    for rho, d in zip(rhos_c[:-1], differences, strict=True):
-        correction = correction + float(rho) * d
+    correction = _weighted(rhos_c, [*differences, model_t - model_prev])
     return base - b_h * correction, model_t
+
+
+def _weighted(weights: numpy.ndarray, tensors: list[torch.Tensor]) -> torch.Tensor:
+    total = float(weights[0]) * tensors[0]
+    for weight, tensor in zip(weights[1:], tensors[1:], strict=True):
+        total = total + float(weight) * tensor
+    return total
 
 
 def unipc(
@@ -88,7 +91,7 @@ def unipc(
     variant: Literal["bh1", "bh2"] = "bh1",
 ) -> torch.Tensor:
     """Sample from ``sigmas[0]`` to ``sigmas[-1]`` (floored at 1e-3); ``callback(i)`` once per step."""
-    times = [*sigmas[:-1], max(sigmas[-1], FINAL_SIGMA)] if sigmas[-1] < FINAL_SIGMA else list(sigmas)
+    times = [*sigmas[:-1], max(sigmas[-1], FINAL_SIGMA)]
     steps = len(times) - 1
     if steps < 1:
         return x
@@ -100,6 +103,6 @@ def unipc(
         last = i == steps
         x, model_x = _update(model, x, history, times[i], order, variant, use_corrector=not last)
         if model_x is not None:
-            history = [*history[-(max_order - 1) :], (times[i], model_x)] if max_order > 1 else [(times[i], model_x)]
+            history = [*history, (times[i], model_x)][-max_order:]
             callback(i)
     return x

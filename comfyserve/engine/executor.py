@@ -1,0 +1,626 @@
+"""The DAG executor: runs a validated prompt with ComfyUI's semantics (reference §1.4-§1.10).
+
+Only the producers of the requested outputs run, each once its strong (non-lazy) inputs exist. Outputs are
+cached by input signature across jobs; lazy inputs, list mapping, ``ExecutionBlocker``, node expansion and
+async node functions behave as in ComfyUI. The first failure stops the prompt unless ``keep_going`` is set,
+in which case only the nodes that depend on the failed one are skipped. Events carry ComfyUI's names and
+payloads. Nothing recurses, so graph size is bounded by memory, not by the interpreter's stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from comfyserve.engine import context as run_context
+from comfyserve.engine import events
+from comfyserve.engine.cache import CacheEntry, OutputCache
+from comfyserve.engine.context import RunContext
+from comfyserve.engine.errors import InterruptedError_, NodeInputError
+from comfyserve.engine.graph import DependencyCycleError, DuplicateNodeError, DynamicPrompt, GraphError, Scheduler
+from comfyserve.engine.graph_utils import CURRENT_CALL, ExecutionBlocker, NodeCall, is_link
+from comfyserve.engine.plan import NodePlan, only, slice_calls
+from comfyserve.engine.registry import NodeRegistry
+from comfyserve.engine.signature import Signatures
+
+EventSink = Callable[[str, dict[str, Any]], None]
+Status = Literal["success", "error", "interrupted"]
+Returns = tuple[Any, ...]
+
+MAX_INSTANCES = 256
+
+
+@dataclass
+class ExecutionResult:
+    """What one prompt did. ``ui_outputs`` and ``meta`` are ComfyUI's history ``outputs`` and ``meta`` (cached
+    nodes included); ``messages`` its ``status.messages``; ``errors`` the ``execution_error`` payloads."""
+
+    prompt_id: str
+    status: Status = "success"
+    ui_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Executor:
+    """Runs prompts against a registry. Keep one per process: it holds the output cache and the node
+    instances (by node id and class, as ComfyUI's ``objects`` cache) between jobs."""
+
+    def __init__(self, registry: NodeRegistry, cache: OutputCache | None = None) -> None:
+        self.registry = registry
+        self.cache = cache if cache is not None else OutputCache()
+        self._plans: dict[str, NodePlan] = {}
+        self._instances: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    def execute(
+        self,
+        prompt: dict[str, dict[str, Any]],
+        outputs: list[str],
+        *,
+        context: RunContext,
+        prompt_id: str = "",
+        on_event: EventSink | None = None,
+        keep_going: bool = False,
+    ) -> ExecutionResult:
+        """Run ``outputs`` and their producers. Call from synchronous code; async callers use
+        :meth:`execute_async`."""
+        return asyncio.run(
+            self.execute_async(
+                prompt, outputs, context=context, prompt_id=prompt_id, on_event=on_event, keep_going=keep_going
+            )
+        )
+
+    async def execute_async(
+        self,
+        prompt: dict[str, dict[str, Any]],
+        outputs: list[str],
+        *,
+        context: RunContext,
+        prompt_id: str = "",
+        on_event: EventSink | None = None,
+        keep_going: bool = False,
+    ) -> ExecutionResult:
+        return await _Run(self, prompt, outputs, context, prompt_id, on_event, keep_going).run()
+
+    def clear(self) -> None:
+        """Drop cached outputs and node instances (ComfyUI's ``free_memory``)."""
+        self.cache.clear()
+        self._instances.clear()
+
+    def plan(self, class_type: str) -> NodePlan:
+        node_class = self.registry.classes.get(class_type)
+        plan = self._plans.get(class_type)
+        if plan is None or plan.cls is not node_class:
+            if node_class is None:
+                raise KeyError(class_type)
+            plan = self._plans[class_type] = NodePlan.build(node_class, self.registry.spec(class_type))
+        return plan
+
+    def instance(self, node_id: str, plan: NodePlan) -> Any:
+        key = (node_id, plan.name)
+        instance = self._instances.get(key)
+        if instance is None:
+            instance = self._instances[key] = plan.cls()
+            if len(self._instances) > MAX_INSTANCES:
+                self._instances.popitem(last=False)
+        else:
+            self._instances.move_to_end(key)
+        return instance
+
+
+class _Run:
+    """The state of one prompt's execution."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        prompt: dict[str, dict[str, Any]],
+        outputs: list[str],
+        ctx: RunContext,
+        prompt_id: str,
+        on_event: EventSink | None,
+        keep_going: bool,
+    ) -> None:
+        self.executor = executor
+        self.cache = executor.cache
+        self.outputs = list(outputs)
+        self.prompt_id = prompt_id
+        self.emit = on_event
+        self.keep_going = keep_going
+        self.dynprompt = DynamicPrompt(prompt)
+        self._outer_hook = ctx.progress_hook
+        self.ctx = dataclasses.replace(
+            ctx, prompt=ctx.prompt if ctx.prompt is not None else prompt, progress_hook=self._progress
+        )
+        self.cancelled = ctx.cancel_check
+        self.result = ExecutionResult(prompt_id)
+        self.plans: dict[str, NodePlan] = {}
+        self.values: dict[str, list[list[Any]]] = {}
+        self.signatures = Signatures(self.dynprompt, self._plan_of, self._hidden_inputs)
+        self.digests = self.signatures.digests
+        self.scheduler = Scheduler(self._strong_links, self._available, self._urgent)
+        self.inputs: dict[str, dict[str, list[Any]]] = {}  # inputs of running nodes, for error reports
+        self.inflight: dict[str, list[Any]] = {}  # async node -> per-call results (tasks among them)
+        self.finished: dict[str, list[Any]] = {}  # async node whose tasks are done, awaiting re-stage
+        self.started: dict[str, float] = {}
+        self.ran: set[str] = set()
+        self.subgraphs: dict[str, tuple[list[tuple[bool, Returns]], dict[str, Any] | None]] = {}
+
+    # -- the run ------------------------------------------------------------------------------------------
+
+    async def run(self) -> ExecutionResult:
+        result = self.result
+        self._message(events.EXECUTION_START, events.execution_start(self.prompt_id))
+        with run_context.use(self.ctx):
+            try:
+                await self.signatures.ensure(self.outputs)
+                self._announce_cached()
+                for output in self.outputs:
+                    self.scheduler.add(output)
+                await self._loop()
+            except GraphError as exc:
+                self._fail(exc.node_id, exc)
+            finally:
+                await self._cancel_tasks()
+        if result.status == "success":
+            self._message(events.EXECUTION_SUCCESS, events.execution_success(self.prompt_id))
+        if self.emit is not None:
+            self.emit(events.EXECUTING, events.executing(self.prompt_id, None))
+        return result
+
+    async def _loop(self) -> None:
+        scheduler = self.scheduler
+        timings = self.result.timings
+        while True:
+            if self.inflight:
+                await asyncio.sleep(0)
+                self._collect_async()
+            node_id = scheduler.pop()
+            if node_id is None:
+                if self.inflight:
+                    await asyncio.wait(
+                        [t for calls in self.inflight.values() for t in calls if isinstance(t, asyncio.Task)],
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    self._collect_async()
+                    continue
+                if scheduler.pending:
+                    self._fail_cycle(scheduler.cycle())
+                return
+            if self.cancelled():
+                self._interrupt(node_id)
+                return
+            begin = time.perf_counter()
+            try:
+                done = await self._run_node(node_id)
+            except InterruptedError_:
+                self._interrupt(node_id)
+                return
+            except Exception as exc:
+                self._fail(node_id, exc)
+                if not self.keep_going:
+                    return
+                for dropped in scheduler.drop(node_id):
+                    self._cancel_node(dropped)
+                continue
+            finally:
+                if node_id in self.ran:
+                    timings[node_id] = timings.get(node_id, 0.0) + time.perf_counter() - begin
+            if done:
+                scheduler.complete(node_id)
+
+    async def _run_node(self, node_id: str) -> bool:
+        """Advance one node; True when its outputs exist, False when it waits (lazy inputs, async calls,
+        an expansion's nodes)."""
+        plan = self.plans[node_id]
+        if node_id in self.subgraphs:
+            parts, ui = self.subgraphs.pop(node_id)
+            self._finish(node_id, plan, self._merge(parts, plan), ui)
+            return True
+        calls = self.finished.pop(node_id, None)
+        if calls is not None:
+            waited = time.perf_counter() - self.started.pop(node_id)
+            self.result.timings[node_id] = self.result.timings.get(node_id, 0.0) + waited
+            return await self._complete(node_id, plan, [_result_of(c) for c in calls])
+        if node_id in self.values or self._lookup(node_id):
+            self._report_cached(node_id)
+            return True
+        display = self.dynprompt.get_display_node_id(node_id)
+        if self.emit is not None:
+            self.emit(events.EXECUTING, events.executing(self.prompt_id, node_id, display))
+        node = self.dynprompt.get_node(node_id)
+        self.ran.add(node_id)
+        inputs, missing = self._gather(node_id, node, plan)
+        self.inputs[node_id] = inputs
+        if plan.has_lazy_check and await self._wait_for_lazy(node_id, node, plan, inputs, missing):
+            return False
+        calls = self._call(node_id, display, plan, inputs)
+        if any(isinstance(c, asyncio.Task) for c in calls):
+            await asyncio.sleep(0)
+            if not all(c.done() for c in calls if isinstance(c, asyncio.Task)):
+                self.inflight[node_id] = calls
+                self.started[node_id] = time.perf_counter()
+                return False
+            calls = [_result_of(c) for c in calls]
+        return await self._complete(node_id, plan, calls)
+
+    # -- inputs -----------------------------------------------------------------------------------------
+
+    def _gather(
+        self, node_id: str, node: dict[str, Any], plan: NodePlan
+    ) -> tuple[dict[str, list[Any]], set[str] | None]:
+        """Every input as a list (reference §1.7); unevaluated links are ``[None]`` and listed as missing."""
+        values = self.values
+        inputs: dict[str, list[Any]] = {}
+        missing: set[str] | None = None
+        for name, value in (node.get("inputs") or {}).items():
+            if is_link(value):
+                if name in plan.raw_links:
+                    inputs[name] = [value]
+                    continue
+                produced = values.get(value[0])
+                if produced is None:
+                    inputs[name] = [None]
+                    missing = missing or set()
+                    missing.add(name)
+                    continue
+                slot = int(value[1])
+                if not 0 <= slot < len(produced):
+                    raise NodeInputError(
+                        f"input {name!r} links to output {slot} of node {value[0]}, "
+                        f"which produced {len(produced)} output(s)"
+                    )
+                inputs[name] = produced[slot]
+            elif name in plan.declared:
+                inputs[name] = [value["__value__"] if type(value) is dict and "__value__" in value else value]
+        if plan.hidden:
+            inputs.update(self._hidden_inputs(node_id, plan))
+        return inputs, missing
+
+    def _hidden_inputs(self, node_id: str, plan: NodePlan) -> dict[str, list[Any]]:
+        hidden: dict[str, list[Any]] = {}
+        for name, kind in plan.hidden:
+            if kind == "PROMPT":
+                hidden[name] = [self.ctx.prompt]
+            elif kind == "DYNPROMPT":
+                hidden[name] = [self.dynprompt]
+            elif kind == "EXTRA_PNGINFO":
+                hidden[name] = [self.ctx.extra_pnginfo]
+            elif kind == "UNIQUE_ID":
+                hidden[name] = [node_id]
+            elif kind in ("AUTH_TOKEN_COMFY_ORG", "API_KEY_COMFY_ORG"):
+                hidden[name] = [None]
+        return hidden
+
+    async def _wait_for_lazy(
+        self, node_id: str, node: dict[str, Any], plan: NodePlan, inputs: dict[str, list[Any]], missing: set[str] | None
+    ) -> bool:
+        """Ask ``check_lazy_status`` which unevaluated inputs it needs; schedule them and return True if any."""
+        check = self.executor.instance(node_id, plan).check_lazy_status
+        wanted: dict[str, None] = {}
+        for kwargs in slice_calls(inputs, plan.input_is_list):
+            if _blocker(kwargs, plan.input_is_list) is not None:
+                continue
+            names = check(**only(kwargs, plan.lazy_check_params))
+            if inspect.isawaitable(names):
+                names = await names
+            if isinstance(names, list | tuple):
+                wanted.update((n, None) for n in names if isinstance(n, str))
+        needed = [n for n in wanted if n not in inputs or (missing is not None and n in missing)]
+        for name in needed:
+            link: Any = (node.get("inputs") or {}).get(name)
+            if not is_link(link):
+                raise NodeInputError(f"node {node_id} says it needs input {name!r}, but nothing is linked to it")
+            self.scheduler.link(link[0], node_id)
+        if needed:
+            self.scheduler.requeue(node_id)
+        return bool(needed)
+
+    # -- calling and results ----------------------------------------------------------------------------
+
+    def _call(self, node_id: str, display: str, plan: NodePlan, inputs: dict[str, list[Any]]) -> list[Any]:
+        """Call the node function once per list-mapped call; coroutines become tasks that run concurrently."""
+        function = getattr(self.executor.instance(node_id, plan), plan.function)
+        calls: list[Any] = []
+        for index, kwargs in enumerate(slice_calls(inputs, plan.input_is_list)):
+            if index and self.cancelled():
+                raise InterruptedError_("the job was cancelled")
+            blocker = _blocker(kwargs, plan.input_is_list)
+            if blocker is not None:
+                if blocker.message is not None and self.emit is not None:
+                    self.emit(
+                        events.EXECUTION_ERROR,
+                        events.execution_blocked(
+                            self.prompt_id, node_id, plan.name, list(self.result.executed), blocker.message
+                        ),
+                    )
+                calls.append(ExecutionBlocker(None))
+                continue
+            token = CURRENT_CALL.set(NodeCall(node_id, display, index))
+            try:
+                returned = function(**kwargs)
+                if inspect.iscoroutine(returned):
+                    returned = asyncio.ensure_future(returned)
+            finally:
+                CURRENT_CALL.reset(token)
+            calls.append(returned)
+        return calls
+
+    async def _complete(self, node_id: str, plan: NodePlan, calls: list[Any]) -> bool:
+        """Turn the calls' return values into outputs and UI, or expand the node's subgraphs."""
+        parts: list[tuple[bool, Returns]] = []
+        uis: list[dict[str, Any]] = []
+        new_nodes: list[str] = []
+        for returned in calls:
+            if isinstance(returned, dict):
+                if returned.get("ui"):
+                    uis.append(returned["ui"])
+                if "expand" in returned:
+                    parts.append((True, _as_returns(returned.get("result", ()), plan)))
+                    new_nodes += self._add_subgraph(node_id, returned["expand"])
+                elif "result" in returned:
+                    parts.append((False, _as_returns(returned["result"], plan)))
+            else:
+                parts.append((False, _as_returns(returned, plan)))
+        ui = _merge_ui(uis)
+        if not any(is_graph for is_graph, _ in parts):
+            self._finish(node_id, plan, self._merge(parts, plan), ui)
+            return True
+        if ui:
+            self._report_ui(node_id, ui)
+        self.subgraphs[node_id] = (parts, ui)
+        links = [value[0] for is_graph, returns in parts if is_graph for value in returns if is_link(value)]
+        await self.signatures.ensure([*new_nodes, *links])
+        for new_id in new_nodes:
+            if self.plans[new_id].output_node:
+                self.scheduler.add(new_id)
+        for producer in links:
+            self.scheduler.link(producer, node_id)
+        self.scheduler.requeue(node_id)
+        return False
+
+    def _add_subgraph(self, node_id: str, graph: Any) -> list[str]:
+        """Add an expansion's nodes as ephemeral nodes of ``node_id``; returns their ids."""
+        if not isinstance(graph, dict) or not all(
+            isinstance(n, dict) and isinstance(n.get("class_type"), str) for n in graph.values()
+        ):
+            raise TypeError(f"node {node_id} returned an expansion that is not a dict of nodes with a class_type")
+        for new_id in graph:
+            if self.dynprompt.has_node(new_id):
+                raise DuplicateNodeError(
+                    node_id,
+                    f"Attempt to add duplicate node {new_id}. Ensure node ids are unique and deterministic "
+                    "or use GraphBuilder.",
+                )
+        for new_id, new_node in graph.items():
+            self.dynprompt.add_ephemeral_node(new_id, new_node, node_id, new_node.get("override_display_id", node_id))
+        return list(graph)
+
+    def _merge(self, parts: list[tuple[bool, Returns]], plan: NodePlan) -> list[list[Any]]:
+        """One list per output slot: values of each call, list outputs concatenated (``OUTPUT_IS_LIST``);
+        in an expansion's result a link stands for every value its node produced."""
+        if not parts:
+            return []
+        width = len(parts[0][1])
+        merged: list[list[Any]] = [[] for _ in range(width)]
+        list_slots = plan.output_is_list
+        for is_graph, returns in parts:
+            if len(returns) != width:
+                raise TypeError(f"{plan.name} returned {width} values from one call and {len(returns)} from another")
+            for slot, value in enumerate(returns):
+                if is_graph and is_link(value):
+                    merged[slot].extend(self.values[value[0]][int(value[1])])
+                elif slot < len(list_slots) and list_slots[slot] and not isinstance(value, ExecutionBlocker):
+                    merged[slot].extend(value)
+                else:
+                    merged[slot].append(value)
+        return merged
+
+    def _finish(self, node_id: str, plan: NodePlan, outputs: list[list[Any]], ui: dict[str, Any] | None) -> None:
+        self.values[node_id] = outputs
+        self.inputs.pop(node_id, None)
+        self.result.executed.append(node_id)
+        digest = self.digests.get(node_id)
+        if digest is not None:
+            self.cache.put(digest, outputs, ui or None)
+        if ui and node_id not in self.result.ui_outputs:
+            self._report_ui(node_id, ui)
+
+    # -- cache ------------------------------------------------------------------------------------------
+
+    def _lookup(self, node_id: str) -> bool:
+        digest = self.digests.get(node_id)
+        entry = self.cache.get(digest) if digest is not None else None
+        if entry is None:
+            return False
+        self._take(node_id, entry)
+        return True
+
+    def _take(self, node_id: str, entry: CacheEntry) -> None:
+        self.values[node_id] = entry.outputs
+        self.result.cached.append(node_id)
+        if entry.ui:
+            self._record_ui(node_id, entry.ui)
+
+    def _announce_cached(self) -> None:
+        for node_id in list(self.digests):
+            self._lookup(node_id)
+        self._message(events.EXECUTION_CACHED, events.execution_cached(self.prompt_id, list(self.result.cached)))
+
+    def _report_cached(self, node_id: str) -> None:
+        """An output node (or a duplicate of a node that already ran) served from the cache."""
+        ui = self.result.ui_outputs.get(node_id)
+        if ui is not None and self.emit is not None:
+            display = self.dynprompt.get_display_node_id(node_id)
+            self.emit(events.EXECUTED, events.executed(self.prompt_id, node_id, display, ui))
+
+    # -- graph callbacks --------------------------------------------------------------------------------
+
+    def _plan_of(self, node_id: str) -> NodePlan:
+        plan = self.plans.get(node_id)
+        if plan is None:
+            class_type = self.dynprompt.get_node(node_id).get("class_type")
+            try:
+                plan = self.plans[node_id] = self.executor.plan(str(class_type))
+            except KeyError:
+                raise GraphError(node_id, f"node {node_id} has an unknown class_type {class_type!r}") from None
+            except Exception as exc:
+                raise GraphError(node_id, f"node {node_id} ({class_type}) cannot run: {exc}") from exc
+        return plan
+
+    def _strong_links(self, node_id: str) -> list[str]:
+        lazy = self.plans[node_id].lazy
+        inputs = self.dynprompt.get_node(node_id).get("inputs") or {}
+        return [value[0] for name, value in inputs.items() if is_link(value) and name not in lazy]
+
+    def _available(self, node_id: str) -> bool:
+        return node_id in self.values or self._lookup(node_id)
+
+    def _urgent(self, node_id: str) -> bool:
+        plan = self.plans[node_id]
+        return plan.output_node or plan.is_async
+
+    # -- async ------------------------------------------------------------------------------------------
+
+    def _collect_async(self) -> None:
+        for node_id, calls in list(self.inflight.items()):
+            if all(c.done() for c in calls if isinstance(c, asyncio.Task)):
+                del self.inflight[node_id]
+                self.finished[node_id] = calls
+                self.scheduler.requeue(node_id)
+
+    def _cancel_node(self, node_id: str) -> None:
+        for call in self.inflight.pop(node_id, ()):
+            if isinstance(call, asyncio.Task):
+                call.cancel()
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [c for calls in (*self.inflight.values(), *self.finished.values()) for c in calls]
+        tasks = [t for t in tasks if isinstance(t, asyncio.Task)]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- reporting --------------------------------------------------------------------------------------
+
+    def _message(self, name: str, data: dict[str, Any]) -> None:
+        self.result.messages.append((name, data))
+        if self.emit is not None:
+            self.emit(name, data)
+
+    def _record_ui(self, node_id: str, ui: dict[str, Any]) -> None:
+        self.result.ui_outputs[node_id] = ui
+        self.result.meta[node_id] = {
+            "node_id": node_id,
+            "display_node": self.dynprompt.get_display_node_id(node_id),
+            "parent_node": self.dynprompt.get_parent_node_id(node_id),
+            "real_node_id": self.dynprompt.get_real_node_id(node_id),
+        }
+
+    def _report_ui(self, node_id: str, ui: dict[str, Any]) -> None:
+        self._record_ui(node_id, ui)
+        if self.emit is not None:
+            display = self.dynprompt.get_display_node_id(node_id)
+            self.emit(events.EXECUTED, events.executed(self.prompt_id, node_id, display, ui))
+
+    def _progress(self, value: int, total: int) -> None:
+        if self.emit is not None:
+            call = CURRENT_CALL.get()
+            node = call.display_id if call is not None else None
+            self.emit(events.PROGRESS, events.progress(self.prompt_id, node, value, total))
+        if self._outer_hook is not None:
+            self._outer_hook(value, total)
+
+    def _node_type(self, node_id: str) -> str:
+        node = self.dynprompt.original_prompt.get(node_id) or self.dynprompt.ephemeral.get(node_id) or {}
+        return str(node.get("class_type", ""))
+
+    def _fail(self, node_id: str, exc: Exception) -> None:
+        """Report ``exc`` as ComfyUI does: on the node of the original prompt the failing node comes from."""
+        real_id = self.dynprompt.get_real_node_id(node_id)
+        inputs = self.inputs.pop(node_id, None)
+        if inputs is not None:
+            hidden = {name for name, _ in self.plans[node_id].hidden}
+            inputs = {name: values for name, values in inputs.items() if name not in hidden}
+        details = events.error_details(exc, inputs)
+        if isinstance(exc, GraphError):
+            details["traceback"] = []
+        self._error(real_id, details)
+
+    def _fail_cycle(self, cycle: list[str]) -> None:
+        """Nothing can run and nodes still wait: an expansion made a cycle. Blame the expanding node."""
+        blamed = next(
+            (self.dynprompt.get_display_node_id(n) for n in cycle if self.dynprompt.get_display_node_id(n) != n),
+            cycle[0] if cycle else "",
+        )
+        self._fail(blamed, DependencyCycleError(blamed, cycle))
+
+    def _error(self, node_id: str, details: dict[str, Any]) -> None:
+        payload = events.execution_error(
+            self.prompt_id,
+            node_id,
+            self._node_type(node_id),
+            list(self.result.executed),
+            details,
+            list(self.values),
+        )
+        self.result.status = "error"
+        self.result.errors.append(payload)
+        self._message(events.EXECUTION_ERROR, payload)
+
+    def _interrupt(self, node_id: str) -> None:
+        self.result.status = "interrupted"
+        payload = events.execution_interrupted(
+            self.prompt_id, node_id, self._node_type(node_id), list(self.result.executed)
+        )
+        self._message(events.EXECUTION_INTERRUPTED, payload)
+
+
+def _blocker(kwargs: dict[str, Any], input_is_list: bool) -> ExecutionBlocker | None:
+    for value in kwargs.values():
+        if input_is_list:
+            for item in value:
+                if isinstance(item, ExecutionBlocker):
+                    return item
+        elif isinstance(value, ExecutionBlocker):
+            return value
+    return None
+
+
+def _result_of(call: Any) -> Any:
+    return call.result() if isinstance(call, asyncio.Task) else call
+
+
+def _as_returns(returned: Any, plan: NodePlan) -> Returns:
+    if isinstance(returned, ExecutionBlocker):
+        return (returned,) * len(plan.output_is_list)
+    if isinstance(returned, tuple | list):
+        return tuple(returned)
+    if returned is None and not plan.output_is_list:
+        return ()
+    raise TypeError(
+        f"{plan.name}.{plan.function} returned {type(returned).__name__}; expected a tuple of "
+        f"{len(plan.output_is_list)} output(s) or a dict with 'result' and/or 'ui'"
+    )
+
+
+def _merge_ui(uis: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """UI dicts of list-mapped calls merged key by key, their lists concatenated."""
+    if len(uis) <= 1:
+        return uis[0] if uis else None
+    merged: dict[str, Any] = {}
+    for ui in uis:
+        for key, value in ui.items():
+            merged.setdefault(key, []).extend(value if isinstance(value, list | tuple) else [value])
+    return merged

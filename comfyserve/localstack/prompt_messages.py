@@ -1,0 +1,89 @@
+"""Worker side of the websocket: ComfyUI's messages for jobs submitted with a ``client_id``, into the feed.
+
+The executor's events go through as they are; once the job's final state is written the worker adds what
+ComfyUI's main loop sends after a prompt (reference §1.10): a ``status`` and ``executing {node: null}``. A job
+that failed or was cancelled before the executor reported it (an invalid workflow, an input that could not be
+fetched, a cancel between nodes) gets its ``execution_error`` / ``execution_interrupted`` first, so a client
+waiting for the end of its prompt always sees one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from comfyserve.contracts.jobs import JobRecord, JobStatus
+from comfyserve.engine import events
+from comfyserve.localstack.feed import EventFeed
+from comfyserve.worker.loop import MessagesFactory, PromptMessages
+
+TERMINAL_EVENTS = frozenset({events.EXECUTION_SUCCESS, events.EXECUTION_ERROR, events.EXECUTION_INTERRUPTED})
+STATUS = "status"  # the server fills in the queue length when it sends it
+
+
+def client_id_of(record: JobRecord) -> str | None:
+    comfyui = record.metadata.get("comfyui")
+    client_id = comfyui.get("client_id") if isinstance(comfyui, dict) else None
+    return client_id if isinstance(client_id, str) and client_id else None
+
+
+class FeedMessages:
+    def __init__(self, feed: EventFeed, record: JobRecord, client_id: str) -> None:
+        self._feed = feed
+        self._record = record
+        self._client_id = client_id
+        self._ended = False
+
+    def _append(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        self._feed.append(self._record.tenant, self._client_id, self._record.job_id, messages)
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        self._ended = self._ended or event in TERMINAL_EVENTS
+        self._append([(event, data)])
+
+    def finish(self, record: JobRecord) -> None:
+        prompt_id = record.job_id
+        closing: list[tuple[str, dict[str, Any]]] = []
+        if not self._ended and record.status is JobStatus.FAILED and record.error is not None:
+            error = record.error
+            closing.append(
+                (
+                    events.EXECUTION_ERROR,
+                    {
+                        "prompt_id": prompt_id,
+                        "node_id": error.node_id,
+                        "node_type": error.node_type,
+                        "executed": [],
+                        "exception_message": error.message,
+                        "exception_type": error.type,
+                        "traceback": [],
+                        "current_inputs": {},
+                        "current_outputs": [],
+                        "timestamp": events.timestamp(),
+                    },
+                )
+            )
+        elif not self._ended and record.status is JobStatus.CANCELLED:
+            closing.append(
+                (
+                    events.EXECUTION_INTERRUPTED,
+                    {
+                        "prompt_id": prompt_id,
+                        "node_id": None,
+                        "node_type": None,
+                        "executed": [],
+                        "timestamp": events.timestamp(),
+                    },
+                )
+            )
+        closing += [(STATUS, {}), (events.EXECUTING, events.executing(prompt_id, None))]
+        self._append(closing)
+
+
+def feed_messages(feed: EventFeed) -> MessagesFactory:
+    """The worker's factory: a feed writer for jobs that name a websocket client, nothing for the others."""
+
+    def factory(record: JobRecord) -> PromptMessages | None:
+        client_id = client_id_of(record)
+        return FeedMessages(feed, record, client_id) if client_id is not None else None
+
+    return factory

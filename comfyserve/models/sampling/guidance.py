@@ -1,0 +1,96 @@
+"""The denoiser a sampler calls: UNet predictions per conditioning entry, combined with classifier-free guidance.
+
+At each sigma the active entries of each side are averaged by strength (ComfyUI sums ``strength * x0`` and
+divides by the summed strengths), then ``uncond + cfg * (cond - uncond)``. With ``cfg == 1`` the negative
+side is never evaluated. Entries whose tensors have equal shapes run through the UNet in one batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from comfyserve.models.handles import DiffusionModel
+from comfyserve.models.sampling.conditioning import PreparedCond
+from comfyserve.models.sampling.prediction import input_scale, to_denoised
+from comfyserve.models.sampling.schedule import DiscreteSchedule
+
+_EMPTY_WEIGHT = 1e-37
+
+
+class Guider:
+    """``D(x, sigma)`` for a model, its prepared positive and negative conditioning, and a CFG scale."""
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        schedule: DiscreteSchedule,
+        positive: list[PreparedCond],
+        negative: list[PreparedCond],
+        cfg: float,
+    ) -> None:
+        self.model = model
+        self.schedule = schedule
+        self.positive = positive
+        self.negative = negative
+        self.cfg = cfg
+        self.skip_negative = math.isclose(cfg, 1.0)
+        self.unet_dtype = next(model.unet.parameters()).dtype
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        entries = [c for c in self.positive if c.active(sigma)]
+        count_positive = len(entries)
+        if not self.skip_negative:
+            entries += [c for c in self.negative if c.active(sigma)]
+        predictions = self._predict(x, sigma, entries)
+        cond = _average(x, entries[:count_positive], predictions[:count_positive])
+        if self.skip_negative:
+            return cond
+        uncond = _average(x, entries[count_positive:], predictions[count_positive:])
+        return uncond + (cond - uncond) * self.cfg
+
+    def _predict(self, x: torch.Tensor, sigma: float, entries: list[PreparedCond]) -> list[torch.Tensor]:
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for index, entry in enumerate(entries):
+            groups.setdefault(entry.batch_key(), []).append(index)
+        predictions: list[torch.Tensor] = [x] * len(entries)
+        for indices in groups.values():
+            outputs = self._run_unet(x, sigma, [entries[i] for i in indices])
+            for index, output in zip(indices, outputs, strict=True):
+                predictions[index] = output
+        return predictions
+
+    def _run_unet(self, x: torch.Tensor, sigma: float, entries: list[PreparedCond]) -> list[torch.Tensor]:
+        prediction = self.model.sampling.prediction
+        timestep = self.schedule.timestep(sigma)
+        count = len(entries)
+        model_input = (x * input_scale(prediction, sigma)).repeat(count, 1, 1, 1)
+        first = entries[0]
+        if first.concat is not None:
+            model_input = torch.cat([model_input, torch.cat([e.concat for e in entries if e.concat is not None])], 1)
+        added = None
+        if first.added is not None:
+            added = {key: torch.cat([e.added[key] for e in entries if e.added is not None]) for key in first.added}
+        timesteps = torch.full((model_input.shape[0],), timestep, device=x.device, dtype=torch.float32)
+        output = self.model.unet(
+            model_input.to(self.unet_dtype),
+            timesteps,
+            encoder_hidden_states=torch.cat([e.context for e in entries]),
+            added_cond_kwargs=added,
+        ).sample.float()
+        return [to_denoised(prediction, x, chunk, sigma, timestep) for chunk in output.chunk(count)]
+
+
+def _average(x: torch.Tensor, entries: Sequence[PreparedCond], predictions: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Strength-weighted mean of the side's predictions; zeros when no entry is active (as ComfyUI)."""
+    if not entries:
+        return torch.zeros_like(x)
+    if len(entries) == 1 and entries[0].strength == 1.0:
+        return predictions[0]
+    total = sum(entry.strength for entry in entries) + _EMPTY_WEIGHT
+    weighted = predictions[0] * entries[0].strength
+    for entry, prediction in zip(entries[1:], predictions[1:], strict=True):
+        weighted = weighted + prediction * entry.strength
+    return weighted / total

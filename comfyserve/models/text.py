@@ -1,0 +1,79 @@
+"""CLIPTextEncode: prompt -> CONDITIONING the way ComfyUI computes it.
+
+Per encoder: the prompt's 77-token windows are encoded in one batch; the hidden states come from
+``TextEncoder.stop_at_layer`` (-1 last, -2 penultimate ...; a layer beyond the encoder's depth means the last),
+passed through the final layer norm for SD1/SD2 (not for SDXL). When any token is weighted the empty prompt is
+encoded too and each weighted token becomes ``(z - z_empty) * w + z_empty``. SDXL concatenates CLIP-L's and
+bigG's states (768 + 1280 = 2048 wide); the pooled output is the first window's (bigG's projection on SDXL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from comfyserve.models.device import policy
+from comfyserve.models.handles import TextEncoder
+from comfyserve.models.lora import merged
+from comfyserve.models.memory import on_device
+from comfyserve.models.prompt import Weighted, Windowing, empty_window, token_windows
+
+Conditioning = list[list[Any]]
+
+
+@dataclass
+class ClipEncoder:
+    """One text encoder of a CLIP handle with how it pads and whether hidden layers get the final norm."""
+
+    module: torch.nn.Module
+    pad_token: int
+    final_norm: bool
+
+    @property
+    def layers(self) -> int:
+        return int(self.module.config.num_hidden_layers)
+
+    def final_layer_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        owner = getattr(self.module, "text_model", self.module)
+        result: torch.Tensor = owner.final_layer_norm(hidden)
+        return result
+
+
+def _encode_windows(encoder: ClipEncoder, windows: Sequence[Weighted], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = [[t for t, _ in window] for window in windows]
+    weighted = any(w != 1.0 for window in windows for _, w in window)
+    if weighted:
+        tokens.append(empty_window(encoder.pad_token))
+    ids = torch.tensor(tokens, device=policy().device)
+    with torch.inference_mode():
+        out = encoder.module(input_ids=ids, output_hidden_states=True)
+        if abs(layer) > encoder.layers:
+            hidden = out.last_hidden_state
+        else:
+            hidden = out.hidden_states[layer]
+            if encoder.final_norm:
+                hidden = encoder.final_layer_norm(hidden)
+        pooled = out.text_embeds if hasattr(out, "text_embeds") else out.pooler_output
+    z = hidden.float().cpu()
+    if weighted:
+        empty, z = z[-1], z[:-1]
+        weights = torch.tensor([[w for _, w in window] for window in windows], dtype=torch.float32)[..., None]
+        z = (z - empty) * weights + empty
+    return z.reshape(1, -1, z.shape[-1]), pooled[:1].float().cpu()
+
+
+def encode_text(clip: TextEncoder, text: str) -> Conditioning:
+    """CONDITIONING ``[[cond [1, 77*k, width], {"pooled_output": [1, pooled width]}]]``, on the CPU, float32."""
+    conds, pooled = [], None
+    targets = [(f"{i}.", encoder.module) for i, encoder in enumerate(clip.encoders)]
+    with on_device(*(module for _, module in targets)), merged(targets, clip.lora):
+        for tokenize, encoder in zip(clip.tokenizers, clip.encoders, strict=True):
+            windows = token_windows(text, Windowing(tokenize, encoder.pad_token))
+            cond, pooled = _encode_windows(encoder, windows, clip.stop_at_layer)
+            conds.append(cond)
+    length = min(c.shape[1] for c in conds)
+    cond = torch.cat([c[:, :length] for c in conds], dim=-1)
+    return [[cond, {"pooled_output": pooled}]]

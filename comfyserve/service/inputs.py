@@ -1,0 +1,136 @@
+"""Input resolution: ``{url | key | base64}`` per input name → :class:`InputRef` (a blob key or a checked URL).
+
+Every input is checked before anything is written, so a bad input leaves nothing behind: URLs must pass the
+SSRF guard (the worker checks again before fetching), keys must be the tenant's own existing uploads, base64
+must decode within the size limit. Then base64 inputs are claim-checked into the blob store under
+deterministic per-job keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from comfyserve.contracts.jobs import InputRef
+from comfyserve.netguard import UnsafeURL, check_public_url
+from comfyserve.ports import InvalidKey, validate_key
+from comfyserve.service import keys
+from comfyserve.service.deps import ServiceDeps
+from comfyserve.service.errors import Forbidden, Invalid, TooLarge
+from comfyserve.service.models import InputSource
+
+MAX_NAME_LENGTH = 256
+DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.-]+)*;base64,")
+MAGIC_TYPES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+    (b"BM", "image/bmp"),
+)
+
+
+@dataclass
+class ResolvedInputs:
+    refs: dict[str, InputRef] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Blob:
+    name: str
+    data: bytes
+    content_type: str
+
+
+def sniff_content_type(data: bytes) -> str:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in MAGIC_TYPES if data.startswith(magic)), "application/octet-stream")
+
+
+def resolve_inputs(deps: ServiceDeps, tenant: str, job_id: str, sources: Mapping[str, InputSource]) -> ResolvedInputs:
+    """Check every input, then write the inline ones; :class:`Invalid`, :class:`Forbidden` or
+    :class:`TooLarge` (naming the input) before any write."""
+    if len(sources) > deps.settings.max_inputs:
+        raise Invalid("Too many inputs", type_="invalid_input", details=f"at most {deps.settings.max_inputs}")
+    resolved = ResolvedInputs()
+    blobs: list[_Blob] = []
+    for name, source in sources.items():
+        _check_name(name)
+        if source.url is not None:
+            _check_url(deps, name, source.url)
+            resolved.refs[name] = InputRef(url=source.url, content_type=source.content_type)
+        elif source.key is not None:
+            resolved.refs[name] = _upload_ref(deps, tenant, name, source.key, source.content_type)
+        else:
+            blobs.append(_decode(deps, name, source))
+    for blob in blobs:
+        key = keys.input_key(tenant, job_id, blob.name)
+        deps.blobs.put(key, blob.data, blob.content_type)
+        resolved.written.append(key)
+        resolved.refs[blob.name] = InputRef(key=key, content_type=blob.content_type)
+    return resolved
+
+
+def _invalid(name: str, message: str, details: str) -> Invalid:
+    return Invalid(message, type_="invalid_input", details=f"input {name!r}: {details}", extra_info={"input": name})
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise _invalid(name[:40], "Invalid input name", f"a name is 1-{MAX_NAME_LENGTH} printable characters")
+
+
+def _check_url(deps: ServiceDeps, name: str, url: str) -> None:
+    try:
+        check_public_url(url, allow_private=deps.settings.allow_private_urls)
+    except UnsafeURL as exc:
+        raise _invalid(name, "Input URL refused", exc.reason) from None
+
+
+def _upload_ref(deps: ServiceDeps, tenant: str, name: str, key: str, content_type: str | None) -> InputRef:
+    try:
+        validate_key(key)
+    except InvalidKey as exc:
+        raise _invalid(name, "Invalid input key", exc.reason) from None
+    if not key.startswith(keys.uploads_prefix(tenant)):
+        raise Forbidden(
+            "Input key is not one of your uploads",
+            type_="invalid_input",
+            details=f"input {name!r}: keys must start with {keys.uploads_prefix(tenant)}",
+            extra_info={"input": name},
+        )
+    info = deps.blobs.head(key)
+    if info is None:
+        raise _invalid(name, "Input key not found", f"nothing was uploaded to {key}")
+    return InputRef(key=key, content_type=content_type or info.content_type)
+
+
+def _too_large(name: str, limit: int) -> TooLarge:
+    return TooLarge(
+        "Input too large",
+        type_="input_too_large",
+        details=f"input {name!r} is over {limit} bytes; upload it with POST /v1/uploads instead",
+        extra_info={"input": name, "limit": limit},
+    )
+
+
+def _decode(deps: ServiceDeps, name: str, source: InputSource) -> _Blob:
+    text = "".join((source.base64 or "").split())
+    declared = None
+    match = DATA_URL.match(text)
+    if match:
+        declared, text = match.group(1), text[match.end() :]
+    limit = deps.settings.max_inline_input_bytes
+    if len(text) // 4 * 3 - 2 > limit:  # refuse before decoding
+        raise _too_large(name, limit)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid(name, "Invalid base64 input", "not valid base64") from None
+    if len(data) > limit:
+        raise _too_large(name, limit)
+    return _Blob(name, data, source.content_type or declared or sniff_content_type(data))

@@ -1,0 +1,77 @@
+"""Fetching a job's workflow and inputs: claim-checked blobs, or URLs that pass the SSRF guard."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from comfyserve.contracts.jobs import InputRef, JobRecord
+from comfyserve.engine.errors import ComfyServeError
+from comfyserve.netguard import UnsafeURL, check_public_url
+from comfyserve.ports import BlobNotFound, BlobStore, PortError
+
+MAX_INPUT_BYTES = 100 * 1024 * 1024
+URL_TIMEOUT_S = 30.0
+
+
+class InputError(ComfyServeError):
+    """A workflow or input could not be fetched; the job fails with type ``input_error``."""
+
+
+def load_workflow(record: JobRecord, blobs: BlobStore) -> dict[str, Any]:
+    if record.workflow is not None:
+        return dict(record.workflow)
+    assert record.workflow_key is not None  # the record's validator guarantees one of the two
+    try:
+        document = json.loads(blobs.get(record.workflow_key))
+    except (BlobNotFound, ValueError) as exc:
+        raise InputError(f"cannot load the workflow from {record.workflow_key}: {exc}") from exc
+    if not isinstance(document, dict):
+        raise InputError(f"the workflow at {record.workflow_key} is not a JSON object")
+    return document
+
+
+def _local_name(index: int, name: str) -> str:
+    tail = name.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+    return f"{index:03d}_{re.sub(r'[^A-Za-z0-9._-]', '_', tail)[:100] or 'input'}"
+
+
+def fetch_url(url: str, *, allow_private: bool = False, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """GET ``url`` after the SSRF check; redirects are not followed (each hop would need the check)."""
+    check_public_url(url, allow_private=allow_private)
+    opener = urllib.request.build_opener(_NoRedirect)
+    with opener.open(urllib.request.Request(url, method="GET"), timeout=URL_TIMEOUT_S) as response:
+        data: bytes = response.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InputError(f"input at {url} is larger than {max_bytes} bytes")
+    return data
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def fetch_inputs(
+    inputs: dict[str, InputRef], blobs: BlobStore, folder: Path, *, allow_private_urls: bool = False
+) -> dict[str, Path]:
+    """Write each input to ``folder``; returns the ``LoadImage`` value → local file mapping."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    for index, (name, ref) in enumerate(sorted(inputs.items())):
+        try:
+            if ref.key is not None:
+                data = blobs.get(ref.key)
+            else:
+                assert ref.url is not None  # InputRef guarantees one of the two
+                data = fetch_url(ref.url, allow_private=allow_private_urls)
+        except (PortError, UnsafeURL, urllib.error.URLError, OSError) as exc:
+            raise InputError(f"cannot fetch input {name!r}: {exc}") from exc
+        path = folder / _local_name(index, name)
+        path.write_bytes(data)
+        files[name] = path
+    return files

@@ -1,0 +1,87 @@
+"""Publishing a job's results to the blob store: images under deterministic keys, then ``manifest.json``.
+
+Keys are ``outputs/{tenant}/{job_id}/{subfolder/}{filename}``: a re-run of the same job (a redelivery after
+a crash) writes the same keys, so duplicates overwrite instead of adding. The manifest is written last, so a
+reader (or the cloud's completion handler, triggered by its creation) that sees it knows every output it
+lists is complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import mimetypes
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from comfyserve.contracts.jobs import OutputOptions, OutputRef
+from comfyserve.ports import BlobStore
+
+MANIFEST_NAME = "manifest.json"
+DEFAULT_QUALITY = 90
+CONTENT_TYPES = {"webp": "image/webp", "jpeg": "image/jpeg"}
+SUFFIXES = {"webp": ".webp", "jpeg": ".jpg"}
+
+
+def job_prefix(tenant: str, job_id: str) -> str:
+    return f"outputs/{tenant}/{job_id}/"
+
+
+def manifest_key(tenant: str, job_id: str) -> str:
+    return job_prefix(tenant, job_id) + MANIFEST_NAME
+
+
+@dataclass(frozen=True)
+class LocalOutput:
+    """One image a run wrote: its node, its file, and its name relative to the job (``subfolder/filename``)."""
+
+    node_id: str
+    path: Path
+    relative_name: str
+
+
+def local_outputs(run_manifest: dict[str, Any]) -> list[LocalOutput]:
+    """The images listed in ``run_workflow``'s manifest, in order."""
+    outputs = []
+    for entry in run_manifest.get("outputs", []):
+        name = PurePosixPath(entry.get("subfolder") or "", entry["filename"]).as_posix()
+        outputs.append(LocalOutput(str(entry["node_id"]), Path(entry["path"]), name))
+    return outputs
+
+
+def encode(output: LocalOutput, options: OutputOptions) -> tuple[str, bytes, str]:
+    """The name, bytes and content type to publish: files as written for ``png`` (a PNG carries the prompt),
+    else re-encoded to webp or jpeg with the requested quality."""
+    data = output.path.read_bytes()
+    if options.format == "png":
+        content_type = mimetypes.guess_type(output.relative_name)[0] or "application/octet-stream"
+        return output.relative_name, data, content_type
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        keep_alpha = options.format == "webp" and image.mode in ("RGB", "RGBA")
+        converted = image if keep_alpha else image.convert("RGB")
+        buffer = io.BytesIO()
+        converted.save(buffer, format=options.format.upper(), quality=options.quality or DEFAULT_QUALITY)
+    name = PurePosixPath(output.relative_name).with_suffix(SUFFIXES[options.format]).as_posix()
+    return name, buffer.getvalue(), CONTENT_TYPES[options.format]
+
+
+def upload_outputs(
+    blobs: BlobStore, tenant: str, job_id: str, outputs: list[LocalOutput], options: OutputOptions
+) -> list[OutputRef]:
+    refs = []
+    for output in outputs:
+        name, data, content_type = encode(output, options)
+        key = job_prefix(tenant, job_id) + name
+        info = blobs.put(key, data, content_type)
+        refs.append(OutputRef(node_id=output.node_id, key=key, filename=name, content_type=content_type, size=info.size))
+    return refs
+
+
+def write_manifest(blobs: BlobStore, tenant: str, job_id: str, document: dict[str, Any]) -> str:
+    key = manifest_key(tenant, job_id)
+    blobs.put(key, json.dumps(document, indent=2, default=str).encode(), "application/json")
+    return key
