@@ -34,6 +34,7 @@ catalog: install
 
 bench: install
 	for script in bench/bench_*.py; do $(PY) $$script || exit 1; done
+	$(PY) bench/report.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

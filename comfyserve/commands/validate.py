@@ -19,7 +19,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print ComfyUI's {error, node_errors} result as JSON")
     parser.add_argument("--catalog", type=Path, help="an exported catalog (default: the packaged one)")
     parser.add_argument("--models", type=Path, help="check model file names against this models directory")
-    parser.add_argument("--strict", action="store_true", help="require every output to be valid")
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="accept a workflow whose valid outputs could run (ComfyUI's rule); by default every output must be valid",
+    )
     parser.set_defaults(func=run)
 
 
@@ -27,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     prompt = read_workflow(args.file)
     catalog = Catalog.load(args.catalog) if args.catalog else Catalog.packaged()
     inventory = ModelInventory.scan(args.models) if args.models else None
-    result = validate_prompt(prompt, catalog.specs, inventory=inventory, strict=args.strict)
+    result = validate_prompt(prompt, catalog.specs, inventory=inventory, strict=not args.partial)
     if args.json:
         print(json.dumps({"ok": result.ok, "outputs": result.outputs, **result.response()}, indent=2))
     else:

@@ -14,16 +14,11 @@ from typing import Any
 from comfyserve.contracts.jobs import JobRecord, JobStatus
 from comfyserve.engine import events
 from comfyserve.localstack.feed import EventFeed
+from comfyserve.service.models import ComfyUIMeta
 from comfyserve.worker.loop import MessagesFactory, PromptMessages
 
 TERMINAL_EVENTS = frozenset({events.EXECUTION_SUCCESS, events.EXECUTION_ERROR, events.EXECUTION_INTERRUPTED})
 STATUS = "status"  # the server fills in the queue length when it sends it
-
-
-def client_id_of(record: JobRecord) -> str | None:
-    comfyui = record.metadata.get("comfyui")
-    client_id = comfyui.get("client_id") if isinstance(comfyui, dict) else None
-    return client_id if isinstance(client_id, str) and client_id else None
 
 
 class FeedMessages:
@@ -83,7 +78,7 @@ def feed_messages(feed: EventFeed) -> MessagesFactory:
     """The worker's factory: a feed writer for jobs that name a websocket client, nothing for the others."""
 
     def factory(record: JobRecord) -> PromptMessages | None:
-        client_id = client_id_of(record)
+        client_id = ComfyUIMeta.of(record.metadata).client_id
         return FeedMessages(feed, record, client_id) if client_id is not None else None
 
     return factory

@@ -130,9 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _api(self, path: str, query: str, body: bytes) -> None:
-        event = build_event(
-            self.command, path, query, list(self.headers.items()), body, self.client_address[0]
-        )
+        event = build_event(self.command, path, query, list(self.headers.items()), body, self.client_address[0])
         try:
             with self.server.resolve_lock:
                 raw = self.server.app.resolve(event, LambdaContextStub())
@@ -161,7 +159,11 @@ class _Handler(BaseHTTPRequestHandler):
             if info is None:
                 raise BlobNotFound(key)
             data = blobs.get(key) if self.command == "GET" else b""
-            headers = [("Content-Type", info.content_type), ("Content-Length", str(info.size)), ("ETag", info.etag)]
+            headers = [
+                ("Content-Type", info.content_type),
+                ("Content-Length", str(info.size)),
+                ("ETag", info.etag),
+            ]
             self._reply(200, data, headers)
         except PresignedUrlInvalid as exc:
             self._reply(403, error_body(403, "forbidden", str(exc)))

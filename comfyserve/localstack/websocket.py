@@ -8,16 +8,27 @@ client's text frames (ComfyUI clients send at most a ``feature_flags`` message).
 from __future__ import annotations
 
 import base64
+import contextlib
 import enum
 import hashlib
 import struct
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_MESSAGE_BYTES = 1 << 20
+
+
+class Reader(Protocol):
+    def read(self, size: int, /) -> bytes | None: ...
+
+
+class Writer(Protocol):
+    def write(self, data: bytes, /) -> int | None: ...
+
+    def flush(self) -> None: ...
 
 
 class Opcode(enum.IntEnum):
@@ -93,14 +104,14 @@ class Frame:
     payload: bytes
 
 
-def _read_exact(stream: BinaryIO, size: int) -> bytes:
+def _read_exact(stream: Reader, size: int) -> bytes:
     data = stream.read(size)
     if data is None or len(data) < size:
         raise EOFError("connection closed mid-frame")
     return data
 
 
-def read_frame(stream: BinaryIO, max_bytes: int = MAX_MESSAGE_BYTES) -> Frame:
+def read_frame(stream: Reader, max_bytes: int = MAX_MESSAGE_BYTES) -> Frame:
     """Read one client frame; raises EOFError at end of stream and ProtocolError on a malformed frame."""
     first, second = _read_exact(stream, 2)
     if first & 0x70:
@@ -136,7 +147,7 @@ def _unmask(data: bytes, mask: bytes) -> bytes:
 class WebSocket:
     """One accepted connection: thread-safe sends, and :meth:`receive` for the reader thread."""
 
-    def __init__(self, rfile: BinaryIO, wfile: BinaryIO) -> None:
+    def __init__(self, rfile: Reader, wfile: Writer) -> None:
         self._rfile = rfile
         self._wfile = wfile
         self._send_lock = threading.Lock()
@@ -161,10 +172,8 @@ class WebSocket:
             if self.closed:
                 return
             self.closed = True
-        try:
+        with contextlib.suppress(OSError):
             self._send(Opcode.CLOSE, close_payload(code, reason))
-        except OSError:
-            pass
 
     def receive(self) -> tuple[Opcode, bytes] | None:
         """The next data message (TEXT or BINARY, reassembled); answers pings; ``None`` once closed."""

@@ -29,43 +29,22 @@ from comfyserve.models.cache import model_cache
 from comfyserve.models.detect import detect
 from comfyserve.models.device import policy
 from comfyserve.models.errors import ModelFileError
+from comfyserve.models.files import StateDict, read_state_dict
 from comfyserve.models.handles import Autoencoder, DiffusionModel, ModelFamily, TextEncoder
 from comfyserve.models.memory import module_bytes
 from comfyserve.models.prompt import END_TOKEN, clip_tokenizer
 from comfyserve.models.text import ClipEncoder
 
-StateDict = dict[str, torch.Tensor]
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 _IGNORED_KEYS = ("position_ids",)  # a buffer some files store and transformers recomputes
-
-
-def read_state_dict(path: Path) -> StateDict:
-    """All tensors of a model file; a truncated or corrupt file is a ModelFileError naming it."""
-    try:
-        if path.suffix.lower() in SAFETENSORS_SUFFIXES:
-            from safetensors.torch import load_file
-
-            loaded: Any = load_file(str(path), device="cpu")
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelFileError(f"model file {path.name!r} does not exist") from None
-    except Exception as exc:  # any parse failure of a damaged file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"cannot read model file {path.name!r}: it is truncated or corrupt ({reason})") from exc
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict):
-        raise ModelFileError(f"model file {path.name!r} holds a {type(loaded).__name__}, not a dict of tensors")
-    return {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
 def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
     return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def _load_strict(module: torch.nn.Module, weights: StateDict, what: str, source: str) -> None:
-    weights = {k: v for k, v in weights.items() if not k.endswith(_IGNORED_KEYS)}
+def _load_strict(module: torch.nn.Module, weights: StateDict, what: str, source: str, dtype: torch.dtype) -> None:
+    """Load ``weights`` (converted to ``dtype``) into ``module``, which must want exactly these keys and shapes."""
+    weights = {k: v.to(dtype) for k, v in weights.items() if not k.endswith(_IGNORED_KEYS)}
     expected = set(module.state_dict())
     missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or unexpected:
@@ -91,8 +70,8 @@ def build_unet(family: ModelFamily, sd: StateDict, source: str) -> tuple[UNet2DC
     ldm_names = {k[len(layout.UNET_PREFIX) :]: by_tensor[id(v)] for k, v in sd.items() if id(v) in by_tensor}
     with no_init_weights():
         unet = UNet2DConditionModel.from_config(config)
-    _load_strict(unet, converted, "UNet", source)
-    return unet.to(policy().model_dtype), ldm_names
+    _load_strict(unet, converted, "UNet", source, policy().model_dtype)
+    return unet, ldm_names
 
 
 def build_vae(family: ModelFamily, sd: StateDict, source: str) -> AutoencoderKL:
@@ -101,8 +80,8 @@ def build_vae(family: ModelFamily, sd: StateDict, source: str) -> AutoencoderKL:
     config = configs.vae_config(family, bare)
     with no_init_weights():
         vae = AutoencoderKL.from_config(config)
-    _load_strict(vae, convert_ldm_vae_checkpoint(bare, config), "VAE", source)
-    return vae.to(policy().vae_dtype)
+    _load_strict(vae, convert_ldm_vae_checkpoint(bare, config), "VAE", source, policy().vae_dtype)
+    return vae
 
 
 def _convert_open_clip(sd: StateDict, prefix: str) -> StateDict:
@@ -137,8 +116,8 @@ def build_text_encoder(
         converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
     if cls is CLIPTextModel:
         converted.pop("text_projection.weight", None)
-    _load_strict(encoder, converted, f"{component} text encoder", source)
-    return encoder.to(policy().model_dtype)
+    _load_strict(encoder, converted, f"{component} text encoder", source, policy().model_dtype)
+    return encoder
 
 
 _ENCODERS: dict[ModelFamily, tuple[tuple[str, str, int], ...]] = {

@@ -32,7 +32,12 @@ class ServiceError(Exception):
         self.node_errors = node_errors or {}
 
     def body(self) -> dict[str, Any]:
-        error = {"type": self.type, "message": self.message, "details": self.details, "extra_info": self.extra_info}
+        error = {
+            "type": self.type,
+            "message": self.message,
+            "details": self.details,
+            "extra_info": self.extra_info,
+        }
         return {"error": error, "node_errors": self.node_errors}
 
     def headers(self) -> dict[str, str]:

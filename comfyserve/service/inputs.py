@@ -1,4 +1,4 @@
-"""Input resolution: ``{url | key | base64}`` per input name → :class:`InputRef` (a blob key or a checked URL).
+"""Input resolution: ``{url | key | base64}`` per input name → :class:`InputRef` (a blob key or a URL).
 
 Every input is checked before anything is written, so a bad input leaves nothing behind: URLs must pass the
 SSRF guard (the worker checks again before fetching), keys must be the tenant's own existing uploads, base64
@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 from comfyserve.contracts.jobs import InputRef
 from comfyserve.netguard import UnsafeURL, check_public_url
-from comfyserve.ports import InvalidKey, validate_key
 from comfyserve.service import keys
 from comfyserve.service.deps import ServiceDeps
-from comfyserve.service.errors import Forbidden, Invalid, TooLarge
+from comfyserve.service.errors import Invalid, TooLarge
 from comfyserve.service.models import InputSource
+from comfyserve.service.uploads import check_upload_key
 
 MAX_NAME_LENGTH = 256
 DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.-]+)*;base64,")
@@ -51,7 +51,9 @@ def sniff_content_type(data: bytes) -> str:
     return next((kind for magic, kind in MAGIC_TYPES if data.startswith(magic)), "application/octet-stream")
 
 
-def resolve_inputs(deps: ServiceDeps, tenant: str, job_id: str, sources: Mapping[str, InputSource]) -> ResolvedInputs:
+def resolve_inputs(
+    deps: ServiceDeps, tenant: str, job_id: str, sources: Mapping[str, InputSource]
+) -> ResolvedInputs:
     """Check every input, then write the inline ones; :class:`Invalid`, :class:`Forbidden` or
     :class:`TooLarge` (naming the input) before any write."""
     if len(sources) > deps.settings.max_inputs:
@@ -76,7 +78,9 @@ def resolve_inputs(deps: ServiceDeps, tenant: str, job_id: str, sources: Mapping
 
 
 def _invalid(name: str, message: str, details: str) -> Invalid:
-    return Invalid(message, type_="invalid_input", details=f"input {name!r}: {details}", extra_info={"input": name})
+    return Invalid(
+        message, type_="invalid_input", details=f"input {name!r}: {details}", extra_info={"input": name}
+    )
 
 
 def _check_name(name: str) -> None:
@@ -92,18 +96,7 @@ def _check_url(deps: ServiceDeps, name: str, url: str) -> None:
 
 
 def _upload_ref(deps: ServiceDeps, tenant: str, name: str, key: str, content_type: str | None) -> InputRef:
-    try:
-        validate_key(key)
-    except InvalidKey as exc:
-        raise _invalid(name, "Invalid input key", exc.reason) from None
-    if not key.startswith(keys.uploads_prefix(tenant)):
-        raise Forbidden(
-            "Input key is not one of your uploads",
-            type_="invalid_input",
-            details=f"input {name!r}: keys must start with {keys.uploads_prefix(tenant)}",
-            extra_info={"input": name},
-        )
-    info = deps.blobs.head(key)
+    info = deps.blobs.head(check_upload_key(tenant, key, f"input {name!r}"))
     if info is None:
         raise _invalid(name, "Input key not found", f"nothing was uploaded to {key}")
     return InputRef(key=key, content_type=content_type or info.content_type)

@@ -30,21 +30,21 @@ def list_jobs(
     try:
         return deps.jobs.list(tenant, status=status, limit=limit, cursor=cursor)
     except InvalidCursor:
-        raise Invalid("Invalid cursor", type_="invalid_cursor", details="pass a cursor from a previous page") from None
+        raise Invalid(
+            "Invalid cursor", type_="invalid_cursor", details="pass a cursor from a previous page"
+        ) from None
 
 
 def cancel_job(deps: ServiceDeps, tenant: str, job_id: str) -> JobRecord:
-    """A queued job becomes ``cancelled`` (it never runs); a running one gets ``cancel_requested`` (its worker
-    interrupts it); a finished one is a :class:`Conflict`. Races with the worker are retried on the new status."""
+    """A queued job becomes ``cancelled`` (it never runs); a running one gets ``cancel_requested`` (its
+    worker interrupts it); a finished one is a :class:`Conflict`. A race with the worker is retried."""
     record = get_job(deps, tenant, job_id)
     for _ in range(CANCEL_ATTEMPTS):
         try:
             if record.status is JobStatus.QUEUED:
-                return _cancel_queued(deps, record)
+                return cancel_queued(deps, record)
             if record.status is JobStatus.RUNNING:
-                if record.cancel_requested:
-                    return record
-                return deps.jobs.set_fields(job_id, when_status={JobStatus.RUNNING}, cancel_requested=True)
+                return request_interrupt(deps, record)
         except TransitionConflict:
             record = get_job(deps, tenant, job_id)
             continue
@@ -57,12 +57,20 @@ def cancel_job(deps: ServiceDeps, tenant: str, job_id: str) -> JobRecord:
     raise Conflict("Job is changing state; retry", type_="cancel_race", details=f"job {job_id}")
 
 
-def _cancel_queued(deps: ServiceDeps, record: JobRecord) -> JobRecord:
+def cancel_queued(deps: ServiceDeps, record: JobRecord) -> JobRecord:
+    """queued → cancelled, then ``JobCancelled``; :class:`TransitionConflict` if no longer queued."""
     cancelled = deps.jobs.transition(
         record.job_id, {JobStatus.QUEUED}, JobStatus.CANCELLED, finished_at=deps.clock()
     )
     publish(deps, JobEventType.JOB_CANCELLED, cancelled)
     return cancelled
+
+
+def request_interrupt(deps: ServiceDeps, record: JobRecord) -> JobRecord:
+    """Flag a running job for its worker to interrupt; :class:`TransitionConflict` if it is not running."""
+    if record.cancel_requested:
+        return record
+    return deps.jobs.set_fields(record.job_id, when_status={JobStatus.RUNNING}, cancel_requested=True)
 
 
 def publish(deps: ServiceDeps, event_type: JobEventType, record: JobRecord) -> None:

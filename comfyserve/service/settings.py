@@ -48,7 +48,7 @@ class ServiceSettings:
     max_steps: int | None = 1000
     max_batch_size: int | None = 64
     # Authentication: "api_keys" maps x-api-key to a tenant from ``api_keys`` ("tenant:key,…") and/or
-    # ``api_keys_file`` (one "tenant:key" a line); "api_gateway" trusts API Gateway's requestContext API key id.
+    # ``api_keys_file`` (one "tenant:key" a line); "api_gateway" trusts the request's API Gateway key id.
     auth: AuthMode = "api_keys"
     api_keys: str = field(default="", repr=False)
     api_keys_file: Path | None = None

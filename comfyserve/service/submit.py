@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from comfyserve.contracts.events import JobEvent, JobEventType
+from comfyserve.contracts.events import JobEventType
 from comfyserve.contracts.jobs import (
     InputRef,
     JobError,
@@ -34,6 +34,7 @@ from comfyserve.service.backpressure import BacklogGate
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Conflict, Invalid, Unavailable
 from comfyserve.service.inputs import resolve_inputs
+from comfyserve.service.jobs import publish
 from comfyserve.service.models import COMFYUI_META_KEY, ComfyUIMeta, InputSource
 from comfyserve.service.validate import check_workflow
 
@@ -77,7 +78,9 @@ class Submitter:
         idempotency.check_key(draft.idempotency_key)
         self._check_webhook(draft.webhook)
         self._backlog.check()
-        result = check_workflow(self._deps, draft.prompt, input_names=set(draft.inputs) or None, targets=draft.targets)
+        result = check_workflow(
+            self._deps, draft.prompt, input_names=set(draft.inputs) or None, targets=draft.targets
+        )
         if not result.ok:
             raise Invalid.from_validation(result)
         job_id = draft.job_id or self._deps.new_id()
@@ -93,12 +96,14 @@ class Submitter:
             return Submitted(idempotency.replay(holder, exc.key, draft.body_hash), {}, replayed=True)
         except JobAlreadyExists:
             self._discard(written)
-            raise Conflict("Job id already in use", type_="job_exists", details=f"job {job_id} exists") from None
+            raise Conflict(
+                "Job id already in use", type_="job_exists", details=f"job {job_id} exists"
+            ) from None
         except BaseException:
             self._discard(written)
             raise
         self._enqueue(record)
-        self._publish(record)
+        publish(self._deps, JobEventType.JOB_QUEUED, record)
         return Submitted(record, result.node_errors)
 
     def _check_webhook(self, webhook: WebhookSpec | None) -> None:
@@ -166,20 +171,20 @@ class Submitter:
         except Exception as exc:
             log.exception("enqueue of job %s failed", record.job_id)
             self._fail_unqueued(record, exc)
-            raise Unavailable("The job queue is unavailable", details=f"job {record.job_id} was not queued") from exc
+            raise Unavailable(
+                "The job queue is unavailable", details=f"job {record.job_id} was not queued"
+            ) from exc
 
     def _fail_unqueued(self, record: JobRecord, exc: Exception) -> None:
         """A record whose message never made it to the queue must not stay ``queued`` forever."""
         error = JobError(type="enqueue_failed", message=f"the job could not be queued: {type(exc).__name__}")
         try:
             self._deps.jobs.transition(
-                record.job_id, {JobStatus.QUEUED}, JobStatus.FAILED, finished_at=self._deps.clock(), error=error
+                record.job_id,
+                {JobStatus.QUEUED},
+                JobStatus.FAILED,
+                finished_at=self._deps.clock(),
+                error=error,
             )
         except Exception:
             log.exception("could not mark job %s failed after the enqueue failure", record.job_id)
-
-    def _publish(self, record: JobRecord) -> None:
-        try:
-            self._deps.events.publish(JobEvent.from_record(JobEventType.JOB_QUEUED, record, self._deps.clock()))
-        except Exception:  # the job is queued and will run; a lost JobQueued must not make the client resubmit
-            log.exception("JobQueued for job %s was not published", record.job_id)

@@ -13,6 +13,7 @@ from comfyserve.contracts.jobs import InputRef, JobRecord
 from comfyserve.engine.errors import ComfyServeError
 from comfyserve.netguard import UnsafeURL, check_public_url
 from comfyserve.ports import BlobNotFound, BlobStore, PortError
+from comfyserve.service.models import ComfyUIMeta
 
 MAX_INPUT_BYTES = 100 * 1024 * 1024
 URL_TIMEOUT_S = 30.0
@@ -33,6 +34,17 @@ def load_workflow(record: JobRecord, blobs: BlobStore) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise InputError(f"the workflow at {record.workflow_key} is not a JSON object")
     return document
+
+
+def load_extra_data(meta: ComfyUIMeta, blobs: BlobStore) -> dict[str, Any]:
+    """ComfyUI's ``extra_data`` of a job submitted through ``POST /prompt`` (claim-checked by the service)."""
+    if meta.extra_data_key is None:
+        return {}
+    try:
+        document = json.loads(blobs.get(meta.extra_data_key))
+    except (BlobNotFound, ValueError) as exc:
+        raise InputError(f"cannot load extra_data from {meta.extra_data_key}: {exc}") from exc
+    return document if isinstance(document, dict) else {}
 
 
 def _local_name(index: int, name: str) -> str:

@@ -33,9 +33,18 @@ from comfyserve.engine.executor import ExecutionResult, Executor
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.registry import NodeRegistry
 from comfyserve.engine.validation import Limits
-from comfyserve.ports import BlobStore, EventBus, JobQueue, JobStore, PortError, ReceivedMessage, TransitionConflict
+from comfyserve.ports import (
+    BlobStore,
+    EventBus,
+    JobQueue,
+    JobStore,
+    PortError,
+    ReceivedMessage,
+    TransitionConflict,
+)
+from comfyserve.service.models import ComfyUIMeta
 from comfyserve.worker.heartbeat import Heartbeat
-from comfyserve.worker.inputs import InputError, fetch_inputs, load_workflow
+from comfyserve.worker.inputs import InputError, fetch_inputs, load_extra_data, load_workflow
 from comfyserve.worker.monitor import EventSink, JobMonitor, StopReason
 from comfyserve.worker.outputs import local_outputs, upload_outputs, write_manifest
 from comfyserve.worker.run_local import LocalRun, WorkflowInvalid, run_workflow
@@ -174,12 +183,18 @@ class Worker:
         store = self.ports.store
         try:
             if record.status is JobStatus.RUNNING and received.receive_count > 1:
-                log.info("job %s: reclaiming from a worker that lost it (receive %d)", record.job_id, received.receive_count)
+                log.info(
+                    "job %s: reclaiming from a worker that lost it (receive %d)",
+                    record.job_id,
+                    received.receive_count,
+                )
                 record = store.transition(record.job_id, {JobStatus.RUNNING}, JobStatus.QUEUED)
             if record.status is not JobStatus.QUEUED:
                 return None
             if record.cancel_requested:
-                cancelled = store.transition(record.job_id, {JobStatus.QUEUED}, JobStatus.CANCELLED, finished_at=utc_now())
+                cancelled = store.transition(
+                    record.job_id, {JobStatus.QUEUED}, JobStatus.CANCELLED, finished_at=utc_now()
+                )
                 self._publish(JobEventType.JOB_CANCELLED, cancelled)
                 return None
             started = utc_now()
@@ -223,10 +238,15 @@ class Worker:
         forward: EventSink | None,
     ) -> tuple[_Run, JobMonitor | None]:
         run = _Run()
+        meta = ComfyUIMeta.of(record.metadata)
         try:
             prompt = load_workflow(record, self.ports.blobs)
+            extra_pnginfo = load_extra_data(meta, self.ports.blobs).get("extra_pnginfo")
             files = fetch_inputs(
-                record.inputs, self.ports.blobs, job_dir / "input", allow_private_urls=self.settings.allow_private_urls
+                record.inputs,
+                self.ports.blobs,
+                job_dir / "input",
+                allow_private_urls=self.settings.allow_private_urls,
             )
         except InputError as exc:
             run.error = JobError(type="input_error", message=str(exc))
@@ -248,6 +268,7 @@ class Worker:
             inputs=files,
             input_dir=job_dir / "input",
             limits=settings.limits,
+            targets=meta.targets,
             cancel_check=monitor.cancel_check,
         )
         started = time.perf_counter()
@@ -258,7 +279,7 @@ class Worker:
                 self.registry,
                 self.executor,
                 prompt_id=record.job_id,
-                extra_pnginfo=extra_pnginfo(record),
+                extra_pnginfo=extra_pnginfo if isinstance(extra_pnginfo, dict) else None,
                 on_event=monitor.on_event,
             )
         except WorkflowInvalid as exc:
@@ -295,7 +316,12 @@ class Worker:
             return Outcome.SKIPPED, store.get_by_id(job_id)
 
     def _complete(
-        self, record: JobRecord, run: _Run, stop: StopReason | None, timings: Timings, monitor: JobMonitor | None
+        self,
+        record: JobRecord,
+        run: _Run,
+        stop: StopReason | None,
+        timings: Timings,
+        monitor: JobMonitor | None,
     ) -> tuple[Outcome, JobRecord]:
         outputs: list[OutputRef] = []
         error = run.error
@@ -324,7 +350,12 @@ class Worker:
                 "cached": run.result.cached if run.result is not None else [],
             },
         )
-        fields: dict[str, Any] = {"finished_at": utc_now(), "timings": timings, "outputs": outputs, "error": error}
+        fields: dict[str, Any] = {
+            "finished_at": utc_now(),
+            "timings": timings,
+            "outputs": outputs,
+            "error": error,
+        }
         if progress is not None:
             fields["progress"] = progress
         final = self.ports.store.transition(record.job_id, {JobStatus.RUNNING}, status, **fields)
@@ -349,26 +380,19 @@ class Worker:
             log.warning("%s not published for job %s", event_type.value, record.job_id, exc_info=True)
 
 
-def extra_pnginfo(record: JobRecord) -> dict[str, Any] | None:
-    """ComfyUI's ``extra_data.extra_pnginfo`` when the job came in through ``POST /prompt``."""
-    comfyui = record.metadata.get("comfyui")
-    value = comfyui.get("extra_pnginfo") if isinstance(comfyui, dict) else None
-    return value if isinstance(value, dict) else None
-
-
 def _invalid_error(exc: WorkflowInvalid) -> JobError:
     error = exc.result.error or {}
-    node_id, entry = next(iter(exc.result.node_errors.items()), (None, {}))
+    first: tuple[str, dict[str, Any]] | None = next(iter(exc.result.node_errors.items()), None)
     return JobError(
         type=str(error.get("type", "invalid_prompt")),
         message=str(exc),
-        node_id=node_id,
-        node_type=entry.get("class_type") if entry else None,
+        node_id=first[0] if first else None,
+        node_type=first[1].get("class_type") if first else None,
     )
 
 
 def _execution_error(result: ExecutionResult | None) -> JobError:
-    details = result.errors[0] if result is not None and result.errors else {}
+    details: dict[str, Any] = result.errors[0] if result is not None and result.errors else {}
     return JobError(
         type=str(details.get("exception_type") or "execution_error"),
         message=str(details.get("exception_message") or "the workflow did not complete").strip(),

@@ -72,7 +72,12 @@ class JobMonitor:
             self.progress = progress.model_copy(update={"nodes_done": done})
         elif event == "executing":
             done = progress.nodes_done + (progress.node is not None)
-            update = {"node": str(data["node"]), "step": 0, "max": 0, "nodes_done": min(done, progress.nodes_total)}
+            update = {
+                "node": str(data["node"]),
+                "step": 0,
+                "max": 0,
+                "nodes_done": min(done, progress.nodes_total),
+            }
             self.progress = progress.model_copy(update=update)
         elif event == "progress":
             self.progress = progress.model_copy(update={"step": int(data["value"]), "max": int(data["max"])})

@@ -77,7 +77,9 @@ def upload_outputs(
         name, data, content_type = encode(output, options)
         key = job_prefix(tenant, job_id) + name
         info = blobs.put(key, data, content_type)
-        refs.append(OutputRef(node_id=output.node_id, key=key, filename=name, content_type=content_type, size=info.size))
+        refs.append(
+            OutputRef(node_id=output.node_id, key=key, filename=name, content_type=content_type, size=info.size)
+        )
     return refs
 
 

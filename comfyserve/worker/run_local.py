@@ -51,6 +51,7 @@ class LocalRun:
     input_dir: Path | None = None
     limits: Limits = field(default_factory=Limits)
     keep_going: bool = False
+    targets: list[str] | None = None  # ComfyUI's partial_execution_targets: run only these outputs
     cancel_check: Callable[[], bool] = lambda: False
 
 
@@ -70,6 +71,7 @@ def run_workflow(
         registry.specs(),
         inventory=run.models,
         input_names=set(run.inputs) or None,
+        targets=run.targets,
         limits=run.limits,
         node_classes=registry.classes,
     )
@@ -116,7 +118,10 @@ def build_manifest(
         "outputs": outputs,
         "node_errors": validation.node_errors,
         "errors": result.errors,
-        "timings": {"total_s": round(wall_s, 6), "nodes": {k: round(v, 6) for k, v in result.timings.items()}},
+        "timings": {
+            "total_s": round(wall_s, 6),
+            "nodes": {k: round(v, 6) for k, v in result.timings.items()},
+        },
         "executed": result.executed,
         "cached": result.cached,
     }

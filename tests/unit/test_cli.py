@@ -36,10 +36,13 @@ def test_validate_broken_workflow_prints_comfyui_shape(tmp_path: Path, capsys: p
         "details": "",
         "extra_info": {},
     }
+    assert result["outputs"] == []
     assert result["node_errors"]["3"]["errors"][0]["type"] == "value_bigger_than_max"
     assert result["node_errors"]["3"]["dependent_outputs"] == ["6"]
     assert main(["validate", str(broken)]) == 1
     text = capsys.readouterr().out
+    assert main(["validate", str(broken), "--partial"]) == 0  # output 8 does not depend on node 3
+    assert capsys.readouterr().out.startswith("valid: outputs 8\n  node 3 (ImageBlur)")
     assert "node 3 (ImageBlur): value_bigger_than_max: Value 99 bigger than max of 31: blur_radius" in text
 
 

@@ -1,0 +1,47 @@
+"""Write docs/PERFORMANCE.md from the JSON figures in bench/results/ (run after the benchmarks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+OUT = ROOT / "docs" / "PERFORMANCE.md"
+
+INTRO = """# Performance
+
+Latest figures from the benchmarks in `bench/` (`make bench` runs them; `python bench/report.py` rewrites
+this page from `bench/results/*.json`). These are measurements, not timed tests: the machines are noisy, so
+compare against a peer measured in the same run (ratios) where a benchmark has one. Each section names the
+machine its figures came from.
+"""
+
+
+def flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        rows: list[tuple[str, Any]] = []
+        for key, inner in value.items():
+            rows += flatten(f"{prefix}.{key}" if prefix else key, inner)
+        return rows
+    return [(prefix, value)]
+
+
+def section(path: Path) -> str:
+    data = json.loads(path.read_text())
+    machine = data.pop("machine", {})
+    lines = [f"## {path.stem}", "", f"Machine: `{json.dumps(machine, sort_keys=True)}`", ""]
+    lines += ["| figure | value |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in flatten("", data)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    sections = [section(path) for path in sorted(RESULTS.glob("*.json"))]
+    OUT.write_text(INTRO + "\n" + "\n".join(sections))
+    print(f"wrote {OUT} ({len(sections)} benchmarks)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""ComfyUI's own API over the job service: ``/prompt``, ``/queue``, ``/history``, ``/interrupt``
+(reference §2), scoped to the caller's tenant as every other route is."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from comfyserve.contracts.jobs import JOB_ID_PATTERN, JobRecord, JobStatus
+from comfyserve.ports import TransitionConflict
+from comfyserve.service.deps import ServiceDeps
+from comfyserve.service.errors import Invalid, NotFound
+from comfyserve.service.history import history_entry, prompt_number, queue_item
+from comfyserve.service.jobs import cancel_queued, get_job, request_interrupt
+from comfyserve.service.models import PromptRequest
+from comfyserve.service.submit import Draft
+
+_job_id = re.compile(JOB_ID_PATTERN)
+MAX_SCAN_PAGES = 10
+
+
+def prompt_draft(request: PromptRequest) -> Draft:
+    """The submission a ComfyUI ``POST /prompt`` body asks for; its ``prompt_id`` must suit a job id."""
+    if request.prompt_id is not None and not _job_id.match(request.prompt_id):
+        raise Invalid(
+            "Invalid prompt_id", type_="invalid_prompt_id", details="use 1-64 letters, digits, '-' or '_'"
+        )
+    extra = dict(request.extra_data)
+    client_id = request.client_id or extra.pop("client_id", None)
+    extra.pop("client_id", None)
+    return Draft(
+        prompt=request.prompt,
+        targets=request.partial_execution_targets,
+        job_id=request.prompt_id,
+        client_id=str(client_id) if client_id is not None else None,
+        extra_data=extra,
+    )
+
+
+def _scan(deps: ServiceDeps, tenant: str, status: JobStatus | None, wanted: int) -> Iterator[JobRecord]:
+    """The tenant's jobs newest first, page by page (at most ``MAX_SCAN_PAGES`` pages)."""
+    cursor = None
+    for _ in range(MAX_SCAN_PAGES):
+        records, cursor = deps.jobs.list(
+            tenant, status=status, limit=min(wanted, deps.settings.max_list_limit), cursor=cursor
+        )
+        yield from records
+        if cursor is None:
+            return
+
+
+def history(deps: ServiceDeps, tenant: str, max_items: int) -> dict[str, Any]:
+    """The last ``max_items`` finished jobs, oldest first (ComfyUI's insertion order)."""
+    finished = []
+    for record in _scan(deps, tenant, None, max_items):
+        if record.status.is_terminal:
+            finished.append(record)
+            if len(finished) == max_items:
+                break
+    return {record.job_id: history_entry(deps, record) for record in reversed(finished)}
+
+
+def history_of(deps: ServiceDeps, tenant: str, prompt_id: str) -> dict[str, Any]:
+    """``{prompt_id: entry}`` once the job has finished; ``{}`` before, and for unknown or foreign ids."""
+    with contextlib.suppress(NotFound):
+        record = get_job(deps, tenant, prompt_id)
+        if record.status.is_terminal:
+            return {prompt_id: history_entry(deps, record)}
+    return {}
+
+
+def queue(deps: ServiceDeps, tenant: str) -> dict[str, Any]:
+    limit = deps.settings.max_list_limit
+
+    def items(status: JobStatus) -> list[list[Any]]:
+        records, _ = deps.jobs.list(tenant, status=status, limit=limit)
+        return [queue_item(deps, record) for record in sorted(records, key=prompt_number)]
+
+    return {"queue_running": items(JobStatus.RUNNING), "queue_pending": items(JobStatus.QUEUED)}
+
+
+def queue_remaining(deps: ServiceDeps, tenant: str) -> int:
+    limit = deps.settings.max_list_limit
+    return sum(
+        len(deps.jobs.list(tenant, status=s, limit=limit)[0]) for s in (JobStatus.QUEUED, JobStatus.RUNNING)
+    )
+
+
+def delete_queued(deps: ServiceDeps, tenant: str, prompt_ids: list[str], clear: bool) -> None:
+    """Cancel pending jobs: the ones named, or all with ``clear``; running and unknown ids are skipped."""
+    records = list(_records(deps, tenant, prompt_ids))
+    if clear:
+        records += list(_scan(deps, tenant, JobStatus.QUEUED, deps.settings.max_list_limit))
+    for record in records:
+        if record.status is JobStatus.QUEUED:
+            with contextlib.suppress(TransitionConflict):
+                cancel_queued(deps, record)
+
+
+def interrupt(deps: ServiceDeps, tenant: str, prompt_id: str | None) -> None:
+    """Interrupt the named job if it is running, or every running job of the tenant when none is named."""
+    if prompt_id is None:
+        records = list(_scan(deps, tenant, JobStatus.RUNNING, deps.settings.max_list_limit))
+    else:
+        records = list(_records(deps, tenant, [prompt_id]))
+    for record in records:
+        if record.status is JobStatus.RUNNING:
+            with contextlib.suppress(TransitionConflict):
+                request_interrupt(deps, record)
+
+
+def _records(deps: ServiceDeps, tenant: str, job_ids: list[str]) -> Iterator[JobRecord]:
+    for job_id in job_ids:
+        record = deps.jobs.get(tenant, job_id) if _job_id.match(job_id) else None
+        if record is not None:
+            yield record

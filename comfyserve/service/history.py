@@ -1,0 +1,154 @@
+"""ComfyUI's views of a job (reference §2.3): history entries, queue items and output file names.
+
+ComfyUI names an output by ``(filename, subfolder, type)`` alone. Here the subfolder starts with the job id
+(``<job_id>[/<subfolder>]``), so ``GET /view`` finds the job first, and through it the tenant's own blob.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
+from comfyserve.ports import BlobNotFound
+from comfyserve.service.deps import ServiceDeps
+from comfyserve.service.errors import Invalid, NotFound
+from comfyserve.service.jobs import get_job
+from comfyserve.service.models import ComfyUIMeta
+
+VIEW_TYPES = ("output", "input", "temp")
+
+
+def prompt_number(record: JobRecord) -> int:
+    """ComfyUI's queue ``number``: the submission time in milliseconds, which orders jobs the same way."""
+    return int(record.created_at.timestamp() * 1000)
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def load_prompt(deps: ServiceDeps, record: JobRecord) -> dict[str, Any]:
+    if record.workflow is not None:
+        return dict(record.workflow)
+    return _load_json(deps, record.workflow_key)
+
+
+def load_extra_data(deps: ServiceDeps, record: JobRecord) -> dict[str, Any]:
+    meta = ComfyUIMeta.of(record.metadata)
+    extra = _load_json(deps, meta.extra_data_key) if meta.extra_data_key else {}
+    return {**extra, "client_id": meta.client_id} if meta.client_id else extra
+
+
+def _load_json(deps: ServiceDeps, key: str | None) -> dict[str, Any]:
+    try:
+        document = json.loads(deps.blobs.get(key)) if key else {}
+    except (BlobNotFound, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def output_location(ref: OutputRef, job_id: str) -> dict[str, str]:
+    """``{"filename", "subfolder", "type"}`` as ComfyUI's ``ui.images`` entries have them."""
+    path = PurePosixPath(ref.filename)
+    parent = path.parent.as_posix()
+    subfolder = job_id if parent == "." else f"{job_id}/{parent}"
+    return {"filename": path.name, "subfolder": subfolder, "type": "output"}
+
+
+def queue_item(deps: ServiceDeps, record: JobRecord) -> list[Any]:
+    """``[number, prompt_id, prompt, extra_data, outputs_to_execute]``."""
+    meta = ComfyUIMeta.of(record.metadata)
+    return [
+        prompt_number(record),
+        record.job_id,
+        load_prompt(deps, record),
+        load_extra_data(deps, record),
+        meta.outputs,
+    ]
+
+
+def history_entry(deps: ServiceDeps, record: JobRecord) -> dict[str, Any]:
+    """The history entry of a finished job (ComfyUI lists only finished prompts in its history)."""
+    outputs: dict[str, dict[str, list[dict[str, str]]]] = {}
+    for ref in record.outputs:
+        outputs.setdefault(ref.node_id, {"images": []})["images"].append(output_location(ref, record.job_id))
+    succeeded = record.status is JobStatus.SUCCEEDED
+    return {
+        "prompt": queue_item(deps, record),
+        "outputs": outputs,
+        "status": {
+            "status_str": "success" if succeeded else "error",
+            "completed": succeeded,
+            "messages": _messages(record),
+        },
+        "meta": {
+            node_id: {
+                "node_id": node_id,
+                "display_node": node_id,
+                "parent_node": None,
+                "real_node_id": node_id,
+            }
+            for node_id in outputs
+        },
+    }
+
+
+def _messages(record: JobRecord) -> list[list[Any]]:
+    prompt_id = record.job_id
+    finished = _ms(record.finished_at or record.updated_at)
+    messages: list[list[Any]] = []
+    if record.started_at is not None:
+        messages.append(["execution_start", {"prompt_id": prompt_id, "timestamp": _ms(record.started_at)}])
+        messages.append(
+            ["execution_cached", {"nodes": [], "prompt_id": prompt_id, "timestamp": _ms(record.started_at)}]
+        )
+    error = record.error
+    node = {"node_id": error.node_id if error else None, "node_type": error.node_type if error else None}
+    if record.status is JobStatus.SUCCEEDED:
+        messages.append(["execution_success", {"prompt_id": prompt_id, "timestamp": finished}])
+    elif record.status is JobStatus.CANCELLED:
+        messages.append(
+            ["execution_interrupted", {"prompt_id": prompt_id, **node, "executed": [], "timestamp": finished}]
+        )
+    elif record.status is JobStatus.FAILED:
+        details = {
+            "exception_message": error.message if error else "",
+            "exception_type": error.type if error else "",
+            "traceback": [],
+            "current_inputs": {},
+            "current_outputs": [],
+        }
+        messages.append(
+            [
+                "execution_error",
+                {"prompt_id": prompt_id, **node, "executed": [], **details, "timestamp": finished},
+            ]
+        )
+    return messages
+
+
+def find_output(deps: ServiceDeps, tenant: str, filename: str, subfolder: str, type_: str) -> OutputRef:
+    """The tenant's output that ``/view?filename=&subfolder=&type=`` names; :class:`Invalid` for a name that
+    tries to leave its folder, :class:`NotFound` for anything else that does not match."""
+    if type_ not in VIEW_TYPES:
+        raise Invalid(
+            "Invalid type", type_="invalid_view", details=f"type must be one of {', '.join(VIEW_TYPES)}"
+        )
+    if not filename or subfolder.startswith("/") or filename.startswith("/") or "\\" in filename + subfolder:
+        raise Invalid("Invalid filename", type_="invalid_view", details="absolute paths are not allowed")
+    parts = [part for part in subfolder.split("/") if part] + [filename]
+    if "/" in filename or any(part in (".", "..") for part in parts):
+        raise Invalid(
+            "Invalid filename", type_="invalid_view", details="'..' and '/' are not allowed in a filename"
+        )
+    if len(parts) < 2:
+        raise NotFound("Output not found", type_="output_not_found", details=filename)
+    record = get_job(deps, tenant, parts[0])
+    relative = "/".join(parts[1:])
+    for ref in record.outputs:
+        if ref.filename == relative:
+            return ref
+    raise NotFound("Output not found", type_="output_not_found", details=f"{subfolder}/{filename}")

@@ -1,0 +1,109 @@
+"""The job service: one facade over the use cases, wired from the ports. The HTTP routes (Lambda and the
+local server alike) call only this."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
+from comfyserve.engine.validation import ValidationResult
+from comfyserve.ports import BlobNotFound
+from comfyserve.service import comfyui, history, jobs, uploads
+from comfyserve.service.deps import ServiceDeps
+from comfyserve.service.errors import NotFound
+from comfyserve.service.idempotency import body_hash
+from comfyserve.service.models import JobSubmission, PromptRequest, UploadRequest, ValidateRequest
+from comfyserve.service.settings import ServiceSettings
+from comfyserve.service.submit import Draft, Submitted, Submitter
+from comfyserve.service.uploads import UploadTicket
+from comfyserve.service.validate import check_workflow
+
+
+class JobService:
+    def __init__(self, deps: ServiceDeps) -> None:
+        self.deps = deps
+        self._submitter = Submitter(deps)
+        self._object_info: dict[str, Any] | None = None
+
+    @property
+    def settings(self) -> ServiceSettings:
+        return self.deps.settings
+
+    def submit(self, tenant: str, request: JobSubmission, idempotency_key: str | None = None) -> Submitted:
+        prompt = request.workflow
+        if request.workflow_key is not None:
+            prompt = uploads.load_uploaded_workflow(self.deps, tenant, request.workflow_key)
+        draft = Draft(
+            prompt=prompt,
+            inputs=request.inputs,
+            output=request.output,
+            webhook=request.webhook,
+            timeout_s=request.timeout_s,
+            metadata=request.metadata,
+            targets=request.partial_execution_targets,
+            idempotency_key=idempotency_key,
+            body_hash=body_hash(request.model_dump(mode="json")) if idempotency_key else None,
+        )
+        return self._submitter.submit(tenant, draft)
+
+    def submit_prompt(self, tenant: str, request: PromptRequest) -> Submitted:
+        return self._submitter.submit(tenant, comfyui.prompt_draft(request))
+
+    def get(self, tenant: str, job_id: str) -> JobRecord:
+        return jobs.get_job(self.deps, tenant, job_id)
+
+    def list_jobs(
+        self, tenant: str, *, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[JobRecord], str | None]:
+        return jobs.list_jobs(self.deps, tenant, status=status, limit=limit, cursor=cursor)
+
+    def cancel(self, tenant: str, job_id: str) -> JobRecord:
+        return jobs.cancel_job(self.deps, tenant, job_id)
+
+    def validate(self, request: ValidateRequest) -> ValidationResult:
+        return check_workflow(
+            self.deps,
+            request.workflow,
+            input_names=request.input_names,
+            targets=request.partial_execution_targets,
+        )
+
+    def create_upload(self, tenant: str, request: UploadRequest) -> UploadTicket:
+        return uploads.create_upload(self.deps, tenant, request)
+
+    def output_url(self, ref: OutputRef) -> str:
+        return self.deps.blobs.presigned_get(ref.key, self.deps.settings.presign_expiry_s)
+
+    def object_info(self) -> dict[str, Any]:
+        """The catalog in ``/object_info`` shape (built once)."""
+        if self._object_info is None:
+            self._object_info = self.deps.catalog.to_object_info()
+        return self._object_info
+
+    # ComfyUI's routes
+    def history(self, tenant: str, max_items: int) -> dict[str, Any]:
+        return comfyui.history(self.deps, tenant, max_items)
+
+    def history_of(self, tenant: str, prompt_id: str) -> dict[str, Any]:
+        return comfyui.history_of(self.deps, tenant, prompt_id)
+
+    def queue(self, tenant: str) -> dict[str, Any]:
+        return comfyui.queue(self.deps, tenant)
+
+    def queue_remaining(self, tenant: str) -> int:
+        return comfyui.queue_remaining(self.deps, tenant)
+
+    def delete_queued(self, tenant: str, prompt_ids: list[str], clear: bool) -> None:
+        comfyui.delete_queued(self.deps, tenant, prompt_ids, clear)
+
+    def interrupt(self, tenant: str, prompt_id: str | None) -> None:
+        comfyui.interrupt(self.deps, tenant, prompt_id)
+
+    def find_output(self, tenant: str, filename: str, subfolder: str, type_: str) -> OutputRef:
+        return history.find_output(self.deps, tenant, filename, subfolder, type_)
+
+    def output_bytes(self, ref: OutputRef) -> bytes:
+        try:
+            return self.deps.blobs.get(ref.key)
+        except BlobNotFound:
+            raise NotFound("Output not found", type_="output_not_found", details=ref.filename) from None

@@ -1,0 +1,158 @@
+"""Samplers driven by the exact denoiser of Gaussian data, whose answers are known in closed form.
+
+Data ``x0 ~ N(mu, s^2)`` noised to level sigma has the exact denoiser ``D(x, sigma) = (s^2 x + sigma^2 mu) /
+(s^2 + sigma^2)``; the probability-flow ODE from ``x_T`` at ``sigma_T`` lands at ``mu + (x_T - mu) *
+sqrt((s^2 + sigma^2) / (s^2 + sigma_T^2))``. Deterministic samplers must converge to that at their order;
+stochastic ones must reproduce the data distribution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from comfyserve.models.sampling.noise import BrownianNoise, gaussian_noise, initial_noise
+from comfyserve.models.sampling.samplers import SAMPLER_NAMES, SAMPLERS, Run, ancestral_step
+from comfyserve.models.sampling.schedulers import karras
+
+MU, S = 0.7, 0.5
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
+
+# Convergence order each deterministic sampler must show on this problem, and its model calls for n steps.
+DETERMINISTIC = {
+    "euler": (1, lambda n: n),
+    "ddim": (1, lambda n: n),
+    "heun": (2, lambda n: 2 * n - 1),
+    "dpm_2": (2, lambda n: 2 * n - 1),
+    "lms": (2, lambda n: n),
+    "dpmpp_2m": (2, lambda n: n),
+    "uni_pc": (2, lambda n: n),
+    "uni_pc_bh2": (2, lambda n: n),
+}
+STOCHASTIC = [name for name, spec in SAMPLERS.items() if spec.noise != "none" and name != "lcm"]
+
+
+def exact_denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    return (S * S * x + sigma * sigma * MU) / (S * S + sigma * sigma)
+
+
+def ode_solution(x_t: torch.Tensor, sigma_t: float, sigma: float) -> torch.Tensor:
+    return MU + (x_t - MU) * math.sqrt((S * S + sigma * sigma) / (S * S + sigma_t * sigma_t))
+
+
+def _schedule(steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX) -> list[float]:
+    return [float(s) for s in karras(steps, sigma_min, sigma_max).double()]
+
+
+def _drive(name: str, x: torch.Tensor, sigmas: list[float], seed: int = 3) -> tuple[torch.Tensor, int, list[int]]:
+    spec = SAMPLERS[name]
+    calls, steps_seen = [0], []
+
+    def model(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        calls[0] += 1
+        return exact_denoiser(x, sigma)
+
+    noise = BrownianNoise(x, sigmas[-2], sigmas[0], seed) if spec.noise == "brownian" else gaussian_noise(x, seed)
+    out = spec.fn(Run(model, sigmas, noise, steps_seen.append), x.clone())
+    return out, calls[0], steps_seen
+
+
+def test_sampler_names_follow_comfyui_order() -> None:
+    comfy_order = (
+        "euler euler_cfg_pp euler_ancestral euler_ancestral_cfg_pp heun heunpp2 dpm_2 dpm_2_ancestral lms dpm_fast "
+        "dpm_adaptive dpmpp_2s_ancestral dpmpp_2s_ancestral_cfg_pp dpmpp_sde dpmpp_sde_gpu dpmpp_2m "
+        "dpmpp_2m_cfg_pp dpmpp_2m_sde dpmpp_2m_sde_gpu dpmpp_2m_sde_heun dpmpp_2m_sde_heun_gpu dpmpp_3m_sde "
+        "dpmpp_3m_sde_gpu ddpm lcm ipndm ipndm_v deis res_multistep res_multistep_cfg_pp res_multistep_ancestral "
+        "res_multistep_ancestral_cfg_pp gradient_estimation gradient_estimation_cfg_pp er_sde seeds_2 seeds_3 "
+        "sa_solver sa_solver_pece ddim uni_pc uni_pc_bh2"
+    ).split()
+    assert len(comfy_order) == 43
+    assert list(SAMPLER_NAMES) == [name for name in comfy_order if name in SAMPLERS]
+    required = "euler euler_ancestral heun dpm_2 dpm_2_ancestral lms dpmpp_2s_ancestral dpmpp_sde dpmpp_2m"
+    assert set((required + " dpmpp_2m_sde dpmpp_3m_sde ddim uni_pc uni_pc_bh2 lcm").split()) <= set(SAMPLER_NAMES)
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_deterministic_samplers_converge_to_the_ode_solution(name: str) -> None:
+    order, expected_calls = DETERMINISTIC[name]
+    x_t = MU + torch.linspace(-3, 3, 13, dtype=torch.float64) * math.sqrt(S * S + SIGMA_MAX**2)
+    errors = []
+    for steps in (16, 32, 64):
+        sigmas = _schedule(steps)
+        out, calls, seen = _drive(name, x_t, sigmas)
+        errors.append(float((out - ode_solution(x_t, SIGMA_MAX, 0.0)).abs().max()))
+        assert calls == expected_calls(steps)
+        assert seen == list(range(steps))
+    assert errors[-1] < 0.07
+    for coarse, fine in zip(errors, errors[1:], strict=False):
+        assert coarse / fine > 0.8 * 2**order, errors
+
+
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_stochastic_samplers_reproduce_the_data_distribution(name: str) -> None:
+    sigmas = _schedule(100, 0.03, 14.6)
+    generator = torch.Generator().manual_seed(11)
+    x_t = MU + torch.randn(4096, generator=generator) * math.sqrt(S * S + sigmas[0] ** 2)
+    out, _, seen = _drive(name, x_t, sigmas)
+    assert seen == list(range(100))
+    assert float(out.mean()) == pytest.approx(MU, abs=0.03)
+    assert float(out.std()) == pytest.approx(S, abs=0.03)
+    again, _, _ = _drive(name, x_t, sigmas)
+    other_seed, _, _ = _drive(name, x_t, sigmas, seed=4)
+    assert torch.equal(out, again)
+    assert not torch.allclose(out, other_seed)
+
+
+def test_lcm_jumps_to_the_prediction_and_renoises() -> None:
+    sigmas = _schedule(4, 0.03, 14.6)
+    x_t = torch.linspace(-20, 20, 9)
+    out, calls, _ = _drive("lcm", x_t, sigmas, seed=8)
+    noise = gaussian_noise(x_t, 8)
+    expected = x_t
+    for sigma, sigma_next in zip(sigmas, sigmas[1:], strict=False):
+        expected = exact_denoiser(expected, sigma)
+        if sigma_next > 0:
+            expected = expected + noise(sigma, sigma_next) * sigma_next
+    assert calls == 4
+    torch.testing.assert_close(out, expected)
+    one_step, _, _ = _drive("lcm", x_t, [sigmas[0], 0.0])
+    torch.testing.assert_close(one_step, exact_denoiser(x_t, sigmas[0]))
+
+
+def test_ancestral_step_splits_the_variance() -> None:
+    sigma_down, sigma_up = ancestral_step(3.0, 2.0)
+    assert sigma_down**2 + sigma_up**2 == pytest.approx(4.0)
+    assert sigma_down == pytest.approx(4.0 / 3.0)
+    assert ancestral_step(3.0, 0.0) == (0.0, 0.0)
+    assert ancestral_step(3.0, 2.0, eta=0.0) == (2.0, 0.0)
+
+
+def test_brownian_increments_are_consistent_and_unit_variance() -> None:
+    like = torch.zeros(20000)
+    path = BrownianNoise(like, 0.1, 10.0, seed=5)
+    whole = path(10.0, 1.0) * math.sqrt(9.0)
+    first, second = path(10.0, 4.0) * math.sqrt(6.0), path(4.0, 1.0) * math.sqrt(3.0)
+    torch.testing.assert_close(whole, first + second)
+    inner = path(4.0, 2.0)
+    assert float(inner.std()) == pytest.approx(1.0, abs=0.03)
+    assert abs(float((first * second).mean())) < 0.1  # disjoint increments are independent
+    torch.testing.assert_close(BrownianNoise(like, 0.1, 10.0, seed=5)(10.0, 1.0), path(10.0, 1.0))
+
+
+def test_gaussian_step_noise_is_seeded_with_seed_plus_one() -> None:
+    like = torch.zeros(2, 3)
+    draw = gaussian_noise(like, 41)
+    stream = torch.Generator().manual_seed(42)
+    assert torch.equal(draw(1.0, 0.5), torch.randn(2, 3, generator=stream))
+    assert torch.equal(draw(0.5, 0.1), torch.randn(2, 3, generator=stream))
+
+
+def test_initial_noise_is_comfyui_prepare_noise() -> None:
+    latent = torch.zeros(2, 4, 3, 3)
+    assert torch.equal(initial_noise(latent, 7), torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(7)))
+    stream = torch.Generator().manual_seed(7)
+    draws = [torch.randn(1, 4, 3, 3, generator=stream) for _ in range(4)]
+    assert torch.equal(initial_noise(latent, 7, [3, 1]), torch.cat([draws[3], draws[1]]))
+    assert initial_noise(latent, 2**64 - 1).shape == latent.shape
