@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 GIB = 1024**3
-_SCALARS = (str, int, float, bool, bytes, type(None))
+_SCALARS = (int, float, bool, type(None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,11 @@ def buffer_bytes(value: Any) -> int | None:
 
 
 def measure(value: Any) -> tuple[int, dict[int, tuple[Any, int]]]:
-    """``(bytes outside buffers, {id: (buffer object, bytes)})`` for a value, walked without recursion."""
+    """``(bytes outside buffers, {id: (buffer object, bytes)})`` for a value, walked without recursion.
+
+    Scalars and containers get CPython's typical sizes rather than ``sys.getsizeof`` calls: only buffers
+    are large enough for the difference to matter, and this runs once per executed node.
+    """
     own = 0
     buffers: dict[int, tuple[Any, int]] = {}
     seen: set[int] = set()
@@ -55,19 +59,22 @@ def measure(value: Any) -> tuple[int, dict[int, tuple[Any, int]]]:
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind in _SCALARS:
-            own += sys.getsizeof(item)
+        if kind is str or kind is bytes:
+            own += 49 + len(item)
+        elif kind in _SCALARS:
+            own += 28
+        elif id(item) in seen:
             continue
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        if kind is list or kind is tuple:
-            own += sys.getsizeof(item)
+        elif kind is list or kind is tuple:
+            seen.add(id(item))
+            own += 56 + 8 * len(item)
             stack.extend(item)
         elif kind is dict:
-            own += sys.getsizeof(item)
+            seen.add(id(item))
+            own += 64 + 40 * len(item)
             stack.extend(item.values())
         else:
+            seen.add(id(item))
             size = buffer_bytes(item)
             if size is None:
                 own += sys.getsizeof(item)

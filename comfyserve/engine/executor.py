@@ -23,9 +23,17 @@ from comfyserve.engine import events
 from comfyserve.engine.cache import CacheEntry, OutputCache
 from comfyserve.engine.context import RunContext
 from comfyserve.engine.errors import InterruptedError_, NodeInputError
-from comfyserve.engine.graph import DependencyCycleError, DuplicateNodeError, DynamicPrompt, GraphError, Scheduler
+from comfyserve.engine.graph import (
+    DependencyCycleError,
+    DuplicateNodeError,
+    DynamicPrompt,
+    GraphError,
+    NodeView,
+    Scheduler,
+)
 from comfyserve.engine.graph_utils import CURRENT_CALL, ExecutionBlocker, NodeCall, is_link
 from comfyserve.engine.plan import NodePlan, only, slice_calls
+from comfyserve.engine.prompt_format import unwrap_literal
 from comfyserve.engine.registry import NodeRegistry
 from comfyserve.engine.signature import Signatures
 
@@ -145,8 +153,10 @@ class _Run:
         self.cancelled = ctx.cancel_check
         self.result = ExecutionResult(prompt_id)
         self.plans: dict[str, NodePlan] = {}
+        self.views: dict[str, NodeView] = {}
         self.values: dict[str, list[list[Any]]] = {}
-        self.signatures = Signatures(self.dynprompt, self._plan_of, self._hidden_inputs)
+        self.looked_up: set[str] = set()
+        self.signatures = Signatures(self.dynprompt, self._view_of, self._hidden_inputs)
         self.digests = self.signatures.digests
         self.scheduler = Scheduler(self._strong_links, self._available, self._urgent)
         self.inputs: dict[str, dict[str, list[Any]]] = {}  # inputs of running nodes, for error reports
@@ -238,14 +248,14 @@ class _Run:
         display = self.dynprompt.get_display_node_id(node_id)
         if self.emit is not None:
             self.emit(events.EXECUTING, events.executing(self.prompt_id, node_id, display))
-        node = self.dynprompt.get_node(node_id)
+        view = self.views[node_id]
         self.ran.add(node_id)
-        inputs, missing = self._gather(node_id, node, plan)
+        inputs, missing = self._gather(node_id, view, plan)
         self.inputs[node_id] = inputs
-        if plan.has_lazy_check and await self._wait_for_lazy(node_id, node, plan, inputs, missing):
+        if plan.has_lazy_check and await self._wait_for_lazy(node_id, view, plan, inputs, missing):
             return False
-        calls = self._call(node_id, display, plan, inputs)
-        if any(isinstance(c, asyncio.Task) for c in calls):
+        calls, has_tasks = self._call(node_id, display, plan, inputs)
+        if has_tasks:
             await asyncio.sleep(0)
             if not all(c.done() for c in calls if isinstance(c, asyncio.Task)):
                 self.inflight[node_id] = calls
@@ -256,33 +266,31 @@ class _Run:
 
     # -- inputs -----------------------------------------------------------------------------------------
 
-    def _gather(
-        self, node_id: str, node: dict[str, Any], plan: NodePlan
-    ) -> tuple[dict[str, list[Any]], set[str] | None]:
+    def _gather(self, node_id: str, view: NodeView, plan: NodePlan) -> tuple[dict[str, list[Any]], set[str] | None]:
         """Every input as a list (reference §1.7); unevaluated links are ``[None]`` and listed as missing."""
         values = self.values
         inputs: dict[str, list[Any]] = {}
         missing: set[str] | None = None
-        for name, value in (node.get("inputs") or {}).items():
-            if is_link(value):
-                if name in plan.raw_links:
-                    inputs[name] = [value]
-                    continue
-                produced = values.get(value[0])
-                if produced is None:
-                    inputs[name] = [None]
-                    missing = missing or set()
-                    missing.add(name)
-                    continue
-                slot = int(value[1])
-                if not 0 <= slot < len(produced):
-                    raise NodeInputError(
-                        f"input {name!r} links to output {slot} of node {value[0]}, "
-                        f"which produced {len(produced)} output(s)"
-                    )
+        for name, producer, slot in view.links:
+            if plan.raw_links and name in plan.raw_links:
+                inputs[name] = [[producer, slot]]
+                continue
+            produced = values.get(producer)
+            if produced is None:
+                inputs[name] = [None]
+                missing = missing or set()
+                missing.add(name)
+            elif slot < len(produced):
                 inputs[name] = produced[slot]
-            elif name in plan.declared:
-                inputs[name] = [value["__value__"] if type(value) is dict and "__value__" in value else value]
+            else:
+                raise NodeInputError(
+                    f"input {name!r} links to output {slot} of node {producer}, "
+                    f"which produced {len(produced)} output(s)"
+                )
+        declared = plan.declared
+        for name, value in view.constants:
+            if name in declared:
+                inputs[name] = [unwrap_literal(value)]
         if plan.hidden:
             inputs.update(self._hidden_inputs(node_id, plan))
         return inputs, missing
@@ -303,7 +311,7 @@ class _Run:
         return hidden
 
     async def _wait_for_lazy(
-        self, node_id: str, node: dict[str, Any], plan: NodePlan, inputs: dict[str, list[Any]], missing: set[str] | None
+        self, node_id: str, view: NodeView, plan: NodePlan, inputs: dict[str, list[Any]], missing: set[str] | None
     ) -> bool:
         """Ask ``check_lazy_status`` which unevaluated inputs it needs; schedule them and return True if any."""
         check = self.executor.instance(node_id, plan).check_lazy_status
@@ -317,21 +325,23 @@ class _Run:
             if isinstance(names, list | tuple):
                 wanted.update((n, None) for n in names if isinstance(n, str))
         needed = [n for n in wanted if n not in inputs or (missing is not None and n in missing)]
+        producers = {name: producer for name, producer, _ in view.links}
         for name in needed:
-            link: Any = (node.get("inputs") or {}).get(name)
-            if not is_link(link):
+            if name not in producers:
                 raise NodeInputError(f"node {node_id} says it needs input {name!r}, but nothing is linked to it")
-            self.scheduler.link(link[0], node_id)
+            self.scheduler.link(producers[name], node_id)
         if needed:
             self.scheduler.requeue(node_id)
         return bool(needed)
 
     # -- calling and results ----------------------------------------------------------------------------
 
-    def _call(self, node_id: str, display: str, plan: NodePlan, inputs: dict[str, list[Any]]) -> list[Any]:
-        """Call the node function once per list-mapped call; coroutines become tasks that run concurrently."""
+    def _call(self, node_id: str, display: str, plan: NodePlan, inputs: dict[str, list[Any]]) -> tuple[list[Any], bool]:
+        """Call the node function once per list-mapped call; coroutines become tasks that run concurrently
+        (the flag says whether there are any)."""
         function = getattr(self.executor.instance(node_id, plan), plan.function)
         calls: list[Any] = []
+        has_tasks = False
         for index, kwargs in enumerate(slice_calls(inputs, plan.input_is_list)):
             if index and self.cancelled():
                 raise InterruptedError_("the job was cancelled")
@@ -351,13 +361,17 @@ class _Run:
                 returned = function(**kwargs)
                 if inspect.iscoroutine(returned):
                     returned = asyncio.ensure_future(returned)
+                    has_tasks = True
             finally:
                 CURRENT_CALL.reset(token)
             calls.append(returned)
-        return calls
+        return calls, has_tasks
 
     async def _complete(self, node_id: str, plan: NodePlan, calls: list[Any]) -> bool:
         """Turn the calls' return values into outputs and UI, or expand the node's subgraphs."""
+        if len(calls) == 1 and type(calls[0]) is tuple and not plan.has_list_output:
+            self._finish(node_id, plan, [[value] for value in calls[0]], None)
+            return True
         parts: list[tuple[bool, Returns]] = []
         uis: list[dict[str, Any]] = []
         new_nodes: list[str] = []
@@ -439,6 +453,7 @@ class _Run:
     # -- cache ------------------------------------------------------------------------------------------
 
     def _lookup(self, node_id: str) -> bool:
+        self.looked_up.add(node_id)
         digest = self.digests.get(node_id)
         entry = self.cache.get(digest) if digest is not None else None
         if entry is None:
@@ -466,25 +481,26 @@ class _Run:
 
     # -- graph callbacks --------------------------------------------------------------------------------
 
-    def _plan_of(self, node_id: str) -> NodePlan:
+    def _view_of(self, node_id: str) -> tuple[NodeView, NodePlan]:
+        view = self.views.get(node_id)
+        if view is None:
+            view = self.views[node_id] = NodeView.of(self.dynprompt.get_node(node_id))
         plan = self.plans.get(node_id)
         if plan is None:
-            class_type = self.dynprompt.get_node(node_id).get("class_type")
             try:
-                plan = self.plans[node_id] = self.executor.plan(str(class_type))
+                plan = self.plans[node_id] = self.executor.plan(view.class_type)
             except KeyError:
-                raise GraphError(node_id, f"node {node_id} has an unknown class_type {class_type!r}") from None
+                raise GraphError(node_id, f"node {node_id} has an unknown class_type {view.class_type!r}") from None
             except Exception as exc:
-                raise GraphError(node_id, f"node {node_id} ({class_type}) cannot run: {exc}") from exc
-        return plan
+                raise GraphError(node_id, f"node {node_id} ({view.class_type}) cannot run: {exc}") from exc
+        return view, plan
 
     def _strong_links(self, node_id: str) -> list[str]:
         lazy = self.plans[node_id].lazy
-        inputs = self.dynprompt.get_node(node_id).get("inputs") or {}
-        return [value[0] for name, value in inputs.items() if is_link(value) and name not in lazy]
+        return [producer for name, producer, _ in self.views[node_id].links if name not in lazy]
 
     def _available(self, node_id: str) -> bool:
-        return node_id in self.values or self._lookup(node_id)
+        return node_id in self.values or (node_id not in self.looked_up and self._lookup(node_id))
 
     def _urgent(self, node_id: str) -> bool:
         plan = self.plans[node_id]

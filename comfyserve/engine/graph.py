@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
+
+from comfyserve.engine.graph_utils import is_link
 
 
 class GraphError(Exception):
@@ -27,6 +30,29 @@ class DependencyCycleError(GraphError):
 
 class DuplicateNodeError(GraphError):
     pass
+
+
+@dataclass(slots=True)
+class NodeView:
+    """A node's inputs sorted by name and split once per run into links and constants (read-only)."""
+
+    node: dict[str, Any]
+    class_type: str
+    links: list[tuple[str, str, int]]  # (input name, producer id, output slot)
+    constants: list[tuple[str, Any]]
+
+    @classmethod
+    def of(cls, node: dict[str, Any]) -> NodeView:
+        inputs = node.get("inputs") or {}
+        links = []
+        constants = []
+        for name in sorted(inputs):
+            value = inputs[name]
+            if type(value) is list and is_link(value):
+                links.append((name, value[0], int(value[1])))
+            else:
+                constants.append((name, value))
+        return cls(node, str(node.get("class_type")), links, constants)
 
 
 class DynamicPrompt:
@@ -186,9 +212,12 @@ class Scheduler:
             self._count[consumer] += 1
 
     def _push(self, node_id: str) -> None:
-        if self._urgent(node_id):
+        urgent = self._urgent
+        if urgent(node_id):
             self._ready[0].append(node_id)
-        elif any(self._urgent(c) for c in self._blocking.get(node_id, ())):
-            self._ready[1].append(node_id)
-        else:
-            self._ready[2].append(node_id)
+            return
+        for consumer in self._blocking.get(node_id, ()):
+            if urgent(consumer):
+                self._ready[1].append(node_id)
+                return
+        self._ready[2].append(node_id)

@@ -27,7 +27,7 @@ class ExecutionBlocker:
         return f"ExecutionBlocker({self.message!r})"
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeCall:
     """The node call in progress (set by the executor around every call of a node function)."""
 

@@ -23,6 +23,7 @@ class NodePlan:
     input_is_list: bool
     is_async: bool
     output_is_list: tuple[bool, ...]
+    has_list_output: bool
     declared: frozenset[str]
     lazy: frozenset[str]
     raw_links: frozenset[str]
@@ -49,6 +50,7 @@ class NodePlan:
             input_is_list=spec.input_is_list,
             is_async=inspect.iscoroutinefunction(getattr(node_class, function)),
             output_is_list=spec.output_is_list,
+            has_list_output=any(spec.output_is_list),
             declared=frozenset(declared),
             lazy=frozenset(n for n, s in declared.items() if s.lazy),
             raw_links=frozenset(n for n, s in declared.items() if s.options.get("rawLink")),

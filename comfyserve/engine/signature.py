@@ -15,8 +15,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from comfyserve.engine.graph import DependencyCycleError, DynamicPrompt, GraphError
-from comfyserve.engine.graph_utils import is_link
+from comfyserve.engine.graph import DependencyCycleError, DynamicPrompt, GraphError, NodeView
 from comfyserve.engine.plan import NodePlan, only, slice_calls
 from comfyserve.engine.prompt_format import unwrap_literal
 
@@ -51,23 +50,28 @@ def encode_constant(value: Any) -> str | None:
 
 
 class Signatures:
-    """Digests of the nodes of one run; ``hidden(node_id, plan)`` supplies hidden inputs for ``IS_CHANGED``."""
+    """Digests of the nodes of one run.
+
+    ``view_of(node_id)`` gives a node's inputs and plan (raising :class:`GraphError` for an unknown class);
+    ``hidden(node_id, plan)`` supplies hidden inputs for ``IS_CHANGED``.
+    """
 
     def __init__(
         self,
         dynprompt: DynamicPrompt,
-        plan_of: Callable[[str], NodePlan],
+        view_of: Callable[[str], tuple[NodeView, NodePlan]],
         hidden: Callable[[str, NodePlan], dict[str, list[Any]]],
     ) -> None:
         self.digests: dict[str, str | None] = {}
         self._dynprompt = dynprompt
-        self._plan_of = plan_of
+        self._view_of = view_of
         self._hidden = hidden
 
     async def ensure(self, roots: Iterable[str]) -> None:
         """Compute the digests of ``roots`` and of all their producers (lazy inputs included)."""
         digests = self.digests
-        dynprompt = self._dynprompt
+        has_node = self._dynprompt.has_node
+        view_of = self._view_of
         expanded: set[str] = set()
         for root in roots:
             stack = [root]
@@ -76,15 +80,13 @@ class Signatures:
                 if node_id in digests:
                     stack.pop()
                     continue
-                node = dynprompt.get_node(node_id)
-                inputs = node.get("inputs") or {}
+                view, plan = view_of(node_id)
                 waiting = False
-                for value in inputs.values():
-                    if is_link(value) and value[0] not in digests:
-                        producer = value[0]
+                for _, producer, _ in view.links:
+                    if producer not in digests:
                         if producer in expanded:
                             raise DependencyCycleError(producer, [n for n in stack if n in expanded])
-                        if not dynprompt.has_node(producer):
+                        if not has_node(producer):
                             raise GraphError(
                                 node_id, f"node {node_id} links to node {producer!r}, which does not exist"
                             )
@@ -93,46 +95,37 @@ class Signatures:
                 if waiting:
                     expanded.add(node_id)
                     continue
-                plan = self._plan_of(node_id)
-                changed: str | None = ""
-                if "is_changed" in node or plan.is_changed is not None:
-                    changed = await self._is_changed(node_id, node, plan)
-                digests[node_id] = None if changed is None else self._digest(node_id, node, inputs, plan, changed)
                 stack.pop()
+                changed: str | None = ""
+                if plan.is_changed is not None or "is_changed" in view.node:
+                    changed = await self._is_changed(node_id, view, plan)
+                digests[node_id] = None if changed is None else self._digest(node_id, view, plan, changed)
 
-    def _digest(
-        self, node_id: str, node: dict[str, Any], inputs: dict[str, Any], plan: NodePlan, changed: str
-    ) -> str | None:
+    def _digest(self, node_id: str, view: NodeView, plan: NodePlan, changed: str) -> str | None:
         digests = self.digests
-        parts = [repr(node["class_type"]), changed]
+        parts = [repr(view.class_type), changed]
         if plan.keyed_by_id:
             parts.append(repr(node_id))
-        for name in sorted(inputs):
-            value = inputs[name]
-            if is_link(value):
-                upstream = digests[value[0]]
-                if upstream is None:
-                    return None
-                parts.append(f"{name!r}@{upstream}:{int(value[1])}")
-            else:
-                text = encode_constant(value)
-                if text is None:
-                    return None
-                parts.append(f"{name!r}={text}")
+        for name, value in view.constants:
+            text = encode_constant(value)
+            if text is None:
+                return None
+            parts.append(f"{name!r}={text}")
+        for name, producer, slot in view.links:
+            upstream = digests[producer]
+            if upstream is None:
+                return None
+            parts.append(f"{name!r}@{upstream}:{slot}")
         return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).hexdigest()
 
-    async def _is_changed(self, node_id: str, node: dict[str, Any], plan: NodePlan) -> str | None:
+    async def _is_changed(self, node_id: str, view: NodeView, plan: NodePlan) -> str | None:
         """``IS_CHANGED`` with constants only (links are ``None``), list-mapped; a client-supplied
         ``is_changed`` wins. An exception counts as NaN."""
-        if "is_changed" in node:
-            return encode_constant(node["is_changed"])
+        if "is_changed" in view.node:
+            return encode_constant(view.node["is_changed"])
         assert plan.is_changed is not None
-        kwargs: dict[str, list[Any]] = {}
-        for name, value in (node.get("inputs") or {}).items():
-            if is_link(value):
-                kwargs[name] = [None]
-            elif name in plan.declared:
-                kwargs[name] = [unwrap_literal(value)]
+        kwargs: dict[str, list[Any]] = {name: [None] for name, _, _ in view.links}
+        kwargs.update((name, [unwrap_literal(value)]) for name, value in view.constants if name in plan.declared)
         kwargs.update(self._hidden(node_id, plan))
         results = []
         try:

@@ -21,6 +21,20 @@ TERMINAL_EVENTS = frozenset({events.EXECUTION_SUCCESS, events.EXECUTION_ERROR, e
 STATUS = "status"  # the server fills in the queue length when it sends it
 
 
+def published_output(job_id: str, output: dict[str, Any]) -> dict[str, Any]:
+    """An ``executed`` message's UI with its images named as ``GET /view`` serves them once published: the
+    job's files live under a subfolder that starts with the job id, all of type ``output``."""
+    images = output.get("images")
+    if not isinstance(images, list):
+        return output
+    renamed = []
+    for image in images:
+        subfolder = str(image.get("subfolder") or "")
+        location = {"subfolder": f"{job_id}/{subfolder}" if subfolder else job_id, "type": "output"}
+        renamed.append({**image, **location})
+    return {**output, "images": renamed}
+
+
 class FeedMessages:
     def __init__(self, feed: EventFeed, record: JobRecord, client_id: str) -> None:
         self._feed = feed
@@ -33,6 +47,8 @@ class FeedMessages:
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
         self._ended = self._ended or event in TERMINAL_EVENTS
+        if event == events.EXECUTED and isinstance(data.get("output"), dict):
+            data = {**data, "output": published_output(self._record.job_id, data["output"])}
         self._append([(event, data)])
 
     def finish(self, record: JobRecord) -> None:

@@ -14,6 +14,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -46,24 +47,27 @@ def error_body(status: int, type_: str, message: str) -> bytes:
     return json.dumps({"error": error, "node_errors": {}}).encode()
 
 
+@dataclass(frozen=True)
+class Mount:
+    """What the server serves; mounted after binding, since the blob URLs need the bound port."""
+
+    app: Resolver
+    blobs: LocalBlobStore
+    hub: WebsocketHub
+    authenticate: Authenticate
+
+
 class LocalServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        app: Resolver,
-        blobs: LocalBlobStore,
-        hub: WebsocketHub,
-        authenticate: Authenticate,
-    ) -> None:
+    def __init__(self, address: tuple[str, int]) -> None:
         super().__init__(address, _Handler)
-        self.app = app
-        self.blobs = blobs
-        self.hub = hub
-        self.authenticate = authenticate
+        self.routes: Mount | None = None
         self.resolve_lock = threading.Lock()
+
+    def mount(self, routes: Mount) -> None:
+        self.routes = routes
 
     @property
     def url(self) -> str:
@@ -84,19 +88,23 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_GET
 
     def _dispatch(self) -> None:
+        routes = self.server.routes
+        if routes is None:
+            self._reply(503, error_body(503, "service_unavailable", "the server is starting"))
+            return
         split = urlsplit(self.path)
         path = split.path or "/"
         if path in WS_PATHS and self.headers.get("Upgrade"):
-            self._websocket(split.query)
+            self._websocket(routes, split.query)
             return
         limit = MAX_BLOB_BODY if path.startswith(BLOB_PREFIX) else MAX_API_BODY
         body = self._read_body(limit)
         if body is None:
             return
         if path.startswith(BLOB_PREFIX):
-            self._blob(unquote(path[len(BLOB_PREFIX) :]), split.query, body)
+            self._blob(routes.blobs, unquote(path[len(BLOB_PREFIX) :]), split.query, body)
         else:
-            self._api(path, split.query, body)
+            self._api(routes.app, path, split.query, body)
 
     def _read_body(self, limit: int) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -129,11 +137,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD" and body:
             self.wfile.write(body)
 
-    def _api(self, path: str, query: str, body: bytes) -> None:
+    def _api(self, app: Resolver, path: str, query: str, body: bytes) -> None:
         event = build_event(self.command, path, query, list(self.headers.items()), body, self.client_address[0])
         try:
             with self.server.resolve_lock:
-                raw = self.server.app.resolve(event, LambdaContextStub())
+                raw = app.resolve(event, LambdaContextStub())
             response = parse_response(raw)
         except Exception:
             log.exception("the route table raised on %s %s", self.command, path)
@@ -141,14 +149,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._reply(response.status, response.body, response.headers)
 
-    def _blob(self, key: str, query: str, body: bytes) -> None:
+    def _blob(self, blobs: LocalBlobStore, key: str, query: str, body: bytes) -> None:
         params = {name: values[-1] for name, values in parse_qs(query).items()}
         method = "GET" if self.command == "HEAD" else self.command
         if method not in ("GET", "PUT"):
             self._reply(405, error_body(405, "method_not_allowed", "blob URLs accept GET, HEAD and PUT"))
             return
         content_type = self.headers.get("Content-Type", "") if method == "PUT" else ""
-        blobs = self.server.blobs
         try:
             blobs.signer.verify(method, key, params.get("expires"), params.get("sig"), content_type)
             if method == "PUT":
@@ -172,9 +179,9 @@ class _Handler(BaseHTTPRequestHandler):
         except BlobNotFound as exc:
             self._reply(404, error_body(404, "not_found", str(exc)))
 
-    def _websocket(self, query: str) -> None:
+    def _websocket(self, routes: Mount, query: str) -> None:
         headers = {name.lower(): value for name, value in self.headers.items()}
-        tenant = self.server.authenticate(headers)
+        tenant = routes.authenticate(headers)
         if tenant is None:
             self._reply(401, error_body(401, "unauthorized", "a valid x-api-key header is required"))
             return
@@ -190,4 +197,4 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Sec-WebSocket-Accept", accept)
         self.end_headers()
         self.close_connection = True
-        self.server.hub.serve(WebSocket(self.rfile, self.wfile), tenant, client_id)
+        routes.hub.serve(WebSocket(self.rfile, self.wfile), tenant, client_id)

@@ -49,7 +49,7 @@ class _Client:
 
 
 class WebsocketHub:
-    def __init__(self, feed: EventFeed, queue_remaining: Callable[[], int], poll_s: float = POLL_S) -> None:
+    def __init__(self, feed: EventFeed, queue_remaining: Callable[[str], int], poll_s: float = POLL_S) -> None:
         self._feed = feed
         self._queue_remaining = queue_remaining
         self._poll_s = poll_s
@@ -73,9 +73,9 @@ class WebsocketHub:
             client.stop()
             client.ws.close(CloseCode.GOING_AWAY, "server shutting down")
 
-    def _status(self, sid: str | None = None) -> dict[str, Any]:
+    def _status(self, tenant: str, sid: str | None = None) -> dict[str, Any]:
         try:
-            remaining = self._queue_remaining()
+            remaining = self._queue_remaining(tenant)
         except Exception:  # the queue is only read for a display figure
             log.warning("queue depth unavailable", exc_info=True)
             remaining = 0
@@ -89,7 +89,7 @@ class WebsocketHub:
         key = (tenant, client_id)
         client = _Client(ws)
         client.writer.start()
-        client.outbox.put(message(STATUS, self._status(sid=client_id)))
+        client.outbox.put(message(STATUS, self._status(tenant, sid=client_id)))
         with self._lock:
             previous = self._clients.get(key)
             self._clients[key] = client
@@ -141,5 +141,5 @@ class WebsocketHub:
             client = self._clients.get((entry.tenant, entry.client_id))
         if client is None:
             return
-        data = self._status() if entry.type == STATUS else entry.data
+        data = self._status(entry.tenant) if entry.type == STATUS else entry.data
         client.outbox.put(message(entry.type, data))

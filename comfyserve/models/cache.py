@@ -48,7 +48,7 @@ class ModelFileCache:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
-                return entry.value  # type: ignore[no-any-return]
+                return entry.value
             for stale in [k for k in self._entries if k[:2] == key[:2]]:
                 self._drop(stale)
             value, size = load(path)

@@ -11,7 +11,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -49,7 +48,8 @@ def _load_strict(module: torch.nn.Module, weights: StateDict, what: str, source:
     missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or unexpected:
         detail = "; ".join(
-            f"{len(keys)} {kind}, e.g. {keys[0]}" for kind, keys in (("missing", missing), ("unexpected", unexpected))
+            f"{len(keys)} {kind}, e.g. {keys[0]}"
+            for kind, keys in (("missing", missing), ("unexpected", unexpected))
             if keys
         )
         raise ModelFileError(f"model file {source!r}: its {what} weights do not fit the expected layout ({detail})")
@@ -94,20 +94,22 @@ def _convert_open_clip(sd: StateDict, prefix: str) -> StateDict:
         if f"text_model.encoder.layers.{index}.mlp.fc1.weight" in converted:
             continue
         block = f"{prefix}transformer.resblocks.{index}."
-        single = {f"{prefix}transformer.resblocks.0.{k[len(block):]}": v for k, v in sd.items() if k.startswith(block)}
+        single = {f"{prefix}transformer.resblocks.0.{k[len(block) :]}": v for k, v in sd.items() if k.startswith(block)}
         for key, value in convert_open_clip_checkpoint(stub, single, prefix=prefix).items():
             converted[key.replace("encoder.layers.0.", f"encoder.layers.{index}.")] = value
     return converted
 
 
-def build_text_encoder(
-    family: ModelFamily, sd: StateDict, prefix: str, component: str, source: str
-) -> torch.nn.Module:
-    """One CLIP text encoder: CLIP-L in transformers layout, or an OpenCLIP tower (``model.`` prefixes)."""
+def convert_text_encoder(sd: StateDict, prefix: str) -> StateDict:
+    """transformers keys (``text_model.*``, ``text_projection.weight``) of the text encoder under ``prefix``."""
     if prefix.endswith("transformer."):
-        converted: StateDict = convert_ldm_clip_checkpoint(sd)
-    else:
-        converted = _convert_open_clip(sd, prefix)
+        return convert_ldm_clip_checkpoint(sd)  # type: ignore[no-any-return]
+    return _convert_open_clip(sd, prefix)
+
+
+def build_text_encoder(family: ModelFamily, sd: StateDict, prefix: str, component: str, source: str) -> torch.nn.Module:
+    """One CLIP text encoder: CLIP-L in transformers layout, or an OpenCLIP tower (``model.`` prefixes)."""
+    converted = convert_text_encoder(sd, prefix)
     config = CLIPTextConfig(**configs.text_config(family, component, converted))
     cls = CLIPTextModelWithProjection if "text_projection.weight" in converted else CLIPTextModel
     with no_init_weights():

@@ -38,7 +38,12 @@ from comfyserve.models.layout import (
 
 V_PRED_NORM_KEY = UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 V_PRED_STD_THRESHOLD = 0.09
-_CONTEXT_FALLBACK = {768: ModelFamily.SD1, 1024: ModelFamily.SD2, 2048: ModelFamily.SDXL, 1280: ModelFamily.SDXL_REFINER}
+_CONTEXT_FALLBACK = {
+    768: ModelFamily.SD1,
+    1024: ModelFamily.SD2,
+    2048: ModelFamily.SDXL,
+    1280: ModelFamily.SDXL_REFINER,
+}
 
 
 class UnrecognisedCheckpoint(ModelFileError):
@@ -88,9 +93,9 @@ def _family_from_text_encoders(sd: Mapping[str, Any], has_adm: bool) -> tuple[Mo
 def _prediction(sd: Mapping[str, Any], family: ModelFamily, in_channels: int) -> SamplingSettings:
     if "v_pred" in sd:
         return SamplingSettings(prediction="v_prediction", zsnr="ztsnr" in sd)
-    if family is ModelFamily.SD2 and in_channels == 4 and V_PRED_NORM_KEY in sd:
-        if float(sd[V_PRED_NORM_KEY].float().std(unbiased=False)) > V_PRED_STD_THRESHOLD:
-            return SamplingSettings(prediction="v_prediction")
+    norm = sd.get(V_PRED_NORM_KEY) if family is ModelFamily.SD2 and in_channels == 4 else None
+    if norm is not None and float(norm.float().std(unbiased=False)) > V_PRED_STD_THRESHOLD:
+        return SamplingSettings(prediction="v_prediction")
     return SamplingSettings()
 
 

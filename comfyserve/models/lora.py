@@ -19,10 +19,13 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from comfyserve.models.cache import model_cache
 from comfyserve.models.errors import ModelFileError
+from comfyserve.models.files import StateDict, read_state_dict, state_dict_bytes
 from comfyserve.models.handles import DiffusionModel, LoraPatch, ModelFamily, TextEncoder
 from comfyserve.models.memory import on_device
 
@@ -158,6 +161,16 @@ def _resolve(sd: Mapping[str, torch.Tensor], targets: dict[str, _Target], text_p
         deltas = result.text if target.prefix else result.unet
         deltas[target.prefix + name] = (up, down, alpha / rank)
     return result
+
+
+def load_lora_file(path: Path) -> StateDict:
+    """A LoRA file's tensors, kept in the model cache like checkpoints."""
+
+    def load(p: Path) -> tuple[StateDict, int]:
+        sd = read_state_dict(p)
+        return sd, state_dict_bytes(sd)
+
+    return model_cache().get_or_load("lora", path, load)
 
 
 def apply_lora(

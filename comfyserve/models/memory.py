@@ -11,6 +11,7 @@ import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -18,7 +19,8 @@ from comfyserve.models.device import DevicePolicy, policy
 from comfyserve.models.handles import Autoencoder, DiffusionModel, TextEncoder
 
 
-def module_bytes(module: torch.nn.Module) -> int:
+def module_bytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers."""
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 

@@ -88,9 +88,7 @@ class Windowing:
 
 def token_windows(text: str, windowing: Windowing) -> list[Weighted]:
     """The prompt as windows of 77 ``(token, weight)`` pairs, ComfyUI's way."""
-    groups = [
-        [(t, weight) for t in windowing.tokenize(segment)] for segment, weight in parse_weights(text) if segment
-    ]
+    groups = [[(t, weight) for t in windowing.tokenize(segment)] for segment, weight in parse_weights(text) if segment]
     body = WINDOW - 1
     windows: list[Weighted] = []
     window: Weighted = [(START_TOKEN, 1.0)]

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from comfyserve.engine.errors import ComfyServeError
 from comfyserve.models import layout
 from comfyserve.models.configs import unet_config
 from comfyserve.models.detect import V_PRED_NORM_KEY
@@ -30,7 +31,14 @@ StateDict = dict[str, torch.Tensor]
 LORA_RANK = 4
 LORA_ALPHA = 2.0
 _UNET_LORA_TARGETS = re.compile(r"\.(attn[12]\.to_(?:q|k|v|out\.0)|ff\.net\.(?:0\.proj|2)|proj_in|proj_out)\.weight$")
-_CLIP_LORA_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+_CLIP_LORA_TARGETS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.out_proj",
+    "mlp.fc1",
+    "mlp.fc2",
+)
 
 DEFAULT_FILES: dict[str, tuple[str, ModelFamily]] = {
     "checkpoints/tiny-sd15.safetensors": ("checkpoint", ModelFamily.SD1),
@@ -53,7 +61,7 @@ _LOADERS = {
 _MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt", ".bin")
 
 
-class TestModelError(ValueError):
+class TestModelError(ComfyServeError):
     """A workflow asks for a file that cannot be made (bad name, conflicting families)."""
 
 
@@ -140,7 +148,9 @@ def tiny_lora(family: ModelFamily, seed: int = 0) -> StateDict:
     for name, shape in modules.items():
         kernel = shape[2:]
         sd[f"{name}.lora_down.weight"] = (0.1 * torch.randn((LORA_RANK, shape[1], *kernel), generator=gen)).half()
-        sd[f"{name}.lora_up.weight"] = (0.1 * torch.randn((shape[0], LORA_RANK, *[1] * len(kernel)), generator=gen)).half()
+        sd[f"{name}.lora_up.weight"] = (
+            0.1 * torch.randn((shape[0], LORA_RANK, *[1] * len(kernel)), generator=gen)
+        ).half()
         sd[f"{name}.alpha"] = torch.tensor(LORA_ALPHA).half()
     return sd
 
@@ -228,7 +238,7 @@ def _state_dict(kind: str, family: ModelFamily, seed: int) -> StateDict:
 
 def _workflow_prompt(document: Any) -> Mapping[str, Any]:
     if isinstance(document, dict) and isinstance(document.get("prompt"), dict):
-        return document["prompt"]  # type: ignore[no-any-return]
+        return document["prompt"]
     if isinstance(document, dict):
         return document
     raise TestModelError("a workflow must be a JSON object of nodes (API format)")

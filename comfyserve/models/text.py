@@ -28,7 +28,7 @@ Conditioning = list[list[Any]]
 class ClipEncoder:
     """One text encoder of a CLIP handle with how it pads and whether hidden layers get the final norm."""
 
-    module: torch.nn.Module
+    module: Any  # transformers CLIPTextModel / CLIPTextModelWithProjection
     pad_token: int
     final_norm: bool
 

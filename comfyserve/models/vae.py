@@ -39,8 +39,7 @@ def _check_pixels(pixels: torch.Tensor) -> None:
 def _check_latent(vae: Autoencoder, latent: torch.Tensor) -> None:
     if latent.ndim != 4 or latent.shape[1] != vae.latent_channels:
         raise NodeInputError(
-            f"this VAE decodes latents of shape [batch, {vae.latent_channels}, height, width], "
-            f"got {list(latent.shape)}"
+            f"this VAE decodes latents of shape [batch, {vae.latent_channels}, height, width], got {list(latent.shape)}"
         )
 
 
@@ -54,14 +53,14 @@ def _run(vae: Autoencoder, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.
 
 def _encoder(vae: Autoencoder) -> Callable[[torch.Tensor], torch.Tensor]:
     def encode(x: torch.Tensor) -> torch.Tensor:
-        return vae.vae.encode(x).latent_dist.mode() * vae.scaling_factor  # type: ignore[no-any-return]
+        return vae.vae.encode(x).latent_dist.mode() * vae.scaling_factor
 
     return encode
 
 
 def _decoder(vae: Autoencoder) -> Callable[[torch.Tensor], torch.Tensor]:
     def decode(z: torch.Tensor) -> torch.Tensor:
-        return vae.vae.decode(z / vae.scaling_factor).sample  # type: ignore[no-any-return]
+        return vae.vae.decode(z / vae.scaling_factor).sample
 
     return decode
 

@@ -144,14 +144,6 @@ class SetLatentNoiseMask:
         return (out,)
 
 
-def _center_crop_to_multiple(tensor: torch.Tensor, height_dim: int) -> torch.Tensor:
-    """Crop two spatial dims (``height_dim`` and the next) to multiples of 8, centred (as ComfyUI's VAE does)."""
-    height, width = tensor.shape[height_dim], tensor.shape[height_dim + 1]
-    new_height, new_width = height // DOWNSCALE * DOWNSCALE, width // DOWNSCALE * DOWNSCALE
-    top, left = (height % DOWNSCALE) // 2, (width % DOWNSCALE) // 2
-    return tensor.narrow(height_dim, top, new_height).narrow(height_dim + 1, left, new_width)
-
-
 class InpaintModelConditioning:
     CATEGORY = "conditioning/inpaint"
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
@@ -188,16 +180,14 @@ class InpaintModelConditioning:
         noise_mask: bool = True,
     ) -> tuple[list[Any], list[Any], dict[str, Any]]:
         """The image with the masked area set to grey is encoded for the model's extra input channels."""
-        from comfyserve.models.vae import encode_pixels
+        from comfyserve.models.vae import crop_to_multiple, encode_pixels
 
         if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4:
             raise NodeInputError("pixels must be an IMAGE tensor of shape [batch, height, width, channels]")
-        if pixels.shape[1] < DOWNSCALE or pixels.shape[2] < DOWNSCALE:
-            raise NodeInputError(f"pixels of {pixels.shape[2]}x{pixels.shape[1]} are too small to encode")
         mask = _mask(mask).reshape(-1, 1, mask.shape[-2], mask.shape[-1]).to(pixels.device, torch.float32)
         mask = F.interpolate(mask, size=(pixels.shape[1], pixels.shape[2]), mode="bilinear")
-        pixels = _center_crop_to_multiple(pixels, 1)
-        mask = _center_crop_to_multiple(mask, 2)
+        pixels = crop_to_multiple(pixels, vae.downscale)
+        mask = crop_to_multiple(mask.movedim(1, -1), vae.downscale).movedim(-1, 1)
         keep = (1.0 - mask.round()).squeeze(1).unsqueeze(-1)
         masked_pixels = pixels.clone()
         masked_pixels[..., :3] = (pixels[..., :3] - 0.5) * keep + 0.5

@@ -13,7 +13,7 @@ from comfyserve.ports import TransitionConflict
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Invalid, NotFound
 from comfyserve.service.history import history_entry, prompt_number, queue_item
-from comfyserve.service.jobs import cancel_queued, get_job, request_interrupt
+from comfyserve.service.jobs import PAGE_LIMIT, cancel_queued, get_job, request_interrupt
 from comfyserve.service.models import PromptRequest
 from comfyserve.service.submit import Draft
 
@@ -43,9 +43,7 @@ def _scan(deps: ServiceDeps, tenant: str, status: JobStatus | None, wanted: int)
     """The tenant's jobs newest first, page by page (at most ``MAX_SCAN_PAGES`` pages)."""
     cursor = None
     for _ in range(MAX_SCAN_PAGES):
-        records, cursor = deps.jobs.list(
-            tenant, status=status, limit=min(wanted, deps.settings.max_list_limit), cursor=cursor
-        )
+        records, cursor = deps.jobs.list(tenant, status=status, limit=min(wanted, PAGE_LIMIT), cursor=cursor)
         yield from records
         if cursor is None:
             return
@@ -72,7 +70,7 @@ def history_of(deps: ServiceDeps, tenant: str, prompt_id: str) -> dict[str, Any]
 
 
 def queue(deps: ServiceDeps, tenant: str) -> dict[str, Any]:
-    limit = deps.settings.max_list_limit
+    limit = PAGE_LIMIT
 
     def items(status: JobStatus) -> list[list[Any]]:
         records, _ = deps.jobs.list(tenant, status=status, limit=limit)
@@ -82,7 +80,7 @@ def queue(deps: ServiceDeps, tenant: str) -> dict[str, Any]:
 
 
 def queue_remaining(deps: ServiceDeps, tenant: str) -> int:
-    limit = deps.settings.max_list_limit
+    limit = PAGE_LIMIT
     return sum(
         len(deps.jobs.list(tenant, status=s, limit=limit)[0]) for s in (JobStatus.QUEUED, JobStatus.RUNNING)
     )
@@ -92,7 +90,7 @@ def delete_queued(deps: ServiceDeps, tenant: str, prompt_ids: list[str], clear: 
     """Cancel pending jobs: the ones named, or all with ``clear``; running and unknown ids are skipped."""
     records = list(_records(deps, tenant, prompt_ids))
     if clear:
-        records += list(_scan(deps, tenant, JobStatus.QUEUED, deps.settings.max_list_limit))
+        records += list(_scan(deps, tenant, JobStatus.QUEUED, PAGE_LIMIT))
     for record in records:
         if record.status is JobStatus.QUEUED:
             with contextlib.suppress(TransitionConflict):
@@ -102,7 +100,7 @@ def delete_queued(deps: ServiceDeps, tenant: str, prompt_ids: list[str], clear: 
 def interrupt(deps: ServiceDeps, tenant: str, prompt_id: str | None) -> None:
     """Interrupt the named job if it is running, or every running job of the tenant when none is named."""
     if prompt_id is None:
-        records = list(_scan(deps, tenant, JobStatus.RUNNING, deps.settings.max_list_limit))
+        records = list(_scan(deps, tenant, JobStatus.RUNNING, PAGE_LIMIT))
     else:
         records = list(_records(deps, tenant, [prompt_id]))
     for record in records:

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 _job_id = re.compile(JOB_ID_PATTERN)
 CANCEL_ATTEMPTS = 4
+PAGE_LIMIT = 100  # the most jobs one listing returns
 
 
 def get_job(deps: ServiceDeps, tenant: str, job_id: str) -> JobRecord:

@@ -39,7 +39,6 @@ class ServiceSettings:
     upload_expiry_s: int = 900
     # GET /view serves bytes up to this size and redirects to a presigned URL above it (Lambda's 6 MB cap).
     view_inline_max_bytes: int = 4 * MiB
-    max_list_limit: int = 100
     # Accept URL inputs and webhooks on private addresses (local stacks and tests only).
     allow_private_urls: bool = False
     strict_validation: bool = False

@@ -267,7 +267,7 @@ class TestForLoopClose:
             return (value,)
         body = _body_between(dynprompt, open_id, dynprompt.get_node(unique_id)["inputs"]["value"])
         g = GraphBuilder()
-        new_open = g.node("TestForLoopOpen", remaining=remaining - 1, value=value)
+        new_open = g.node("TestForLoopOpen", "loop_open", remaining=remaining - 1, value=value)
 
         def relink(link: Any) -> Any:
             if not is_link(link):
@@ -279,7 +279,8 @@ class TestForLoopClose:
         for node_id in body:
             node = dynprompt.get_node(node_id)
             g.node(node["class_type"], node_id, **{k: relink(v) for k, v in node["inputs"].items()})
-        close = g.node("TestForLoopClose", flow_control=new_open.out(0), value=relink(dynprompt.get_node(unique_id)["inputs"]["value"]))
+        value_link = relink(dynprompt.get_node(unique_id)["inputs"]["value"])
+        close = g.node("TestForLoopClose", "loop_close", flow_control=new_open.out(0), value=value_link)
         return {"result": (close.out(0),), "expand": g.finalize()}
 
 

@@ -8,6 +8,7 @@ stochastic ones must reproduce the data distribution.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -48,7 +49,7 @@ def _schedule(steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA
 
 def _drive(name: str, x: torch.Tensor, sigmas: list[float], seed: int = 3) -> tuple[torch.Tensor, int, list[int]]:
     spec = SAMPLERS[name]
-    calls, steps_seen = [0], []
+    calls, steps_seen = [0], list[int]()
 
     def model(x: torch.Tensor, sigma: float) -> torch.Tensor:
         calls[0] += 1
@@ -60,15 +61,50 @@ def _drive(name: str, x: torch.Tensor, sigmas: list[float], seed: int = 3) -> tu
 
 
 def test_sampler_names_follow_comfyui_order() -> None:
-    comfy_order = (
-        "euler euler_cfg_pp euler_ancestral euler_ancestral_cfg_pp heun heunpp2 dpm_2 dpm_2_ancestral lms dpm_fast "
-        "dpm_adaptive dpmpp_2s_ancestral dpmpp_2s_ancestral_cfg_pp dpmpp_sde dpmpp_sde_gpu dpmpp_2m "
-        "dpmpp_2m_cfg_pp dpmpp_2m_sde dpmpp_2m_sde_gpu dpmpp_2m_sde_heun dpmpp_2m_sde_heun_gpu dpmpp_3m_sde "
-        "dpmpp_3m_sde_gpu ddpm lcm ipndm ipndm_v deis res_multistep res_multistep_cfg_pp res_multistep_ancestral "
-        "res_multistep_ancestral_cfg_pp gradient_estimation gradient_estimation_cfg_pp er_sde seeds_2 seeds_3 "
-        "sa_solver sa_solver_pece ddim uni_pc uni_pc_bh2"
-    ).split()
-    assert len(comfy_order) == 43
+    comfy_order = [
+        "euler",
+        "euler_cfg_pp",
+        "euler_ancestral",
+        "euler_ancestral_cfg_pp",
+        "heun",
+        "heunpp2",
+        "dpm_2",
+        "dpm_2_ancestral",
+        "lms",
+        "dpm_fast",
+        "dpm_adaptive",
+        "dpmpp_2s_ancestral",
+        "dpmpp_2s_ancestral_cfg_pp",
+        "dpmpp_sde",
+        "dpmpp_sde_gpu",
+        "dpmpp_2m",
+        "dpmpp_2m_cfg_pp",
+        "dpmpp_2m_sde",
+        "dpmpp_2m_sde_gpu",
+        "dpmpp_2m_sde_heun",
+        "dpmpp_2m_sde_heun_gpu",
+        "dpmpp_3m_sde",
+        "dpmpp_3m_sde_gpu",
+        "ddpm",
+        "lcm",
+        "ipndm",
+        "ipndm_v",
+        "deis",
+        "res_multistep",
+        "res_multistep_cfg_pp",
+        "res_multistep_ancestral",
+        "res_multistep_ancestral_cfg_pp",
+        "gradient_estimation",
+        "gradient_estimation_cfg_pp",
+        "er_sde",
+        "seeds_2",
+        "seeds_3",
+        "sa_solver",
+        "sa_solver_pece",
+        "ddim",
+        "uni_pc",
+        "uni_pc_bh2",
+    ]
     assert list(SAMPLER_NAMES) == [name for name in comfy_order if name in SAMPLERS]
     required = "euler euler_ancestral heun dpm_2 dpm_2_ancestral lms dpmpp_2s_ancestral dpmpp_sde dpmpp_2m"
     assert set((required + " dpmpp_2m_sde dpmpp_3m_sde ddim uni_pc uni_pc_bh2 lcm").split()) <= set(SAMPLER_NAMES)
@@ -86,7 +122,7 @@ def test_deterministic_samplers_converge_to_the_ode_solution(name: str) -> None:
         assert calls == expected_calls(steps)
         assert seen == list(range(steps))
     assert errors[-1] < 0.07
-    for coarse, fine in zip(errors, errors[1:], strict=False):
+    for coarse, fine in itertools.pairwise(errors):
         assert coarse / fine > 0.8 * 2**order, errors
 
 
@@ -111,7 +147,7 @@ def test_lcm_jumps_to_the_prediction_and_renoises() -> None:
     out, calls, _ = _drive("lcm", x_t, sigmas, seed=8)
     noise = gaussian_noise(x_t, 8)
     expected = x_t
-    for sigma, sigma_next in zip(sigmas, sigmas[1:], strict=False):
+    for sigma, sigma_next in itertools.pairwise(sigmas):
         expected = exact_denoiser(expected, sigma)
         if sigma_next > 0:
             expected = expected + noise(sigma, sigma_next) * sigma_next

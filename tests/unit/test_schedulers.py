@@ -155,14 +155,19 @@ def test_some_samplers_drop_the_penultimate_sigma() -> None:
         assert torch.equal(got, torch.cat([longer[:-2], longer[-1:]]))
 
 
+def _window(sigmas: torch.Tensor, start: int | None, last: int | None, full: bool) -> torch.Tensor:
+    window = slice_steps(sigmas, start, last, full)
+    assert window is not None
+    return window
+
+
 def test_step_window_slicing() -> None:
     sigmas = calculate_sigmas(SD, "normal", 10)
-    assert torch.equal(slice_steps(sigmas, 3, None, False), sigmas[3:])
-    leftover = slice_steps(sigmas, 0, 4, False)
-    assert leftover is not None and torch.equal(leftover, sigmas[:5])
-    finished = slice_steps(sigmas, 0, 4, True)
-    assert finished is not None and float(finished[-1]) == 0.0 and torch.equal(finished[:-1], sigmas[:4])
+    assert torch.equal(_window(sigmas, 3, None, False), sigmas[3:])
+    assert torch.equal(_window(sigmas, 0, 4, False), sigmas[:5])
+    finished = _window(sigmas, 0, 4, True)
+    assert float(finished[-1]) == 0.0 and torch.equal(finished[:-1], sigmas[:4])
     assert float(sigmas[4]) != 0.0  # slicing copied: the schedule itself is untouched
-    assert torch.equal(slice_steps(sigmas, 0, 10000, True), sigmas)
+    assert torch.equal(_window(sigmas, 0, 10000, True), sigmas)
     assert slice_steps(sigmas, 10, None, False) is None
     assert slice_steps(sigmas, 4, 4, True) is None

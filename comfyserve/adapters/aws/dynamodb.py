@@ -44,6 +44,7 @@ TENANT_INDEX = "by_tenant"
 TENANT_ATTR = "tenant"
 ORDER_ATTR = "order_key"
 FILTERED_PAGE_SIZE = 100
+CREATE_ATTEMPTS = 3
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -104,33 +105,34 @@ class DynamoJobStore:
                 "body_hash": record.body_hash,
             }
         )
-        try:
-            self._ddb.transact_write_items(
-                TransactItems=[
-                    {"Put": {"TableName": self.table_name, "Item": item, "ConditionExpression": new_item}},
-                    {
-                        "Put": {
-                            "TableName": self.table_name,
-                            "Item": claim,
-                            "ConditionExpression": new_item,
-                            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                        }
-                    },
-                ]
-            )
-        except ClientError as exc:
-            if error_code(exc) != "TransactionCanceledException":
-                raise
-            self._raise_create_conflict(record, exc.response.get("CancellationReasons", []))
-
-    def _raise_create_conflict(self, record: JobRecord, reasons: Sequence[Mapping[str, Any]]) -> None:
-        codes = [reason.get("Code") for reason in reasons]
-        if codes[:1] == ["ConditionalCheckFailed"]:
-            raise JobAlreadyExists(record.job_id)
-        if codes[1:2] == ["ConditionalCheckFailed"]:
-            holder = reasons[1].get("Item", {}).get("job_id", {}).get("S")
-            raise IdempotencyKeyInUse(record.tenant, str(record.idempotency_key), str(holder))
-        raise RuntimeError(f"job create transaction cancelled: {codes}")
+        transaction: list[Any] = [
+            {"Put": {"TableName": self.table_name, "Item": item, "ConditionExpression": new_item}},
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": claim,
+                    "ConditionExpression": new_item,
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            },
+        ]
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                self._ddb.transact_write_items(TransactItems=transaction)
+                return
+            except ClientError as exc:
+                if error_code(exc) != "TransactionCanceledException":
+                    raise
+                reasons: Sequence[Mapping[str, Any]] = exc.response.get("CancellationReasons", [])
+            codes = [reason.get("Code") for reason in reasons]
+            if codes[:1] == ["ConditionalCheckFailed"]:
+                raise JobAlreadyExists(record.job_id)
+            if codes[1:2] == ["ConditionalCheckFailed"]:
+                holder = reasons[1].get("Item", {}).get("job_id", {}).get("S")
+                raise IdempotencyKeyInUse(record.tenant, record.idempotency_key, str(holder))
+            # "TransactionConflict": a concurrent request with the same key is mid-flight; its outcome decides.
+            if "TransactionConflict" not in codes or attempt == CREATE_ATTEMPTS:
+                raise RuntimeError(f"job create transaction cancelled: {codes}")
 
     def get(self, tenant: str, job_id: str) -> JobRecord | None:
         record = self.get_by_id(job_id)

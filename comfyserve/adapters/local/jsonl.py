@@ -11,7 +11,11 @@ from typing import Any
 
 
 class JsonLinesFile:
-    """Each append writes one whole line under a thread lock and an exclusive ``flock``, then fsyncs it."""
+    """Each append writes one whole line under a thread lock and an exclusive ``flock``.
+
+    Like the SQLite files (``synchronous=NORMAL``), a line survives a crash of the writing process once
+    ``append`` returns (it is in the kernel); no fsync, so a power loss may drop the last lines.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,8 +30,9 @@ class JsonLinesFile:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
-                os.write(fd, data)
-                os.fsync(fd)
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
             finally:
                 os.close(fd)
 

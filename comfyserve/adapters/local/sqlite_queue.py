@@ -79,6 +79,11 @@ class SqliteJobQueue:
             time.sleep(min(POLL_INTERVAL_S, max(deadline - time.monotonic(), 0)))
 
     def _receive_once(self, max_messages: int, visibility_timeout_s: int) -> list[ReceivedMessage]:
+        with self._db.read() as conn:
+            # Polling an empty queue takes no write lock, so idle workers do not slow down senders.
+            visible = "SELECT 1 FROM queue_messages WHERE queue = ? AND visible_at <= ? LIMIT 1"
+            if conn.execute(visible, (self.name, time.time())).fetchone() is None:
+                return []
         received: list[ReceivedMessage] = []
         last_seq = 0  # a message made visible again by a 0 s timeout must not come twice in one batch
         with self._db.write() as conn:
@@ -93,7 +98,8 @@ class SqliteJobQueue:
                     break
                 last_seq = rows[-1][0]
                 for seq, message_id, body, receive_count in rows:
-                    if self._dead_letters is not None and receive_count >= (self._max_receives or 0):
+                    limit = self._max_receives
+                    if self._dead_letters is not None and limit is not None and receive_count >= limit:
                         conn.execute(
                             "UPDATE queue_messages SET queue = ?, receipt = NULL, visible_at = ? WHERE seq = ?",
                             (self._dead_letters.name, now, seq),

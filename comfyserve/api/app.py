@@ -1,0 +1,39 @@
+"""The HTTP API: one route table, served by the Lambda ``api`` handler and by the local server alike.
+
+``build_app(service, auth)`` returns a Powertools ``APIGatewayRestResolver`` (request validation on); feed it
+API Gateway REST proxy events with ``app.resolve(event, context)``. Powertools keeps the current event in
+class-level state, so this resolver handles one request at a time per process (Lambda does anyway); a
+threaded server may call it from many threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+from comfyserve.api import routes_comfyui, routes_v1
+from comfyserve.api.auth import Authenticator
+from comfyserve.api.errors import register_error_handlers
+from comfyserve.api.gate import RequestGate
+from comfyserve.service.job_service import JobService
+
+_resolve_lock = threading.Lock()
+
+
+class SerializedRestResolver(APIGatewayRestResolver):
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        with _resolve_lock:
+            return super().resolve(event, context)
+
+
+def build_app(service: JobService, auth: Authenticator) -> APIGatewayRestResolver:
+    app = SerializedRestResolver(enable_validation=True, strip_prefixes=["/api"])
+    gate = RequestGate(auth, service.settings)
+    app.use(middlewares=[gate.middleware])
+    register_error_handlers(app, gate)
+    routes_v1.register(app, service)
+    routes_comfyui.register(app, service)
+    return app

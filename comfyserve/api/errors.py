@@ -1,0 +1,85 @@
+"""Turning errors into responses, once for every route: domain errors carry their status and ComfyUI-shaped
+body; request validation failures become 400 (after the gate's checks, which take precedence)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+
+from comfyserve.api.gate import RequestGate
+from comfyserve.api.models import ErrorBody
+from comfyserve.service.errors import Invalid, NotFound, ServiceError, UnsupportedMediaType
+
+log = logging.getLogger(__name__)
+
+
+def error_response(error: ServiceError) -> Response:
+    return Response(
+        error.status, content_types.APPLICATION_JSON, json.dumps(error.body()), headers=error.headers()
+    )
+
+
+def invalid_request(errors: Sequence[Any]) -> Invalid:
+    """Pydantic's (or Powertools') error list as one 400 naming each bad field."""
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "")
+            return Invalid("Request body is not valid JSON", type_="invalid_json", details=str(reason))
+    found = [
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "msg": str(error.get("msg", "")),
+            "type": error.get("type"),
+        }
+        for error in errors
+    ]
+    details = "; ".join(f"{'.'.join(item['loc'])}: {item['msg']}" for item in found)
+    return Invalid("Invalid request", type_="invalid_request", details=details, extra_info={"errors": found})
+
+
+def register_error_handlers(app: APIGatewayRestResolver, gate: RequestGate) -> None:
+    def gated(error: ServiceError) -> Response:
+        try:
+            gate.check(app)
+        except ServiceError as first:
+            return error_response(first)
+        return error_response(error)
+
+    @app.exception_handler(ServiceError)
+    def _service_error(error: ServiceError) -> Response:
+        return error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    def _request_invalid(error: RequestValidationError) -> Response:
+        return gated(invalid_request(error.errors()))
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _unsupported(error: RequestUnsupportedContentType) -> Response:
+        content_type = app.current_event.headers.get("content-type")
+        return gated(
+            UnsupportedMediaType(
+                "Unsupported content type", details=f"send application/json, not {content_type}"
+            )
+        )
+
+    @app.exception_handler(NotFoundError)
+    def _no_route(error: NotFoundError) -> Response:
+        event = app.current_event
+        return error_response(
+            NotFound("Not found", type_="no_route", details=f"{event.http_method} {event.path}")
+        )
+
+    @app.exception_handler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        body = ErrorBody.model_validate({"error": {"type": "internal_error", "message": "Internal error"}})
+        return Response(500, content_types.APPLICATION_JSON, body.model_dump_json())

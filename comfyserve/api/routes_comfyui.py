@@ -1,0 +1,146 @@
+"""ComfyUI's own API (reference §2) over the job service, so ComfyUI clients work unchanged; every route is
+also served under ``/api/`` (the resolver strips that prefix). A tenant sees only its own prompts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import unquote
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Query
+
+from comfyserve.api.bodies import json_request, parse, raw_json
+from comfyserve.api.docs import AUTH_ERRORS as AUTH
+from comfyserve.api.docs import empty_ok, error_responses, ok
+from comfyserve.api.gate import tenant_of
+from comfyserve.api.models import InterruptRequest, PromptAccepted, QueueEdit
+from comfyserve.service.errors import Invalid
+from comfyserve.service.history import prompt_number
+from comfyserve.service.job_service import JobService
+from comfyserve.service.models import PromptRequest
+
+TAGS = ["comfyui"]
+MAX_HISTORY = 1000
+
+
+def _empty_ok() -> Response[str]:
+    return Response(200, content_types.TEXT_PLAIN, "")
+
+
+def register(app: APIGatewayRestResolver, service: JobService) -> None:
+    @app.post(
+        "/prompt",
+        summary="Queue a prompt (ComfyUI)",
+        description="{prompt, client_id, extra_data, prompt_id?, partial_execution_targets?} as in ComfyUI.",
+        tags=TAGS,
+        openapi_extensions=json_request(PromptRequest),
+        responses={**ok(200, PromptAccepted, "Queued"), **error_responses(400, *AUTH, 409, 429, 503)},
+    )
+    def post_prompt() -> PromptAccepted:
+        document = raw_json(app)
+        if not isinstance(document, dict) or "prompt" not in document:
+            raise Invalid("No prompt provided", type_="no_prompt", details="No prompt provided")
+        submitted = service.submit_prompt(tenant_of(app), parse(PromptRequest, document))
+        record = submitted.record
+        return PromptAccepted(
+            prompt_id=record.job_id, number=prompt_number(record), node_errors=submitted.node_errors
+        )
+
+    @app.get("/prompt", summary="Queue size (ComfyUI)", tags=TAGS, responses=error_responses(*AUTH))
+    def get_prompt() -> dict[str, Any]:
+        return {"exec_info": {"queue_remaining": service.queue_remaining(tenant_of(app))}}
+
+    @app.get(
+        "/queue", summary="Running and pending prompts (ComfyUI)", tags=TAGS, responses=error_responses(*AUTH)
+    )
+    def get_queue() -> dict[str, Any]:
+        return service.queue(tenant_of(app))
+
+    @app.post(
+        "/queue",
+        summary="Delete pending prompts (ComfyUI)",
+        description="{'delete': [prompt ids]} and/or {'clear': true}; running prompts are not touched.",
+        tags=TAGS,
+        openapi_extensions=json_request(QueueEdit),
+        responses={**empty_ok("Done"), **error_responses(400, *AUTH)},
+    )
+    def post_queue() -> Response[str]:
+        edit = parse(QueueEdit, raw_json(app) or {})
+        service.delete_queued(tenant_of(app), edit.delete, edit.clear)
+        return _empty_ok()
+
+    @app.post(
+        "/interrupt",
+        summary="Interrupt running prompts (ComfyUI)",
+        tags=TAGS,
+        openapi_extensions=json_request(InterruptRequest),
+        responses={**empty_ok("Done"), **error_responses(400, *AUTH)},
+    )
+    def interrupt() -> Response[str]:
+        request = parse(InterruptRequest, raw_json(app) or {})
+        service.interrupt(tenant_of(app), request.prompt_id)
+        return _empty_ok()
+
+    @app.get(
+        "/history",
+        summary="Finished prompts (ComfyUI)",
+        description="The last max_items finished prompts, oldest first, in ComfyUI's history shape.",
+        tags=TAGS,
+        responses=error_responses(400, *AUTH),
+    )
+    def history(max_items: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 100) -> dict[str, Any]:
+        return service.history(tenant_of(app), max_items)
+
+    @app.get(
+        "/history/<prompt_id>",
+        summary="One finished prompt (ComfyUI)",
+        description="{prompt_id: entry} once finished; {} while queued or running, and for unknown ids.",
+        tags=TAGS,
+        responses=error_responses(*AUTH),
+    )
+    def history_of(prompt_id: str) -> dict[str, Any]:
+        return service.history_of(tenant_of(app), prompt_id)
+
+    @app.get(
+        "/view",
+        summary="An output file (ComfyUI)",
+        description="An output named as in history entries; large files redirect to a presigned URL.",
+        tags=TAGS,
+        responses={
+            200: {
+                "description": "The file",
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            307: {"description": "Redirect to a presigned URL of the file"},
+            **error_responses(400, *AUTH, 404),
+        },
+    )
+    def view(
+        filename: Annotated[str, Query(max_length=1024)],
+        type_: Annotated[str, Query(alias="type")] = "output",
+        subfolder: Annotated[str, Query(max_length=1024)] = "",
+    ) -> Response[bytes]:
+        ref = service.find_output(tenant_of(app), filename, subfolder, type_)
+        if ref.size > service.settings.view_inline_max_bytes:
+            return Response(307, content_types.TEXT_PLAIN, b"", headers={"Location": service.output_url(ref)})
+        name = ref.filename.rsplit("/", 1)[-1]
+        headers = {"Content-Disposition": f'filename="{name}"'}
+        return Response(200, ref.content_type, service.output_bytes(ref), headers=headers)
+
+    @app.get(
+        "/object_info", summary="The node catalog (ComfyUI)", tags=TAGS, responses=error_responses(*AUTH)
+    )
+    def object_info() -> dict[str, Any]:
+        return service.object_info()
+
+    @app.get(
+        "/object_info/<node_class>",
+        summary="One node class (ComfyUI)",
+        description="{class: info}, or {} for an unknown class.",
+        tags=TAGS,
+        responses=error_responses(*AUTH),
+    )
+    def object_info_of(node_class: str) -> dict[str, Any]:
+        name = unquote(node_class)
+        info = service.object_info()
+        return {name: info[name]} if name in info else {}

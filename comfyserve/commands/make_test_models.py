@@ -1,0 +1,37 @@
+"""``comfyserve make-test-models DIR [--for WORKFLOW.json ...]``: write tiny random-weight model files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from comfyserve.commands.common import UsageError
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "make-test-models",
+        help="write tiny random-weight checkpoints, LoRAs and VAEs in the layouts real ones use",
+    )
+    parser.add_argument("directory", type=Path, help="models directory (files go to checkpoints/, loras/, vae/)")
+    parser.add_argument(
+        "--for",
+        dest="workflows",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="WORKFLOW.json",
+        help="write the model files this API-format workflow names (repeatable); default: one of each kind",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from comfyserve.models.testmodels import make_test_models
+
+    if args.directory.exists() and not args.directory.is_dir():
+        raise UsageError(f"{args.directory} exists and is not a directory")
+    for path in make_test_models(args.directory, args.workflows):
+        print(path)
+    return 0

@@ -1,0 +1,211 @@
+"""The whole service on one machine: local adapters under a data directory, the job service and its route
+table behind the local HTTP server, and N worker processes (spawned) running the worker loop.
+
+``LocalStack(data_dir, port, workers, api_keys).start()`` … ``.stop()`` (or use it as a context manager).
+Stopping drains the workers (SIGTERM: each finishes or releases its job), then closes the server. Everything
+durable lives in the data directory, so a stack started again on it carries on with the queued jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from types import TracebackType
+
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+from comfyserve.api.app import build_app
+from comfyserve.api.auth import Authenticator, authenticator_from_settings
+from comfyserve.engine.catalog import Catalog
+from comfyserve.engine.inventory import ModelInventory
+from comfyserve.localstack.adapters import LocalAdapters
+from comfyserve.localstack.apigw import build_event
+from comfyserve.localstack.server import Authenticate, LocalServer, Mount
+from comfyserve.localstack.workers import WorkerProcessConfig, start_worker
+from comfyserve.localstack.ws_hub import WebsocketHub
+from comfyserve.service.deps import ServiceDeps
+from comfyserve.service.errors import ServiceError
+from comfyserve.service.job_service import JobService
+from comfyserve.service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8188  # ComfyUI's port, so its clients find us where they look
+READY_TIMEOUT_S = 120.0
+
+
+def key_pairs(api_keys: str | Mapping[str, str]) -> str:
+    """``tenant:key,…`` from that string itself or a ``{tenant: key}`` mapping."""
+    if isinstance(api_keys, str):
+        return api_keys
+    return ",".join(f"{tenant}:{key}" for tenant, key in api_keys.items())
+
+
+def websocket_authenticator(auth: Authenticator) -> Authenticate:
+    """The route table's authenticator applied to a websocket upgrade's headers."""
+
+    def authenticate(headers: Mapping[str, str]) -> str | None:
+        event = APIGatewayProxyEvent(build_event("GET", "/ws", "", list(headers.items()), b"", "127.0.0.1"))
+        try:
+            return auth.authenticate(event)
+        except ServiceError:
+            return None
+
+    return authenticate
+
+
+class LocalStack:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = DEFAULT_PORT,
+        workers: int = 1,
+        api_keys: str | Mapping[str, str] = "",
+        *,
+        host: str = "127.0.0.1",
+        settings: ServiceSettings | None = None,
+        models_dir: Path | None = None,
+        custom_nodes: Iterable[Path] = (),
+        visibility_timeout_s: int = 60,
+        drain_timeout_s: float = 20.0,
+        max_receives: int = 5,
+    ) -> None:
+        if workers < 0:
+            raise ValueError("workers must be 0 or more")
+        base = settings or ServiceSettings()
+        pairs = ",".join(p for p in (base.api_keys, key_pairs(api_keys)) if p)
+        self.settings = dataclasses.replace(base, api_keys=pairs, auth="api_keys")
+        self.data_dir = data_dir.resolve()
+        self.host = host
+        self.port = port
+        self.workers = workers
+        self.models_dir = models_dir
+        self.custom_nodes = tuple(custom_nodes)
+        self.visibility_timeout_s = visibility_timeout_s
+        self.drain_timeout_s = drain_timeout_s
+        self.max_receives = max_receives
+        self.processes: list[BaseProcess] = []
+        self._ready: list[Event] = []
+        self._server: LocalServer | None = None
+        self._thread: threading.Thread | None = None
+        self._adapters: LocalAdapters | None = None
+        self._hub: WebsocketHub | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the stack is not started")
+        return self._server.url
+
+    @property
+    def adapters(self) -> LocalAdapters:
+        if self._adapters is None:
+            raise RuntimeError("the stack is not started")
+        return self._adapters
+
+    def _catalog(self) -> Catalog:
+        """The packaged catalog (no node code imported), or the live registry's when custom nodes are loaded."""
+        if not self.custom_nodes:
+            return Catalog.packaged()
+        from comfyserve.nodes import builtin_registry
+
+        return Catalog.from_registry(builtin_registry(custom_nodes=self.custom_nodes))
+
+    def start(self) -> LocalStack:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        server = self._server = LocalServer((self.host, self.port))
+        adapters = self._adapters = LocalAdapters.open(
+            self.data_dir,
+            server.url,
+            max_receives=self.max_receives,
+            allow_private_urls=self.settings.allow_private_urls,
+        )
+        inventory = ModelInventory.scan(self.models_dir) if self.models_dir else None
+        deps = ServiceDeps(
+            blobs=adapters.blobs,
+            queue=adapters.queue,
+            jobs=adapters.store,
+            events=adapters.bus,
+            catalog=self._catalog(),
+            settings=self.settings,
+            inventory=inventory,
+        )
+        service = JobService(deps)
+        auth = authenticator_from_settings(self.settings)
+        hub = self._hub = WebsocketHub(adapters.feed, service.queue_remaining)
+        hub.start()
+        server.mount(Mount(build_app(service, auth), adapters.blobs, hub, websocket_authenticator(auth)))
+        self._thread = threading.Thread(target=server.serve_forever, name="comfyserve-http", daemon=True)
+        self._thread.start()
+        for index in range(self.workers):
+            self.add_worker(index)
+        return self
+
+    def worker_config(self) -> WorkerProcessConfig:
+        return WorkerProcessConfig(
+            data_dir=self.data_dir,
+            base_url=self.url,
+            models_dir=self.models_dir,
+            custom_nodes=self.custom_nodes,
+            limits=self.settings.limits,
+            visibility_timeout_s=self.visibility_timeout_s,
+            drain_timeout_s=self.drain_timeout_s,
+            max_receives=self.max_receives,
+            allow_private_urls=self.settings.allow_private_urls,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+
+    def add_worker(self, index: int | None = None) -> BaseProcess:
+        """Start one more worker process (tests use it to replace one they killed)."""
+        process, ready = start_worker(self.worker_config(), len(self.processes) if index is None else index)
+        self.processes.append(process)
+        self._ready.append(ready)
+        return process
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Block until every worker started so far has built its registry and is receiving."""
+        deadline = time.monotonic() + timeout_s
+        for process, ready in zip(self.processes, self._ready, strict=True):
+            while not ready.wait(0.1):
+                if not process.is_alive():
+                    raise RuntimeError(f"worker {process.name} exited with code {process.exitcode} while starting")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker {process.name} not ready after {timeout_s} s")
+
+    def stop(self) -> None:
+        """Drain the workers, then stop serving; safe to call twice."""
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: the worker finishes or releases its job
+        for process in self.processes:
+            process.join(self.drain_timeout_s + 10)
+            if process.is_alive():
+                log.warning("worker %s did not drain in time; killing it", process.name)
+                process.kill()
+                process.join()
+        self.processes.clear()
+        self._ready.clear()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._hub is not None:
+            self._hub.stop()
+            self._hub = None
+        if self._adapters is not None:
+            self._adapters.close()
+            self._adapters = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
