@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit catalog bench clean
+.PHONY: install demo test lint typecheck unit catalog openapi bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,9 @@ test: lint typecheck unit
 
 catalog: install
 	$(PY) -m comfyserve catalog > comfyserve/engine/catalog.json
+
+openapi: install
+	$(PY) -m comfyserve.api.openapi
 
 bench: install
 	for script in bench/bench_*.py; do $(PY) $$script || exit 1; done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,19 @@ from comfyserve.adapters.local.sqlite_jobs import SqliteJobStore
 from comfyserve.adapters.local.sqlite_queue import SqliteJobQueue
 from comfyserve.api.app import build_app
 from comfyserve.api.auth import ApiKeyAuthenticator
+from comfyserve.contracts.jobs import JobError, JobStatus, OutputRef
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.registry import NodeRegistry
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.job_service import JobService
 from comfyserve.service.settings import ServiceSettings
-from tests.apigw import ApiResponse, read_response, rest_event
+from tests.apigw import ApiResponse, resolve, rest_event
 from tests.unit import validation_nodes
 
 KEYS = {"tenant-a": "key-a-0123456789", "tenant-b": "key-b-0123456789"}
 
 
-def test_catalog() -> Catalog:
+def tiny_catalog() -> Catalog:
     registry = NodeRegistry()
     registry.load_module(validation_nodes)
     return Catalog.from_registry(registry)
@@ -61,11 +63,17 @@ class Stack:
     events: JsonlEventBus
 
     def call(
-        self, method: str, url: str, *, tenant: str | None = "tenant-a", headers: dict[str, str] | None = None, **kw: Any
+        self,
+        method: str,
+        url: str,
+        *,
+        tenant: str | None = "tenant-a",
+        headers: dict[str, str] | None = None,
+        **kw: Any,
     ) -> ApiResponse:
         all_headers = {"x-api-key": KEYS[tenant]} if tenant else {}
         all_headers.update(headers or {})
-        return read_response(self.app.resolve(rest_event(method, url, headers=all_headers, **kw), None))
+        return resolve(self.app, rest_event(method, url, headers=all_headers, **kw))
 
     def nothing_recorded(self) -> bool:
         return (
@@ -86,9 +94,41 @@ def make_stack(root: Path, **settings: Any) -> Stack:
         queue=queue,
         jobs=jobs,
         events=events,
-        catalog=test_catalog(),
+        catalog=tiny_catalog(),
         settings=ServiceSettings(**settings),
     )
     service = JobService(deps)
     auth = ApiKeyAuthenticator({key: tenant for tenant, key in KEYS.items()})
     return Stack(service, build_app(service, auth), blobs, queue, jobs, events)
+
+
+def error_body(type_: str, message: str, details: str = "", extra_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The exact body of an error response."""
+    return {
+        "error": {"type": type_, "message": message, "details": details, "extra_info": extra_info or {}},
+        "node_errors": {},
+    }
+
+
+def run_job(
+    stack: Stack, job_id: str, *, outputs: list[OutputRef] | None = None, error: JobError | None = None
+) -> None:
+    """Play the worker: claim the job, then finish it with ``outputs`` (written to blobs) or ``error``."""
+    now = datetime.now(UTC)
+    stack.jobs.transition(job_id, {JobStatus.QUEUED}, JobStatus.RUNNING, started_at=now, attempts=1)
+    if outputs is None and error is None:
+        return
+    for ref in outputs or []:
+        stack.blobs.put(ref.key, b"\x89PNG\r\n\x1a\n" + b"0" * (ref.size - 8), ref.content_type)
+    status = JobStatus.FAILED if error else JobStatus.SUCCEEDED
+    stack.jobs.transition(job_id, {JobStatus.RUNNING}, status, finished_at=now, outputs=outputs or [], error=error)
+
+
+def output_ref(tenant: str, job_id: str, filename: str = "ComfyUI_00001_.png", size: int = 64) -> OutputRef:
+    return OutputRef(
+        node_id="9",
+        key=f"outputs/{tenant}/{job_id}/{filename}",
+        filename=filename,
+        content_type="image/png",
+        size=size,
+    )

@@ -1,4 +1,4 @@
-"""API Gateway REST proxy (v1) events as API Gateway sends them to Lambda, and the resolver's answers read back."""
+"""API Gateway REST proxy (v1) events as API Gateway sends them to Lambda; reading the answers back."""
 
 from __future__ import annotations
 
@@ -94,6 +94,11 @@ class ApiResponse:
 
     def header(self, name: str) -> str | None:
         return next((value for key, value in self.headers.items() if key.lower() == name.lower()), None)
+
+
+def resolve(app: Any, event: dict[str, Any]) -> ApiResponse:
+    """Run one event through a resolver, as the Lambda handler does (no Lambda context needed)."""
+    return read_response(app.resolve(event, None))
 
 
 def read_response(raw: Mapping[str, Any]) -> ApiResponse:

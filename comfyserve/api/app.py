@@ -30,7 +30,10 @@ class SerializedRestResolver(APIGatewayRestResolver):
 
 
 def build_app(service: JobService, auth: Authenticator) -> APIGatewayRestResolver:
-    app = SerializedRestResolver(enable_validation=True, strip_prefixes=["/api"])
+    # A response that does not match its model is our bug: a 500, never a 4xx.
+    app = SerializedRestResolver(
+        enable_validation=True, response_validation_error_http_code=500, strip_prefixes=["/api"]
+    )
     gate = RequestGate(auth, service.settings)
     app.use(middlewares=[gate.middleware])
     register_error_handlers(app, gate)

@@ -23,9 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def error_response(error: ServiceError) -> Response:
-    return Response(
-        error.status, content_types.APPLICATION_JSON, json.dumps(error.body()), headers=error.headers()
-    )
+    return Response(error.status, content_types.APPLICATION_JSON, json.dumps(error.body()), headers=error.headers())
 
 
 def invalid_request(errors: Sequence[Any]) -> Invalid:
@@ -66,20 +64,24 @@ def register_error_handlers(app: APIGatewayRestResolver, gate: RequestGate) -> N
     def _unsupported(error: RequestUnsupportedContentType) -> Response:
         content_type = app.current_event.headers.get("content-type")
         return gated(
-            UnsupportedMediaType(
-                "Unsupported content type", details=f"send application/json, not {content_type}"
-            )
+            UnsupportedMediaType("Unsupported content type", details=f"send application/json, not {content_type}")
         )
 
     @app.exception_handler(NotFoundError)
     def _no_route(error: NotFoundError) -> Response:
         event = app.current_event
-        return error_response(
-            NotFound("Not found", type_="no_route", details=f"{event.http_method} {event.path}")
-        )
+        return error_response(NotFound("Not found", type_="no_route", details=f"{event.http_method} {event.path}"))
 
     @app.exception_handler(Exception)
     def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error")
+        # Powertools' body parsing can fail before the gate ran (a multipart body without a boundary …):
+        # the gate's verdict comes first, as for any request.
+        try:
+            gate.check(app)
+        except ServiceError as first:
+            return error_response(first)
+        except Exception:
+            log.exception("the request gate failed")
+        log.error("unhandled error", exc_info=error)
         body = ErrorBody.model_validate({"error": {"type": "internal_error", "message": "Internal error"}})
         return Response(500, content_types.APPLICATION_JSON, body.model_dump_json())

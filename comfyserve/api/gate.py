@@ -49,14 +49,10 @@ class RequestGate:
             app.append_context(**{TENANT: self._auth.authenticate(event)})
         size = body_size(event)
         if size > self._max_body:
-            raise TooLarge(
-                "Request body too large", details=f"{size} bytes, the limit is {self._max_body} bytes"
-            )
+            raise TooLarge("Request body too large", details=f"{size} bytes, the limit is {self._max_body} bytes")
         content_type = event.headers.get("content-type")
         if route is not None and route.dependant.body_params and not is_json(content_type):
-            raise UnsupportedMediaType(
-                "Unsupported content type", details=f"send application/json, not {content_type}"
-            )
+            raise UnsupportedMediaType("Unsupported content type", details=f"send application/json, not {content_type}")
 
     def middleware(self, app: Any, next_middleware: NextMiddleware) -> Response:
         self.check(app)

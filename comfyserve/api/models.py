@@ -61,9 +61,7 @@ class JobView(_Response):
     updated_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    progress: Progress | None = Field(
-        default=None, description="Current node, its step / max, and nodes done / total."
-    )
+    progress: Progress | None = Field(default=None, description="Current node, its step / max, and nodes done / total.")
     timings: Timings = Field(description="Seconds: queued, cold start, execution, and per node.")
     outputs: list[OutputView] = Field(default_factory=list)
     error: JobError | None = None
@@ -101,9 +99,7 @@ class JobView(_Response):
 
 class JobList(_Response):
     jobs: list[JobView]
-    next_cursor: str | None = Field(
-        default=None, description="Pass as ?cursor= for the next page; null at the end."
-    )
+    next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page; null at the end.")
 
 
 class ValidationView(_Response):

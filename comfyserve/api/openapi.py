@@ -47,22 +47,29 @@ def generate() -> dict[str, Any]:
         security=[{"apiKey": []}],
     )
     document = cast(dict[str, Any], json.loads(text))
-    _use_400_for_request_errors(document)
+    _document_error_bodies(document)
     for path in PUBLIC_ROUTES:
         for operation in document["paths"].get(path, {}).values():
             operation["security"] = []
     return document
 
 
-def _use_400_for_request_errors(document: dict[str, Any]) -> None:
-    """Powertools documents request validation failures as 422; this API answers them with 400."""
+def _document_error_bodies(document: dict[str, Any]) -> None:
+    """Powertools documents request validation failures as 422 and response validation failures with its
+    own body; this API answers them with 400 and 500, both with :class:`ErrorBody`."""
+    internal = {
+        "description": "Internal error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
     for operations in document["paths"].values():
         for operation in operations.values():
-            operation.get("responses", {}).pop("422", None)
+            responses = operation.get("responses", {})
+            responses.pop("422", None)
+            if "500" in responses:
+                responses["500"] = internal
     schemas = document.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
-        if f'"#/components/schemas/{name}"' not in json.dumps(document["paths"]):
-            schemas.pop(name, None)
+        schemas.pop(name, None)
 
 
 def render() -> str:
@@ -72,9 +79,7 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the OpenAPI document of the HTTP API.")
     parser.add_argument("path", nargs="?", type=Path, default=DOCUMENT)
-    parser.add_argument(
-        "--check", action="store_true", help="fail if the file differs from the generated one"
-    )
+    parser.add_argument("--check", action="store_true", help="fail if the file differs from the generated one")
     args = parser.parse_args(argv)
     text = render()
     if args.check:

@@ -3,6 +3,7 @@ also served under ``/api/`` (the resolver strips that prefix). A tenant sees onl
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 from urllib.parse import unquote
 
@@ -21,6 +22,14 @@ from comfyserve.service.models import PromptRequest
 
 TAGS = ["comfyui"]
 MAX_HISTORY = 1000
+
+
+def binary_response(content_type: str, data: bytes, headers: dict[str, str]) -> Response[str]:
+    """A 200 carrying ``data`` base64-encoded, as API Gateway expects binary bodies (a bytes body would go
+    through the JSON response validation)."""
+    response = Response(200, content_type, base64.b64encode(data).decode(), headers=headers)
+    response.base64_encoded = True
+    return response
 
 
 def _empty_ok() -> Response[str]:
@@ -42,17 +51,13 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
             raise Invalid("No prompt provided", type_="no_prompt", details="No prompt provided")
         submitted = service.submit_prompt(tenant_of(app), parse(PromptRequest, document))
         record = submitted.record
-        return PromptAccepted(
-            prompt_id=record.job_id, number=prompt_number(record), node_errors=submitted.node_errors
-        )
+        return PromptAccepted(prompt_id=record.job_id, number=prompt_number(record), node_errors=submitted.node_errors)
 
     @app.get("/prompt", summary="Queue size (ComfyUI)", tags=TAGS, responses=error_responses(*AUTH))
     def get_prompt() -> dict[str, Any]:
         return {"exec_info": {"queue_remaining": service.queue_remaining(tenant_of(app))}}
 
-    @app.get(
-        "/queue", summary="Running and pending prompts (ComfyUI)", tags=TAGS, responses=error_responses(*AUTH)
-    )
+    @app.get("/queue", summary="Running and pending prompts (ComfyUI)", tags=TAGS, responses=error_responses(*AUTH))
     def get_queue() -> dict[str, Any]:
         return service.queue(tenant_of(app))
 
@@ -119,17 +124,15 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
         filename: Annotated[str, Query(max_length=1024)],
         type_: Annotated[str, Query(alias="type")] = "output",
         subfolder: Annotated[str, Query(max_length=1024)] = "",
-    ) -> Response[bytes]:
+    ) -> Response[str]:
         ref = service.find_output(tenant_of(app), filename, subfolder, type_)
         if ref.size > service.settings.view_inline_max_bytes:
-            return Response(307, content_types.TEXT_PLAIN, b"", headers={"Location": service.output_url(ref)})
+            return Response(307, content_types.TEXT_PLAIN, "", headers={"Location": service.output_url(ref)})
         name = ref.filename.rsplit("/", 1)[-1]
         headers = {"Content-Disposition": f'filename="{name}"'}
-        return Response(200, ref.content_type, service.output_bytes(ref), headers=headers)
+        return binary_response(ref.content_type, service.output_bytes(ref), headers)
 
-    @app.get(
-        "/object_info", summary="The node catalog (ComfyUI)", tags=TAGS, responses=error_responses(*AUTH)
-    )
+    @app.get("/object_info", summary="The node catalog (ComfyUI)", tags=TAGS, responses=error_responses(*AUTH))
     def object_info() -> dict[str, Any]:
         return service.object_info()
 

@@ -95,9 +95,7 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
     )
     def validate(body: Annotated[ValidateRequest, Body()]) -> ValidationView:
         result = service.validate(body)
-        return ValidationView(
-            ok=result.ok, outputs=result.outputs, error=result.error, node_errors=result.node_errors
-        )
+        return ValidationView(ok=result.ok, outputs=result.outputs, error=result.error, node_errors=result.node_errors)
 
     @app.get(
         "/v1/nodes",

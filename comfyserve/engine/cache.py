@@ -8,29 +8,30 @@ counts its shallow size. A tensor held by several entries (a pass-through node) 
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple, TypeVar
 
 GIB = 1024**3
+K = TypeVar("K")
 _SCALARS = (int, float, bool, type(None))
+_SCALAR_BYTES = 28  # CPython's size of a small int or a float; only buffers need to be counted precisely
 
 
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    """One node's outputs (a list of values per output slot) and its UI dict (``None`` when it has none)."""
+class CacheEntry(NamedTuple):
+    """One node's outputs (a list of values per output slot) and its UI dict (``None`` when it has none);
+    ``own_bytes`` and ``buffers`` are the cache's accounting."""
 
     outputs: list[list[Any]]
     ui: dict[str, Any] | None
+    own_bytes: int = 0
+    buffers: tuple[int, ...] = ()
 
 
-@dataclass(slots=True)
-class _Slot:
-    entry: CacheEntry
-    own_bytes: int
-    buffers: tuple[int, ...]
+_new_entry = functools.partial(tuple.__new__, CacheEntry)  # skips NamedTuple's Python-level __new__
 
 
 def buffer_bytes(value: Any) -> int | None:
@@ -46,23 +47,34 @@ def buffer_bytes(value: Any) -> int | None:
     return None
 
 
-def measure(value: Any) -> tuple[int, dict[int, tuple[Any, int]]]:
-    """``(bytes outside buffers, {id: (buffer object, bytes)})`` for a value, walked without recursion.
+def measure(outputs: list[list[Any]], ui: dict[str, Any] | None) -> tuple[int, dict[int, tuple[Any, int]]]:
+    """``(bytes outside buffers, {id: (buffer object, bytes)})`` of an entry, walked without recursion.
 
-    Scalars and containers get CPython's typical sizes rather than ``sys.getsizeof`` calls: only buffers
-    are large enough for the difference to matter, and this runs once per executed node.
+    Scalars and containers get CPython's typical sizes instead of ``sys.getsizeof`` calls: this runs once per
+    executed node, and only buffers are large enough for precision to matter.
     """
-    own = 0
+    own = 56 + 8 * len(outputs)
+    stack: list[Any] = []
+    for values in outputs:
+        own += 56 + 8 * len(values)
+        for value in values:
+            if type(value) in _SCALARS:
+                own += _SCALAR_BYTES
+            else:
+                stack.append(value)
     buffers: dict[int, tuple[Any, int]] = {}
+    if ui is not None:
+        stack.append(ui)
+    if not stack:
+        return own, buffers
     seen: set[int] = set()
-    stack = [value]
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is str or kind is bytes:
+        if kind in _SCALARS:
+            own += _SCALAR_BYTES
+        elif kind is str or kind is bytes:
             own += 49 + len(item)
-        elif kind in _SCALARS:
-            own += 28
         elif id(item) in seen:
             continue
         elif kind is list or kind is tuple:
@@ -89,27 +101,42 @@ class OutputCache:
     def __init__(self, max_entries: int = 512, max_bytes: int = 8 * GIB) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._slots: OrderedDict[str, _Slot] = OrderedDict()
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._buffers: dict[int, list[Any]] = {}  # id -> [object, references, bytes]
         self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: str) -> CacheEntry | None:
         with self._lock:
-            slot = self._slots.get(key)
-            if slot is None:
-                return None
-            self._slots.move_to_end(key)
-            return slot.entry
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def get_many(self, keys: Mapping[K, str | None]) -> dict[K, CacheEntry]:
+        """The entries found for ``{name: key}`` (``None`` keys skipped), in one pass under the lock."""
+        found: dict[K, CacheEntry] = {}
+        with self._lock:
+            entries = self._entries
+            for name, key in keys.items():
+                if key is None:
+                    continue
+                entry = entries.get(key)
+                if entry is not None:
+                    entries.move_to_end(key)
+                    found[name] = entry
+        return found
 
     def put(self, key: str, outputs: list[list[Any]], ui: dict[str, Any] | None) -> bool:
         """Store an entry; returns False when it alone is larger than the cache (it is then not kept)."""
-        own, buffers = measure((outputs, ui))
+        own, buffers = measure(outputs, ui)
+        size = own + sum(size for _, size in buffers.values()) if buffers else own
+        if self.max_entries < 1 or size > self.max_bytes:
+            return False
         with self._lock:
-            if key in self._slots:
+            entries = self._entries
+            if key in entries:
                 self._remove(key)
-            if self.max_entries < 1 or own + sum(size for _, size in buffers.values()) > self.max_bytes:
-                return False
             for ident, (obj, size) in buffers.items():
                 record = self._buffers.get(ident)
                 if record is None:
@@ -118,14 +145,14 @@ class OutputCache:
                 else:
                     record[1] += 1
             self._bytes += own
-            self._slots[key] = _Slot(CacheEntry(outputs, ui), own, tuple(buffers))
-            while len(self._slots) > self.max_entries or self._bytes > self.max_bytes:
-                self._remove(next(iter(self._slots)))
+            entries[key] = _new_entry((outputs, ui, own, tuple(buffers) if buffers else ()))
+            while len(entries) > self.max_entries or self._bytes > self.max_bytes:
+                self._remove(next(iter(entries)))
             return True
 
     def clear(self) -> None:
         with self._lock:
-            self._slots.clear()
+            self._entries.clear()
             self._buffers.clear()
             self._bytes = 0
 
@@ -135,15 +162,15 @@ class OutputCache:
         return self._bytes
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._slots
+        return key in self._entries
 
     def _remove(self, key: str) -> None:
-        slot = self._slots.pop(key)
-        self._bytes -= slot.own_bytes
-        for ident in slot.buffers:
+        entry = self._entries.pop(key)
+        self._bytes -= entry.own_bytes
+        for ident in entry.buffers:
             record = self._buffers[ident]
             record[1] -= 1
             if record[1] == 0:

@@ -14,13 +14,14 @@ import dataclasses
 import inspect
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Any, Literal
 
 from comfyserve.engine import context as run_context
 from comfyserve.engine import events
-from comfyserve.engine.cache import CacheEntry, OutputCache
+from comfyserve.engine.cache import OutputCache
 from comfyserve.engine.context import RunContext
 from comfyserve.engine.errors import InterruptedError_, NodeInputError
 from comfyserve.engine.graph import (
@@ -40,8 +41,10 @@ from comfyserve.engine.signature import Signatures
 EventSink = Callable[[str, dict[str, Any]], None]
 Status = Literal["success", "error", "interrupted"]
 Returns = tuple[Any, ...]
+Step = bool | Coroutine[Any, Any, bool]
 
 MAX_INSTANCES = 256
+ASYNC_POLL_S = 0.05  # how often cancellation is checked while only async nodes are running
 
 
 @dataclass
@@ -82,11 +85,10 @@ class Executor:
     ) -> ExecutionResult:
         """Run ``outputs`` and their producers. Call from synchronous code; async callers use
         :meth:`execute_async`."""
-        return asyncio.run(
-            self.execute_async(
-                prompt, outputs, context=context, prompt_id=prompt_id, on_event=on_event, keep_going=keep_going
-            )
-        )
+        run = _Run(self, prompt, outputs, context, prompt_id, on_event, keep_going)
+        # The coroutine returns nothing: asyncio.run may repr() the main task, result included (SIGINT set-up).
+        asyncio.run(run.run())
+        return run.result
 
     async def execute_async(
         self,
@@ -98,7 +100,9 @@ class Executor:
         on_event: EventSink | None = None,
         keep_going: bool = False,
     ) -> ExecutionResult:
-        return await _Run(self, prompt, outputs, context, prompt_id, on_event, keep_going).run()
+        run = _Run(self, prompt, outputs, context, prompt_id, on_event, keep_going)
+        await run.run()
+        return run.result
 
     def clear(self) -> None:
         """Drop cached outputs and node instances (ComfyUI's ``free_memory``)."""
@@ -152,12 +156,13 @@ class _Run:
         )
         self.cancelled = ctx.cancel_check
         self.result = ExecutionResult(prompt_id)
-        self.plans: dict[str, NodePlan] = {}
-        self.views: dict[str, NodeView] = {}
         self.values: dict[str, list[list[Any]]] = {}
         self.looked_up: set[str] = set()
-        self.signatures = Signatures(self.dynprompt, self._view_of, self._hidden_inputs)
+        self.produced: dict[str, tuple[list[list[Any]], dict[str, Any] | None]] = {}  # digest -> this run's result
+        self.signatures = Signatures(self.dynprompt, self._plan_of, self._hidden_inputs)
         self.digests = self.signatures.digests
+        self.plans = self.signatures.plans
+        self.views: dict[str, NodeView] = {}
         self.scheduler = Scheduler(self._strong_links, self._available, self._urgent)
         self.inputs: dict[str, dict[str, list[Any]]] = {}  # inputs of running nodes, for error reports
         self.inflight: dict[str, list[Any]] = {}  # async node -> per-call results (tasks among them)
@@ -168,7 +173,7 @@ class _Run:
 
     # -- the run ------------------------------------------------------------------------------------------
 
-    async def run(self) -> ExecutionResult:
+    async def run(self) -> None:
         result = self.result
         self._message(events.EXECUTION_START, events.execution_start(self.prompt_id))
         with run_context.use(self.ctx):
@@ -186,7 +191,6 @@ class _Run:
             self._message(events.EXECUTION_SUCCESS, events.execution_success(self.prompt_id))
         if self.emit is not None:
             self.emit(events.EXECUTING, events.executing(self.prompt_id, None))
-        return result
 
     async def _loop(self) -> None:
         scheduler = self.scheduler
@@ -198,10 +202,11 @@ class _Run:
             node_id = scheduler.pop()
             if node_id is None:
                 if self.inflight:
-                    await asyncio.wait(
-                        [t for calls in self.inflight.values() for t in calls if isinstance(t, asyncio.Task)],
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
+                    tasks = [t for calls in self.inflight.values() for t in calls if isinstance(t, asyncio.Task)]
+                    await asyncio.wait(tasks, timeout=ASYNC_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+                    if self.cancelled():
+                        self._interrupt(next(iter(self.inflight)))
+                        return
                     self._collect_async()
                     continue
                 if scheduler.pending:
@@ -212,7 +217,9 @@ class _Run:
                 return
             begin = time.perf_counter()
             try:
-                done = await self._run_node(node_id)
+                done = self._run_node(node_id)
+                if done is not True and done is not False:
+                    done = await done
             except InterruptedError_:
                 self._interrupt(node_id)
                 return
@@ -229,9 +236,9 @@ class _Run:
             if done:
                 scheduler.complete(node_id)
 
-    async def _run_node(self, node_id: str) -> bool:
-        """Advance one node; True when its outputs exist, False when it waits (lazy inputs, async calls,
-        an expansion's nodes)."""
+    def _run_node(self, node_id: str) -> Step:
+        """Advance one node: True when its outputs exist, False when it waits (lazy inputs, async calls, an
+        expansion's nodes), or a coroutine that decides, for the steps that must await."""
         plan = self.plans[node_id]
         if node_id in self.subgraphs:
             parts, ui = self.subgraphs.pop(node_id)
@@ -241,28 +248,53 @@ class _Run:
         if calls is not None:
             waited = time.perf_counter() - self.started.pop(node_id)
             self.result.timings[node_id] = self.result.timings.get(node_id, 0.0) + waited
-            return await self._complete(node_id, plan, [_result_of(c) for c in calls])
+            return self._complete(node_id, plan, [_result_of(c) for c in calls])
         if node_id in self.values or self._lookup(node_id):
             self._report_cached(node_id)
             return True
-        display = self.dynprompt.get_display_node_id(node_id)
+        display = node_id if node_id in self.dynprompt.original_prompt else self.dynprompt.get_display_node_id(node_id)
         if self.emit is not None:
             self.emit(events.EXECUTING, events.executing(self.prompt_id, node_id, display))
-        view = self.views[node_id]
+        view = self.views.get(node_id) or self._view(node_id)
         self.ran.add(node_id)
         inputs, missing = self._gather(node_id, view, plan)
         self.inputs[node_id] = inputs
-        if plan.has_lazy_check and await self._wait_for_lazy(node_id, view, plan, inputs, missing):
+        if plan.has_lazy_check:
+            return self._check_lazy_then_call(node_id, display, view, plan, inputs, missing)
+        return self._call_and_complete(node_id, display, plan, inputs)
+
+    async def _check_lazy_then_call(
+        self,
+        node_id: str,
+        display: str,
+        view: NodeView,
+        plan: NodePlan,
+        inputs: dict[str, list[Any]],
+        missing: set[str] | None,
+    ) -> bool:
+        if await self._wait_for_lazy(node_id, view, plan, inputs, missing):
             return False
+        step = self._call_and_complete(node_id, display, plan, inputs)
+        return step if step is True or step is False else await step
+
+    def _call_and_complete(self, node_id: str, display: str, plan: NodePlan, inputs: dict[str, list[Any]]) -> Step:
         calls, has_tasks = self._call(node_id, display, plan, inputs)
         if has_tasks:
-            await asyncio.sleep(0)
-            if not all(c.done() for c in calls if isinstance(c, asyncio.Task)):
-                self.inflight[node_id] = calls
-                self.started[node_id] = time.perf_counter()
-                return False
-            calls = [_result_of(c) for c in calls]
-        return await self._complete(node_id, plan, calls)
+            return self._await_calls(node_id, plan, calls)
+        if len(calls) == 1 and type(calls[0]) is tuple and not plan.has_list_output:  # the common case
+            self._finish(node_id, plan, [[value] for value in calls[0]], None)
+            return True
+        return self._complete(node_id, plan, calls)
+
+    async def _await_calls(self, node_id: str, plan: NodePlan, calls: list[Any]) -> bool:
+        """Give new tasks one turn of the loop; unfinished ones park the node until they are done."""
+        await asyncio.sleep(0)
+        if not all(c.done() for c in calls if isinstance(c, asyncio.Task)):
+            self.inflight[node_id] = calls
+            self.started[node_id] = time.perf_counter()
+            return False
+        step = self._complete(node_id, plan, [_result_of(c) for c in calls])
+        return step if step is True or step is False else await step
 
     # -- inputs -----------------------------------------------------------------------------------------
 
@@ -348,18 +380,15 @@ class _Run:
             blocker = _blocker(kwargs, plan.input_is_list)
             if blocker is not None:
                 if blocker.message is not None and self.emit is not None:
-                    self.emit(
-                        events.EXECUTION_ERROR,
-                        events.execution_blocked(
-                            self.prompt_id, node_id, plan.name, list(self.result.executed), blocker.message
-                        ),
-                    )
+                    executed = list(self.result.executed)
+                    payload = events.execution_blocked(self.prompt_id, node_id, plan.name, executed, blocker.message)
+                    self.emit(events.EXECUTION_ERROR, payload)
                 calls.append(ExecutionBlocker(None))
                 continue
             token = CURRENT_CALL.set(NodeCall(node_id, display, index))
             try:
                 returned = function(**kwargs)
-                if inspect.iscoroutine(returned):
+                if isinstance(returned, CoroutineType):
                     returned = asyncio.ensure_future(returned)
                     has_tasks = True
             finally:
@@ -367,11 +396,8 @@ class _Run:
             calls.append(returned)
         return calls, has_tasks
 
-    async def _complete(self, node_id: str, plan: NodePlan, calls: list[Any]) -> bool:
+    def _complete(self, node_id: str, plan: NodePlan, calls: list[Any]) -> Step:
         """Turn the calls' return values into outputs and UI, or expand the node's subgraphs."""
-        if len(calls) == 1 and type(calls[0]) is tuple and not plan.has_list_output:
-            self._finish(node_id, plan, [[value] for value in calls[0]], None)
-            return True
         parts: list[tuple[bool, Returns]] = []
         uis: list[dict[str, Any]] = []
         new_nodes: list[str] = []
@@ -387,9 +413,15 @@ class _Run:
             else:
                 parts.append((False, _as_returns(returned, plan)))
         ui = _merge_ui(uis)
-        if not any(is_graph for is_graph, _ in parts):
+        if not new_nodes and not any(is_graph for is_graph, _ in parts):
             self._finish(node_id, plan, self._merge(parts, plan), ui)
             return True
+        return self._expand(node_id, parts, new_nodes, ui)
+
+    async def _expand(
+        self, node_id: str, parts: list[tuple[bool, Returns]], new_nodes: list[str], ui: dict[str, Any] | None
+    ) -> bool:
+        """Schedule an expansion's output nodes and the nodes its result links to; the expanding node waits."""
         if ui:
             self._report_ui(node_id, ui)
         self.subgraphs[node_id] = (parts, ui)
@@ -447,29 +479,43 @@ class _Run:
         digest = self.digests.get(node_id)
         if digest is not None:
             self.cache.put(digest, outputs, ui or None)
+            self.produced[digest] = (outputs, ui or None)
         if ui and node_id not in self.result.ui_outputs:
             self._report_ui(node_id, ui)
 
     # -- cache ------------------------------------------------------------------------------------------
 
     def _lookup(self, node_id: str) -> bool:
-        self.looked_up.add(node_id)
+        """Serve a node from an identical node of this run or, if not looked up yet, from the cache (every
+        node known at the start was looked up then, so only this run's results can be new)."""
         digest = self.digests.get(node_id)
-        entry = self.cache.get(digest) if digest is not None else None
+        if digest is None:
+            return False
+        made = self.produced.get(digest)
+        if made is not None:
+            self._take(node_id, *made)
+            return True
+        if node_id in self.looked_up:
+            return False
+        self.looked_up.add(node_id)
+        entry = self.cache.get(digest)
         if entry is None:
             return False
-        self._take(node_id, entry)
+        self._take(node_id, entry.outputs, entry.ui)
         return True
 
-    def _take(self, node_id: str, entry: CacheEntry) -> None:
-        self.values[node_id] = entry.outputs
+    def _take(self, node_id: str, outputs: list[list[Any]], ui: dict[str, Any] | None) -> None:
+        self.values[node_id] = outputs
         self.result.cached.append(node_id)
-        if entry.ui:
-            self._record_ui(node_id, entry.ui)
+        if ui:
+            self._record_ui(node_id, ui)
 
     def _announce_cached(self) -> None:
-        for node_id in list(self.digests):
-            self._lookup(node_id)
+        """Look up every node about to be considered, and announce the hits (``execution_cached``)."""
+        hits = self.cache.get_many(self.digests)
+        self.looked_up.update(self.digests)
+        for node_id, entry in hits.items():
+            self._take(node_id, entry.outputs, entry.ui)
         self._message(events.EXECUTION_CACHED, events.execution_cached(self.prompt_id, list(self.result.cached)))
 
     def _report_cached(self, node_id: str) -> None:
@@ -481,26 +527,25 @@ class _Run:
 
     # -- graph callbacks --------------------------------------------------------------------------------
 
-    def _view_of(self, node_id: str) -> tuple[NodeView, NodePlan]:
+    def _plan_of(self, node_id: str, class_type: str) -> NodePlan:
+        try:
+            return self.executor.plan(class_type)
+        except KeyError:
+            raise GraphError(node_id, f"node {node_id} has an unknown class_type {class_type!r}") from None
+        except Exception as exc:
+            raise GraphError(node_id, f"node {node_id} ({class_type}) cannot run: {exc}") from exc
+
+    def _view(self, node_id: str) -> NodeView:
         view = self.views.get(node_id)
         if view is None:
-            view = self.views[node_id] = NodeView.of(self.dynprompt.get_node(node_id))
-        plan = self.plans.get(node_id)
-        if plan is None:
-            try:
-                plan = self.plans[node_id] = self.executor.plan(view.class_type)
-            except KeyError:
-                raise GraphError(node_id, f"node {node_id} has an unknown class_type {view.class_type!r}") from None
-            except Exception as exc:
-                raise GraphError(node_id, f"node {node_id} ({view.class_type}) cannot run: {exc}") from exc
-        return view, plan
+            view = self.views[node_id] = NodeView.of(self.dynprompt.get_node(node_id), self.plans[node_id].lazy)
+        return view
 
-    def _strong_links(self, node_id: str) -> list[str]:
-        lazy = self.plans[node_id].lazy
-        return [producer for name, producer, _ in self.views[node_id].links if name not in lazy]
+    def _strong_links(self, node_id: str) -> tuple[str, ...]:
+        return (self.views.get(node_id) or self._view(node_id)).strong
 
     def _available(self, node_id: str) -> bool:
-        return node_id in self.values or (node_id not in self.looked_up and self._lookup(node_id))
+        return node_id in self.values or self._lookup(node_id)
 
     def _urgent(self, node_id: str) -> bool:
         plan = self.plans[node_id]
@@ -604,12 +649,10 @@ class _Run:
 
 
 def _blocker(kwargs: dict[str, Any], input_is_list: bool) -> ExecutionBlocker | None:
+    if input_is_list:
+        return next((v for values in kwargs.values() for v in values if isinstance(v, ExecutionBlocker)), None)
     for value in kwargs.values():
-        if input_is_list:
-            for item in value:
-                if isinstance(item, ExecutionBlocker):
-                    return item
-        elif isinstance(value, ExecutionBlocker):
+        if isinstance(value, ExecutionBlocker):
             return value
     return None
 

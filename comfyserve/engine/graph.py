@@ -34,25 +34,28 @@ class DuplicateNodeError(GraphError):
 
 @dataclass(slots=True)
 class NodeView:
-    """A node's inputs sorted by name and split once per run into links and constants (read-only)."""
+    """A node's inputs sorted by name and split once per run into links and constants (read-only).
+    ``strong`` lists the producers it needs before it runs: those of its non-lazy links."""
 
     node: dict[str, Any]
     class_type: str
     links: list[tuple[str, str, int]]  # (input name, producer id, output slot)
     constants: list[tuple[str, Any]]
+    strong: tuple[str, ...]
 
     @classmethod
-    def of(cls, node: dict[str, Any]) -> NodeView:
+    def of(cls, node: dict[str, Any], lazy: frozenset[str] = frozenset()) -> NodeView:
         inputs = node.get("inputs") or {}
         links = []
         constants = []
-        for name in sorted(inputs):
+        for name in sorted(inputs) if len(inputs) > 1 else inputs:
             value = inputs[name]
-            if type(value) is list and is_link(value):
+            if is_link(value):
                 links.append((name, value[0], int(value[1])))
             else:
                 constants.append((name, value))
-        return cls(node, str(node.get("class_type")), links, constants)
+        strong = tuple(producer for name, producer, _ in links if name not in lazy)
+        return cls(node, str(node.get("class_type")), links, constants, strong)
 
 
 class DynamicPrompt:

@@ -17,6 +17,7 @@ from comfyserve.engine.spec import NodeSpec
 @dataclass(frozen=True, slots=True)
 class NodePlan:
     name: str
+    quoted_name: str  # repr(name), the head of every signature of this class
     cls: type
     function: str
     output_node: bool
@@ -44,6 +45,7 @@ class NodePlan:
         declared = spec.declared
         return cls(
             name=spec.name,
+            quoted_name=repr(spec.name),
             cls=node_class,
             function=function,
             output_node=spec.output_node,
@@ -83,15 +85,18 @@ def slice_calls(inputs: dict[str, list[Any]], input_is_list: bool) -> list[dict[
     """The keyword arguments of each call of a node, from its list-valued inputs."""
     if input_is_list:
         return [inputs]
-    if not inputs:
-        return [{}]
+    single = True
+    for values in inputs.values():
+        if len(values) != 1:
+            single = False
+            break
+    if single:
+        return [{name: values[0] for name, values in inputs.items()}]
     lengths = [len(values) for values in inputs.values()]
-    longest = max(lengths)
+    longest = max(lengths, default=0)
     if longest == 0:
         return [{}]
     if not min(lengths):
         empty = next(name for name, values in inputs.items() if not values)
         raise NodeInputError(f"input {empty!r} received an empty list while another input has {longest} items")
-    if longest == 1:
-        return [{name: values[0] for name, values in inputs.items()}]
     return [{name: values[min(i, len(values) - 1)] for name, values in inputs.items()} for i in range(longest)]

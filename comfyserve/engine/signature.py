@@ -15,11 +15,14 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from comfyserve.engine.graph import DependencyCycleError, DynamicPrompt, GraphError, NodeView
+from comfyserve.engine.graph import DependencyCycleError, DynamicPrompt, GraphError
+from comfyserve.engine.graph_utils import is_link
 from comfyserve.engine.plan import NodePlan, only, slice_calls
 from comfyserve.engine.prompt_format import unwrap_literal
 
 _SCALARS = (str, int, bool, type(None))
+_SLOTS = (int, float)  # is_link: a link is [node_id: str, slot: int | float]
+_blake2b = hashlib.blake2b
 _CONTAINERS = (list, tuple, dict)
 
 
@@ -50,29 +53,38 @@ def encode_constant(value: Any) -> str | None:
 
 
 class Signatures:
-    """Digests of the nodes of one run.
+    """Digests (and plans) of the nodes of one run.
 
-    ``view_of(node_id)`` gives a node's inputs and plan (raising :class:`GraphError` for an unknown class);
+    ``plan_of(node_id, class_type)`` resolves a class (raising :class:`GraphError` for an unknown one);
     ``hidden(node_id, plan)`` supplies hidden inputs for ``IS_CHANGED``.
     """
 
     def __init__(
         self,
         dynprompt: DynamicPrompt,
-        view_of: Callable[[str], tuple[NodeView, NodePlan]],
+        plan_of: Callable[[str, str], NodePlan],
         hidden: Callable[[str, NodePlan], dict[str, list[Any]]],
     ) -> None:
         self.digests: dict[str, str | None] = {}
+        self.plans: dict[str, NodePlan] = {}
         self._dynprompt = dynprompt
-        self._view_of = view_of
+        self._plan_of = plan_of
         self._hidden = hidden
+        self._expanded: set[str] = set()  # nodes whose producers were pushed (on the stack = being hashed)
+        self._class_plans: dict[Any, NodePlan] = {}
 
     async def ensure(self, roots: Iterable[str]) -> None:
-        """Compute the digests of ``roots`` and of all their producers (lazy inputs included)."""
+        """Compute the digests of ``roots`` and of all their producers (lazy inputs included).
+
+        A depth-first walk with an explicit stack. A node is expanded (its producers pushed) once; when it is
+        on top again its producers are done, unless they wait on it: a cycle, found when its digest is made.
+        This runs for every node of every prompt, so ``is_link`` and the lookups are inlined.
+        """
         digests = self.digests
-        has_node = self._dynprompt.has_node
-        view_of = self._view_of
-        expanded: set[str] = set()
+        plans = self.plans
+        class_plans = self._class_plans
+        expanded = self._expanded
+        prompt = self._dynprompt.original_prompt
         for root in roots:
             stack = [root]
             while stack:
@@ -80,52 +92,81 @@ class Signatures:
                 if node_id in digests:
                     stack.pop()
                     continue
-                view, plan = view_of(node_id)
-                waiting = False
-                for _, producer, _ in view.links:
-                    if producer not in digests:
-                        if producer in expanded:
-                            raise DependencyCycleError(producer, [n for n in stack if n in expanded])
-                        if not has_node(producer):
-                            raise GraphError(
-                                node_id, f"node {node_id} links to node {producer!r}, which does not exist"
-                            )
-                        stack.append(producer)
-                        waiting = True
-                if waiting:
+                node = prompt.get(node_id) or self._node(node_id, stack)
+                inputs = node.get("inputs") or {}
+                if node_id not in expanded:
                     expanded.add(node_id)
-                    continue
+                    waiting = False
+                    for value in inputs.values():
+                        if (
+                            type(value) is list
+                            and len(value) == 2
+                            and type(value[0]) is str
+                            and type(value[1]) in _SLOTS
+                            and value[0] not in digests
+                        ):
+                            stack.append(value[0])
+                            waiting = True
+                    if waiting:
+                        continue
                 stack.pop()
+                class_type = node.get("class_type")
+                plan = class_plans.get(class_type)
+                if plan is None:
+                    plan = class_plans[class_type] = self._plan_of(node_id, str(class_type))
+                plans[node_id] = plan
                 changed: str | None = ""
-                if plan.is_changed is not None or "is_changed" in view.node:
-                    changed = await self._is_changed(node_id, view, plan)
-                digests[node_id] = None if changed is None else self._digest(node_id, view, plan, changed)
+                if plan.is_changed is not None or "is_changed" in node:
+                    changed = await self._is_changed(node_id, node, plan)
+                try:
+                    digest = None if changed is None else self._digest(node_id, node, inputs, plan, changed)
+                except KeyError:  # a producer without a digest: it waits on this node
+                    raise DependencyCycleError(node_id, [n for n in stack if n not in digests]) from None
+                digests[node_id] = digest
 
-    def _digest(self, node_id: str, view: NodeView, plan: NodePlan, changed: str) -> str | None:
+    def _node(self, node_id: str, stack: list[str]) -> dict[str, Any]:
+        """A node of the dynamic prompt; a missing one is reported on the node that links to it."""
+        if self._dynprompt.has_node(node_id):
+            return self._dynprompt.get_node(node_id)
+        consumer = stack[-2] if len(stack) > 1 else node_id
+        raise GraphError(consumer, f"node {consumer} links to node {node_id!r}, which does not exist")
+
+    def _digest(
+        self, node_id: str, node: dict[str, Any], inputs: dict[str, Any], plan: NodePlan, changed: str
+    ) -> str | None:
         digests = self.digests
-        parts = [repr(view.class_type), changed]
+        parts = [plan.quoted_name, changed]
         if plan.keyed_by_id:
             parts.append(repr(node_id))
-        for name, value in view.constants:
-            text = encode_constant(value)
-            if text is None:
-                return None
-            parts.append(f"{name!r}={text}")
-        for name, producer, slot in view.links:
-            upstream = digests[producer]
-            if upstream is None:
-                return None
-            parts.append(f"{name!r}@{upstream}:{slot}")
-        return hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).hexdigest()
+        for name in sorted(inputs) if len(inputs) > 1 else inputs:
+            value = inputs[name]
+            kind = type(value)
+            if kind is int or kind is str:
+                parts.append(f"{name!r}={value!r}")
+            elif kind is list and len(value) == 2 and type(value[0]) is str and type(value[1]) in _SLOTS:
+                upstream = digests[value[0]]
+                if upstream is None:
+                    return None
+                parts.append(f"{name!r}@{upstream}:{value[1]}")
+            else:
+                text = encode_constant(value)
+                if text is None:
+                    return None
+                parts.append(f"{name!r}={text}")
+        return _blake2b("\x00".join(parts).encode(), digest_size=16).hexdigest()
 
-    async def _is_changed(self, node_id: str, view: NodeView, plan: NodePlan) -> str | None:
+    async def _is_changed(self, node_id: str, node: dict[str, Any], plan: NodePlan) -> str | None:
         """``IS_CHANGED`` with constants only (links are ``None``), list-mapped; a client-supplied
         ``is_changed`` wins. An exception counts as NaN."""
-        if "is_changed" in view.node:
-            return encode_constant(view.node["is_changed"])
+        if "is_changed" in node:
+            return encode_constant(node["is_changed"])
         assert plan.is_changed is not None
-        kwargs: dict[str, list[Any]] = {name: [None] for name, _, _ in view.links}
-        kwargs.update((name, [unwrap_literal(value)]) for name, value in view.constants if name in plan.declared)
+        kwargs: dict[str, list[Any]] = {}
+        for name, value in (node.get("inputs") or {}).items():
+            if is_link(value):
+                kwargs[name] = [None]
+            elif name in plan.declared:
+                kwargs[name] = [unwrap_literal(value)]
         kwargs.update(self._hidden(node_id, plan))
         results = []
         try:

@@ -23,7 +23,7 @@ from comfyserve.adapters.local.blobs import LocalBlobStore, PresignedUrlInvalid
 from comfyserve.localstack.apigw import LambdaContextStub, build_event, parse_response
 from comfyserve.localstack.websocket import HandshakeError, WebSocket, check_upgrade
 from comfyserve.localstack.ws_hub import WebsocketHub
-from comfyserve.ports import BlobNotFound, InvalidKey
+from comfyserve.ports import BlobNotFound, InvalidKey, validate_key
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,10 @@ class LocalServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # A buffered writer sends each response's headers and body in one segment (flushed after every request,
+    # and after every websocket frame), and no Nagle delay: no 40 ms delayed-ACK stalls on keep-alive.
+    wbufsize = -1
+    disable_nagle_algorithm = True
     server: LocalServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -157,6 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         content_type = self.headers.get("Content-Type", "") if method == "PUT" else ""
         try:
+            validate_key(key)
             blobs.signer.verify(method, key, params.get("expires"), params.get("sig"), content_type)
             if method == "PUT":
                 blobs.put(key, body, content_type or "application/octet-stream")
@@ -196,5 +201,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "Upgrade")
         self.send_header("Sec-WebSocket-Accept", accept)
         self.end_headers()
+        self.wfile.flush()
         self.close_connection = True
         routes.hub.serve(WebSocket(self.rfile, self.wfile), tenant, client_id)

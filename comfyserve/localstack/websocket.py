@@ -73,10 +73,11 @@ def check_upgrade(headers: Mapping[str, str]) -> str:
         raise HandshakeError("only websocket version 13 is supported")
     key = headers.get("sec-websocket-key", "")
     try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            raise HandshakeError("Sec-WebSocket-Key must be 16 bytes, base64-encoded")
+        nonce = base64.b64decode(key, validate=True)
     except ValueError as exc:
         raise HandshakeError("Sec-WebSocket-Key is not base64") from exc
+    if len(nonce) != 16:
+        raise HandshakeError("Sec-WebSocket-Key must be 16 bytes, base64-encoded")
     return accept_key(key)
 
 

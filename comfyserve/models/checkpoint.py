@@ -103,7 +103,7 @@ def _convert_open_clip(sd: StateDict, prefix: str) -> StateDict:
 def convert_text_encoder(sd: StateDict, prefix: str) -> StateDict:
     """transformers keys (``text_model.*``, ``text_projection.weight``) of the text encoder under ``prefix``."""
     if prefix.endswith("transformer."):
-        return convert_ldm_clip_checkpoint(sd)  # type: ignore[no-any-return]
+        return convert_ldm_clip_checkpoint(sd)
     return _convert_open_clip(sd, prefix)
 
 

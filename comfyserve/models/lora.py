@@ -135,12 +135,13 @@ class _Resolved:
     misshapen: int = 0
 
 
-def _resolve(sd: Mapping[str, torch.Tensor], targets: dict[str, _Target], text_prefixes: tuple[str, ...]) -> _Resolved:
+def _resolve(sd: Mapping[str, torch.Tensor], targets: dict[str, _Target], skip: tuple[str, ...]) -> _Resolved:
+    """Deltas by target weight; modules whose names start with ``skip`` are left out of the count."""
     modules, stray = _group(sd)
     result = _Resolved(considered=stray, unmatched=stray)
     for base, module in modules.items():
-        if base.startswith(text_prefixes) and not any(base.startswith(p) for p in targets):
-            continue  # text-encoder weights given to a model-only loader
+        if skip and base.startswith(skip):
+            continue
         result.considered += module.keys
         prefix = next((p for p in targets if base.startswith(p)), None)
         target = targets[prefix] if prefix is not None else None
@@ -185,7 +186,8 @@ def apply_lora(
     family = model.family if model is not None else clip.family if clip is not None else None
     if family is None:
         return model, clip
-    resolved = _resolve(lora, _targets(model, clip), ("lora_te", "text_encoder"))
+    text_prefixes = ("lora_te", "text_encoder") if clip is None else ()  # a model-only loader ignores them
+    resolved = _resolve(lora, _targets(model, clip), text_prefixes)
     if resolved.considered == 0:
         raise ModelFileError(f"LoRA {name!r} holds no LoRA weights for this {FAMILY_LABELS[family]} model")
     if resolved.misshapen or resolved.unmatched * 2 > resolved.considered:

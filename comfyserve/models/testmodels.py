@@ -61,7 +61,7 @@ _LOADERS = {
 _MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt", ".bin")
 
 
-class TestModelError(ComfyServeError):
+class ModelRequestError(ComfyServeError):
     """A workflow asks for a file that cannot be made (bad name, conflicting families)."""
 
 
@@ -224,7 +224,7 @@ def requests_for(prompt: Mapping[str, Any]) -> list[Request]:
 def _safe_relative(folder: str, name: str) -> str:
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts or not path.parts:
-        raise TestModelError(f"model file name {name!r} must be a relative path inside the {folder} folder")
+        raise ModelRequestError(f"model file name {name!r} must be a relative path inside the {folder} folder")
     return f"{folder}/{path}"
 
 
@@ -241,7 +241,7 @@ def _workflow_prompt(document: Any) -> Mapping[str, Any]:
         return document["prompt"]
     if isinstance(document, dict):
         return document
-    raise TestModelError("a workflow must be a JSON object of nodes (API format)")
+    raise ModelRequestError("a workflow must be a JSON object of nodes (API format)")
 
 
 def make_test_models(directory: Path, workflows: Iterable[Path] = ()) -> list[Path]:
@@ -254,18 +254,18 @@ def make_test_models(directory: Path, workflows: Iterable[Path] = ()) -> list[Pa
         try:
             document = json.loads(workflow.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise TestModelError(f"cannot read workflow {workflow}: {exc}") from exc
+            raise ModelRequestError(f"cannot read workflow {workflow}: {exc}") from exc
         for request in requests_for(_workflow_prompt(document)):
             relative = _safe_relative(request.folder, request.name)
             previous = wanted.setdefault(relative, (request.kind, request.family))
             if previous != (request.kind, request.family):
-                raise TestModelError(
+                raise ModelRequestError(
                     f"{relative} is asked for as a {previous[1].value} {previous[0]} and as a "
                     f"{request.family.value} {request.kind}"
                 )
     written = []
     for relative, (kind, family) in sorted(wanted.items()):
         path = directory / relative
-        save(_state_dict(kind, family, _seed(relative)), path)
+        save(_state_dict(kind, family, _seed(str(PurePosixPath(relative).with_suffix("")))), path)
         written.append(path)
     return written

@@ -24,9 +24,7 @@ MAX_SCAN_PAGES = 10
 def prompt_draft(request: PromptRequest) -> Draft:
     """The submission a ComfyUI ``POST /prompt`` body asks for; its ``prompt_id`` must suit a job id."""
     if request.prompt_id is not None and not _job_id.match(request.prompt_id):
-        raise Invalid(
-            "Invalid prompt_id", type_="invalid_prompt_id", details="use 1-64 letters, digits, '-' or '_'"
-        )
+        raise Invalid("Invalid prompt_id", type_="invalid_prompt_id", details="use 1-64 letters, digits, '-' or '_'")
     extra = dict(request.extra_data)
     client_id = request.client_id or extra.pop("client_id", None)
     extra.pop("client_id", None)
@@ -36,6 +34,7 @@ def prompt_draft(request: PromptRequest) -> Draft:
         job_id=request.prompt_id,
         client_id=str(client_id) if client_id is not None else None,
         extra_data=extra,
+        strict=False,
     )
 
 
@@ -81,9 +80,7 @@ def queue(deps: ServiceDeps, tenant: str) -> dict[str, Any]:
 
 def queue_remaining(deps: ServiceDeps, tenant: str) -> int:
     limit = PAGE_LIMIT
-    return sum(
-        len(deps.jobs.list(tenant, status=s, limit=limit)[0]) for s in (JobStatus.QUEUED, JobStatus.RUNNING)
-    )
+    return sum(len(deps.jobs.list(tenant, status=s, limit=limit)[0]) for s in (JobStatus.QUEUED, JobStatus.RUNNING))
 
 
 def delete_queued(deps: ServiceDeps, tenant: str, prompt_ids: list[str], clear: bool) -> None:

@@ -134,16 +134,12 @@ def find_output(deps: ServiceDeps, tenant: str, filename: str, subfolder: str, t
     """The tenant's output that ``/view?filename=&subfolder=&type=`` names; :class:`Invalid` for a name that
     tries to leave its folder, :class:`NotFound` for anything else that does not match."""
     if type_ not in VIEW_TYPES:
-        raise Invalid(
-            "Invalid type", type_="invalid_view", details=f"type must be one of {', '.join(VIEW_TYPES)}"
-        )
+        raise Invalid("Invalid type", type_="invalid_view", details=f"type must be one of {', '.join(VIEW_TYPES)}")
     if not filename or subfolder.startswith("/") or filename.startswith("/") or "\\" in filename + subfolder:
         raise Invalid("Invalid filename", type_="invalid_view", details="absolute paths are not allowed")
     parts = [part for part in subfolder.split("/") if part] + [filename]
     if "/" in filename or any(part in (".", "..") for part in parts):
-        raise Invalid(
-            "Invalid filename", type_="invalid_view", details="'..' and '/' are not allowed in a filename"
-        )
+        raise Invalid("Invalid filename", type_="invalid_view", details="'..' and '/' are not allowed in a filename")
     if len(parts) < 2:
         raise NotFound("Output not found", type_="output_not_found", details=filename)
     record = get_job(deps, tenant, parts[0])

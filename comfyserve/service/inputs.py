@@ -12,7 +12,7 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from comfyserve.contracts.jobs import InputRef
 from comfyserve.netguard import UnsafeURL, check_public_url
@@ -32,12 +32,6 @@ MAGIC_TYPES = (
 )
 
 
-@dataclass
-class ResolvedInputs:
-    refs: dict[str, InputRef] = field(default_factory=dict)
-    written: list[str] = field(default_factory=list)
-
-
 @dataclass(frozen=True)
 class _Blob:
     name: str
@@ -52,35 +46,33 @@ def sniff_content_type(data: bytes) -> str:
 
 
 def resolve_inputs(
-    deps: ServiceDeps, tenant: str, job_id: str, sources: Mapping[str, InputSource]
-) -> ResolvedInputs:
-    """Check every input, then write the inline ones; :class:`Invalid`, :class:`Forbidden` or
-    :class:`TooLarge` (naming the input) before any write."""
+    deps: ServiceDeps, tenant: str, job_id: str, sources: Mapping[str, InputSource], written: list[str]
+) -> dict[str, InputRef]:
+    """Check every input, then write the inline ones (appending their keys to ``written`` as it goes);
+    :class:`Invalid`, :class:`Forbidden` or :class:`TooLarge`, naming the input, before any write."""
     if len(sources) > deps.settings.max_inputs:
         raise Invalid("Too many inputs", type_="invalid_input", details=f"at most {deps.settings.max_inputs}")
-    resolved = ResolvedInputs()
+    refs: dict[str, InputRef] = {}
     blobs: list[_Blob] = []
     for name, source in sources.items():
         _check_name(name)
         if source.url is not None:
             _check_url(deps, name, source.url)
-            resolved.refs[name] = InputRef(url=source.url, content_type=source.content_type)
+            refs[name] = InputRef(url=source.url, content_type=source.content_type)
         elif source.key is not None:
-            resolved.refs[name] = _upload_ref(deps, tenant, name, source.key, source.content_type)
+            refs[name] = _upload_ref(deps, tenant, name, source.key, source.content_type)
         else:
             blobs.append(_decode(deps, name, source))
     for blob in blobs:
         key = keys.input_key(tenant, job_id, blob.name)
         deps.blobs.put(key, blob.data, blob.content_type)
-        resolved.written.append(key)
-        resolved.refs[blob.name] = InputRef(key=key, content_type=blob.content_type)
-    return resolved
+        written.append(key)
+        refs[blob.name] = InputRef(key=key, content_type=blob.content_type)
+    return refs
 
 
 def _invalid(name: str, message: str, details: str) -> Invalid:
-    return Invalid(
-        message, type_="invalid_input", details=f"input {name!r}: {details}", extra_info={"input": name}
-    )
+    return Invalid(message, type_="invalid_input", details=f"input {name!r}: {details}", extra_info={"input": name})
 
 
 def _check_name(name: str) -> None:

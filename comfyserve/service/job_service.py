@@ -66,6 +66,7 @@ class JobService:
             request.workflow,
             input_names=request.input_names,
             targets=request.partial_execution_targets,
+            strict=request.strict,
         )
 
     def create_upload(self, tenant: str, request: UploadRequest) -> UploadTicket:

@@ -31,9 +31,7 @@ def list_jobs(
     try:
         return deps.jobs.list(tenant, status=status, limit=limit, cursor=cursor)
     except InvalidCursor:
-        raise Invalid(
-            "Invalid cursor", type_="invalid_cursor", details="pass a cursor from a previous page"
-        ) from None
+        raise Invalid("Invalid cursor", type_="invalid_cursor", details="pass a cursor from a previous page") from None
 
 
 def cancel_job(deps: ServiceDeps, tenant: str, job_id: str) -> JobRecord:
@@ -60,9 +58,7 @@ def cancel_job(deps: ServiceDeps, tenant: str, job_id: str) -> JobRecord:
 
 def cancel_queued(deps: ServiceDeps, record: JobRecord) -> JobRecord:
     """queued → cancelled, then ``JobCancelled``; :class:`TransitionConflict` if no longer queued."""
-    cancelled = deps.jobs.transition(
-        record.job_id, {JobStatus.QUEUED}, JobStatus.CANCELLED, finished_at=deps.clock()
-    )
+    cancelled = deps.jobs.transition(record.job_id, {JobStatus.QUEUED}, JobStatus.CANCELLED, finished_at=deps.clock())
     publish(deps, JobEventType.JOB_CANCELLED, cancelled)
     return cancelled
 

@@ -43,7 +43,8 @@ class InputSource(_Request):
 
 
 class JobSubmission(_Request):
-    """POST /v1/jobs: a workflow (inline or an uploaded key), its inputs and what to do with the outputs."""
+    """POST /v1/jobs: a workflow (inline or an uploaded key), its inputs and what to do with the outputs.
+    Every output node must pass validation (POST /prompt keeps ComfyUI's rule: the valid outputs run)."""
 
     workflow: dict[str, Any] | None = Field(
         default=None, description="The workflow in ComfyUI's API format (or {'prompt': {...}})."
@@ -56,9 +57,7 @@ class JobSubmission(_Request):
     inputs: dict[str, InputSource] = Field(
         default_factory=dict, description="Input files by the name LoadImage values use."
     )
-    output: OutputOptions = Field(
-        default_factory=OutputOptions, description="Output image format and quality."
-    )
+    output: OutputOptions = Field(default_factory=OutputOptions, description="Output image format and quality.")
     webhook: WebhookSpec | None = Field(default=None, description="A URL to POST signed job events to.")
     timeout_s: int | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S, description="Execution time limit.")
     metadata: dict[str, JsonValue] = Field(
@@ -87,23 +86,20 @@ class JobSubmission(_Request):
 class ValidateRequest(_Request):
     """POST /v1/validate: check a workflow against the node catalog without running or recording anything."""
 
-    workflow: dict[str, Any] = Field(
-        description="The workflow in ComfyUI's API format (or {'prompt': {...}})."
-    )
+    workflow: dict[str, Any] = Field(description="The workflow in ComfyUI's API format (or {'prompt': {...}}).")
     input_names: list[str] | None = Field(
         default=None, description="The input names LoadImage may use (unchecked when absent)."
     )
-    partial_execution_targets: list[str] | None = Field(
-        default=None, description="Validate only these outputs."
+    partial_execution_targets: list[str] | None = Field(default=None, description="Validate only these outputs.")
+    strict: bool = Field(
+        default=True, description="Every output must be valid (false: ComfyUI's rule, the valid ones run)."
     )
 
 
 class UploadRequest(_Request):
     """POST /v1/uploads: ask for a presigned URL to PUT one input file to."""
 
-    filename: str = Field(
-        default="input", min_length=1, max_length=255, description="A name kept in the key."
-    )
+    filename: str = Field(default="input", min_length=1, max_length=255, description="A name kept in the key.")
     content_type: str = Field(
         default="application/octet-stream",
         min_length=1,

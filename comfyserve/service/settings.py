@@ -41,7 +41,6 @@ class ServiceSettings:
     view_inline_max_bytes: int = 4 * MiB
     # Accept URL inputs and webhooks on private addresses (local stacks and tests only).
     allow_private_urls: bool = False
-    strict_validation: bool = False
     max_nodes: int | None = 5000
     max_pixels: int | None = 4096 * 4096
     max_steps: int | None = 1000

@@ -60,6 +60,7 @@ class Draft:
     body_hash: str | None = None
     client_id: str | None = None
     extra_data: dict[str, Any] = field(default_factory=dict)
+    strict: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,21 @@ class Submitter:
         self._check_webhook(draft.webhook)
         self._backlog.check()
         result = check_workflow(
-            self._deps, draft.prompt, input_names=set(draft.inputs) or None, targets=draft.targets
+            self._deps,
+            draft.prompt,
+            input_names=set(draft.inputs) or None,
+            targets=draft.targets,
+            strict=draft.strict,
         )
         if not result.ok:
             raise Invalid.from_validation(result)
         job_id = draft.job_id or self._deps.new_id()
+        if draft.job_id is not None and self._deps.jobs.get_by_id(job_id) is not None:
+            raise self._taken(job_id)  # before any claim check: its keys would be the existing job's
         written: list[str] = []
         try:
-            resolved = resolve_inputs(self._deps, tenant, job_id, draft.inputs)
-            written += resolved.written
-            record = self._record(tenant, job_id, draft, result, resolved.refs, written)
+            inputs = resolve_inputs(self._deps, tenant, job_id, draft.inputs, written)
+            record = self._record(tenant, job_id, draft, result, inputs, written)
             self._deps.jobs.create(record)
         except IdempotencyKeyInUse as exc:
             self._discard(written)
@@ -96,15 +102,17 @@ class Submitter:
             return Submitted(idempotency.replay(holder, exc.key, draft.body_hash), {}, replayed=True)
         except JobAlreadyExists:
             self._discard(written)
-            raise Conflict(
-                "Job id already in use", type_="job_exists", details=f"job {job_id} exists"
-            ) from None
+            raise self._taken(job_id) from None
         except BaseException:
             self._discard(written)
             raise
         self._enqueue(record)
         publish(self._deps, JobEventType.JOB_QUEUED, record)
         return Submitted(record, result.node_errors)
+
+    @staticmethod
+    def _taken(job_id: str) -> Conflict:
+        return Conflict("Job id already in use", type_="job_exists", details=f"job {job_id} exists")
 
     def _check_webhook(self, webhook: WebhookSpec | None) -> None:
         if webhook is None:
@@ -170,21 +178,20 @@ class Submitter:
             self._deps.queue.send(message)
         except Exception as exc:
             log.exception("enqueue of job %s failed", record.job_id)
-            self._fail_unqueued(record, exc)
-            raise Unavailable(
-                "The job queue is unavailable", details=f"job {record.job_id} was not queued"
-            ) from exc
+            self._withdraw(record, exc)
+            raise Unavailable("The job queue is unavailable", details=f"job {record.job_id} was not queued") from exc
 
-    def _fail_unqueued(self, record: JobRecord, exc: Exception) -> None:
-        """A record whose message never made it to the queue must not stay ``queued`` forever."""
+    def _withdraw(self, record: JobRecord, exc: Exception) -> None:
+        """A record whose message never made it to the queue must not stay ``queued`` forever; the state
+        machine has no queued → failed edge, so it ends ``cancelled`` with the reason as its error."""
         error = JobError(type="enqueue_failed", message=f"the job could not be queued: {type(exc).__name__}")
         try:
             self._deps.jobs.transition(
                 record.job_id,
                 {JobStatus.QUEUED},
-                JobStatus.FAILED,
+                JobStatus.CANCELLED,
                 finished_at=self._deps.clock(),
                 error=error,
             )
         except Exception:
-            log.exception("could not mark job %s failed after the enqueue failure", record.job_id)
+            log.exception("could not withdraw job %s after the enqueue failure", record.job_id)

@@ -50,9 +50,7 @@ def check_upload_key(tenant: str, key: str, what: str) -> str:
         raise Invalid("Invalid key", type_="invalid_key", details=f"{what}: {exc.reason}") from None
     prefix = keys.uploads_prefix(tenant)
     if not key.startswith(prefix):
-        raise Forbidden(
-            "Not one of your uploads", type_="invalid_key", details=f"{what}: keys start with {prefix}"
-        )
+        raise Forbidden("Not one of your uploads", type_="invalid_key", details=f"{what}: keys start with {prefix}")
     return key
 
 
@@ -61,10 +59,6 @@ def load_uploaded_workflow(deps: ServiceDeps, tenant: str, key: str) -> Any:
     try:
         return json.loads(deps.blobs.get(check_upload_key(tenant, key, "workflow_key")))
     except BlobNotFound:
-        raise Invalid(
-            "Workflow not found", type_="invalid_key", details=f"workflow_key: nothing at {key}"
-        ) from None
+        raise Invalid("Workflow not found", type_="invalid_key", details=f"workflow_key: nothing at {key}") from None
     except ValueError as exc:
-        raise Invalid(
-            "Workflow is not JSON", type_="invalid_prompt", details=f"workflow_key: {exc}"
-        ) from None
+        raise Invalid("Workflow is not JSON", type_="invalid_prompt", details=f"workflow_key: {exc}") from None

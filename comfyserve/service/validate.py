@@ -17,10 +17,12 @@ def check_workflow(
     *,
     input_names: Collection[str] | None = None,
     targets: list[str] | None = None,
+    strict: bool = True,
 ) -> ValidationResult:
     """ComfyUI's validation result for ``document`` (a bare prompt or ``{"prompt": ...}``); never raises.
 
-    ``input_names`` are the names ``LoadImage`` may use; ``None`` leaves them unchecked.
+    ``input_names`` are the names ``LoadImage`` may use; ``None`` leaves them unchecked. ``strict`` requires
+    every output to be valid; without it, as in ComfyUI, valid outputs run and ``node_errors`` lists the rest.
     """
     try:
         prompt = workflow_from_json(document)
@@ -32,6 +34,6 @@ def check_workflow(
         inventory=deps.inventory,
         input_names=set(input_names) if input_names is not None else None,
         targets=targets,
-        strict=deps.settings.strict_validation,
+        strict=strict,
         limits=deps.settings.limits,
     )

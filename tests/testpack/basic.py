@@ -126,6 +126,22 @@ class TestSaveImage:
         return {"ui": {"images": [{"value": v, "prefix": filename_prefix} for v in images]}}
 
 
+class TestReport:
+    """An output node for any value: ``{"values": [value]}`` (list-mapped calls merge their lists)."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"value": ("*",)}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+    CATEGORY = "Testing/Nodes"
+
+    def report(self, value: Any) -> dict[str, Any]:
+        return {"ui": {"values": [value]}}
+
+
 class TestOutputNodeWithSocketOutput:
     """An output node that also has an output socket: ``{"ui", "result"}``."""
 
@@ -239,6 +255,7 @@ NODE_CLASS_MAPPINGS = {
     "TestNoOp": TestNoOp,
     "TestIntMathOperation": TestIntMathOperation,
     "TestSaveImage": TestSaveImage,
+    "TestReport": TestReport,
     "TestOutputNodeWithSocketOutput": TestOutputNodeWithSocketOutput,
     "TestFailingNode": TestFailingNode,
     "TestVariadicAverage": TestVariadicAverage,

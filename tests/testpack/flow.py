@@ -7,7 +7,7 @@ from typing import Any
 from comfyserve.engine.graph import DynamicPrompt
 from comfyserve.engine.graph_utils import ExecutionBlocker, GraphBuilder, is_link
 
-STUB = {"height": 8, "width": 8, "batch_size": 1}
+STUB: dict[str, Any] = {"height": 8, "width": 8, "batch_size": 1}
 
 
 class TestLazyMixImages:
@@ -230,6 +230,25 @@ class TestExpandWithIds:
         return {"result": ([node_id, 0],), "expand": graph}
 
 
+class TestExpandSave:
+    """Expands into a stub image and an output node (which the executor must schedule) and returns nothing."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"content": (["WHITE", "BLACK"],), "prefix": ("STRING", {"default": "expanded"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "expand"
+    OUTPUT_NODE = True
+    CATEGORY = "Testing/Nodes"
+
+    def expand(self, content: str, prefix: str) -> dict[str, Any]:
+        g = GraphBuilder()
+        image = g.node("StubImage", content=content, **STUB)
+        g.node("TestSaveImage", images=image.out(0), filename_prefix=prefix)
+        return {"result": (), "expand": g.finalize()}
+
+
 class TestForLoopOpen:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -309,6 +328,7 @@ NODE_CLASS_MAPPINGS = {
     "TestMixedExpansionReturns": TestMixedExpansionReturns,
     "TestDynamicDependencyCycle": TestDynamicDependencyCycle,
     "TestExpandWithIds": TestExpandWithIds,
+    "TestExpandSave": TestExpandSave,
     "TestForLoopOpen": TestForLoopOpen,
     "TestForLoopClose": TestForLoopClose,
 }

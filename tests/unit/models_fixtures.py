@@ -20,13 +20,22 @@ SDXL = "checkpoints/tiny-sdxl-base.safetensors"
 REFINER = "checkpoints/tiny-sdxl-refiner.safetensors"
 
 
+_written: list[Path] = []
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models directory holding the default set of tiny models (written once)."""
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("tiny-models")
-    make_test_models(root)
-    return root
+    """A models directory holding the default set of tiny models, written once per session.
+
+    Each test module imports this fixture, which makes pytest set it up once per module; the files are
+    still written only once.
+    """
+    if not _written:
+        torch.set_num_threads(1)
+        root = tmp_path_factory.mktemp("tiny-models")
+        make_test_models(root)
+        _written.append(root)
+    return _written[0]
 
 
 @pytest.fixture()

@@ -1,0 +1,129 @@
+"""The local stack through its HTTP server: submit latency, and end-to-end throughput with 2 workers.
+
+Targets (issue 4): submit (validation, record, enqueue) p50 under 5 ms and p99 under 25 ms; at least 100 jobs/s
+submit → succeeded, sustained for 30 s with 2 workers and a no-model workflow, none lost or duplicated.
+
+    .venv/bin/python bench/bench_local_stack.py [--duration 30] [--rate 150] [--submits 500]
+
+Latency runs against a stack with no workers (only the submit path is measured); throughput submits at
+``--rate`` for ``--duration`` seconds and counts completions from the event log (``JobSucceeded`` times), then
+checks every job succeeded exactly once (one ``JobStarted``, one ``JobSucceeded``, one attempt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import summary_ms, write_results
+from comfyserve.contracts.events import JobEventType
+from comfyserve.localstack.stack import LocalStack
+
+KEY = "bench-key"
+WORKFLOW: dict[str, Any] = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 1234}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "bench"}},
+}
+
+
+def session() -> requests.Session:
+    http = requests.Session()
+    http.headers["x-api-key"] = KEY
+    return http
+
+
+def submit(http: requests.Session, url: str) -> str:
+    response = http.post(f"{url}/v1/jobs", json={"workflow": WORKFLOW})
+    if response.status_code != 202:
+        raise RuntimeError(f"submit answered {response.status_code}: {response.text[:300]}")
+    job_id: str = response.json()["job_id"]
+    return job_id
+
+
+def submit_latency(data_dir: Path, count: int) -> dict[str, Any]:
+    with LocalStack(data_dir, port=0, workers=0, api_keys={"bench": KEY}) as stack:
+        http = session()
+        for _ in range(20):  # warm the connection and the service's caches
+            submit(http, stack.url)
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter()
+            submit(http, stack.url)
+            samples.append(time.perf_counter() - started)
+    return {"submits": count, **summary_ms(samples)}
+
+
+def throughput(data_dir: Path, duration_s: float, rate: float, workers: int) -> dict[str, Any]:
+    with LocalStack(data_dir, port=0, workers=workers, api_keys={"bench": KEY}) as stack:
+        stack.wait_ready()
+        http = session()
+        submitted: list[str] = []
+        started = time.time()
+        while (now := time.time()) < started + duration_s:
+            due = int((now - started) * rate) + 1
+            while len(submitted) < due:
+                submitted.append(submit(http, stack.url))
+            time.sleep(max(0.0, started + len(submitted) / rate - time.time()))
+        submit_end = time.time()
+        deadline = submit_end + 120
+        while time.time() < deadline:
+            done = sum(1 for e in stack.adapters.bus.events() if e.type is JobEventType.JOB_SUCCEEDED)
+            if done >= len(submitted):
+                break
+            time.sleep(0.5)
+        drained = time.time()
+        events = stack.adapters.bus.events()
+        records = {job_id: stack.adapters.store.get_by_id(job_id) for job_id in submitted}
+    counts: dict[JobEventType, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for event in events:
+        counts[event.type][event.job_id] += 1
+    finished = sorted(e.time.timestamp() for e in events if e.type is JobEventType.JOB_SUCCEEDED)
+    in_window = [t for t in finished if started <= t <= started + duration_s]
+    succeeded = [r for r in records.values() if r is not None and r.status.value == "succeeded"]
+    return {
+        "workers": workers,
+        "duration_s": duration_s,
+        "offered_rate_per_s": rate,
+        "submitted": len(submitted),
+        "submitted_per_s": round(len(submitted) / (submit_end - started), 1),
+        "completed_in_window_per_s": round(len(in_window) / duration_s, 1),
+        "end_to_end_per_s": round(len(finished) / (drained - started), 1),
+        "drain_after_submit_s": round(drained - submit_end, 2),
+        "succeeded": len(succeeded),
+        "lost": len(submitted) - len(succeeded),
+        "duplicated_starts": sum(1 for job in submitted if counts[JobEventType.JOB_STARTED][job] > 1),
+        "duplicated_successes": sum(1 for job in submitted if counts[JobEventType.JOB_SUCCEEDED][job] > 1),
+        "attempts_over_1": sum(1 for r in succeeded if r.attempts != 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=30.0, help="throughput window in seconds (default 30)")
+    parser.add_argument("--rate", type=float, default=150.0, help="offered submits per second (default 150)")
+    parser.add_argument("--submits", type=int, default=500, help="submits for the latency figures")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-local-") as temp:
+        latency = submit_latency(Path(temp) / "latency", args.submits)
+        flow = throughput(Path(temp) / "throughput", args.duration, args.rate, args.workers)
+    write_results(
+        "local_stack",
+        {
+            "submit_latency": {**latency, "targets": {"p50_ms": 5, "p99_ms": 25}},
+            "throughput": {**flow, "target_per_s": 100},
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

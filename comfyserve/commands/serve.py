@@ -1,0 +1,107 @@
+"""``comfyserve serve [--port P] [--data DIR] [--workers N] [--models DIR]``: the local stack, until Ctrl-C.
+
+API keys (``tenant:key``) come from ``COMFYSERVE_API_KEYS`` (comma-separated) or ``--keys-file`` (one a line);
+with neither, a key for tenant ``local`` is created once in ``DIR/api_keys.txt``. Every other
+``COMFYSERVE_*`` service setting applies too (see ``comfyserve.service.settings``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import secrets
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from comfyserve.commands.common import UsageError
+from comfyserve.service.settings import ServiceSettings
+
+DEFAULT_DATA = Path("comfyserve-data")
+KEYS_FILE = "api_keys.txt"
+
+
+def add_parser(subparsers: Any) -> None:
+    from comfyserve.localstack.stack import DEFAULT_PORT
+
+    parser = subparsers.add_parser("serve", help="run the local stack: HTTP API, websocket and workers")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"data directory (default ./{DEFAULT_DATA})")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--models", type=Path, help="models directory (checkpoints/, loras/, vae/ ...)")
+    parser.add_argument("--keys-file", type=Path, help="API keys, one 'tenant:key' a line")
+    parser.add_argument("--custom-nodes", type=Path, action="append", default=[], help="a custom_nodes directory")
+    parser.add_argument("--anonymous-tenant", help="serve requests without a key as this tenant (unmodified clients)")
+    parser.set_defaults(func=run)
+
+
+def local_key(data_dir: Path) -> tuple[Path, str]:
+    """The data directory's own key file, created with one random key for tenant ``local`` if absent."""
+    path = data_dir / KEYS_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"local:{secrets.token_urlsafe(24)}\n")
+    first = next(line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return path, first.partition(":")[2].strip()
+
+
+def _settings(args: argparse.Namespace) -> tuple[ServiceSettings, str]:
+    """The service settings and a line telling the user which key to send."""
+    settings = ServiceSettings.from_env()
+    if args.anonymous_tenant:
+        settings = dataclasses.replace(settings, anonymous_tenant=args.anonymous_tenant)
+    if args.keys_file is not None:
+        if not args.keys_file.is_file():
+            raise UsageError(f"--keys-file {args.keys_file} is not a file")
+        return dataclasses.replace(settings, api_keys_file=args.keys_file), f"API keys: from {args.keys_file}"
+    if settings.api_keys or settings.api_keys_file:
+        return settings, "API keys: from COMFYSERVE_API_KEYS / COMFYSERVE_API_KEYS_FILE"
+    path, key = local_key(args.data)
+    hint = f"API key (tenant 'local', kept in {path}): send the header  x-api-key: {key}"
+    return dataclasses.replace(settings, api_keys_file=path), hint
+
+
+def run(args: argparse.Namespace) -> int:
+    from comfyserve.localstack.stack import LocalStack
+
+    if args.workers < 0:
+        raise UsageError("--workers must be 0 or more")
+    if args.models is not None and not args.models.is_dir():
+        raise UsageError(f"--models {args.models} is not a directory")
+    settings, hint = _settings(args)
+    stopping = threading.Event()
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    stack = LocalStack(
+        args.data,
+        args.port,
+        args.workers,
+        host=args.host,
+        settings=settings,
+        models_dir=args.models,
+        custom_nodes=args.custom_nodes,
+    )
+    stack.start()
+    try:
+        print(f"comfyserve serving on {stack.url} ({args.workers} worker(s), data in {stack.data_dir})")
+        print(hint)
+        print(f"ComfyUI clients: POST {stack.url}/prompt, websocket {stack.url.replace('http', 'ws', 1)}/ws")
+        print("Ctrl-C to stop", flush=True)
+        while not stopping.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping: draining workers…", flush=True)
+        stack.stop()
+        signal.signal(signal.SIGTERM, previous)
+    return 0

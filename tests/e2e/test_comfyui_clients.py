@@ -1,0 +1,124 @@
+"""ComfyUI's own example clients, unchanged, against the local server (reference §2, §1.10).
+
+The two flows below are written as ComfyUI's ``script_examples/basic_api_example.py`` and
+``websockets_api_example.py`` write them (urllib and websocket-client, no API key: the stack serves keyless
+requests as an anonymous tenant, the option that exists for such clients), with an image-only prompt.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import websocket
+from PIL import Image
+
+from comfyserve.localstack.stack import LocalStack
+from comfyserve.service.settings import ServiceSettings
+from tests.integration.stack_helpers import wait_for
+
+PROMPT_TEXT = """
+{
+  "3": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 16711680}},
+  "5": {"class_type": "ImageInvert", "inputs": {"image": ["3", 0]}},
+  "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["5", 0]}}
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def server_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    settings = ServiceSettings(anonymous_tenant="comfyui")
+    with LocalStack(tmp_path_factory.mktemp("comfyui"), port=0, workers=1, settings=settings) as stack:
+        stack.wait_ready()
+        yield stack.url.removeprefix("http://")
+
+
+# -- basic_api_example.py --------------------------------------------------------------------------------
+
+
+def test_basic_api_example_queues_a_prompt_that_runs(server_address: str) -> None:
+    def queue_prompt(prompt: dict[str, Any]) -> dict[str, Any]:
+        p = {"prompt": prompt}
+        data = json.dumps(p).encode("utf-8")
+        req = urllib.request.Request(f"http://{server_address}/prompt", data=data)
+        return json.loads(urllib.request.urlopen(req).read())  # type: ignore[no-any-return]
+
+    prompt = json.loads(PROMPT_TEXT)
+    prompt["3"]["inputs"]["color"] = 255  # the example edits an input before queueing, as it sets the seed
+    queued = queue_prompt(prompt)
+    assert set(queued) == {"prompt_id", "number", "node_errors"} and queued["node_errors"] == {}
+
+    def history() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://{server_address}/history/{queued['prompt_id']}") as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    entry = wait_for(history, what="the prompt in the history")[queued["prompt_id"]]
+    assert entry["status"]["status_str"] == "success" and entry["status"]["completed"] is True
+    assert list(entry["outputs"]) == ["9"]
+
+
+# -- websockets_api_example.py ---------------------------------------------------------------------------
+
+
+def test_websockets_api_example_gets_its_images(server_address: str) -> None:
+    client_id = str(uuid.uuid4())
+
+    def queue_prompt(prompt: dict[str, Any]) -> dict[str, Any]:
+        p = {"prompt": prompt, "client_id": client_id}
+        data = json.dumps(p).encode("utf-8")
+        req = urllib.request.Request(f"http://{server_address}/prompt", data=data)
+        return json.loads(urllib.request.urlopen(req).read())  # type: ignore[no-any-return]
+
+    def get_image(filename: str, subfolder: str, folder_type: str) -> bytes:
+        data = {"filename": filename, "subfolder": subfolder, "type": folder_type}
+        url_values = urllib.parse.urlencode(data)
+        with urllib.request.urlopen(f"http://{server_address}/view?{url_values}") as response:
+            return response.read()  # type: ignore[no-any-return]
+
+    def get_history(prompt_id: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://{server_address}/history/{prompt_id}") as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    def get_images(ws: websocket.WebSocket, prompt: dict[str, Any]) -> dict[str, list[bytes]]:
+        prompt_id = queue_prompt(prompt)["prompt_id"]
+        output_images = {}
+        while True:
+            out = ws.recv()
+            if isinstance(out, str):
+                message = json.loads(out)
+                if message["type"] == "executing":
+                    data = message["data"]
+                    if data["node"] is None and data["prompt_id"] == prompt_id:
+                        break  # Execution is done
+            else:
+                continue  # previews are binary data
+
+        history = get_history(prompt_id)[prompt_id]
+        for node_id in history["outputs"]:
+            node_output = history["outputs"][node_id]
+            images_output = []
+            if "images" in node_output:
+                for image in node_output["images"]:
+                    image_data = get_image(image["filename"], image["subfolder"], image["type"])
+                    images_output.append(image_data)
+            output_images[node_id] = images_output
+        return output_images
+
+    prompt = json.loads(PROMPT_TEXT)
+    ws = websocket.WebSocket()
+    ws.settimeout(30)
+    ws.connect(f"ws://{server_address}/ws?clientId={client_id}")
+    images = get_images(ws, prompt)
+    ws.close()
+
+    assert list(images) == ["9"] and len(images["9"]) == 1
+    image = Image.open(io.BytesIO(images["9"][0]))
+    assert image.size == (64, 48) and image.convert("RGB").getpixel((0, 0)) == (0, 255, 255)
+    assert json.loads(image.info["prompt"])["9"]["class_type"] == "SaveImage"  # the prompt, as ComfyUI embeds it

@@ -1,0 +1,155 @@
+"""The local stack over real HTTP: one stack (server + 2 spawned workers) for the module, on a free loopback
+port. Submit → succeeded with downloadable outputs, uploads, cancellation of queued and running jobs, a worker
+killed mid-job (the job re-runs elsewhere onto the same keys) and SIGTERM drain."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from PIL import Image
+
+from comfyserve.contracts.events import JobEventType
+from comfyserve.localstack.stack import LocalStack
+from tests.integration.stack_helpers import STACK_NODES, Api, image_only, wait_for, wait_workflow
+
+KEYS = {"alice": "alice-key", "bob": "bob-key"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    data_dir = tmp_path_factory.mktemp("stack")
+    with LocalStack(
+        data_dir,
+        port=0,
+        workers=2,
+        api_keys=KEYS,
+        custom_nodes=[STACK_NODES],
+        visibility_timeout_s=2,
+        drain_timeout_s=15,
+    ) as local:
+        local.wait_ready()
+        yield local
+
+
+@pytest.fixture(scope="module")
+def alice(stack: LocalStack) -> Api:
+    return Api(stack.url, KEYS["alice"])
+
+
+def both_running(api: Api, *job_ids: str) -> bool:
+    return all(api.job(job_id)["status"] == "running" for job_id in job_ids)
+
+
+def test_a_job_succeeds_and_its_outputs_download_from_presigned_urls(stack: LocalStack, alice: Api) -> None:
+    job_id = alice.submit(image_only())
+    view = alice.wait_status(job_id)
+
+    assert view["status"] == "succeeded", view
+    assert sorted(o["filename"] for o in view["outputs"]) == ["demo/mask_00001_.png", "demo/outpaint_00001_.png"]
+    for output in view["outputs"]:
+        download = requests.get(output["url"], timeout=10)  # no API key: the URL itself authorises
+        assert download.status_code == 200 and download.headers["Content-Type"] == "image/png"
+        assert len(download.content) == output["size"]
+        size = (160, 128) if "outpaint" in output["filename"] else (320, 256)  # padded 256x192, halved / mask
+        assert Image.open(io.BytesIO(download.content)).size == size
+    assert requests.get(view["outputs"][0]["url"].replace("sig=", "sig=0"), timeout=10).status_code == 403
+    assert Api(stack.url, KEYS["bob"]).http.get(f"{stack.url}/v1/jobs/{job_id}", timeout=10).status_code == 404
+
+
+def test_blob_urls_refuse_escaping_keys_and_unsigned_requests(stack: LocalStack) -> None:
+    parts = urlsplit(stack.url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port)
+    connection.request("GET", "/v1/blobs/outputs/../secrets.json?expires=9999999999&sig=00")
+    response = connection.getresponse()
+    assert response.status == 400 and b"'..' segment" in response.read()
+    connection.request("GET", "/v1/blobs/outputs/alice/x.png")
+    response = connection.getresponse()
+    assert response.status == 403 and b"missing expires or sig" in response.read()
+    connection.close()
+
+
+def test_an_uploaded_input_feeds_load_image(stack: LocalStack, alice: Api) -> None:
+    ticket = alice.http.post(f"{stack.url}/v1/uploads", json={"filename": "in.png", "content_type": "image/png"})
+    assert ticket.status_code == 201, ticket.text
+    upload = ticket.json()
+    buffer = io.BytesIO()
+    Image.new("RGB", (10, 6), (255, 0, 0)).save(buffer, format="PNG")
+    assert requests.put(upload["url"], data=b"x", headers={"Content-Type": "text/plain"}, timeout=10).status_code == 403
+    put = requests.put(upload["url"], data=buffer.getvalue(), headers=upload["headers"], timeout=10)
+    assert put.status_code == 200
+
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inverted"}},
+    }
+    view = alice.wait_status(alice.submit(workflow, inputs={"in.png": {"key": upload["key"]}}))
+    assert view["status"] == "succeeded", view
+    image = Image.open(io.BytesIO(requests.get(view["outputs"][0]["url"], timeout=10).content)).convert("RGB")
+    assert image.size == (10, 6) and image.getpixel((0, 0)) == (0, 255, 255)
+
+
+def test_a_queued_job_cancelled_never_runs(stack: LocalStack, alice: Api) -> None:
+    busy = [alice.submit(wait_workflow(1.0, prefix=f"busy{i}")) for i in range(2)]
+    wait_for(lambda: both_running(alice, *busy), what="both workers busy")
+    job_id = alice.submit(wait_workflow(0.0, steps=1))
+
+    cancel = alice.http.post(f"{stack.url}/v1/jobs/{job_id}/cancel", timeout=10)
+    assert cancel.status_code == 200, cancel.text
+    for other in busy:
+        assert alice.wait_status(other)["status"] == "succeeded"
+    view = alice.job(job_id)
+    assert view["status"] == "cancelled" and view["started_at"] is None and view["outputs"] == []
+    assert [e.type for e in stack.adapters.bus.events(job_id)] == [JobEventType.JOB_QUEUED, JobEventType.JOB_CANCELLED]
+    again = alice.http.post(f"{stack.url}/v1/jobs/{job_id}/cancel", timeout=10)
+    assert again.status_code == 409 and again.json()["error"]["type"] == "job_finished"
+
+
+def test_a_running_job_cancelled_stops(stack: LocalStack, alice: Api) -> None:
+    job_id = alice.submit(wait_workflow(30.0, steps=300))
+    alice.wait_status(job_id, ("running",))
+    cancel = alice.http.post(f"{stack.url}/v1/jobs/{job_id}/cancel", timeout=10)
+    assert cancel.status_code == 202 and cancel.json()["cancel_requested"] is True  # the worker interrupts it
+    view = alice.wait_status(job_id, timeout_s=5)
+    assert view["status"] == "cancelled" and view["outputs"] == []
+    assert stack.adapters.blobs.list(f"outputs/alice/{job_id}/") == []
+
+
+def test_a_worker_killed_mid_job_leaves_the_job_to_another(stack: LocalStack, alice: Api) -> None:
+    jobs = [alice.submit(wait_workflow(1.0, prefix=f"crash{i}")) for i in range(2)]
+    wait_for(lambda: both_running(alice, *jobs), what="both workers busy")
+    victim = stack.processes[0]
+    os.kill(victim.pid or 0, signal.SIGKILL)
+    victim.join(timeout=5)
+
+    views = [alice.wait_status(job_id, timeout_s=30) for job_id in jobs]
+    assert [v["status"] for v in views] == ["succeeded", "succeeded"]
+    attempts = sorted(stack.adapters.store.get_by_id(job_id).attempts for job_id in jobs)  # type: ignore[union-attr]
+    assert attempts == [1, 2]  # the killed worker's job was claimed again after its visibility ran out
+    for job_id, view in zip(jobs, views, strict=True):
+        (output,) = view["outputs"]
+        assert stack.adapters.blobs.list(f"outputs/alice/{job_id}/") == [
+            f"outputs/alice/{job_id}/{output['filename']}",
+            f"outputs/alice/{job_id}/manifest.json",
+        ]
+
+
+def test_sigterm_drains_a_worker_after_its_running_job(stack: LocalStack, alice: Api) -> None:
+    """Runs last: it stops the workers still alive (one, after the previous test killed the other)."""
+    job_id = alice.submit(wait_workflow(1.0))
+    alice.wait_status(job_id, ("running",))
+    live = [p for p in stack.processes if p.is_alive()]
+    for process in live:
+        os.kill(process.pid or 0, signal.SIGTERM)
+    for process in live:
+        process.join(timeout=20)
+    assert [p.exitcode for p in live] == [0] * len(live)
+    assert alice.job(job_id)["status"] == "succeeded"

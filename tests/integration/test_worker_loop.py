@@ -1,0 +1,388 @@
+"""The worker loop against the real local adapters (SQLite queue and store, blob directory, event log), in
+process: claims, exactly-once effects under redelivery, heartbeat loss, cancellation, timeouts, drain."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import uuid
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from comfyserve.contracts.events import JobEventType
+from comfyserve.contracts.jobs import InputRef, JobRecord, JobStatus, OutputOptions, QueueMessage
+from comfyserve.engine.executor import Executor
+from comfyserve.engine.registry import NodeRegistry
+from comfyserve.localstack.adapters import LocalAdapters
+from comfyserve.localstack.workers import JobOutputCache
+from comfyserve.nodes import builtin_registry
+from comfyserve.ports import BlobInfo, ReceivedMessage
+from comfyserve.worker.loop import Outcome, Worker, WorkerPorts, WorkerSettings
+from comfyserve.worker.outputs import manifest_key
+from tests.integration.stack_helpers import STACK_NODES, fail_workflow, wait_for, wait_workflow
+
+TENANT = "acme"
+BASE_URL = "http://127.0.0.1:9"
+
+
+@pytest.fixture(scope="module")
+def registry() -> NodeRegistry:
+    return builtin_registry(custom_nodes=[STACK_NODES])
+
+
+@pytest.fixture
+def stack_adapters(tmp_path: Path) -> Iterator[LocalAdapters]:
+    adapters = LocalAdapters.open(tmp_path, BASE_URL)
+    yield adapters
+    adapters.close()
+
+
+def make_worker(
+    adapters: LocalAdapters, registry: NodeRegistry, *, store: Any = None, queue: Any = None, **settings: Any
+) -> Worker:
+    options: dict[str, Any] = {"receive_wait_s": 0, "visibility_timeout_s": 30, **settings}
+    ports = WorkerPorts(adapters.blobs, queue or adapters.queue, store or adapters.store, adapters.bus)
+    executor = Executor(registry, cache=JobOutputCache())
+    return Worker(ports, registry, executor, WorkerSettings(work_dir=adapters.work_dir, **options))
+
+
+def enqueue(adapters: LocalAdapters, workflow: dict[str, Any], **fields: Any) -> JobRecord:
+    record = JobRecord(job_id=uuid.uuid4().hex, tenant=TENANT, workflow=workflow, **fields)
+    adapters.store.create(record)
+    adapters.queue.send(QueueMessage(job_id=record.job_id, tenant=TENANT))
+    return record
+
+
+def status(adapters: LocalAdapters, job_id: str) -> JobStatus:
+    record = adapters.store.get_by_id(job_id)
+    assert record is not None
+    return record.status
+
+
+def event_types(adapters: LocalAdapters, job_id: str) -> list[JobEventType]:
+    """The job's lifecycle events (throttled progress events left out), oldest first."""
+    return [e.type for e in adapters.bus.events(job_id) if e.type is not JobEventType.JOB_PROGRESS]
+
+
+def poll_until_processed(worker: Worker, timeout_s: float = 20.0) -> list[Outcome]:
+    return wait_for(worker.poll, timeout_s, "a message to process")
+
+
+def in_thread(target: Any) -> tuple[threading.Thread, list[Any]]:
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(target()))
+    thread.start()
+    return thread, results
+
+
+def running(adapters: LocalAdapters, job_id: str) -> bool:
+    return status(adapters, job_id) is JobStatus.RUNNING
+
+
+class RecordingBlobs:
+    """The local blob store, remembering the order of its puts."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.puts: list[str] = []
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> BlobInfo:
+        self.puts.append(key)
+        info: BlobInfo = self.inner.put(key, data, content_type)
+        return info
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class CrashingStore:
+    """A job store whose write of a final success 'crashes' the worker (after its outputs are uploaded)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def transition(self, job_id: str, from_statuses: Collection[JobStatus], to_status: JobStatus, **fields: Any) -> Any:
+        if to_status is JobStatus.SUCCEEDED:
+            raise RuntimeError("worker crashed")
+        return self.inner.transition(job_id, from_statuses, to_status, **fields)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class CapturingQueue:
+    """The local queue, keeping every message it hands out (so a test can pull the rug from a worker)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.received: list[ReceivedMessage] = []
+
+    def receive(self, max_messages: int = 1, visibility_timeout_s: int = 30, wait_s: int = 0) -> list[ReceivedMessage]:
+        messages: list[ReceivedMessage] = self.inner.receive(max_messages, visibility_timeout_s, wait_s)
+        self.received += messages
+        return messages
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_job_runs_uploads_outputs_then_manifest_and_acknowledges(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    worker = make_worker(stack_adapters, registry)
+    recording = RecordingBlobs(stack_adapters.blobs)
+    worker.ports = WorkerPorts(recording, stack_adapters.queue, stack_adapters.store, stack_adapters.bus)  # type: ignore[arg-type]
+    record = enqueue(stack_adapters, wait_workflow(0.0, steps=1, prefix="sub/out"))
+
+    assert poll_until_processed(worker) == [Outcome.SUCCEEDED]
+
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None and final.status is JobStatus.SUCCEEDED and final.attempts == 1
+    expected_key = f"outputs/{TENANT}/{record.job_id}/sub/out_00001_.png"
+    assert [(o.key, o.filename, o.node_id, o.content_type) for o in final.outputs] == [
+        (expected_key, "sub/out_00001_.png", "3", "image/png")
+    ]
+    assert recording.puts == [expected_key, manifest_key(TENANT, record.job_id)]
+    assert stack_adapters.blobs.get(expected_key).startswith(b"\x89PNG")
+    assert final.timings.execution_s is not None and set(final.timings.per_node) == {"1", "2", "3"}
+    assert final.progress is not None and final.progress.nodes_done == final.progress.nodes_total == 3
+    assert event_types(stack_adapters, record.job_id) == [JobEventType.JOB_STARTED, JobEventType.JOB_SUCCEEDED]
+    assert stack_adapters.queue.approximate_depth().total == 0
+
+
+def test_a_duplicate_message_after_success_changes_nothing(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    worker = make_worker(stack_adapters, registry)
+    record = enqueue(stack_adapters, wait_workflow(0.0, steps=1))
+    assert poll_until_processed(worker) == [Outcome.SUCCEEDED]
+    before = stack_adapters.store.get_by_id(record.job_id)
+    keys = stack_adapters.blobs.list(f"outputs/{TENANT}/{record.job_id}/")
+
+    stack_adapters.queue.send(QueueMessage(job_id=record.job_id, tenant=TENANT))
+    assert poll_until_processed(worker) == [Outcome.SKIPPED]
+
+    assert stack_adapters.store.get_by_id(record.job_id) == before
+    assert stack_adapters.blobs.list(f"outputs/{TENANT}/{record.job_id}/") == keys
+    assert event_types(stack_adapters, record.job_id) == [JobEventType.JOB_STARTED, JobEventType.JOB_SUCCEEDED]
+    assert stack_adapters.queue.approximate_depth().total == 0
+
+
+def test_a_message_received_twice_at_once_runs_the_job_once(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    first, second = make_worker(stack_adapters, registry), make_worker(stack_adapters, registry)
+    record = enqueue(stack_adapters, wait_workflow(0.6, steps=6))
+    stack_adapters.queue.send(QueueMessage(job_id=record.job_id, tenant=TENANT))  # a duplicate send
+
+    thread, outcomes = in_thread(lambda: poll_until_processed(first))
+    wait_for(lambda: running(stack_adapters, record.job_id), what="the first worker's claim")
+    assert poll_until_processed(second) == [Outcome.SKIPPED]
+    thread.join()
+
+    assert outcomes == [[Outcome.SUCCEEDED]]
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None and final.attempts == 1
+    assert event_types(stack_adapters, record.job_id) == [JobEventType.JOB_STARTED, JobEventType.JOB_SUCCEEDED]
+    assert stack_adapters.queue.approximate_depth().total == 0
+
+
+def test_a_crash_after_upload_is_redelivered_and_rerun_onto_the_same_keys(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    crashing = make_worker(stack_adapters, registry, store=CrashingStore(stack_adapters.store), visibility_timeout_s=1)
+    record = enqueue(stack_adapters, wait_workflow(0.0, steps=1))
+    with pytest.raises(RuntimeError, match="worker crashed"):
+        crashing.poll()
+    prefix = f"outputs/{TENANT}/{record.job_id}/"
+    keys_after_crash = stack_adapters.blobs.list(prefix)
+    assert status(stack_adapters, record.job_id) is JobStatus.RUNNING
+    assert manifest_key(TENANT, record.job_id) in keys_after_crash
+
+    rescuer = make_worker(stack_adapters, registry)
+    assert poll_until_processed(rescuer, timeout_s=10) == [Outcome.SUCCEEDED]  # after the visibility runs out
+
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None and final.status is JobStatus.SUCCEEDED and final.attempts == 2
+    assert stack_adapters.blobs.list(prefix) == keys_after_crash
+    assert sorted(o.key for o in final.outputs) == [k for k in keys_after_crash if not k.endswith("manifest.json")]
+    assert event_types(stack_adapters, record.job_id) == [
+        JobEventType.JOB_STARTED,
+        JobEventType.JOB_STARTED,
+        JobEventType.JOB_SUCCEEDED,
+    ]
+
+
+def test_a_worker_that_loses_its_message_stops_without_writing(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    queue = CapturingQueue(stack_adapters.queue)
+    loser = make_worker(stack_adapters, registry, queue=queue, visibility_timeout_s=1)
+    record = enqueue(stack_adapters, wait_workflow(1.5, steps=30))
+    thread, outcomes = in_thread(lambda: poll_until_processed(loser))
+    wait_for(lambda: running(stack_adapters, record.job_id), what="the claim")
+
+    stack_adapters.queue.release(queue.received[0].receipt)  # as if its visibility had run out
+    assert poll_until_processed(make_worker(stack_adapters, registry)) == [Outcome.SUCCEEDED]
+    thread.join()
+
+    assert outcomes == [[Outcome.LOST]]
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None and final.status is JobStatus.SUCCEEDED and final.attempts == 2
+    assert event_types(stack_adapters, record.job_id).count(JobEventType.JOB_SUCCEEDED) == 1
+    assert stack_adapters.queue.approximate_depth().total == 0
+
+
+def test_cancel_requested_interrupts_a_running_job(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
+    worker = make_worker(stack_adapters, registry, progress_interval_s=0.2)
+    record = enqueue(stack_adapters, wait_workflow(20.0, steps=200))
+    thread, outcomes = in_thread(lambda: poll_until_processed(worker))
+    wait_for(lambda: running(stack_adapters, record.job_id), what="the claim")
+
+    asked = time.monotonic()
+    stack_adapters.store.set_fields(record.job_id, when_status={JobStatus.RUNNING}, cancel_requested=True)
+    thread.join(timeout=5)
+
+    assert outcomes == [[Outcome.CANCELLED]]
+    assert time.monotonic() - asked < 3
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None and final.status is JobStatus.CANCELLED and final.outputs == []
+    types = event_types(stack_adapters, record.job_id)
+    assert types[0] is JobEventType.JOB_STARTED and types[-1] is JobEventType.JOB_CANCELLED
+    assert stack_adapters.queue.approximate_depth().total == 0
+
+
+def test_progress_is_written_and_published_at_most_every_interval(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    worker = make_worker(stack_adapters, registry, progress_interval_s=0.25)
+    record = enqueue(stack_adapters, wait_workflow(1.0, steps=20))
+    assert poll_until_processed(worker) == [Outcome.SUCCEEDED]
+
+    progress = [e.progress for e in stack_adapters.bus.events(record.job_id) if e.type is JobEventType.JOB_PROGRESS]
+    assert 2 <= len(progress) <= 5  # 20 steps over one second, throttled to one update per 0.25 s
+    assert all(p is not None and p.node == "2" and p.max == 20 and p.nodes_total == 3 for p in progress)
+    steps = [p.step for p in progress if p is not None]
+    assert steps == sorted(set(steps))  # strictly increasing: one write per interval, never a stale step
+
+
+def test_cancelled_queued_jobs_are_dropped_without_running(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    worker = make_worker(stack_adapters, registry)
+    cancelled = enqueue(stack_adapters, wait_workflow(0.0, steps=1))
+    stack_adapters.store.transition(cancelled.job_id, {JobStatus.QUEUED}, JobStatus.CANCELLED)
+    flagged = enqueue(stack_adapters, wait_workflow(0.0, steps=1), cancel_requested=True)
+
+    assert poll_until_processed(worker) + poll_until_processed(worker) == [Outcome.SKIPPED, Outcome.SKIPPED]
+
+    assert status(stack_adapters, flagged.job_id) is JobStatus.CANCELLED
+    assert event_types(stack_adapters, cancelled.job_id) == []
+    assert event_types(stack_adapters, flagged.job_id) == [JobEventType.JOB_CANCELLED]
+    assert stack_adapters.blobs.list("outputs/") == []
+    assert stack_adapters.queue.approximate_depth().total == 0
+
+
+def test_a_message_for_an_unknown_job_is_deleted(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
+    stack_adapters.queue.send(QueueMessage(job_id="no-such-job", tenant=TENANT))
+    assert poll_until_processed(make_worker(stack_adapters, registry)) == [Outcome.SKIPPED]
+    assert stack_adapters.queue.approximate_depth().total == 0
+
+
+def test_a_job_past_its_timeout_fails(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
+    record = enqueue(stack_adapters, wait_workflow(10.0, steps=100), timeout_s=1)
+    started = time.monotonic()
+    assert poll_until_processed(make_worker(stack_adapters, registry)) == [Outcome.FAILED]
+    assert time.monotonic() - started < 4
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None and final.error is not None
+    assert (final.error.type, final.error.message) == ("timeout", "the job ran longer than its timeout of 1 s")
+
+
+def test_a_failing_node_fails_the_job_with_its_error(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
+    record = enqueue(stack_adapters, fail_workflow("the node broke"))
+    assert poll_until_processed(make_worker(stack_adapters, registry)) == [Outcome.FAILED]
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None and final.status is JobStatus.FAILED and final.error is not None
+    assert final.error.model_dump() == {
+        "type": "ValueError",
+        "message": "the node broke",
+        "node_id": "2",
+        "node_type": "StackTestFail",
+    }
+    assert event_types(stack_adapters, record.job_id) == [JobEventType.JOB_STARTED, JobEventType.JOB_FAILED]
+    manifest = stack_adapters.blobs.get(manifest_key(TENANT, record.job_id))
+    assert b'"status": "failed"' in manifest
+
+
+def test_a_workflow_the_worker_finds_invalid_fails_with_the_validation_error(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    record = enqueue(stack_adapters, {"1": {"class_type": "NoSuchNode", "inputs": {}}})
+    assert poll_until_processed(make_worker(stack_adapters, registry)) == [Outcome.FAILED]
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None and final.error is not None
+    assert final.error.type == "invalid_prompt"
+    assert "NoSuchNode" in final.error.message
+
+
+@pytest.mark.parametrize(("fmt", "magic", "suffix"), [("webp", b"RIFF", ".webp"), ("jpeg", b"\xff\xd8\xff", ".jpg")])
+def test_outputs_are_reencoded_as_the_job_asks(
+    stack_adapters: LocalAdapters, registry: NodeRegistry, fmt: str, magic: bytes, suffix: str
+) -> None:
+    record = enqueue(stack_adapters, wait_workflow(0.0, steps=1), output=OutputOptions(format=fmt, quality=70))  # type: ignore[arg-type]
+    assert poll_until_processed(make_worker(stack_adapters, registry)) == [Outcome.SUCCEEDED]
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None
+    (output,) = final.outputs
+    assert output.filename == f"wait_00001_{suffix}" and output.content_type == f"image/{fmt}"
+    data = stack_adapters.blobs.get(output.key)
+    assert data.startswith(magic) and output.size == len(data)
+    assert Image.open(io.BytesIO(data)).size == (8, 8)
+
+
+def test_inputs_are_fetched_from_the_blob_store(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 7), (10, 200, 30)).save(buffer, format="PNG")
+    stack_adapters.blobs.put(f"inputs/{TENANT}/photo", buffer.getvalue(), "image/png")
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "copy"}},
+    }
+    record = enqueue(stack_adapters, workflow, inputs={"photo.png": InputRef(key=f"inputs/{TENANT}/photo")})
+    assert poll_until_processed(make_worker(stack_adapters, registry)) == [Outcome.SUCCEEDED]
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None
+    image = Image.open(io.BytesIO(stack_adapters.blobs.get(final.outputs[0].key)))
+    assert image.size == (12, 7) and image.convert("RGB").getpixel((3, 3)) == (10, 200, 30)
+
+
+def test_drain_lets_the_running_job_finish_then_stops(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
+    worker = make_worker(stack_adapters, registry, drain_timeout_s=10)
+    record = enqueue(stack_adapters, wait_workflow(0.5, steps=5))
+    thread, _ = in_thread(worker.run)
+    wait_for(lambda: running(stack_adapters, record.job_id), what="the claim")
+    worker.request_drain()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert status(stack_adapters, record.job_id) is JobStatus.SUCCEEDED
+
+
+def test_drain_past_its_grace_period_releases_the_job(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
+    worker = make_worker(stack_adapters, registry, drain_timeout_s=0.2)
+    record = enqueue(stack_adapters, wait_workflow(10.0, steps=100))
+    thread, _ = in_thread(worker.run)
+    wait_for(lambda: running(stack_adapters, record.job_id), what="the claim")
+    worker.request_drain()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+    released = stack_adapters.store.get_by_id(record.job_id)
+    assert released is not None and released.status is JobStatus.QUEUED and released.attempts == 1
+    (again,) = stack_adapters.queue.receive(1, 30, 0)
+    assert again.message().job_id == record.job_id and again.receive_count == 2

@@ -1,0 +1,65 @@
+"""The committed OpenAPI document is the one the route table generates; the edge stays free of torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from comfyserve.api.openapi import DOCUMENT, generate, render
+
+
+def test_committed_document_matches_the_route_table() -> None:
+    assert DOCUMENT.read_text(encoding="utf-8") == render(), "run: python -m comfyserve.api.openapi"
+
+
+def test_document_lists_every_route_with_our_error_shapes() -> None:
+    document = generate()
+
+    assert sorted(document["paths"]) == [
+        "/history",
+        "/history/{prompt_id}",
+        "/interrupt",
+        "/object_info",
+        "/object_info/{node_class}",
+        "/prompt",
+        "/queue",
+        "/v1/health",
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/nodes",
+        "/v1/uploads",
+        "/v1/validate",
+        "/view",
+    ]
+    submit = document["paths"]["/v1/jobs"]["post"]
+    assert sorted(submit["responses"]) == [
+        "202",
+        "400",
+        "401",
+        "403",
+        "409",
+        "413",
+        "415",
+        "429",
+        "500",
+        "503",
+    ]
+    assert submit["requestBody"]["content"]["application/json"]["schema"]["$ref"] == (
+        "#/components/schemas/JobSubmission"
+    )
+    assert "422" not in json.dumps(document["paths"])
+    assert document["components"]["securitySchemes"] == {
+        "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}
+    }
+
+
+def test_edge_modules_do_not_import_torch() -> None:
+    code = (
+        "import sys, comfyserve.api.app, comfyserve.api.wiring, comfyserve.service.job_service;"
+        "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'heavy import'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
