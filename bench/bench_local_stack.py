@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
+import os
 import sys
 import tempfile
 import time
@@ -24,8 +26,9 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import summary_ms, write_results
+from bench.common import summary_ms, timings, write_results
 from comfyserve.contracts.events import JobEventType
+from comfyserve.localstack.apigw import LambdaContextStub, build_event
 from comfyserve.localstack.stack import LocalStack
 
 KEY = "bench-key"
@@ -50,16 +53,18 @@ def submit(http: requests.Session, url: str) -> str:
 
 
 def submit_latency(data_dir: Path, count: int) -> dict[str, Any]:
+    """Submits over HTTP (keep-alive), and the same submit resolved in process: the difference is what the
+    local server (HTTP parsing, event building, response writing) adds to the route table."""
+    headers = [("x-api-key", KEY), ("Content-Type", "application/json")]
+    body = json.dumps({"workflow": WORKFLOW}).encode()
     with LocalStack(data_dir, port=0, workers=0, api_keys={"bench": KEY}) as stack:
         http = session()
         for _ in range(20):  # warm the connection and the service's caches
             submit(http, stack.url)
-        samples = []
-        for _ in range(count):
-            started = time.perf_counter()
-            submit(http, stack.url)
-            samples.append(time.perf_counter() - started)
-    return {"submits": count, **summary_ms(samples)}
+        over_http = timings(lambda: submit(http, stack.url), count)
+        event = build_event("POST", "/v1/jobs", "", headers, body, "127.0.0.1")
+        in_process = timings(lambda: stack.app.resolve(event, LambdaContextStub()), count)
+    return {"submits": count, **summary_ms(over_http), "route_table_in_process": summary_ms(in_process)}
 
 
 def throughput(data_dir: Path, duration_s: float, rate: float, workers: int) -> dict[str, Any]:
@@ -114,8 +119,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-local-") as temp:
+        load_before = os.getloadavg()[0]  # other work on the machine skews these figures: record it
         latency = submit_latency(Path(temp) / "latency", args.submits)
         flow = throughput(Path(temp) / "throughput", args.duration, args.rate, args.workers)
+        flow["load_average_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     write_results(
         "local_stack",
         {

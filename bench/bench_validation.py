@@ -6,8 +6,8 @@ Targets (issue 2): p50 under 1 ms at 100 nodes and under 20 ms at 2,000; import 
 from __future__ import annotations
 
 import subprocess
-from functools import partial
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     def stop(_signum: int, _frame: FrameType | None) -> None:
         stopping.set()
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     stack = LocalStack(
         args.data,
         args.port,
@@ -96,12 +96,11 @@ def run(args: argparse.Namespace) -> int:
         print(hint)
         print(f"ComfyUI clients: POST {stack.url}/prompt, websocket {stack.url.replace('http', 'ws', 1)}/ws")
         print("Ctrl-C to stop", flush=True)
-        while not stopping.wait(0.5):
+        while not stopping.wait(1.0):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
         print("stopping: draining workers…", flush=True)
         stack.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0

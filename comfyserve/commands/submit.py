@@ -62,7 +62,7 @@ class ProgressPrinter:
 def describe(view: dict[str, Any]) -> str:
     progress = view.get("progress") or {}
     text = view["status"]
-    if view["status"] == "running" and progress:
+    if view["status"] == "running" and progress.get("nodes_total"):
         text += f" {progress.get('nodes_done', 0)}/{progress.get('nodes_total', 0)} nodes"
         if progress.get("node") is not None:
             text += f", node {progress['node']}"

@@ -14,10 +14,9 @@ import dataclasses
 import inspect
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from types import CoroutineType
-from typing import Any, Literal
+from typing import Any
 
 from comfyserve.engine import context as run_context
 from comfyserve.engine import events
@@ -36,31 +35,16 @@ from comfyserve.engine.graph_utils import CURRENT_CALL, ExecutionBlocker, NodeCa
 from comfyserve.engine.plan import NodePlan, only, slice_calls
 from comfyserve.engine.prompt_format import unwrap_literal
 from comfyserve.engine.registry import NodeRegistry
+from comfyserve.engine.report import EventSink, ExecutionResult, RunReport
+from comfyserve.engine.returns import Part, as_returns, find_blocker, merge_outputs, merge_ui, result_of
 from comfyserve.engine.signature import Signatures
 
-EventSink = Callable[[str, dict[str, Any]], None]
-Status = Literal["success", "error", "interrupted"]
-Returns = tuple[Any, ...]
+__all__ = ["ExecutionResult", "Executor"]
+
 Step = bool | Coroutine[Any, Any, bool]
 
 MAX_INSTANCES = 256
 ASYNC_POLL_S = 0.05  # how often cancellation is checked while only async nodes are running
-
-
-@dataclass
-class ExecutionResult:
-    """What one prompt did. ``ui_outputs`` and ``meta`` are ComfyUI's history ``outputs`` and ``meta`` (cached
-    nodes included); ``messages`` its ``status.messages``; ``errors`` the ``execution_error`` payloads."""
-
-    prompt_id: str
-    status: Status = "success"
-    ui_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    executed: list[str] = field(default_factory=list)
-    cached: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Executor:
@@ -110,6 +94,7 @@ class Executor:
         self._instances.clear()
 
     def plan(self, class_type: str) -> NodePlan:
+        """What the executor needs to know about a class, read once (again if the registry replaced it)."""
         node_class = self.registry.classes.get(class_type)
         plan = self._plans.get(class_type)
         if plan is None or plan.cls is not node_class:
@@ -119,6 +104,7 @@ class Executor:
         return plan
 
     def instance(self, node_id: str, plan: NodePlan) -> Any:
+        """The node object of ``node_id``, kept across runs (least recently used ones dropped past a bound)."""
         key = (node_id, plan.name)
         instance = self._instances.get(key)
         if instance is None:
@@ -146,16 +132,15 @@ class _Run:
         self.executor = executor
         self.cache = executor.cache
         self.outputs = list(outputs)
-        self.prompt_id = prompt_id
-        self.emit = on_event
         self.keep_going = keep_going
         self.dynprompt = DynamicPrompt(prompt)
+        self.report = RunReport(prompt_id, self.dynprompt, on_event)
+        self.result = self.report.result
         self._outer_hook = ctx.progress_hook
         self.ctx = dataclasses.replace(
             ctx, prompt=ctx.prompt if ctx.prompt is not None else prompt, progress_hook=self._progress
         )
         self.cancelled = ctx.cancel_check
-        self.result = ExecutionResult(prompt_id)
         self.values: dict[str, list[list[Any]]] = {}
         self.looked_up: set[str] = set()
         self.produced: dict[str, tuple[list[list[Any]], dict[str, Any] | None]] = {}  # digest -> this run's result
@@ -169,13 +154,12 @@ class _Run:
         self.finished: dict[str, list[Any]] = {}  # async node whose tasks are done, awaiting re-stage
         self.started: dict[str, float] = {}
         self.ran: set[str] = set()
-        self.subgraphs: dict[str, tuple[list[tuple[bool, Returns]], dict[str, Any] | None]] = {}
+        self.subgraphs: dict[str, tuple[list[Part], dict[str, Any] | None]] = {}
 
     # -- the run ------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        result = self.result
-        self._message(events.EXECUTION_START, events.execution_start(self.prompt_id))
+        self.report.start()
         with run_context.use(self.ctx):
             try:
                 await self.signatures.ensure(self.outputs)
@@ -187,10 +171,7 @@ class _Run:
                 self._fail(exc.node_id, exc)
             finally:
                 await self._cancel_tasks()
-        if result.status == "success":
-            self._message(events.EXECUTION_SUCCESS, events.execution_success(self.prompt_id))
-        if self.emit is not None:
-            self.emit(events.EXECUTING, events.executing(self.prompt_id, None))
+        self.report.finish()
 
     async def _loop(self) -> None:
         scheduler = self.scheduler
@@ -205,7 +186,7 @@ class _Run:
                     tasks = [t for calls in self.inflight.values() for t in calls if isinstance(t, asyncio.Task)]
                     await asyncio.wait(tasks, timeout=ASYNC_POLL_S, return_when=asyncio.FIRST_COMPLETED)
                     if self.cancelled():
-                        self._interrupt(next(iter(self.inflight)))
+                        self.report.interrupted(next(iter(self.inflight)))
                         return
                     self._collect_async()
                     continue
@@ -213,7 +194,7 @@ class _Run:
                     self._fail_cycle(scheduler.cycle())
                 return
             if self.cancelled():
-                self._interrupt(node_id)
+                self.report.interrupted(node_id)
                 return
             begin = time.perf_counter()
             try:
@@ -221,7 +202,7 @@ class _Run:
                 if done is not True and done is not False:
                     done = await done
             except InterruptedError_:
-                self._interrupt(node_id)
+                self.report.interrupted(node_id)
                 return
             except Exception as exc:
                 self._fail(node_id, exc)
@@ -242,19 +223,18 @@ class _Run:
         plan = self.plans[node_id]
         if node_id in self.subgraphs:
             parts, ui = self.subgraphs.pop(node_id)
-            self._finish(node_id, plan, self._merge(parts, plan), ui)
+            self._finish(node_id, merge_outputs(parts, plan, self.values), ui)
             return True
         calls = self.finished.pop(node_id, None)
         if calls is not None:
             waited = time.perf_counter() - self.started.pop(node_id)
             self.result.timings[node_id] = self.result.timings.get(node_id, 0.0) + waited
-            return self._complete(node_id, plan, [_result_of(c) for c in calls])
+            return self._complete(node_id, plan, [result_of(c) for c in calls])
         if node_id in self.values or self._lookup(node_id):
-            self._report_cached(node_id)
+            self.report.replay(node_id)
             return True
         display = node_id if node_id in self.dynprompt.original_prompt else self.dynprompt.get_display_node_id(node_id)
-        if self.emit is not None:
-            self.emit(events.EXECUTING, events.executing(self.prompt_id, node_id, display))
+        self.report.executing(node_id, display)
         view = self.views.get(node_id) or self._view(node_id)
         self.ran.add(node_id)
         inputs, missing = self._gather(node_id, view, plan)
@@ -282,7 +262,7 @@ class _Run:
         if has_tasks:
             return self._await_calls(node_id, plan, calls)
         if len(calls) == 1 and type(calls[0]) is tuple and not plan.has_list_output:  # the common case
-            self._finish(node_id, plan, [[value] for value in calls[0]], None)
+            self._finish(node_id, [[value] for value in calls[0]], None)
             return True
         return self._complete(node_id, plan, calls)
 
@@ -293,7 +273,7 @@ class _Run:
             self.inflight[node_id] = calls
             self.started[node_id] = time.perf_counter()
             return False
-        step = self._complete(node_id, plan, [_result_of(c) for c in calls])
+        step = self._complete(node_id, plan, [result_of(c) for c in calls])
         return step if step is True or step is False else await step
 
     # -- inputs -----------------------------------------------------------------------------------------
@@ -349,7 +329,7 @@ class _Run:
         check = self.executor.instance(node_id, plan).check_lazy_status
         wanted: dict[str, None] = {}
         for kwargs in slice_calls(inputs, plan.input_is_list):
-            if _blocker(kwargs, plan.input_is_list) is not None:
+            if find_blocker(kwargs, plan.input_is_list) is not None:
                 continue
             names = check(**only(kwargs, plan.lazy_check_params))
             if inspect.isawaitable(names):
@@ -377,13 +357,11 @@ class _Run:
         for index, kwargs in enumerate(slice_calls(inputs, plan.input_is_list)):
             if index and self.cancelled():
                 raise InterruptedError_("the job was cancelled")
-            blocker = _blocker(kwargs, plan.input_is_list)
+            blocker = find_blocker(kwargs, plan.input_is_list)
             if blocker is not None:
-                if blocker.message is not None and self.emit is not None:
-                    executed = list(self.result.executed)
-                    payload = events.execution_blocked(self.prompt_id, node_id, plan.name, executed, blocker.message)
-                    self.emit(events.EXECUTION_ERROR, payload)
-                calls.append(ExecutionBlocker(None))
+                if blocker.message is not None:
+                    self.report.blocked(node_id, plan.name, blocker.message)
+                calls.append(ExecutionBlocker(None))  # reported once: what it blocks passes on a silent one
                 continue
             token = CURRENT_CALL.set(NodeCall(node_id, display, index))
             try:
@@ -398,7 +376,7 @@ class _Run:
 
     def _complete(self, node_id: str, plan: NodePlan, calls: list[Any]) -> Step:
         """Turn the calls' return values into outputs and UI, or expand the node's subgraphs."""
-        parts: list[tuple[bool, Returns]] = []
+        parts: list[Part] = []
         uis: list[dict[str, Any]] = []
         new_nodes: list[str] = []
         for returned in calls:
@@ -406,24 +384,22 @@ class _Run:
                 if returned.get("ui"):
                     uis.append(returned["ui"])
                 if "expand" in returned:
-                    parts.append((True, _as_returns(returned.get("result", ()), plan)))
+                    parts.append((True, as_returns(returned.get("result", ()), plan)))
                     new_nodes += self._add_subgraph(node_id, returned["expand"])
                 elif "result" in returned:
-                    parts.append((False, _as_returns(returned["result"], plan)))
+                    parts.append((False, as_returns(returned["result"], plan)))
             else:
-                parts.append((False, _as_returns(returned, plan)))
-        ui = _merge_ui(uis)
+                parts.append((False, as_returns(returned, plan)))
+        ui = merge_ui(uis)
         if not new_nodes and not any(is_graph for is_graph, _ in parts):
-            self._finish(node_id, plan, self._merge(parts, plan), ui)
+            self._finish(node_id, merge_outputs(parts, plan, self.values), ui)
             return True
         return self._expand(node_id, parts, new_nodes, ui)
 
-    async def _expand(
-        self, node_id: str, parts: list[tuple[bool, Returns]], new_nodes: list[str], ui: dict[str, Any] | None
-    ) -> bool:
+    async def _expand(self, node_id: str, parts: list[Part], new_nodes: list[str], ui: dict[str, Any] | None) -> bool:
         """Schedule an expansion's output nodes and the nodes its result links to; the expanding node waits."""
         if ui:
-            self._report_ui(node_id, ui)
+            self.report.executed(node_id, ui)
         self.subgraphs[node_id] = (parts, ui)
         links = [value[0] for is_graph, returns in parts if is_graph for value in returns if is_link(value)]
         await self.signatures.ensure([*new_nodes, *links])
@@ -452,27 +428,7 @@ class _Run:
             self.dynprompt.add_ephemeral_node(new_id, new_node, node_id, new_node.get("override_display_id", node_id))
         return list(graph)
 
-    def _merge(self, parts: list[tuple[bool, Returns]], plan: NodePlan) -> list[list[Any]]:
-        """One list per output slot: values of each call, list outputs concatenated (``OUTPUT_IS_LIST``);
-        in an expansion's result a link stands for every value its node produced."""
-        if not parts:
-            return []
-        width = len(parts[0][1])
-        merged: list[list[Any]] = [[] for _ in range(width)]
-        list_slots = plan.output_is_list
-        for is_graph, returns in parts:
-            if len(returns) != width:
-                raise TypeError(f"{plan.name} returned {width} values from one call and {len(returns)} from another")
-            for slot, value in enumerate(returns):
-                if is_graph and is_link(value):
-                    merged[slot].extend(self.values[value[0]][int(value[1])])
-                elif slot < len(list_slots) and list_slots[slot] and not isinstance(value, ExecutionBlocker):
-                    merged[slot].extend(value)
-                else:
-                    merged[slot].append(value)
-        return merged
-
-    def _finish(self, node_id: str, plan: NodePlan, outputs: list[list[Any]], ui: dict[str, Any] | None) -> None:
+    def _finish(self, node_id: str, outputs: list[list[Any]], ui: dict[str, Any] | None) -> None:
         self.values[node_id] = outputs
         self.inputs.pop(node_id, None)
         self.result.executed.append(node_id)
@@ -481,7 +437,7 @@ class _Run:
             self.cache.put(digest, outputs, ui or None)
             self.produced[digest] = (outputs, ui or None)
         if ui and node_id not in self.result.ui_outputs:
-            self._report_ui(node_id, ui)
+            self.report.executed(node_id, ui)
 
     # -- cache ------------------------------------------------------------------------------------------
 
@@ -508,7 +464,7 @@ class _Run:
         self.values[node_id] = outputs
         self.result.cached.append(node_id)
         if ui:
-            self._record_ui(node_id, ui)
+            self.report.record_ui(node_id, ui)
 
     def _announce_cached(self) -> None:
         """Look up every node about to be considered, and announce the hits (``execution_cached``)."""
@@ -516,14 +472,7 @@ class _Run:
         self.looked_up.update(self.digests)
         for node_id, entry in hits.items():
             self._take(node_id, entry.outputs, entry.ui)
-        self._message(events.EXECUTION_CACHED, events.execution_cached(self.prompt_id, list(self.result.cached)))
-
-    def _report_cached(self, node_id: str) -> None:
-        """An output node (or a duplicate of a node that already ran) served from the cache."""
-        ui = self.result.ui_outputs.get(node_id)
-        if ui is not None and self.emit is not None:
-            display = self.dynprompt.get_display_node_id(node_id)
-            self.emit(events.EXECUTED, events.executed(self.prompt_id, node_id, display, ui))
+        self.report.announce_cached()
 
     # -- graph callbacks --------------------------------------------------------------------------------
 
@@ -573,43 +522,15 @@ class _Run:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    # -- reporting --------------------------------------------------------------------------------------
-
-    def _message(self, name: str, data: dict[str, Any]) -> None:
-        self.result.messages.append((name, data))
-        if self.emit is not None:
-            self.emit(name, data)
-
-    def _record_ui(self, node_id: str, ui: dict[str, Any]) -> None:
-        self.result.ui_outputs[node_id] = ui
-        self.result.meta[node_id] = {
-            "node_id": node_id,
-            "display_node": self.dynprompt.get_display_node_id(node_id),
-            "parent_node": self.dynprompt.get_parent_node_id(node_id),
-            "real_node_id": self.dynprompt.get_real_node_id(node_id),
-        }
-
-    def _report_ui(self, node_id: str, ui: dict[str, Any]) -> None:
-        self._record_ui(node_id, ui)
-        if self.emit is not None:
-            display = self.dynprompt.get_display_node_id(node_id)
-            self.emit(events.EXECUTED, events.executed(self.prompt_id, node_id, display, ui))
+    # -- failures and progress -------------------------------------------------------------------------
 
     def _progress(self, value: int, total: int) -> None:
-        if self.emit is not None:
-            call = CURRENT_CALL.get()
-            node = call.display_id if call is not None else None
-            self.emit(events.PROGRESS, events.progress(self.prompt_id, node, value, total))
+        self.report.progress(value, total)
         if self._outer_hook is not None:
             self._outer_hook(value, total)
 
-    def _node_type(self, node_id: str) -> str:
-        node = self.dynprompt.original_prompt.get(node_id) or self.dynprompt.ephemeral.get(node_id) or {}
-        return str(node.get("class_type", ""))
-
     def _fail(self, node_id: str, exc: Exception) -> None:
         """Report ``exc`` as ComfyUI does: on the node of the original prompt the failing node comes from."""
-        real_id = self.dynprompt.get_real_node_id(node_id)
         inputs = self.inputs.pop(node_id, None)
         if inputs is not None:
             hidden = {name for name, _ in self.plans[node_id].hidden}
@@ -617,69 +538,10 @@ class _Run:
         details = events.error_details(exc, inputs)
         if isinstance(exc, GraphError):
             details["traceback"] = []
-        self._error(real_id, details)
+        self.report.error(self.dynprompt.get_real_node_id(node_id), details, list(self.values))
 
     def _fail_cycle(self, cycle: list[str]) -> None:
         """Nothing can run and nodes still wait: an expansion made a cycle. Blame the expanding node."""
-        blamed = next(
-            (self.dynprompt.get_display_node_id(n) for n in cycle if self.dynprompt.get_display_node_id(n) != n),
-            cycle[0] if cycle else "",
-        )
+        display = self.dynprompt.get_display_node_id
+        blamed = next((display(n) for n in cycle if display(n) != n), cycle[0] if cycle else "")
         self._fail(blamed, DependencyCycleError(blamed, cycle))
-
-    def _error(self, node_id: str, details: dict[str, Any]) -> None:
-        payload = events.execution_error(
-            self.prompt_id,
-            node_id,
-            self._node_type(node_id),
-            list(self.result.executed),
-            details,
-            list(self.values),
-        )
-        self.result.status = "error"
-        self.result.errors.append(payload)
-        self._message(events.EXECUTION_ERROR, payload)
-
-    def _interrupt(self, node_id: str) -> None:
-        self.result.status = "interrupted"
-        payload = events.execution_interrupted(
-            self.prompt_id, node_id, self._node_type(node_id), list(self.result.executed)
-        )
-        self._message(events.EXECUTION_INTERRUPTED, payload)
-
-
-def _blocker(kwargs: dict[str, Any], input_is_list: bool) -> ExecutionBlocker | None:
-    if input_is_list:
-        return next((v for values in kwargs.values() for v in values if isinstance(v, ExecutionBlocker)), None)
-    for value in kwargs.values():
-        if isinstance(value, ExecutionBlocker):
-            return value
-    return None
-
-
-def _result_of(call: Any) -> Any:
-    return call.result() if isinstance(call, asyncio.Task) else call
-
-
-def _as_returns(returned: Any, plan: NodePlan) -> Returns:
-    if isinstance(returned, ExecutionBlocker):
-        return (returned,) * len(plan.output_is_list)
-    if isinstance(returned, tuple | list):
-        return tuple(returned)
-    if returned is None and not plan.output_is_list:
-        return ()
-    raise TypeError(
-        f"{plan.name}.{plan.function} returned {type(returned).__name__}; expected a tuple of "
-        f"{len(plan.output_is_list)} output(s) or a dict with 'result' and/or 'ui'"
-    )
-
-
-def _merge_ui(uis: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """UI dicts of list-mapped calls merged key by key, their lists concatenated."""
-    if len(uis) <= 1:
-        return uis[0] if uis else None
-    merged: dict[str, Any] = {}
-    for ui in uis:
-        for key, value in ui.items():
-            merged.setdefault(key, []).extend(value if isinstance(value, list | tuple) else [value])
-    return merged

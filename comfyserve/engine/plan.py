@@ -16,6 +16,8 @@ from comfyserve.engine.spec import NodeSpec
 
 @dataclass(frozen=True, slots=True)
 class NodePlan:
+    """A class's contract as the executor uses it: the function to call, its flags and its hooks."""
+
     name: str
     quoted_name: str  # repr(name), the head of every signature of this class
     cls: type

@@ -21,9 +21,9 @@ from comfyserve.engine.plan import NodePlan, only, slice_calls
 from comfyserve.engine.prompt_format import unwrap_literal
 
 _SCALARS = (str, int, bool, type(None))
+_CONTAINERS = (list, tuple, dict)
 _SLOTS = (int, float)  # is_link: a link is [node_id: str, slot: int | float]
 _blake2b = hashlib.blake2b
-_CONTAINERS = (list, tuple, dict)
 
 
 def encode_constant(value: Any) -> str | None:
@@ -122,6 +122,8 @@ class Signatures:
                     digest = None if changed is None else self._digest(node_id, node, inputs, plan, changed)
                 except KeyError:  # a producer without a digest: it waits on this node
                     raise DependencyCycleError(node_id, [n for n in stack if n not in digests]) from None
+                except ValueError:  # a constant without a text form (an int over Python's digit limit)
+                    digest = None
                 digests[node_id] = digest
 
     def _node(self, node_id: str, stack: list[str]) -> dict[str, Any]:

@@ -254,9 +254,12 @@ class _Checker:
                     linked_types[name] = received
                 continue
             bypass = hook is not None and hook.bypasses_builtin_checks(name)
-            error, new_value = check_constant(name, input_spec, unwrap_literal(value), bypass, self)
+            literal = unwrap_literal(value)
+            error, new_value = check_constant(name, input_spec, literal, bypass, self)
             if error is not None:
                 errors.append(error)
+            elif isinstance(new_value, list):
+                continue  # a literal list stays wrapped, so the executor never mistakes it for a link
             elif new_value is not value or type(new_value) is not type(value):
                 if coerced is inputs:
                     coerced = dict(inputs)

@@ -9,6 +9,7 @@ waiting for the end of its prompt always sees one.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from comfyserve.contracts.jobs import JobRecord, JobStatus
@@ -16,6 +17,8 @@ from comfyserve.engine import events
 from comfyserve.localstack.feed import EventFeed
 from comfyserve.service.models import ComfyUIMeta
 from comfyserve.worker.loop import MessagesFactory, PromptMessages
+
+log = logging.getLogger(__name__)
 
 TERMINAL_EVENTS = frozenset({events.EXECUTION_SUCCESS, events.EXECUTION_ERROR, events.EXECUTION_INTERRUPTED})
 STATUS = "status"  # the server fills in the queue length when it sends it
@@ -43,7 +46,10 @@ class FeedMessages:
         self._ended = False
 
     def _append(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        self._feed.append(self._record.tenant, self._client_id, self._record.job_id, messages)
+        try:
+            self._feed.append(self._record.tenant, self._client_id, self._record.job_id, messages)
+        except Exception:  # the websocket view is best effort: it must never fail the job it reports on
+            log.warning("websocket feed write failed for job %s", self._record.job_id, exc_info=True)
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
         self._ended = self._ended or event in TERMINAL_EVENTS

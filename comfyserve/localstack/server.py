@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 MAX_API_BODY = 10 * MiB  # API Gateway's REST payload limit
-MAX_BLOB_BODY = 512 * MiB
+MAX_BLOB_BODY = 100 * MiB  # ComfyUI's default upload limit
 BLOB_PREFIX = "/v1/blobs/"
 WS_PATHS = frozenset({"/ws", "/api/ws"})
 

@@ -26,7 +26,7 @@ from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.localstack.adapters import LocalAdapters
 from comfyserve.localstack.apigw import build_event
-from comfyserve.localstack.server import Authenticate, LocalServer, Mount
+from comfyserve.localstack.server import Authenticate, LocalServer, Mount, Resolver
 from comfyserve.localstack.workers import WorkerProcessConfig, start_worker
 from comfyserve.localstack.ws_hub import WebsocketHub
 from comfyserve.service.deps import ServiceDeps
@@ -108,6 +108,13 @@ class LocalStack:
         if self._adapters is None:
             raise RuntimeError("the stack is not started")
         return self._adapters
+
+    @property
+    def app(self) -> Resolver:
+        """The route table the server resolves requests with."""
+        if self._server is None or self._server.routes is None:
+            raise RuntimeError("the stack is not started")
+        return self._server.routes.app
 
     def _catalog(self) -> Catalog:
         """The packaged catalog (no node code imported), or the live registry's when custom nodes are loaded."""

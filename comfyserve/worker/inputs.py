@@ -72,8 +72,9 @@ def fetch_inputs(
     inputs: dict[str, InputRef], blobs: BlobStore, folder: Path, *, allow_private_urls: bool = False
 ) -> dict[str, Path]:
     """Write each input to ``folder``; returns the ``LoadImage`` value → local file mapping."""
-    folder.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
+    if inputs:
+        folder.mkdir(parents=True, exist_ok=True)
     for index, (name, ref) in enumerate(sorted(inputs.items())):
         try:
             if ref.key is not None:

@@ -140,8 +140,13 @@ class Worker:
             self._drain_deadline = time.monotonic() + self.settings.drain_timeout_s
 
     def run(self) -> None:
+        """Receive and process until drained. A message whose processing raised stays in flight and comes back
+        after its visibility timeout, so the loop logs the error and carries on."""
         while not self.draining:
-            self.poll()
+            try:
+                self.poll()
+            except Exception:
+                log.exception("processing a message failed; it will be delivered again")
 
     def poll(self) -> list[Outcome]:
         """Receive at most one message (waiting up to ``receive_wait_s``) and process it."""
@@ -219,7 +224,6 @@ class Worker:
 
     def _run_claimed(self, record: JobRecord, external_stop: Callable[[], StopReason | None]) -> Outcome:
         job_dir = self.settings.work_dir / f"{record.job_id}.{record.attempts}"
-        shutil.rmtree(job_dir, ignore_errors=True)
         messages = self._messages(record) if self._messages is not None else None
         try:
             run, monitor = self._execute(record, job_dir, external_stop, messages)

@@ -111,5 +111,8 @@ class JobMonitor:
             self.stop_reason = StopReason.TIMEOUT
         if self.stop_reason is None and now - self._last_poll >= self._cancel_poll_s:
             self._last_poll = now
-            self._observe(self._store.get_by_id(self._record.job_id))
+            try:
+                self._observe(self._store.get_by_id(self._record.job_id))
+            except Exception:  # a failed read must not fail the job: the next probe asks again
+                log.warning("cancellation poll failed for job %s", self._record.job_id, exc_info=True)
         return self.stop_reason is not None

@@ -48,7 +48,7 @@ def test_basic_api_example_queues_a_prompt_that_runs(server_address: str) -> Non
         p = {"prompt": prompt}
         data = json.dumps(p).encode("utf-8")
         req = urllib.request.Request(f"http://{server_address}/prompt", data=data)
-        return json.loads(urllib.request.urlopen(req).read())  # type: ignore[no-any-return]
+        return json.loads(urllib.request.urlopen(req).read())
 
     prompt = json.loads(PROMPT_TEXT)
     prompt["3"]["inputs"]["color"] = 255  # the example edits an input before queueing, as it sets the seed
@@ -57,7 +57,7 @@ def test_basic_api_example_queues_a_prompt_that_runs(server_address: str) -> Non
 
     def history() -> dict[str, Any]:
         with urllib.request.urlopen(f"http://{server_address}/history/{queued['prompt_id']}") as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
+            return json.loads(response.read())
 
     entry = wait_for(history, what="the prompt in the history")[queued["prompt_id"]]
     assert entry["status"]["status_str"] == "success" and entry["status"]["completed"] is True
@@ -74,17 +74,17 @@ def test_websockets_api_example_gets_its_images(server_address: str) -> None:
         p = {"prompt": prompt, "client_id": client_id}
         data = json.dumps(p).encode("utf-8")
         req = urllib.request.Request(f"http://{server_address}/prompt", data=data)
-        return json.loads(urllib.request.urlopen(req).read())  # type: ignore[no-any-return]
+        return json.loads(urllib.request.urlopen(req).read())
 
     def get_image(filename: str, subfolder: str, folder_type: str) -> bytes:
         data = {"filename": filename, "subfolder": subfolder, "type": folder_type}
         url_values = urllib.parse.urlencode(data)
         with urllib.request.urlopen(f"http://{server_address}/view?{url_values}") as response:
-            return response.read()  # type: ignore[no-any-return]
+            return response.read()
 
     def get_history(prompt_id: str) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://{server_address}/history/{prompt_id}") as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
+            return json.loads(response.read())
 
     def get_images(ws: websocket.WebSocket, prompt: dict[str, Any]) -> dict[str, list[bytes]]:
         prompt_id = queue_prompt(prompt)["prompt_id"]

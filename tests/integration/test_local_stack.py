@@ -4,8 +4,10 @@ killed mid-job (the job re-runs elsewhere onto the same keys) and SIGTERM drain.
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import io
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 import requests
 from PIL import Image
 
+from comfyserve.commands import submit
 from comfyserve.contracts.events import JobEventType
 from comfyserve.localstack.stack import LocalStack
 from tests.integration.stack_helpers import STACK_NODES, Api, image_only, wait_for, wait_workflow
@@ -95,6 +98,36 @@ def test_an_uploaded_input_feeds_load_image(stack: LocalStack, alice: Api) -> No
     assert view["status"] == "succeeded", view
     image = Image.open(io.BytesIO(requests.get(view["outputs"][0]["url"], timeout=10).content)).convert("RGB")
     assert image.size == (10, 6) and image.getpixel((0, 0)) == (0, 255, 255)
+
+
+def test_the_submit_command_uploads_inputs_waits_and_downloads(
+    stack: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Image.new("RGB", (5, 4), (0, 0, 255)).save(tmp_path / "blue.png")
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "blue.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "cli/copy"}},
+    }
+    (tmp_path / "workflow.json").write_text(json.dumps({"prompt": workflow}))
+    parser = argparse.ArgumentParser()
+    submit.add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        [
+            "submit",
+            str(tmp_path / "workflow.json"),
+            f"--endpoint={stack.url}",
+            f"--api-key={KEYS['bob']}",
+            f"--input=blue.png={tmp_path / 'blue.png'}",
+            "--format=webp",
+            "--wait",
+            f"--out={tmp_path / 'out'}",
+        ]
+    )
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    saved = tmp_path / "out" / "cli" / "copy_00001_.webp"
+    assert f"wrote {saved}" in printed and "succeeded in" in printed
+    assert Image.open(saved).size == (5, 4)
 
 
 def test_a_queued_job_cancelled_never_runs(stack: LocalStack, alice: Api) -> None:

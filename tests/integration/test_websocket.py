@@ -120,7 +120,9 @@ def test_malformed_client_frames_are_protocol_errors(frame: bytes, reason: str) 
 def test_a_protocol_error_closes_with_1002() -> None:
     out = io.BytesIO()
     assert WebSocket(io.BytesIO(b"\x81\x02hi"), out).receive() is None
-    assert out.getvalue() == encode_frame(Opcode.CLOSE, close_payload(CloseCode.PROTOCOL_ERROR, "client frames must be masked"))
+    assert out.getvalue() == encode_frame(
+        Opcode.CLOSE, close_payload(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
+    )
 
 
 # -- over a live stack ----------------------------------------------------------------------------------

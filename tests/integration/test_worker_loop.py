@@ -136,7 +136,7 @@ def test_job_runs_uploads_outputs_then_manifest_and_acknowledges(
 ) -> None:
     worker = make_worker(stack_adapters, registry)
     recording = RecordingBlobs(stack_adapters.blobs)
-    worker.ports = WorkerPorts(recording, stack_adapters.queue, stack_adapters.store, stack_adapters.bus)  # type: ignore[arg-type]
+    worker.ports = WorkerPorts(recording, stack_adapters.queue, stack_adapters.store, stack_adapters.bus)
     record = enqueue(stack_adapters, wait_workflow(0.0, steps=1, prefix="sub/out"))
 
     assert poll_until_processed(worker) == [Outcome.SUCCEEDED]

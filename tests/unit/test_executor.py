@@ -452,6 +452,9 @@ def test_event_order_for_one_prompt(executor: Executor, ctx: RunContext) -> None
     assert events.events[-1] == ("executing", {"node": None, "prompt_id": "p1"})
     assert [m for m, _ in result.messages] == ["execution_start", "execution_cached", "execution_success"]
     assert set(result.timings) == set(result.executed) and all(t >= 0 for t in result.timings.values())
+    assert result.meta == {
+        save.id: {"node_id": save.id, "display_node": save.id, "parent_node": None, "real_node_id": save.id}
+    }
 
 
 def test_a_caller_progress_hook_still_sees_progress(executor: Executor, tmp_path: Path) -> None:

@@ -176,3 +176,7 @@ def test_scheduler_finds_the_nodes_of_a_cycle() -> None:
     scheduler.add("a")
     assert scheduler.pop() is None
     assert sorted(scheduler.cycle()) == ["b", "c"]
+
+
+def test_a_constant_without_a_text_form_is_uncacheable() -> None:
+    assert digests({"big": noop(10**5000)}, ["big"]) == {"big": None}
