@@ -14,6 +14,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "comfyserve.commands.validate",
     "comfyserve.commands.catalog",
     "comfyserve.commands.run",
+    "comfyserve.commands.make_test_models",
+    "comfyserve.commands.serve",
+    "comfyserve.commands.submit",
 )
 
 

@@ -41,7 +41,7 @@ class Resolver(Protocol):
     def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]: ...
 
 
-def error_body(status: int, type_: str, message: str) -> bytes:
+def error_body(type_: str, message: str) -> bytes:
     """The service's error shape (ComfyUI's), for the few answers the server gives itself."""
     error = {"type": type_, "message": message, "details": "", "extra_info": {}}
     return json.dumps({"error": error, "node_errors": {}}).encode()
@@ -94,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         routes = self.server.routes
         if routes is None:
-            self._reply(503, error_body(503, "service_unavailable", "the server is starting"))
+            self._reply(503, error_body("service_unavailable", "the server is starting"))
             return
         split = urlsplit(self.path)
         path = split.path or "/"
@@ -111,23 +111,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._api(routes.app, path, split.query, body)
 
     def _read_body(self, limit: int) -> bytes | None:
+        """The request body, or ``None`` after answering a request whose body cannot be read."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._reply(411, error_body(411, "length_required", "send a Content-Length (chunked bodies are not read)"))
-            self.close_connection = True
+            self._refuse(411, "length_required", "send a Content-Length (chunked bodies are not read)")
             return None
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
         if length < 0:
-            self._reply(400, error_body(400, "bad_request", "malformed Content-Length"))
-            self.close_connection = True
+            self._refuse(400, "bad_request", "malformed Content-Length")
             return None
         if length > limit:
-            self._reply(413, error_body(413, "payload_too_large", f"the body is larger than {limit} bytes"))
-            self.close_connection = True
+            self._refuse(413, "payload_too_large", f"the body is larger than {limit} bytes")
             return None
         return self.rfile.read(length) if length else b""
+
+    def _refuse(self, status: int, type_: str, message: str) -> None:
+        """Answer and close: the unread body makes the connection unusable for a next request."""
+        self._reply(status, error_body(type_, message))
+        self.close_connection = True
 
     def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
         self.send_response(status)
@@ -149,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
             response = parse_response(raw)
         except Exception:
             log.exception("the route table raised on %s %s", self.command, path)
-            self._reply(500, error_body(500, "internal_error", "the server failed to handle the request"))
+            self._reply(500, error_body("internal_error", "the server failed to handle the request"))
             return
         self._reply(response.status, response.body, response.headers)
 
@@ -157,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
         params = {name: values[-1] for name, values in parse_qs(query).items()}
         method = "GET" if self.command == "HEAD" else self.command
         if method not in ("GET", "PUT"):
-            self._reply(405, error_body(405, "method_not_allowed", "blob URLs accept GET, HEAD and PUT"))
+            self._reply(405, error_body("method_not_allowed", "blob URLs accept GET, HEAD and PUT"))
             return
         content_type = self.headers.get("Content-Type", "") if method == "PUT" else ""
         try:
@@ -178,22 +181,22 @@ class _Handler(BaseHTTPRequestHandler):
             ]
             self._reply(200, data, headers)
         except PresignedUrlInvalid as exc:
-            self._reply(403, error_body(403, "forbidden", str(exc)))
+            self._reply(403, error_body("forbidden", str(exc)))
         except InvalidKey as exc:
-            self._reply(400, error_body(400, "invalid_key", str(exc)))
+            self._reply(400, error_body("invalid_key", str(exc)))
         except BlobNotFound as exc:
-            self._reply(404, error_body(404, "not_found", str(exc)))
+            self._reply(404, error_body("not_found", str(exc)))
 
     def _websocket(self, routes: Mount, query: str) -> None:
         headers = {name.lower(): value for name, value in self.headers.items()}
         tenant = routes.authenticate(headers)
         if tenant is None:
-            self._reply(401, error_body(401, "unauthorized", "a valid x-api-key header is required"))
+            self._reply(401, error_body("unauthorized", "a valid x-api-key header is required"))
             return
         try:
             accept = check_upgrade(headers)
         except HandshakeError as exc:
-            self._reply(400, error_body(400, "bad_request", str(exc)))
+            self._reply(400, error_body("bad_request", str(exc)))
             return
         client_id = (parse_qs(query).get("clientId") or [""])[-1] or uuid.uuid4().hex
         self.send_response(101, "Switching Protocols")

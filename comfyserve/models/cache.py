@@ -57,11 +57,6 @@ class ModelFileCache:
             self._evict(keep=key)
             return value
 
-    def clear(self) -> None:
-        with self._lock:
-            for key in list(self._entries):
-                self._drop(key)
-
     def _drop(self, key: FileKey) -> None:
         self._on_evict(self._entries.pop(key).value)
 

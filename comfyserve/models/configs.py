@@ -4,7 +4,7 @@
 base and refiner). A checkpoint's structure-dependent fields (widths, levels, blocks, depths, layers, input
 channels) are read off its tensors' shapes, so a full-size file reproduces the bundled config exactly and a
 tiny test model goes through the very same code with smaller numbers. Two fields are not visible in shapes and
-follow fixed rules: attention heads (SD1: 8 per block; SD2/SDXL: one per 64 channels; CLIP: one per 64) and
+follow fixed rules: attention heads (:func:`attention_heads`; CLIP: one per 64 channels) and
 GroupNorm groups (32, or the largest divisor of 32 that divides every width).
 """
 
@@ -58,6 +58,15 @@ def norm_groups(widths: list[int]) -> int:
     return math.gcd(32, *widths)
 
 
+def attention_heads(published: int | list[int], widths: list[int]) -> int | list[int]:
+    """Heads per level: SD2/SDXL (a published list) one per 64 channels; SD1 (a published 8) eight, but none
+    narrower than 40 channels (SD 1.5's 320 / 8), so that narrow test models keep usable heads."""
+    if isinstance(published, list):
+        return [max(1, w // 64) for w in widths]
+    heads = {max(1, min(published, w // 40)) for w in widths}
+    return heads.pop() if len(heads) == 1 else [max(1, min(published, w // 40)) for w in widths]
+
+
 def unet_config(family: ModelFamily, unet: Mapping[str, Any]) -> dict[str, Any]:
     """The UNet2DConditionModel config of an LDM UNet state dict (keys without ``model.diffusion_model.``)."""
     config = bundled_config(family, "unet")
@@ -84,8 +93,7 @@ def unet_config(family: ModelFamily, unet: Mapping[str, Any]) -> dict[str, Any]:
         use_linear_projection=proj_in.ndim == 2,
         norm_num_groups=norm_groups(widths),
     )
-    if isinstance(config["attention_head_dim"], list):
-        config["attention_head_dim"] = [max(1, w // 64) for w in widths]
+    config["attention_head_dim"] = attention_heads(config["attention_head_dim"], widths)
     if "label_emb.0.0.weight" in unet:
         config["projection_class_embeddings_input_dim"] = int(unet["label_emb.0.0.weight"].shape[1])
     return config

@@ -12,6 +12,11 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.image",
     "comfyserve.nodes.mask",
     "comfyserve.nodes.image_io",
+    "comfyserve.nodes.loaders",
+    "comfyserve.nodes.conditioning",
+    "comfyserve.nodes.vae",
+    "comfyserve.nodes.latent",
+    "comfyserve.nodes.sampling",
 )
 
 

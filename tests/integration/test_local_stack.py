@@ -79,6 +79,29 @@ def test_blob_urls_refuse_escaping_keys_and_unsigned_requests(stack: LocalStack)
     connection.close()
 
 
+@pytest.mark.parametrize(
+    ("header", "status", "reason"),
+    [
+        (("Content-Length", str(11 * 1024 * 1024)), 413, b"larger than 10485760 bytes"),
+        (("Transfer-Encoding", "chunked"), 411, b"send a Content-Length"),
+        (("Content-Length", "-5"), 400, b"malformed Content-Length"),
+    ],
+)
+def test_the_server_refuses_bodies_it_will_not_read(
+    stack: LocalStack, header: tuple[str, str], status: int, reason: bytes
+) -> None:
+    parts = urlsplit(stack.url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port)
+    connection.putrequest("POST", "/v1/jobs")
+    connection.putheader("x-api-key", KEYS["alice"])
+    connection.putheader(*header)
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == status and reason in response.read()
+    assert response.getheader("Connection") == "close"
+    connection.close()
+
+
 def test_an_uploaded_input_feeds_load_image(stack: LocalStack, alice: Api) -> None:
     ticket = alice.http.post(f"{stack.url}/v1/uploads", json={"filename": "in.png", "content_type": "image/png"})
     assert ticket.status_code == 201, ticket.text

@@ -18,8 +18,10 @@ from comfyserve.engine.inventory import ModelInventory
 from comfyserve.models import layout
 from comfyserve.models.cache import ModelFileCache, model_cache
 from comfyserve.models.checkpoint import build_checkpoint, load_checkpoint, load_vae
+from comfyserve.models.device import DevicePolicy
 from comfyserve.models.errors import ModelFileError
 from comfyserve.models.handles import ModelFamily
+from comfyserve.models.memory import DeviceResidency
 from comfyserve.models.testmodels import save, tiny_checkpoint
 from comfyserve.nodes.loaders import CheckpointLoaderSimple
 from tests.unit.models_fixtures import REFINER, SD1, SD1_INPAINT, SD2_V, SDXL, no_network, tiny_models  # noqa: F401
@@ -146,3 +148,17 @@ def test_the_loader_node_turns_file_errors_into_node_input_errors(tmp_path: Path
     with context.use(ctx), pytest.raises(NodeInputError) as missing:
         CheckpointLoaderSimple().load_checkpoint("nope.safetensors")
     assert str(missing.value) == "model file 'nope.safetensors' is not in the checkpoints folder"
+
+
+def test_device_residency_evicts_least_recently_used_modules_not_in_use() -> None:
+    settings = DevicePolicy(torch.device("cpu"), torch.float32, torch.float32, device_budget=2 * 400, ram_budget=0)
+    residency = DeviceResidency(settings)
+    a, b, c = (torch.nn.Linear(10, 10, bias=False) for _ in range(3))  # 400 bytes each
+    with residency.use(a):
+        with residency.use(b):
+            pass
+        with residency.use(c):  # b is the least recently used module not in use
+            assert residency.resident_bytes() == 800
+    assert residency.resident_bytes() == 800
+    with residency.use(b):
+        assert residency.resident_bytes() == 800  # a (oldest, idle) made room

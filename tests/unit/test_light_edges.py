@@ -80,7 +80,7 @@ def test_core_workflows_are_valid_and_only_model_files_are_missing() -> None:
     for key, missing in expected_missing.items():
         verdict = VERDICTS[key]
         assert verdict["ok"] is True, (key, verdict)
-        assert verdict["missing_models"] == missing, key
+        assert [tuple(pair) for pair in verdict["missing_models"]] == missing, key
         assert verdict["other_errors"] == [], key
 
 
