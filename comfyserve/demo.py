@@ -1,10 +1,8 @@
 """``python -m comfyserve.demo`` (``make demo``): the whole flow on one machine, nothing to configure.
 
 Starts the local stack on a free port with a temporary data directory, writes tiny random-weight models under
-the names ``examples/sd15_txt2img.json`` asks for (ComfyUI's own basic API example), submits it over HTTP with
-an API key, shows its progress, prints the completion event and where the PNG is, and stops the stack.
-When this build lacks the nodes or the test-model maker that workflow needs, it runs
-``examples/image_only.json`` (no model) instead and says so.
+the names ``examples/sd15_txt2img.json`` asks for (ComfyUI's own basic API example, unchanged), submits it over
+HTTP with an API key, shows its progress, prints the completion event and where the PNG is, and stops the stack.
 """
 
 from __future__ import annotations
@@ -20,32 +18,23 @@ from typing import Any
 from comfyserve.commands.api_client import Client
 from comfyserve.commands.common import read_workflow
 from comfyserve.commands.submit import ProgressPrinter
-from comfyserve.engine.catalog import Catalog
+from comfyserve.contracts.events import JobEvent
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-MODEL_WORKFLOW = EXAMPLES / "sd15_txt2img.json"
-FALLBACK_WORKFLOW = EXAMPLES / "image_only.json"
+WORKFLOW = Path(__file__).resolve().parent.parent / "examples" / "sd15_txt2img.json"
 OUTPUT_DIR = Path("demo-data")
 TENANT = "demo"
 
 
-def choose_workflow(models_dir: Path) -> tuple[Path, str | None]:
-    """The model workflow with its tiny models written, or the no-model fallback and the reason for it."""
-    catalog = Catalog.packaged()
-    missing = sorted({node["class_type"] for node in read_workflow(MODEL_WORKFLOW).values()} - set(catalog.specs))
-    if missing:
-        return FALLBACK_WORKFLOW, f"this build has no {', '.join(missing)} node yet"
-    try:
-        from comfyserve.models.testmodels import make_test_models
-    except ImportError as exc:
-        return FALLBACK_WORKFLOW, f"the test-model maker is not available ({exc})"
-    for path in make_test_models(models_dir, [MODEL_WORKFLOW]):
+def make_models(models_dir: Path) -> None:
+    from comfyserve.models.testmodels import make_test_models
+
+    for path in make_test_models(models_dir, [WORKFLOW]):
         print(f"  tiny test model: {path.relative_to(models_dir)} ({path.stat().st_size // 1024} KiB)")
-    return MODEL_WORKFLOW, None
 
 
-def completion_event(events: list[Any]) -> dict[str, Any]:
-    final = [e for e in events if e.type.value in ("JobSucceeded", "JobFailed", "JobCancelled")]
+def completion_event(events: list[JobEvent]) -> dict[str, Any]:
+    """The job's last terminal event, as subscribers receive it."""
+    final = [e for e in events if e.status.is_terminal]
     document: dict[str, Any] = json.loads(final[-1].model_dump_json()) if final else {}
     return document
 
@@ -59,18 +48,16 @@ def main() -> int:
         models_dir = data_dir / "models"
         models_dir.mkdir()
         print("comfyserve demo: the local stack end to end")
-        workflow_path, fallback_reason = choose_workflow(models_dir)
-        if fallback_reason is not None:
-            print(f"note: running {workflow_path.name} instead of {MODEL_WORKFLOW.name}: {fallback_reason}")
+        make_models(models_dir)
         started = time.perf_counter()
         with LocalStack(data_dir, port=0, workers=1, api_keys={TENANT: key}, models_dir=models_dir) as stack:
             print(f"local stack on {stack.url} (data in {data_dir}); starting a worker…")
             stack.wait_ready()
             print(f"worker ready after {time.perf_counter() - started:.1f} s")
             client = Client(stack.url, key)
-            accepted = client.submit(read_workflow(workflow_path))
+            accepted = client.submit(read_workflow(WORKFLOW))
             job_id = accepted["job_id"]
-            print(f"submitted {workflow_path.name} over HTTP: POST /v1/jobs -> 202, job {job_id}")
+            print(f"submitted {WORKFLOW.name} over HTTP: POST /v1/jobs -> 202, job {job_id}")
             view = client.wait(job_id, ProgressPrinter(), poll_s=0.2, timeout_s=600)
             print("completion event (from the event bus):")
             print(json.dumps(completion_event(stack.adapters.bus.events(job_id)), indent=2))

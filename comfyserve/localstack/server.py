@@ -129,8 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _refuse(self, status: int, type_: str, message: str) -> None:
         """Answer and close: the unread body makes the connection unusable for a next request."""
-        self._reply(status, error_body(type_, message))
-        self.close_connection = True
+        self._reply(status, error_body(type_, message), [("Content-Type", "application/json"), ("Connection", "close")])
 
     def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
         self.send_response(status)

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -24,6 +24,7 @@ from comfyserve.api.app import build_app
 from comfyserve.api.auth import Authenticator, authenticator_from_settings
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.inventory import ModelInventory
+from comfyserve.engine.registry import build_registry
 from comfyserve.localstack.adapters import LocalAdapters
 from comfyserve.localstack.apigw import build_event
 from comfyserve.localstack.server import Authenticate, LocalServer, Mount, Resolver
@@ -72,6 +73,7 @@ class LocalStack:
         settings: ServiceSettings | None = None,
         models_dir: Path | None = None,
         custom_nodes: Iterable[Path] = (),
+        node_packs: Sequence[str] | None = None,
         visibility_timeout_s: int = 60,
         drain_timeout_s: float = 20.0,
         max_receives: int = 5,
@@ -87,6 +89,7 @@ class LocalStack:
         self.workers = workers
         self.models_dir = models_dir
         self.custom_nodes = tuple(custom_nodes)
+        self.node_packs = tuple(node_packs) if node_packs is not None else None
         self.visibility_timeout_s = visibility_timeout_s
         self.drain_timeout_s = drain_timeout_s
         self.max_receives = max_receives
@@ -117,12 +120,15 @@ class LocalStack:
         return self._server.routes.app
 
     def _catalog(self) -> Catalog:
-        """The packaged catalog (no node code imported), or the live registry's when custom nodes are loaded."""
+        """What the workers can run: the packaged catalog of the built-in packs (no node code imported) plus the
+        custom nodes' specs; or, with ``node_packs`` chosen, those packs' own catalog."""
+        if self.node_packs is not None:
+            return Catalog.from_registry(build_registry(self.node_packs, custom_nodes=self.custom_nodes))
+        catalog = Catalog.packaged()
         if not self.custom_nodes:
-            return Catalog.packaged()
-        from comfyserve.nodes import builtin_registry
-
-        return Catalog.from_registry(builtin_registry(custom_nodes=self.custom_nodes))
+            return catalog
+        custom = build_registry((), custom_nodes=self.custom_nodes)
+        return Catalog({**catalog.specs, **custom.specs()})
 
     def start(self) -> LocalStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +166,7 @@ class LocalStack:
             base_url=self.url,
             models_dir=self.models_dir,
             custom_nodes=self.custom_nodes,
+            node_packs=self.node_packs,
             limits=self.settings.limits,
             visibility_timeout_s=self.visibility_timeout_s,
             drain_timeout_s=self.drain_timeout_s,

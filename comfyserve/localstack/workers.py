@@ -41,6 +41,7 @@ class WorkerProcessConfig:
     base_url: str
     models_dir: Path | None = None
     custom_nodes: tuple[Path, ...] = ()
+    node_packs: tuple[str, ...] | None = None  # None: every built-in pack
     limits: Limits = field(default_factory=Limits)
     visibility_timeout_s: int = 60
     drain_timeout_s: float = 20.0
@@ -55,9 +56,10 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
     logging.basicConfig(level=config.log_level, format="%(asctime)s worker %(process)d %(name)s: %(message)s")
     started = time.perf_counter()
     from comfyserve.engine.executor import Executor
+    from comfyserve.engine.registry import build_registry
     from comfyserve.localstack.adapters import LocalAdapters
     from comfyserve.localstack.prompt_messages import feed_messages
-    from comfyserve.nodes import builtin_registry
+    from comfyserve.nodes import BUILTIN_PACKS
     from comfyserve.worker.loop import Worker, WorkerPorts, WorkerSettings
 
     adapters = LocalAdapters.open(
@@ -66,7 +68,7 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
         max_receives=config.max_receives,
         allow_private_urls=config.allow_private_urls,
     )
-    registry = builtin_registry(custom_nodes=config.custom_nodes)
+    registry = build_registry(config.node_packs or BUILTIN_PACKS, custom_nodes=config.custom_nodes)
     settings = WorkerSettings(
         work_dir=adapters.work_dir,
         models=ModelInventory.scan(config.models_dir) if config.models_dir else ModelInventory(),

@@ -21,6 +21,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -127,6 +128,9 @@ class Worker:
         self._messages = messages
         self._cold_start_s: float | None = cold_start_s
         self._drain_deadline: float | None = None
+        self._heartbeat = Heartbeat(ports.queue, settings.visibility_timeout_s, settings.heartbeat_interval_s)
+        # Scratch folders are removed off the job's path (directory removal is slow on some disks).
+        self._cleanup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scratch-cleanup")
 
     # -- the loop ------------------------------------------------------------------------------------------
 
@@ -172,9 +176,8 @@ class Worker:
             queue.delete(received.receipt)
             return Outcome.SKIPPED
         self._publish(JobEventType.JOB_STARTED, claimed)
-        settings = self.settings
-        with Heartbeat(queue, received.receipt, settings.visibility_timeout_s, settings.heartbeat_interval_s) as beat:
-            outcome = self._run_claimed(claimed, lambda: StopReason.LOST if beat.lost else self._drain_expired())
+        with self._heartbeat.watch(received.receipt) as lost:
+            outcome = self._run_claimed(claimed, lambda: StopReason.LOST if lost() else self._drain_expired())
         if outcome is Outcome.RELEASED:
             queue.release(received.receipt)
         elif outcome is not Outcome.LOST:
@@ -229,7 +232,7 @@ class Worker:
             run, monitor = self._execute(record, job_dir, external_stop, messages)
             outcome, final = self._finish(record, run, monitor)
         finally:
-            shutil.rmtree(job_dir, ignore_errors=True)
+            self._cleanup.submit(shutil.rmtree, job_dir, ignore_errors=True)
         if messages is not None and final is not None:
             messages.finish(final)
         return outcome

@@ -21,7 +21,7 @@ from PIL import Image
 
 from comfyserve.localstack.stack import LocalStack
 from comfyserve.service.settings import ServiceSettings
-from tests.integration.stack_helpers import wait_for
+from tests.integration.stack_helpers import IMAGE_PACKS, wait_for
 
 PROMPT_TEXT = """
 {
@@ -35,7 +35,8 @@ PROMPT_TEXT = """
 @pytest.fixture(scope="module")
 def server_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = ServiceSettings(anonymous_tenant="comfyui")
-    with LocalStack(tmp_path_factory.mktemp("comfyui"), port=0, workers=1, settings=settings) as stack:
+    data_dir = tmp_path_factory.mktemp("comfyui")
+    with LocalStack(data_dir, port=0, workers=1, settings=settings, node_packs=IMAGE_PACKS) as stack:
         stack.wait_ready()
         yield stack.url.removeprefix("http://")
 

@@ -15,6 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK_NODES = Path(__file__).resolve().parent / "stack_nodes"
 IMAGE_ONLY = ROOT / "examples" / "image_only.json"
 TERMINAL = ("succeeded", "failed", "cancelled")
+# The packs these tests' workflows use: workers that skip the model packs (diffusers) start in seconds.
+IMAGE_PACKS = (
+    "comfyserve.nodes.primitives",
+    "comfyserve.nodes.image",
+    "comfyserve.nodes.mask",
+    "comfyserve.nodes.image_io",
+)
 
 T = TypeVar("T")
 

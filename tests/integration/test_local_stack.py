@@ -21,7 +21,7 @@ from PIL import Image
 from comfyserve.commands import submit
 from comfyserve.contracts.events import JobEventType
 from comfyserve.localstack.stack import LocalStack
-from tests.integration.stack_helpers import STACK_NODES, Api, image_only, wait_for, wait_workflow
+from tests.integration.stack_helpers import IMAGE_PACKS, STACK_NODES, Api, image_only, wait_for, wait_workflow
 
 KEYS = {"alice": "alice-key", "bob": "bob-key"}
 
@@ -35,6 +35,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         workers=2,
         api_keys=KEYS,
         custom_nodes=[STACK_NODES],
+        node_packs=IMAGE_PACKS,
         visibility_timeout_s=2,
         drain_timeout_s=15,
     ) as local:

@@ -29,7 +29,7 @@ from comfyserve.localstack.websocket import (
     encode_frame,
     read_frame,
 )
-from tests.integration.stack_helpers import STACK_NODES, Api, fail_workflow, wait_workflow
+from tests.integration.stack_helpers import IMAGE_PACKS, STACK_NODES, Api, fail_workflow, wait_workflow
 
 KEYS = {"alice": "alice-key", "bob": "bob-key"}
 UPGRADE = {
@@ -131,7 +131,12 @@ def test_a_protocol_error_closes_with_1002() -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(
-        tmp_path_factory.mktemp("ws"), port=0, workers=1, api_keys=KEYS, custom_nodes=[STACK_NODES]
+        tmp_path_factory.mktemp("ws"),
+        port=0,
+        workers=1,
+        api_keys=KEYS,
+        custom_nodes=[STACK_NODES],
+        node_packs=IMAGE_PACKS,
     ) as local:
         local.wait_ready()
         yield local

@@ -17,14 +17,13 @@ from PIL import Image
 from comfyserve.contracts.events import JobEventType
 from comfyserve.contracts.jobs import InputRef, JobRecord, JobStatus, OutputOptions, QueueMessage
 from comfyserve.engine.executor import Executor
-from comfyserve.engine.registry import NodeRegistry
+from comfyserve.engine.registry import NodeRegistry, build_registry
 from comfyserve.localstack.adapters import LocalAdapters
 from comfyserve.localstack.workers import JobOutputCache
-from comfyserve.nodes import builtin_registry
 from comfyserve.ports import BlobInfo, ReceivedMessage
 from comfyserve.worker.loop import Outcome, Worker, WorkerPorts, WorkerSettings
 from comfyserve.worker.outputs import manifest_key
-from tests.integration.stack_helpers import STACK_NODES, fail_workflow, wait_for, wait_workflow
+from tests.integration.stack_helpers import IMAGE_PACKS, STACK_NODES, fail_workflow, wait_for, wait_workflow
 
 TENANT = "acme"
 BASE_URL = "http://127.0.0.1:9"
@@ -32,7 +31,7 @@ BASE_URL = "http://127.0.0.1:9"
 
 @pytest.fixture(scope="module")
 def registry() -> NodeRegistry:
-    return builtin_registry(custom_nodes=[STACK_NODES])
+    return build_registry(IMAGE_PACKS, custom_nodes=[STACK_NODES])
 
 
 @pytest.fixture
@@ -43,10 +42,17 @@ def stack_adapters(tmp_path: Path) -> Iterator[LocalAdapters]:
 
 
 def make_worker(
-    adapters: LocalAdapters, registry: NodeRegistry, *, store: Any = None, queue: Any = None, **settings: Any
+    adapters: LocalAdapters,
+    registry: NodeRegistry,
+    *,
+    blobs: Any = None,
+    store: Any = None,
+    queue: Any = None,
+    **settings: Any,
 ) -> Worker:
+    """A worker on ``adapters``, with any of its blob store, job store or queue replaced by a wrapper."""
     options: dict[str, Any] = {"receive_wait_s": 0, "visibility_timeout_s": 30, **settings}
-    ports = WorkerPorts(adapters.blobs, queue or adapters.queue, store or adapters.store, adapters.bus)
+    ports = WorkerPorts(blobs or adapters.blobs, queue or adapters.queue, store or adapters.store, adapters.bus)
     executor = Executor(registry, cache=JobOutputCache())
     return Worker(ports, registry, executor, WorkerSettings(work_dir=adapters.work_dir, **options))
 
@@ -134,9 +140,8 @@ class CapturingQueue:
 def test_job_runs_uploads_outputs_then_manifest_and_acknowledges(
     stack_adapters: LocalAdapters, registry: NodeRegistry
 ) -> None:
-    worker = make_worker(stack_adapters, registry)
     recording = RecordingBlobs(stack_adapters.blobs)
-    worker.ports = WorkerPorts(recording, stack_adapters.queue, stack_adapters.store, stack_adapters.bus)
+    worker = make_worker(stack_adapters, registry, blobs=recording)
     record = enqueue(stack_adapters, wait_workflow(0.0, steps=1, prefix="sub/out"))
 
     assert poll_until_processed(worker) == [Outcome.SUCCEEDED]

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from comfyserve.models.sampling.noise import BrownianNoise, gaussian_noise, initial_noise
-from comfyserve.models.sampling.samplers import SAMPLER_NAMES, SAMPLERS, Run, ancestral_step
+from comfyserve.models.sampling.run import Run
+from comfyserve.models.sampling.samplers import SAMPLER_NAMES, SAMPLERS, ancestral_step
 from comfyserve.models.sampling.schedulers import karras
 
 MU, S = 0.7, 0.5

@@ -1,7 +1,6 @@
-"""Sampling in the k-diffusion formulation ComfyUI uses: schedules, schedulers, samplers, guidance, KSampler."""
+"""Sampling in the k-diffusion formulation ComfyUI uses.
 
-from comfyserve.models.sampling.ksampler import KSamplerJob, run_ksampler
-from comfyserve.models.sampling.samplers import SAMPLER_NAMES
-from comfyserve.models.sampling.schedulers import SCHEDULER_NAMES
-
-__all__ = ["SAMPLER_NAMES", "SCHEDULER_NAMES", "KSamplerJob", "run_ksampler"]
+``schedule`` (model sigmas), ``schedulers`` (step sigmas), ``samplers`` and ``unipc`` (the solvers),
+``noise`` (seeded CPU noise), ``prediction``, ``conditioning`` and ``guidance`` (the denoiser with CFG),
+``ksampler`` (KSampler's semantics: :func:`~comfyserve.models.sampling.ksampler.run_ksampler`).
+"""

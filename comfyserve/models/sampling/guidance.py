@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -18,6 +19,15 @@ from comfyserve.models.sampling.prediction import input_scale, to_denoised
 from comfyserve.models.sampling.schedule import DiscreteSchedule
 
 _EMPTY_WEIGHT = 1e-37
+
+
+@dataclass
+class _Batch:
+    """UNet inputs of several conditioning entries, concatenated along the batch."""
+
+    context: torch.Tensor
+    added: dict[str, torch.Tensor] | None
+    concat: torch.Tensor | None
 
 
 class Guider:
@@ -38,6 +48,7 @@ class Guider:
         self.cfg = cfg
         self.skip_negative = math.isclose(cfg, 1.0)
         self.unet_dtype = next(model.unet.parameters()).dtype
+        self._batches: dict[tuple[int, ...], _Batch] = {}
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         entries = [c for c in self.positive if c.active(sigma)]
@@ -62,25 +73,35 @@ class Guider:
                 predictions[index] = output
         return predictions
 
+    def _batch(self, entries: list[PreparedCond]) -> _Batch:
+        """The entries' tensors concatenated along the batch, built once per set of entries."""
+        key = tuple(id(entry) for entry in entries)
+        if key not in self._batches:
+            first = entries[0]
+            added = None
+            if first.added is not None:
+                added = {k: torch.cat([e.added[k] for e in entries if e.added is not None]) for k in first.added}
+            concat = None
+            if first.concat is not None:
+                concat = torch.cat([e.concat for e in entries if e.concat is not None])
+            self._batches[key] = _Batch(torch.cat([e.context for e in entries]), added, concat)
+        return self._batches[key]
+
     def _run_unet(self, x: torch.Tensor, sigma: float, entries: list[PreparedCond]) -> list[torch.Tensor]:
         prediction = self.model.sampling.prediction
         timestep = self.schedule.timestep(sigma)
-        count = len(entries)
-        model_input = (x * input_scale(prediction, sigma)).repeat(count, 1, 1, 1)
-        first = entries[0]
-        if first.concat is not None:
-            model_input = torch.cat([model_input, torch.cat([e.concat for e in entries if e.concat is not None])], 1)
-        added = None
-        if first.added is not None:
-            added = {key: torch.cat([e.added[key] for e in entries if e.added is not None]) for key in first.added}
+        batch = self._batch(entries)
+        model_input = (x * input_scale(prediction, sigma)).repeat(len(entries), 1, 1, 1)
+        if batch.concat is not None:
+            model_input = torch.cat([model_input, batch.concat], 1)
         timesteps = torch.full((model_input.shape[0],), timestep, device=x.device, dtype=torch.float32)
         output = self.model.unet(
             model_input.to(self.unet_dtype),
             timesteps,
-            encoder_hidden_states=torch.cat([e.context for e in entries]),
-            added_cond_kwargs=added,
+            encoder_hidden_states=batch.context,
+            added_cond_kwargs=batch.added,
         ).sample.float()
-        return [to_denoised(prediction, x, chunk, sigma, timestep) for chunk in output.chunk(count)]
+        return [to_denoised(prediction, x, chunk, sigma, timestep) for chunk in output.chunk(len(entries))]
 
 
 def _average(x: torch.Tensor, entries: Sequence[PreparedCond], predictions: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -17,7 +17,8 @@ from comfyserve.models.sampling.conditioning import SamplingInputs, prepare_cond
 from comfyserve.models.sampling.guidance import Guider
 from comfyserve.models.sampling.noise import BrownianNoise, NoiseSampler, gaussian_noise, initial_noise
 from comfyserve.models.sampling.resize import repeat_to_batch
-from comfyserve.models.sampling.samplers import SAMPLERS, Denoiser, Run, SamplerSpec
+from comfyserve.models.sampling.run import Denoiser, Run
+from comfyserve.models.sampling.samplers import SAMPLERS, SamplerSpec
 from comfyserve.models.sampling.schedule import DiscreteSchedule, schedule_for
 from comfyserve.models.sampling.schedulers import SCHEDULER_NAMES, calculate_sigmas
 

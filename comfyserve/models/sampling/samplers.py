@@ -2,7 +2,7 @@
 
 Each sampler takes a :class:`Run` and the starting ``x`` (noise at ``sigmas[0]`` already added) and returns
 the sample at ``sigmas[-1]``. ``Run.denoise`` reports each step to the callback after the step's first model
-call, as ComfyUI's samplers do. Scalars are Python floats, so no step waits on the device.
+call, as ComfyUI's samplers do.
 """
 
 from __future__ import annotations
@@ -15,32 +15,10 @@ from typing import Literal
 import torch
 from numpy.polynomial import Polynomial
 
-from comfyserve.models.sampling.noise import NoiseSampler
+from comfyserve.models.sampling.run import Run
 from comfyserve.models.sampling.unipc import unipc
 
-Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
-StepCallback = Callable[[int], None]
 NoiseKind = Literal["none", "gaussian", "brownian"]
-
-
-@dataclass
-class Run:
-    """What a sampler needs besides ``x``: the denoiser, the sigmas, a noise source and the step callback."""
-
-    model: Denoiser
-    sigmas: list[float]
-    noise: NoiseSampler
-    callback: StepCallback
-
-    @property
-    def steps(self) -> int:
-        return len(self.sigmas) - 1
-
-    def denoise(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        """The step's first model call, at ``sigmas[step]``, followed by the progress callback."""
-        denoised = self.model(x, self.sigmas[step])
-        self.callback(step)
-        return denoised
 
 
 def _derivative(x: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -289,11 +267,11 @@ def lcm(run: Run, x: torch.Tensor) -> torch.Tensor:
 
 
 def uni_pc(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return unipc(run.model, x, run.sigmas, run.callback, variant="bh1")
+    return unipc(run, x, variant="bh1")
 
 
 def uni_pc_bh2(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return unipc(run.model, x, run.sigmas, run.callback, variant="bh2")
+    return unipc(run, x, variant="bh2")
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ replaced by 1e-3 (the sample is returned at that noise level, as in ComfyUI).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Literal
 
 import numpy
 import torch
 
-Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
+from comfyserve.models.sampling.run import Denoiser, Run
+
 FINAL_SIGMA = 0.001
 
 
@@ -83,26 +83,18 @@ def _weighted(weights: numpy.ndarray, tensors: list[torch.Tensor]) -> torch.Tens
     return total
 
 
-def unipc(
-    model: Denoiser,
-    x: torch.Tensor,
-    sigmas: list[float],
-    callback: Callable[[int], None],
-    variant: Literal["bh1", "bh2"] = "bh1",
-) -> torch.Tensor:
-    """Sample from ``sigmas[0]`` to ``sigmas[-1]`` (floored at 1e-3); ``callback(i)`` once per step."""
-    times = [*sigmas[:-1], max(sigmas[-1], FINAL_SIGMA)]
+def unipc(run: Run, x: torch.Tensor, variant: Literal["bh1", "bh2"] = "bh1") -> torch.Tensor:
+    """Sample from ``sigmas[0]`` to ``sigmas[-1]`` (floored at 1e-3), reporting each step to the callback."""
+    times = [*run.sigmas[:-1], max(run.sigmas[-1], FINAL_SIGMA)]
     steps = len(times) - 1
     if steps < 1:
         return x
     max_order = max(1, min(3, steps - 1))
-    history = [(times[0], model(x, times[0]))]
-    callback(0)
+    history = [(times[0], run.denoise(x, 0))]
     for i in range(1, steps + 1):
         order = min(max_order, i, steps + 1 - i)
-        last = i == steps
-        x, model_x = _update(model, x, history, times[i], order, variant, use_corrector=not last)
+        x, model_x = _update(run.model, x, history, times[i], order, variant, use_corrector=i < steps)
         if model_x is not None:
             history = [*history, (times[i], model_x)][-max_order:]
-            callback(i)
+            run.callback(i)
     return x
