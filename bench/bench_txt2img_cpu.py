@@ -14,79 +14,17 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
 from bench.common import write_results
+from bench.txt2img_sides import comfyserve_side, diffusers_side
 from comfyserve.models.checkpoint import load_checkpoint
-from comfyserve.models.handles import Autoencoder, DiffusionModel, ModelFamily, TextEncoder
+from comfyserve.models.handles import ModelFamily
 from comfyserve.models.testmodels import save, tiny_checkpoint
-from comfyserve.nodes.conditioning import CLIPTextEncode
-from comfyserve.nodes.latent import EmptyLatentImage
-from comfyserve.nodes.sampling import KSampler
-from comfyserve.nodes.vae import VAEDecode
-
-PROMPT = "a photograph of a lighthouse on a cliff at sunset"
-NEGATIVE = "blurry, watermark"
-CFG = 8.0
-SEED = 42
-
-
-def _diffusers_pipeline(model: DiffusionModel, clip: TextEncoder, vae: Autoencoder) -> Callable[[int, int], object]:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
-
-    from comfyserve.models.configs import TOKENIZER_DIR, config_root
-
-    tokenizer = CLIPTokenizer.from_pretrained(str(config_root() / TOKENIZER_DIR), local_files_only=True)
-    tokenizer.model_max_length = 77
-    pipe: Any = StableDiffusionPipeline(
-        vae=vae.vae,
-        text_encoder=clip.encoders[0].module,
-        tokenizer=tokenizer,
-        unet=model.unet,
-        scheduler=EulerDiscreteScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            timestep_spacing="linspace",
-            steps_offset=1,
-        ),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-
-    def run(size: int, steps: int) -> object:
-        return pipe(
-            PROMPT,
-            negative_prompt=NEGATIVE,
-            height=size,
-            width=size,
-            num_inference_steps=steps,
-            guidance_scale=CFG,
-            generator=torch.Generator().manual_seed(SEED),
-            output_type="pt",
-        ).images
-
-    return run
-
-
-def _ours(model: DiffusionModel, clip: TextEncoder, vae: Autoencoder) -> Callable[[int, int], object]:
-    def run(size: int, steps: int) -> object:
-        positive = CLIPTextEncode().encode(clip, PROMPT)[0]
-        negative = CLIPTextEncode().encode(clip, NEGATIVE)[0]
-        latent = EmptyLatentImage().generate(size, size, 1)[0]
-        sampled = KSampler().sample(model, SEED, steps, CFG, "euler", "normal", positive, negative, latent)[0]
-        return VAEDecode().decode(vae, sampled)[0]
-
-    return run
 
 
 def main() -> None:
@@ -99,15 +37,18 @@ def main() -> None:
         path = Path(tmp) / "tiny-sd15.safetensors"
         save(tiny_checkpoint(ModelFamily.SD1), path)
         model, clip, vae = load_checkpoint(path)
-    sides = {"comfyserve": _ours(model, clip, vae), "diffusers": _diffusers_pipeline(model, clip, vae)}
+    sides = {
+        "comfyserve": comfyserve_side(model, clip, vae, decode=True),
+        "diffusers": diffusers_side(model, clip, vae, decode=True),
+    }
     samples: dict[str, list[float]] = {name: [] for name in sides}
     with torch.no_grad():
         for run in sides.values():
-            run(args.size, args.steps)  # warm-up
+            run(args.size, args.steps, 1)  # warm-up
         for _ in range(args.repeat):
             for name, run in sides.items():
                 start = time.perf_counter()
-                run(args.size, args.steps)
+                run(args.size, args.steps, 1)
                 samples[name].append(time.perf_counter() - start)
     best = {name: min(times) for name, times in samples.items()}
     median = {name: statistics.median(times) for name, times in samples.items()}
