@@ -27,6 +27,7 @@ RUNNABLE = {
     "10": (512, 512),
 }
 INPUT_SIZE = (96, 64)
+pytestmark = pytest.mark.timeout(900)  # SDXL at 1024² on two CPU cores: tiny weights, full-size attention
 
 
 def workflow(key: str) -> Path:
@@ -73,7 +74,7 @@ def test_workflow_runs_and_writes_images_of_the_requested_size(
     for output in outputs:
         with Image.open(output["path"]) as image:
             assert image.size == RUNNABLE[key]
-            assert json.loads(image.info["prompt"]) == json.loads(workflow(key).read_text()) or key in ("04", "05")
+            assert json.loads(image.info["prompt"]) == json.loads(workflow(key).read_text())
             pixels = np.asarray(image, dtype=np.float32)
         assert np.isfinite(pixels).all() and pixels.std() > 0, "the image is blank"
 
