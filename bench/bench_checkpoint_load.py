@@ -12,6 +12,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -22,7 +23,7 @@ from bench.common import write_results
 from comfyserve.models import layout
 from comfyserve.models.checkpoint import load_checkpoint
 from comfyserve.models.device import policy
-from comfyserve.models.handles import ModelFamily
+from comfyserve.models.handles import Autoencoder, DiffusionModel, ModelFamily, TextEncoder
 from comfyserve.models.memory import on_device
 from comfyserve.models.testmodels import save
 
@@ -53,32 +54,47 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dir", type=Path, default=None, help="where to write the checkpoint (default: a temp dir)")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+@dataclass
+class TimedLoad:
+    """A full-size checkpoint's size, the time to read its bytes and to load it, and what it loaded."""
+
+    size: int
+    read_s: float
+    load_s: float
+    loaded: tuple[DiffusionModel, TextEncoder, Autoencoder]
+
+
+def timed_full_size_load(directory: Path | None = None) -> TimedLoad:
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
         path = Path(tmp) / "sd15-random.safetensors"
         full_size_checkpoint(path)
         start = time.perf_counter()
         size = read_bytes(path)
         read_s = time.perf_counter() - start
         start = time.perf_counter()
-        model, clip, vae = load_checkpoint(path)
-        load_s = time.perf_counter() - start
-        start = time.perf_counter()
-        with on_device(model.unet, *(e.module for e in clip.encoders), vae.vae):
-            _synchronize()
-        device_s = time.perf_counter() - start
+        loaded = load_checkpoint(path)
+        return TimedLoad(size, read_s, time.perf_counter() - start, loaded)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", type=Path, default=None, help="where to write the checkpoint (default: a temp dir)")
+    args = parser.parse_args()
+    timed = timed_full_size_load(args.dir)
+    model, clip, vae = timed.loaded
+    start = time.perf_counter()
+    with on_device(model.unet, *(e.module for e in clip.encoders), vae.vae):
+        _synchronize()
+    device_s = time.perf_counter() - start
     write_results(
         "checkpoint_load",
         {
             "device": torch.cuda.get_device_name() if policy().device.type == "cuda" else "cpu",
-            "checkpoint_bytes": size,
-            "read_bytes_s": round(read_s, 3),
-            "load_checkpoint_s": round(load_s, 3),
+            "checkpoint_bytes": timed.size,
+            "read_bytes_s": round(timed.read_s, 3),
+            "load_checkpoint_s": round(timed.load_s, 3),
             "to_device_s": round(device_s, 3),
-            "load_over_read": round(load_s / read_s, 2),
+            "load_over_read": round(timed.load_s / timed.read_s, 2),
         },
     )
 

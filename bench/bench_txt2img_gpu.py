@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from bench.bench_checkpoint_load import full_size_checkpoint, read_bytes
+from bench.bench_checkpoint_load import timed_full_size_load
 from bench.common import write_results
 from bench.txt2img_sides import Side, comfyserve_side, diffusers_side
-from comfyserve.models.checkpoint import load_checkpoint
 
 SIZE = 512
 
@@ -44,20 +42,13 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench_txt2img_gpu: no CUDA device here; run it on a GPU machine")
     figures: dict[str, Any] = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "size": SIZE}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "sd15-random.safetensors"
-        full_size_checkpoint(path)
-        start = time.perf_counter()
-        size = read_bytes(path)
-        read_s = time.perf_counter() - start
-        start = time.perf_counter()
-        model, clip, vae = load_checkpoint(path)
-        load_s = time.perf_counter() - start
+    timed = timed_full_size_load()
+    model, clip, vae = timed.loaded
     figures["checkpoint"] = {
-        "bytes": size,
-        "read_s": round(read_s, 3),
-        "load_s": round(load_s, 3),
-        "load_over_read": round(load_s / read_s, 2),
+        "bytes": timed.size,
+        "read_s": round(timed.read_s, 3),
+        "load_s": round(timed.load_s, 3),
+        "load_over_read": round(timed.load_s / timed.read_s, 2),
     }
     sides = {
         "comfyserve": comfyserve_side(model, clip, vae, decode=False),

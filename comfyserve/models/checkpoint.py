@@ -3,25 +3,20 @@
 ``load_checkpoint(path)`` returns ComfyUI's MODEL, CLIP and VAE for a ``.safetensors``, ``.ckpt`` or ``.pth``
 file (pickles are read with ``torch.load(weights_only=True)``), kept in the process-wide model cache.
 Modules are built on the host in the policy's dtype and moved to the device when used (:mod:`memory`).
+diffusers and transformers are imported when a file is first loaded, not with this module: node packs import it,
+and workers that never load a model should start without them.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import (
-    convert_ldm_clip_checkpoint,
-    convert_ldm_unet_checkpoint,
-    convert_ldm_vae_checkpoint,
-    convert_open_clip_checkpoint,
-)
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-from transformers.initialization import no_init_weights
 
 from comfyserve.models import configs, layout
 from comfyserve.models.cache import model_cache
@@ -34,7 +29,17 @@ from comfyserve.models.memory import module_bytes
 from comfyserve.models.prompt import END_TOKEN, clip_tokenizer
 from comfyserve.models.text import ClipEncoder
 
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
 _IGNORED_KEYS = ("position_ids",)  # a buffer some files store and transformers recomputes
+
+
+def _no_init_weights() -> AbstractContextManager[None]:
+    """transformers' context that skips random initialisation of modules about to receive loaded weights."""
+    from transformers.initialization import no_init_weights
+
+    return no_init_weights()
 
 
 def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
@@ -64,11 +69,14 @@ def _load_strict(module: torch.nn.Module, weights: StateDict, what: str, source:
 
 def build_unet(family: ModelFamily, sd: StateDict, source: str) -> tuple[UNet2DConditionModel, dict[str, str]]:
     """The UNet and a map from its LDM parameter names to diffusers' (LoRA files may use either)."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
     config = configs.unet_config(family, _strip(sd, layout.UNET_PREFIX))
     converted = convert_ldm_unet_checkpoint(sd, config)
     by_tensor = {id(v): k for k, v in converted.items()}
     ldm_names = {k[len(layout.UNET_PREFIX) :]: by_tensor[id(v)] for k, v in sd.items() if id(v) in by_tensor}
-    with no_init_weights():
+    with _no_init_weights():
         unet = UNet2DConditionModel.from_config(config)
     _load_strict(unet, converted, "UNet", source, policy().model_dtype)
     return unet, ldm_names
@@ -76,15 +84,20 @@ def build_unet(family: ModelFamily, sd: StateDict, source: str) -> tuple[UNet2DC
 
 def build_vae(family: ModelFamily, sd: StateDict, source: str) -> AutoencoderKL:
     """An AutoencoderKL from LDM VAE keys (with or without the ``first_stage_model.`` prefix)."""
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
     bare = _strip(sd, layout.VAE_PREFIX) or dict(sd)
     config = configs.vae_config(family, bare)
-    with no_init_weights():
+    with _no_init_weights():
         vae = AutoencoderKL.from_config(config)
     _load_strict(vae, convert_ldm_vae_checkpoint(bare, config), "VAE", source, policy().vae_dtype)
     return vae
 
 
 def _convert_open_clip(sd: StateDict, prefix: str) -> StateDict:
+    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+
     width = int(sd[prefix + "token_embedding.weight"].shape[1])
     stub = SimpleNamespace(config=SimpleNamespace(hidden_size=width))
     converted: StateDict = convert_open_clip_checkpoint(stub, sd, prefix=prefix)
@@ -103,16 +116,20 @@ def _convert_open_clip(sd: StateDict, prefix: str) -> StateDict:
 def convert_text_encoder(sd: StateDict, prefix: str) -> StateDict:
     """transformers keys (``text_model.*``, ``text_projection.weight``) of the text encoder under ``prefix``."""
     if prefix.endswith("transformer."):
+        from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint
+
         return convert_ldm_clip_checkpoint(sd)
     return _convert_open_clip(sd, prefix)
 
 
 def build_text_encoder(family: ModelFamily, sd: StateDict, prefix: str, component: str, source: str) -> torch.nn.Module:
     """One CLIP text encoder: CLIP-L in transformers layout, or an OpenCLIP tower (``model.`` prefixes)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
     converted = convert_text_encoder(sd, prefix)
     config = CLIPTextConfig(**configs.text_config(family, component, converted))
     cls = CLIPTextModelWithProjection if "text_projection.weight" in converted else CLIPTextModel
-    with no_init_weights():
+    with _no_init_weights():
         encoder = cls(config)
     if "text_model.embeddings.token_embedding.weight" not in encoder.state_dict():
         converted = {k.removeprefix("text_model."): v for k, v in converted.items()}

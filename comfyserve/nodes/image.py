@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from comfyserve.engine.errors import NodeInputError
+from comfyserve.models.sampling.resize import center_crop_to_aspect
 from comfyserve.nodes.imagefile import to_uint8
 
 MAX_RESOLUTION = 16384
@@ -33,21 +34,10 @@ def common_upscale(samples: torch.Tensor, width: int, height: int, method: str, 
     if method not in UPSCALE_METHODS:
         raise NodeInputError(f"unknown upscale method {method!r}; expected one of {UPSCALE_METHODS}")
     if crop == "center":
-        samples = _center_crop(samples, width / height)
+        samples = center_crop_to_aspect(samples, width, height)
     if method == "lanczos":
         return _lanczos(samples, width, height)
     return F.interpolate(samples, size=(height, width), mode=method)
-
-
-def _center_crop(samples: torch.Tensor, new_aspect: float) -> torch.Tensor:
-    old_height, old_width = samples.shape[-2:]
-    old_aspect = old_width / old_height
-    x = y = 0
-    if old_aspect > new_aspect:
-        x = round((old_width - old_width * (new_aspect / old_aspect)) / 2)
-    elif old_aspect < new_aspect:
-        y = round((old_height - old_height * (old_aspect / new_aspect)) / 2)
-    return samples.narrow(-2, y, old_height - y * 2).narrow(-1, x, old_width - x * 2)
 
 
 def _lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
