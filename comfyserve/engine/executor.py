@@ -10,6 +10,7 @@ payloads. Nothing recurses, so graph size is bounded by memory, not by the inter
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import inspect
 import time
@@ -48,14 +49,16 @@ ASYNC_POLL_S = 0.05  # how often cancellation is checked while only async nodes 
 
 
 class Executor:
-    """Runs prompts against a registry. Keep one per process: it holds the output cache and the node
-    instances (by node id and class, as ComfyUI's ``objects`` cache) between jobs."""
+    """Runs prompts against a registry. Keep one per process: it holds the output cache, the node instances
+    (by node id and class, as ComfyUI's ``objects`` cache) and the event loop of :meth:`execute` between jobs.
+    :meth:`close` closes that loop."""
 
     def __init__(self, registry: NodeRegistry, cache: OutputCache | None = None) -> None:
         self.registry = registry
         self.cache = cache if cache is not None else OutputCache()
         self._plans: dict[str, NodePlan] = {}
         self._instances: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._runner: asyncio.Runner | None = None
 
     def execute(
         self,
@@ -67,11 +70,15 @@ class Executor:
         on_event: EventSink | None = None,
         keep_going: bool = False,
     ) -> ExecutionResult:
-        """Run ``outputs`` and their producers. Call from synchronous code; async callers use
-        :meth:`execute_async`."""
+        """Run ``outputs`` and their producers. Call from synchronous code, in any thread, one call at a time;
+        async callers use :meth:`execute_async`. The event loop is made on the first call and reused."""
+        if self._runner is None:
+            # With a loop factory the runner leaves the thread's current event loop alone.
+            self._runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
         run = _Run(self, prompt, outputs, context, prompt_id, on_event, keep_going)
-        # The coroutine returns nothing: asyncio.run may repr() the main task, result included (SIGINT set-up).
-        asyncio.run(run.run())
+        # Each job gets a fresh copy of the caller's context, as under asyncio.run. The coroutine returns
+        # nothing: the runner may repr() the main task, result included (SIGINT set-up).
+        self._runner.run(run.run(), context=contextvars.copy_context())
         return run.result
 
     async def execute_async(
@@ -87,6 +94,12 @@ class Executor:
         run = _Run(self, prompt, outputs, context, prompt_id, on_event, keep_going)
         await run.run()
         return run.result
+
+    def close(self) -> None:
+        """Cancel what is left on :meth:`execute`'s event loop and close it; a later call makes a new one."""
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
 
     def clear(self) -> None:
         """Drop cached outputs and node instances (ComfyUI's ``free_memory``)."""

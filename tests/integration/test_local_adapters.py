@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from comfyserve.adapters.local.blobs import BlobUrlSigner, LocalBlobStore
 from comfyserve.adapters.local.sqlite_jobs import SqliteJobStore
-from comfyserve.adapters.local.sqlite_queue import SqliteJobQueue
+from comfyserve.adapters.local.sqlite_queue import RECEIVE_SQL, SqliteJobQueue
 from comfyserve.contracts.jobs import JobRecord, JobStatus, QueueMessage
 from comfyserve.ports import InvalidKey, TransitionConflict
 
@@ -33,6 +34,13 @@ def test_queue_and_jobs_survive_a_restart(tmp_path: Path) -> None:
     [rest] = reopened.receive()
     assert rest.message().job_id != in_flight.message().job_id
     assert SqliteJobStore(tmp_path / "jobs.sqlite").get("acme", "j1") == record
+
+
+def test_receive_walks_an_index_instead_of_sorting_the_backlog(tmp_path: Path) -> None:
+    SqliteJobQueue(tmp_path / "q.sqlite").close()
+    with sqlite3.connect(tmp_path / "q.sqlite") as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + RECEIVE_SQL, ("jobs", 0.0, 0, 1))]
+    assert plan == ["SEARCH queue_messages USING INDEX queue_messages_order (queue=? AND seq>?)"]
 
 
 def _consume(db: str, claims: multiprocessing.Queue[tuple[str, str]], worker: str) -> None:
@@ -99,3 +107,15 @@ def test_blob_writes_leave_no_partial_files(tmp_path: Path) -> None:
         blobs.put("a", b"y")
     assert list((tmp_path / "tmp").iterdir()) == []
     assert blobs.list("") == ["a/b.bin"]
+
+
+def test_blob_puts_fsync_only_when_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    signer = BlobUrlSigner("http://h", b"s")
+    LocalBlobStore(tmp_path / "fast", signer).put("k", b"x")
+    assert synced == []
+    durable = LocalBlobStore(tmp_path / "safe", signer, durable=True)
+    durable.put("k", b"x")
+    assert len(synced) == 2  # the metadata and the object
+    assert durable.get("k") == b"x"

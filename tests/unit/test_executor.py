@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ REGISTRY = pack_registry()
 
 
 @pytest.fixture
-def executor() -> Executor:
-    return Executor(REGISTRY)
+def executor() -> Iterator[Executor]:
+    executor = Executor(REGISTRY)
+    yield executor
+    executor.close()
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ SLEEP = 0.15
 
 
 @pytest.fixture
-def executor() -> Executor:
-    return Executor(REGISTRY)
+def executor() -> Iterator[Executor]:
+    executor = Executor(REGISTRY)
+    yield executor
+    executor.close()
 
 
 @pytest.fixture
@@ -187,3 +190,30 @@ def test_execute_async_inside_a_running_loop(executor: Executor, ctx: RunContext
     prompt = g.finalize()
     result = asyncio.run(executor.execute_async(prompt, [report.id], context=ctx))
     assert result.ui_outputs[report.id] == {"values": [9]}
+
+
+def test_execute_reuses_one_event_loop_in_any_thread_until_closed(executor: Executor, ctx: RunContext) -> None:
+    g = GraphBuilder()
+    report = g.node("TestReport", value=g.node("TestSleep", value=3, seconds=0.01).out(0))
+    prompt = g.finalize()
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def record_loop(_event: str, _data: dict[str, Any]) -> None:
+        loops.append(asyncio.get_running_loop())
+
+    def execute() -> ExecutionResult:
+        return executor.execute(prompt, [report.id], context=ctx, on_event=record_loop)
+
+    execute()
+    execute()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # a thread without an event loop
+        assert pool.submit(execute).result().ui_outputs[report.id] == {"values": [3]}
+    first = loops[0]
+    assert all(loop is first for loop in loops) and not first.is_closed()
+
+    executor.close()
+    assert first.is_closed()
+    assert execute().ui_outputs[report.id] == {"values": [3]}
+    assert loops[-1] is not first
+    executor.close()
+    executor.close()  # closing twice is harmless

@@ -18,6 +18,9 @@ from comfyserve.adapters.queue_limits import check_receive_args, check_visibilit
 from comfyserve.contracts.jobs import QueueMessage
 from comfyserve.ports import QueueDepth, ReceiptInvalid, ReceivedMessage
 
+# queue_messages_visible answers "is anything visible?" at once however many messages are in flight;
+# queue_messages_order lets receive walk a queue oldest first, reading visible_at from the index, so that it
+# never sorts the backlog (only in-flight messages ahead of the first visible one are skipped).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue_messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -30,7 +33,12 @@ CREATE TABLE IF NOT EXISTS queue_messages (
     receipt TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visible_at, seq);
+CREATE INDEX IF NOT EXISTS queue_messages_order ON queue_messages (queue, seq, visible_at);
 """
+RECEIVE_SQL = (
+    "SELECT seq, message_id, body, receive_count FROM queue_messages"
+    " WHERE queue = ? AND visible_at <= ? AND seq > ? ORDER BY seq LIMIT ?"
+)
 
 POLL_INTERVAL_S = 0.05
 
@@ -89,11 +97,7 @@ class SqliteJobQueue:
         with self._db.write() as conn:
             now = time.time()
             while len(received) < max_messages:
-                rows = conn.execute(
-                    "SELECT seq, message_id, body, receive_count FROM queue_messages"
-                    " WHERE queue = ? AND visible_at <= ? AND seq > ? ORDER BY seq LIMIT ?",
-                    (self.name, now, last_seq, max_messages - len(received)),
-                ).fetchall()
+                rows = conn.execute(RECEIVE_SQL, (self.name, now, last_seq, max_messages - len(received))).fetchall()
                 if not rows:
                     break
                 last_seq = rows[-1][0]
