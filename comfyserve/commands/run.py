@@ -38,13 +38,11 @@ def run(args: argparse.Namespace) -> int:
     for failure in registry.failures:
         print(f"comfyserve run: skipped node pack {failure.pack}: {failure.error}", file=sys.stderr)
     local = LocalRun(out_dir=args.out, models=inventory, inputs=parse_inputs(args.input), keep_going=args.keep_going)
-    result, manifest = run_workflow(
-        prompt,
-        local,
-        registry,
-        Executor(registry),
-        on_event=ConsoleProgress(prompt),
-    )
+    executor = Executor(registry)
+    try:
+        result, manifest = run_workflow(prompt, local, registry, executor, on_event=ConsoleProgress(prompt))
+    finally:
+        executor.close()
     for output in manifest["outputs"]:
         print(f"wrote {output['path']}")
     print(f"manifest: {args.out / 'manifest.json'} ({result.status})")

@@ -77,10 +77,11 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
         drain_timeout_s=config.drain_timeout_s,
         allow_private_urls=config.allow_private_urls,
     )
+    executor = Executor(registry, cache=JobOutputCache())
     worker = Worker(
         WorkerPorts(adapters.blobs, adapters.queue, adapters.store, adapters.bus),
         registry,
-        Executor(registry, cache=JobOutputCache()),
+        executor,
         settings,
         messages=feed_messages(adapters.feed),
         cold_start_s=time.perf_counter() - started,
@@ -90,6 +91,7 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
     try:
         worker.run()
     finally:
+        executor.close()
         adapters.webhooks.flush(timeout_s=5.0)
         adapters.close()
 
