@@ -57,7 +57,7 @@ def _failed(error: ErrorDict, prompt: Any, node_errors: dict[str, Any] | None = 
     return ValidationResult(False, error, node_errors or {}, [], prompt if isinstance(prompt, dict) else {})
 
 
-@dataclass
+@dataclass(slots=True)
 class _NodeState:
     ok: bool = True
     errors: list[ErrorDict] = field(default_factory=list)
@@ -282,16 +282,13 @@ class _Checker:
         errors: list[ErrorDict],
         state: _NodeState,
     ) -> str | None:
-        def info() -> dict[str, Any]:
-            return {"input_name": name, "input_config": input_spec.config(), "received_value": value}
-
         if len(value) != 2:
             errors.append(
                 make_error(
                     "bad_linked_input",
                     "Bad linked input, must be a length-2 list of [node_id, slot_index]",
                     name,
-                    info(),
+                    _link_info(name, input_spec, value),
                 )
             )
             return None
@@ -302,14 +299,19 @@ class _Checker:
                     "linked_node_missing",
                     "Linked node does not exist",
                     f"{name}: node '{source}' is not in the prompt",
-                    info(),
+                    _link_info(name, input_spec, value),
                 )
             )
             return None
         source_spec = self.specs[self.prompt[source]["class_type"]]
         if isinstance(slot, bool) or not isinstance(slot, int | float) or int(slot) != slot:
             errors.append(
-                make_error("bad_linked_input", "Bad linked input, slot index must be an integer", name, info())
+                make_error(
+                    "bad_linked_input",
+                    "Bad linked input, slot index must be an integer",
+                    name,
+                    _link_info(name, input_spec, value),
+                )
             )
             return None
         if not 0 <= int(slot) < len(source_spec.return_types):
@@ -319,7 +321,7 @@ class _Checker:
                     "Bad linked input, slot index out of range",
                     f"{name}: node '{source}' ({source_spec.name}) has {len(source_spec.return_types)} outputs, "
                     f"not slot {int(slot)}",
-                    info(),
+                    _link_info(name, input_spec, value),
                 )
             )
             return None
@@ -391,6 +393,10 @@ class _Checker:
         if result is not False and result is not None:
             details = f"{details} - {result}"
         return [make_error("custom_validation_failed", "Custom validation failed for node", details, {})]
+
+
+def _link_info(name: str, input_spec: InputSpec, value: Any) -> dict[str, Any]:
+    return {"input_name": name, "input_config": input_spec.config(), "received_value": value}
 
 
 def _limit_error(name: str, details: str) -> ErrorDict:
