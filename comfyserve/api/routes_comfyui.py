@@ -15,13 +15,13 @@ from comfyserve.api.docs import AUTH_ERRORS as AUTH
 from comfyserve.api.docs import empty_ok, error_responses, ok
 from comfyserve.api.gate import tenant_of
 from comfyserve.api.models import InterruptRequest, PromptAccepted, QueueEdit
+from comfyserve.service.comfyui import HISTORY_LIMIT
 from comfyserve.service.errors import Invalid
 from comfyserve.service.history import prompt_number
 from comfyserve.service.job_service import JobService
 from comfyserve.service.models import PromptRequest
 
 TAGS = ["comfyui"]
-MAX_HISTORY = 1000
 
 
 def binary_response(content_type: str, data: bytes, headers: dict[str, str]) -> Response[str]:
@@ -89,12 +89,18 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
     @app.get(
         "/history",
         summary="Finished prompts (ComfyUI)",
-        description="The last max_items finished prompts, oldest first, in ComfyUI's history shape.",
+        description=(
+            "Finished prompts, oldest first, in ComfyUI's history shape: offset skips the oldest, max_items caps "
+            "the window; max_items alone gives the last max_items."
+        ),
         tags=TAGS,
         responses=error_responses(400, *AUTH),
     )
-    def history(max_items: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 100) -> dict[str, Any]:
-        return service.history(tenant_of(app), max_items)
+    def history(
+        max_items: Annotated[int | None, Query(ge=1, le=HISTORY_LIMIT)] = None,
+        offset: Annotated[int, Query(ge=-1)] = -1,
+    ) -> dict[str, Any]:
+        return service.history(tenant_of(app), max_items, offset)
 
     @app.get(
         "/history/<prompt_id>",

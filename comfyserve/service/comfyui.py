@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -38,6 +39,9 @@ def prompt_draft(request: PromptRequest) -> Draft:
     )
 
 
+HISTORY_LIMIT = 1000
+
+
 def _scan(deps: ServiceDeps, tenant: str, status: JobStatus | None, wanted: int) -> Iterator[JobRecord]:
     """The tenant's jobs newest first, page by page (at most ``MAX_SCAN_PAGES`` pages)."""
     cursor = None
@@ -48,15 +52,17 @@ def _scan(deps: ServiceDeps, tenant: str, status: JobStatus | None, wanted: int)
             return
 
 
-def history(deps: ServiceDeps, tenant: str, max_items: int) -> dict[str, Any]:
-    """The last ``max_items`` finished jobs, oldest first (ComfyUI's insertion order)."""
-    finished = []
-    for record in _scan(deps, tenant, None, max_items):
-        if record.status.is_terminal:
-            finished.append(record)
-            if len(finished) == max_items:
-                break
-    return {record.job_id: history_entry(deps, record) for record in reversed(finished)}
+def history(deps: ServiceDeps, tenant: str, max_items: int | None = None, offset: int = -1) -> dict[str, Any]:
+    """ComfyUI's window over the finished jobs, oldest first: ``offset`` skips that many of the oldest, and a
+    negative offset with ``max_items`` means the last ``max_items``. History keeps the last ``HISTORY_LIMIT``."""
+    finished = (record for record in _scan(deps, tenant, None, HISTORY_LIMIT) if record.status.is_terminal)
+    oldest_first = list(itertools.islice(finished, HISTORY_LIMIT))[::-1]
+    if offset < 0:
+        offset = len(oldest_first) - max_items if max_items is not None else 0
+    window = oldest_first[max(offset, 0) :]
+    if max_items is not None:
+        window = window[:max_items]
+    return {record.job_id: history_entry(deps, record) for record in window}
 
 
 def history_of(deps: ServiceDeps, tenant: str, prompt_id: str) -> dict[str, Any]:

@@ -82,8 +82,8 @@ class JobService:
         return self._object_info
 
     # ComfyUI's routes
-    def history(self, tenant: str, max_items: int) -> dict[str, Any]:
-        return comfyui.history(self.deps, tenant, max_items)
+    def history(self, tenant: str, max_items: int | None = None, offset: int = -1) -> dict[str, Any]:
+        return comfyui.history(self.deps, tenant, max_items, offset)
 
     def history_of(self, tenant: str, prompt_id: str) -> dict[str, Any]:
         return comfyui.history_of(self.deps, tenant, prompt_id)

@@ -233,6 +233,23 @@ def test_history_lists_the_last_finished_oldest_first(stack: Stack) -> None:
     assert stack.call("GET", "/history?max_items=0").status == 400
 
 
+def test_history_paging_follows_comfyui(stack: Stack) -> None:
+    ids = [queue_prompt(stack) for _ in range(4)]
+    for job_id in ids:
+        run_job(stack, job_id, outputs=[output_ref("tenant-a", job_id)])
+
+    def page(query: str) -> list[str]:
+        return list(stack.call("GET", f"/history{query}").json())
+
+    assert page("") == ids
+    assert page("?offset=0") == page("")  # offset 0 is no offset
+    assert page("?offset=1") == ids[1:]  # offset skips the oldest; without max_items the remainder
+    assert page("?offset=4") == [] and page("?offset=9") == []
+    assert page("?offset=1&max_items=2") == ids[1:3]  # max_items caps the window
+    assert page("?max_items=3") == ids[1:]  # max_items alone: the last ones
+    assert stack.call("GET", "/history?offset=-2").status == 400
+
+
 def test_view_serves_the_output_bytes(stack: Stack) -> None:
     job_id = queue_prompt(stack)
     ref = output_ref("tenant-a", job_id, "sub/ComfyUI_00001_.png")
