@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -47,6 +48,7 @@ from comfyserve.contracts.events import JobEventType
 from comfyserve.contracts.jobs import JobStatus
 from comfyserve.engine.catalog import Catalog
 from comfyserve.localstack.apigw import LambdaContextStub, build_event, parse_response
+from comfyserve.localstack.server import Resolver
 from comfyserve.service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,27 +90,53 @@ JOB_WHY = {
     "PutEvents": "JobStarted, JobSucceeded",
     "PutObject": f"{SAVED_IMAGES} images, then manifest.json",
     "DeleteMessage": "the acknowledgement",
-    "ChangeMessageVisibility": "heartbeat, only for jobs longer than visibility_timeout_s / 3",
+    "ChangeMessageVisibility": "heartbeat: one per visibility_timeout_s / 3 of running (a worker-wide timer)",
 }
 
 
 class RequestCounter:
-    """A ``before-send`` hook: counts HTTP requests by operation and refuses any that would leave loopback."""
+    """botocore hooks: HTTP requests by operation (``before-send``, so retries would count too) and their round
+    trips (to ``response-received``: moto's service time plus HTTP and parsing); a request that would leave
+    loopback is refused before it is sent."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._sending = threading.local()
         self._calls: Counter[str] = Counter()
+        self._seconds: dict[str, float] = {}
 
-    def __call__(self, event_name: str, request: Any, **_: Any) -> None:
+    def register(self, session: boto3.Session) -> None:
+        session.events.register("before-send", self._sent)
+        session.events.register("response-received", self._received)
+
+    def _sent(self, event_name: str, request: Any, **_: Any) -> None:
         host = urlsplit(request.url).hostname
         if host not in ("127.0.0.1", "localhost"):
             raise RuntimeError(f"refusing a request to {host}: this benchmark only talks to moto on loopback")
         with self._lock:
             self._calls[event_name.rsplit(".", 1)[-1]] += 1
+        self._sending.started = time.perf_counter()
+
+    def _received(self, event_name: str, **_: Any) -> None:
+        elapsed = time.perf_counter() - self._sending.started
+        name = event_name.rsplit(".", 1)[-1]
+        with self._lock:
+            self._seconds[name] = self._seconds.get(name, 0.0) + elapsed
 
     def snapshot(self) -> Counter[str]:
         with self._lock:
             return Counter(self._calls)
+
+    def state(self) -> tuple[Counter[str], dict[str, float]]:
+        with self._lock:
+            return Counter(self._calls), dict(self._seconds)
+
+    def round_trips(self, since: tuple[Counter[str], dict[str, float]]) -> dict[str, Any]:
+        """Mean round trip by operation since ``since``, and the seconds all requests took together."""
+        calls, seconds = self.state()
+        spent = {name: seconds[name] - since[1].get(name, 0.0) for name in calls - since[0]}
+        mean_ms = {name: round(spent[name] / (calls - since[0])[name] * 1000, 3) for name in sorted(spent)}
+        return {"mean_ms": mean_ms, "total_s": round(sum(spent.values()), 3)}
 
 
 @contextmanager
@@ -131,7 +159,7 @@ class AwsWorld:
 
     def __init__(self, counter: RequestCounter) -> None:
         self.session = boto3.Session(region_name=REGION)
-        self.session.events.register("before-send", counter)
+        counter.register(self.session)
         self.s3, self.sqs = self.client("s3"), self.client("sqs")
         self.dynamodb, self.events = self.client("dynamodb"), self.client("events")
         self.resources: AwsResources = provision(self.s3, self.sqs, self.dynamodb, self.events, "bench-aws")
@@ -156,9 +184,11 @@ class AwsWorld:
 
     def events_by_job(self) -> dict[str, Counter[JobEventType]]:
         seen: dict[str, Counter[JobEventType]] = {}
-        while messages := self.sqs.receive_message(QueueUrl=self.subscriber_url, MaxNumberOfMessages=10).get(
-            "Messages", []
-        ):
+        while True:
+            response = self.sqs.receive_message(QueueUrl=self.subscriber_url, MaxNumberOfMessages=10)
+            messages = response.get("Messages", [])
+            if not messages:
+                return seen
             for message in messages:
                 detail = json.loads(message["Body"])["detail"]
                 seen.setdefault(detail["job_id"], Counter())[JobEventType(detail["type"])] += 1
@@ -166,7 +196,6 @@ class AwsWorld:
                 QueueUrl=self.subscriber_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
             )
-        return seen
 
 
 def profile_key(calls: Counter[str]) -> str:
@@ -177,23 +206,24 @@ def call_figures(profiles: list[Counter[str]], minimum: dict[str, int], why: dic
     """The first profile, the steady one (the most common after the first), means, and a verdict per operation."""
     first, rest = profiles[0], profiles[1:] or profiles[:1]
     shapes = Counter(profile_key(p) for p in rest)
-    steady = next(p for p in rest if profile_key(p) == shapes.most_common(1)[0][0])
+    steady_key, steady_count = shapes.most_common(1)[0]
+    steady = next(p for p in rest if profile_key(p) == steady_key)
     total: Counter[str] = sum(profiles, Counter())
-    verdict = {}
-    for name in sorted(set(minimum) | set(steady) | set(why)):
-        seen, least = steady.get(name, 0), minimum.get(name, 0)
-        if seen == least == 0 and name not in total:
-            continue
-        state = "minimum" if seen == least else f"{seen - least:+d} over the minimum"
-        verdict[name] = f"{state} ({seen} per steady-state unit): {why.get(name, 'not expected')}"
+    operations = sorted(set(minimum) | set(total))
+    excess = {name: steady.get(name, 0) - minimum.get(name, 0) for name in operations}
+    verdict = {
+        name: f"{'minimum' if excess[name] == 0 else f'{excess[name]:+d} against the minimum'} "
+        f"({steady.get(name, 0)} in the steady state): {why.get(name, 'not expected')}"
+        for name in operations
+    }
     return {
         "first": dict(sorted(first.items())),
         "steady_state": dict(sorted(steady.items())),
-        "steady_state_share": round(shapes.most_common(1)[0][1] / len(rest), 3),
+        "steady_state_share": round(steady_count / len(rest), 3),
         "mean": {name: round(count / len(profiles), 3) for name, count in sorted(total.items())},
         "profiles": dict(shapes.most_common()),
         "minimum": minimum,
-        "avoidable_per_unit": sum(max(0, steady.get(n, 0) - minimum.get(n, 0)) for n in set(steady) | set(minimum)),
+        "avoidable_in_steady_state": sum(max(0, n) for n in excess.values()),
         "verdict": verdict,
     }
 
@@ -201,13 +231,14 @@ def call_figures(profiles: list[Counter[str]], minimum: dict[str, int], why: dic
 def submit_jobs(world: AwsWorld, counter: RequestCounter, count: int) -> tuple[list[str], dict[str, Any]]:
     """POST /v1/jobs ``count`` times through the route table, as API Gateway would invoke the api function."""
     settings = ServiceSettings(auth="api_gateway")
-    app = build_app(aws_service(world.names(), settings, catalog=Catalog.packaged(), session=world.session),
-                    ApiGatewayAuthenticator())  # fmt: skip
+    service = aws_service(world.names(), settings, catalog=Catalog.packaged(), session=world.session)
+    app: Resolver = build_app(service, ApiGatewayAuthenticator())
     body = json.dumps({"workflow": WORKFLOW}).encode()
     headers = [("Content-Type", "application/json"), ("x-api-key", "redacted")]
     job_ids: list[str] = []
     samples: list[float] = []
     profiles: list[Counter[str]] = []
+    since = counter.state()
     for _ in range(count):
         event = build_event("POST", "/v1/jobs", "", headers, body, "203.0.113.7", identity={"apiKeyId": TENANT})
         before = counter.snapshot()
@@ -224,7 +255,10 @@ def submit_jobs(world: AwsWorld, counter: RequestCounter, count: int) -> tuple[l
         **summary_ms(samples),
         "backlog_cache_s": settings.backlog_cache_s,
     }
-    return job_ids, {"latency": latency, "requests": call_figures(profiles, SUBMIT_MINIMUM, SUBMIT_WHY)}
+    round_trips = counter.round_trips(since)
+    round_trips["share_of_submit_time"] = round(round_trips["total_s"] / sum(samples), 3)
+    requests = call_figures(profiles, SUBMIT_MINIMUM, SUBMIT_WHY)
+    return job_ids, {"latency": latency, "requests": requests, "round_trips": round_trips}
 
 
 def run_worker(world: AwsWorld, counter: RequestCounter, count: int, timeout_s: float) -> dict[str, Any]:
@@ -251,6 +285,7 @@ def run_worker(world: AwsWorld, counter: RequestCounter, count: int, timeout_s: 
     with tempfile.TemporaryDirectory(prefix="bench-aws-") as work_dir:
         worker = Worker(ports, registry, executor, WorkerSettings(work_dir=Path(work_dir)))
         cold_start_s = time.perf_counter() - loading
+        since = counter.state()
         started = time.perf_counter()
         while sum(outcomes[o] for o in finished) < count and time.perf_counter() - started < timeout_s:
             before = counter.snapshot()
@@ -262,6 +297,7 @@ def run_worker(world: AwsWorld, counter: RequestCounter, count: int, timeout_s: 
             idle_polls += not results
             outcomes.update(results)
         elapsed = time.perf_counter() - started
+        round_trips = counter.round_trips(since)
         executor.close()
     return {
         "worker_start_s": round(cold_start_s, 3),
@@ -272,29 +308,30 @@ def run_worker(world: AwsWorld, counter: RequestCounter, count: int, timeout_s: 
         "jobs_per_s": round(outcomes[Outcome.SUCCEEDED] / elapsed, 1),
         "per_job": summary_ms(samples) if samples else {},
         "requests": call_figures(profiles, JOB_MINIMUM, JOB_WHY) if profiles else {},
+        "round_trips": {**round_trips, "share_of_worker_time": round(round_trips["total_s"] / elapsed, 3)},
     }
 
 
-def check_jobs(world: AwsWorld, job_ids: list[str]) -> dict[str, int]:
-    """Each job succeeded once: its record, its events (one JobStarted, one JobSucceeded), nothing left queued."""
+def check_jobs(world: AwsWorld, job_ids: list[str]) -> tuple[dict[str, int], list[float]]:
+    """Each job succeeded once: its record, its events (one JobStarted, one JobSucceeded), nothing left queued;
+    and the execution times the worker recorded."""
     store = DynamoJobStore(world.dynamodb, world.resources.table)
     records = [store.get_by_id(job_id) for job_id in job_ids]
     succeeded = [r for r in records if r is not None and r.status is JobStatus.SUCCEEDED]
     events = world.events_by_job()
     queue = SqsJobQueue(world.sqs, world.resources.queue.queue_url, world.resources.queue.dead_letter_url)
     dead = queue.dead_letters
-    return {
+    checks = {
         "succeeded": len(succeeded),
         "lost": len(job_ids) - len(succeeded),
         "attempts_over_1": sum(1 for r in succeeded if r.attempts != 1),
         "outputs_not_saved": sum(1 for r in succeeded if len(r.outputs) != SAVED_IMAGES),
         "started_events_not_1": sum(1 for j in job_ids if events.get(j, Counter())[JobEventType.JOB_STARTED] != 1),
-        "succeeded_events_not_1": sum(
-            1 for j in job_ids if events.get(j, Counter())[JobEventType.JOB_SUCCEEDED] != 1
-        ),
+        "succeeded_events_not_1": sum(1 for j in job_ids if events.get(j, Counter())[JobEventType.JOB_SUCCEEDED] != 1),
         "left_in_queue": queue.approximate_depth().total,
         "dead_lettered": dead.approximate_depth().total if dead is not None else 0,
     }
+    return checks, [r.timings.execution_s or 0.0 for r in succeeded]
 
 
 def main() -> None:
@@ -304,18 +341,19 @@ def main() -> None:
     args = parser.parse_args()
     counter = RequestCounter()
     load_before = os.getloadavg()[0]  # other work on the machine skews these figures: record it
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     with moto_server():
         world = AwsWorld(counter)
         job_ids, submit = submit_jobs(world, counter, args.jobs)
         worker = run_worker(world, counter, len(job_ids), args.timeout)
-        checks = check_jobs(world, job_ids)
+        checks, execution = check_jobs(world, job_ids)
     write_results(
         "aws_submit",
         {
             "backend": "moto ThreadedMotoServer, same process, loopback HTTP",
             "workflow": "examples/image_only.json",
             "submit": submit,
-            "worker": {**worker, "checks": checks},
+            "worker": {**worker, "execution": summary_ms(execution) if execution else {}, "checks": checks},
             "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         },
     )
