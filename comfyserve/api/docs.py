@@ -16,9 +16,9 @@ ERROR_DESCRIPTIONS = {
     401: "Missing API key",
     403: "Unknown API key, or a key outside your uploads",
     404: "No such job (or not yours)",
-    409: "Conflict: Idempotency-Key reused with another body, a taken id, or the job already finished",
+    409: "Conflict: Idempotency-Key reused with another body, a taken id or upload name, or the job already finished",
     413: "Body or input over the size limit",
-    415: "Content type is not application/json",
+    415: "Unsupported content type: send application/json (multipart/form-data to upload)",
     429: "Backlog full; retry after Retry-After seconds",
     503: "A dependency failed; nothing was accepted, retry",
 }

@@ -152,6 +152,14 @@ class PromptAccepted(_Response):
     node_errors: dict[str, Any] = Field(default_factory=dict)
 
 
+class ImageUploaded(_Response):
+    """POST /upload/image: where the image was stored; name ``subfolder/name`` in a LoadImage to use it."""
+
+    name: str = Field(description="The stored name: 'name (1).ext' … when the name held other content.")
+    subfolder: str
+    type: str = Field(description="The type asked for (every type is stored in your uploads).")
+
+
 class QueueEdit(BaseModel):
     """POST /queue: cancel pending prompts."""
 

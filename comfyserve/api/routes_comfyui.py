@@ -10,12 +10,14 @@ from urllib.parse import unquote
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
-from comfyserve.api.bodies import json_request, parse, raw_json
+from comfyserve.api.bodies import form_body, json_request, parse, raw_json
 from comfyserve.api.docs import AUTH_ERRORS as AUTH
 from comfyserve.api.docs import empty_ok, error_responses, ok
 from comfyserve.api.gate import tenant_of
-from comfyserve.api.models import InterruptRequest, PromptAccepted, QueueEdit
+from comfyserve.api.models import ImageUploaded, InterruptRequest, PromptAccepted, QueueEdit
+from comfyserve.api.multipart import FORM_DATA, FormField
 from comfyserve.service.comfyui import HISTORY_LIMIT
+from comfyserve.service.comfyui_uploads import FORMAT_NAMES, UPLOAD_TYPES, ImageUpload
 from comfyserve.service.errors import Invalid
 from comfyserve.service.history import prompt_number
 from comfyserve.service.job_service import JobService
@@ -34,6 +36,50 @@ def binary_response(content_type: str, data: bytes, headers: dict[str, str]) -> 
 
 def _empty_ok() -> Response[str]:
     return Response(200, content_types.TEXT_PLAIN, "")
+
+
+UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            FORM_DATA: {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": f"The image file ({FORMAT_NAMES}).",
+                        },
+                        "type": {"type": "string", "enum": list(UPLOAD_TYPES), "default": "input"},
+                        "subfolder": {"type": "string", "default": ""},
+                        "overwrite": {"type": "string", "description": "'true' or '1' replaces a file of that name."},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def image_upload(form: dict[str, FormField]) -> ImageUpload:
+    """The upload a ``POST /upload/image`` form asks for (ComfyUI's fields)."""
+    image = form.get("image")
+    if image is None or image.filename is None:
+        raise Invalid("No image uploaded", type_="invalid_upload", details="send the file in the form field 'image'")
+
+    def text(name: str) -> str:
+        field = form.get(name)
+        return field.text if field is not None else ""
+
+    return ImageUpload(
+        filename=image.filename,
+        data=image.data,
+        type=text("type") or "input",
+        subfolder=text("subfolder"),
+        overwrite=text("overwrite") in ("true", "1"),
+    )
 
 
 def register(app: APIGatewayRestResolver, service: JobService) -> None:
@@ -112,10 +158,24 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
     def history_of(prompt_id: str) -> dict[str, Any]:
         return service.history_of(tenant_of(app), prompt_id)
 
+    @app.post(
+        "/upload/image",
+        summary="Upload an input image (ComfyUI)",
+        description="Stores the image in your uploads (every type); a LoadImage naming 'subfolder/name' uses it. "
+        "A name that holds other content becomes 'name (1).ext' unless overwrite is 'true' or '1'.",
+        tags=TAGS,
+        openapi_extensions=UPLOAD_FORM,
+        responses={**ok(200, ImageUploaded, "Stored"), **error_responses(400, *AUTH, 409, 415)},
+    )
+    def upload_image() -> ImageUploaded:
+        stored = service.upload_image(tenant_of(app), image_upload(form_body(app)))
+        return ImageUploaded(name=stored.name, subfolder=stored.subfolder, type=stored.type)
+
     @app.get(
         "/view",
-        summary="An output file (ComfyUI)",
-        description="An output named as in history entries; large files redirect to a presigned URL.",
+        summary="An output or uploaded file (ComfyUI)",
+        description="An output named as in history entries, or with type=input an upload; large files redirect "
+        "to a presigned URL.",
         tags=TAGS,
         responses={
             200: {

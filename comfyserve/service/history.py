@@ -13,6 +13,7 @@ from typing import Any
 
 from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
 from comfyserve.ports import BlobNotFound
+from comfyserve.service.comfyui_uploads import find_upload
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Invalid, NotFound
 from comfyserve.service.jobs import get_job
@@ -131,8 +132,9 @@ def _messages(record: JobRecord) -> list[list[Any]]:
 
 
 def find_output(deps: ServiceDeps, tenant: str, filename: str, subfolder: str, type_: str) -> OutputRef:
-    """The tenant's output that ``/view?filename=&subfolder=&type=`` names; :class:`Invalid` for a name that
-    tries to leave its folder, :class:`NotFound` for anything else that does not match."""
+    """The tenant's file that ``/view?filename=&subfolder=&type=`` names: an output, or with ``type=input`` an
+    upload (an upload stored with type temp or output is found under that type too); :class:`Invalid` for a
+    name that tries to leave its folder, :class:`NotFound` for anything else that does not match."""
     if type_ not in VIEW_TYPES:
         raise Invalid("Invalid type", type_="invalid_view", details=f"type must be one of {', '.join(VIEW_TYPES)}")
     if not filename or subfolder.startswith("/") or filename.startswith("/") or "\\" in filename + subfolder:
@@ -140,11 +142,27 @@ def find_output(deps: ServiceDeps, tenant: str, filename: str, subfolder: str, t
     parts = [part for part in subfolder.split("/") if part] + [filename]
     if "/" in filename or any(part in (".", "..") for part in parts):
         raise Invalid("Invalid filename", type_="invalid_view", details="'..' and '/' are not allowed in a filename")
+    path = "/".join(parts)
+    if type_ == "input":
+        upload = find_upload(deps, tenant, path)
+        if upload is None:
+            raise NotFound("Input not found", type_="input_not_found", details=path)
+        return upload
+    try:
+        return _job_output(deps, tenant, parts, f"{subfolder}/{filename}")
+    except NotFound:
+        upload = find_upload(deps, tenant, path)
+        if upload is None:
+            raise
+        return upload
+
+
+def _job_output(deps: ServiceDeps, tenant: str, parts: list[str], shown: str) -> OutputRef:
     if len(parts) < 2:
-        raise NotFound("Output not found", type_="output_not_found", details=filename)
+        raise NotFound("Output not found", type_="output_not_found", details=parts[-1])
     record = get_job(deps, tenant, parts[0])
     relative = "/".join(parts[1:])
     for ref in record.outputs:
         if ref.filename == relative:
             return ref
-    raise NotFound("Output not found", type_="output_not_found", details=f"{subfolder}/{filename}")
+    raise NotFound("Output not found", type_="output_not_found", details=shown)

@@ -8,7 +8,8 @@ from typing import Any
 from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
 from comfyserve.engine.validation import ValidationResult
 from comfyserve.ports import BlobNotFound
-from comfyserve.service import comfyui, history, jobs, uploads
+from comfyserve.service import comfyui, comfyui_uploads, history, jobs, uploads
+from comfyserve.service.comfyui_uploads import ImageUpload, UploadedImage
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import NotFound
 from comfyserve.service.idempotency import body_hash
@@ -99,6 +100,9 @@ class JobService:
 
     def interrupt(self, tenant: str, prompt_id: str | None) -> None:
         comfyui.interrupt(self.deps, tenant, prompt_id)
+
+    def upload_image(self, tenant: str, upload: ImageUpload) -> UploadedImage:
+        return comfyui_uploads.upload_image(self.deps, tenant, upload)
 
     def find_output(self, tenant: str, filename: str, subfolder: str, type_: str) -> OutputRef:
         return history.find_output(self.deps, tenant, filename, subfolder, type_)

@@ -1,5 +1,5 @@
-"""Submitting a job: validate → claim-check workflow and inputs → create the record (conditional) → enqueue a
-small message → publish ``JobQueued``.
+"""Submitting a job: attach the uploads its ``LoadImage`` values name → validate → claim-check workflow and
+inputs → create the record (conditional) → enqueue a small message → publish ``JobQueued``.
 
 Nothing is recorded or enqueued for a request that fails a check; blobs written for a request that then
 loses the conditional create are removed again. Once the message is on the queue the job is accepted: a
@@ -31,6 +31,7 @@ from comfyserve.netguard import UnsafeURL, check_public_url
 from comfyserve.ports import IdempotencyKeyInUse, JobAlreadyExists
 from comfyserve.service import idempotency, keys
 from comfyserve.service.backpressure import BacklogGate
+from comfyserve.service.comfyui_uploads import attach_uploads
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Conflict, Invalid, Unavailable
 from comfyserve.service.inputs import resolve_inputs
@@ -79,10 +80,11 @@ class Submitter:
         idempotency.check_key(draft.idempotency_key)
         self._check_webhook(draft.webhook)
         self._backlog.check()
+        attached = attach_uploads(self._deps, tenant, draft.prompt, draft.inputs)
         result = check_workflow(
             self._deps,
             draft.prompt,
-            input_names=set(draft.inputs) or None,
+            input_names={*draft.inputs, *attached} if draft.inputs else None,
             targets=draft.targets,
             strict=draft.strict,
         )
@@ -93,7 +95,7 @@ class Submitter:
             raise self._taken(job_id)  # before any claim check: its keys would be the existing job's
         written: list[str] = []
         try:
-            inputs = resolve_inputs(self._deps, tenant, job_id, draft.inputs, written)
+            inputs = resolve_inputs(self._deps, tenant, job_id, {**draft.inputs, **attached}, written)
             record = self._record(tenant, job_id, draft, result, inputs, written)
             self._deps.jobs.create(record)
         except IdempotencyKeyInUse as exc:

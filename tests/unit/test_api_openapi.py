@@ -24,6 +24,7 @@ def test_document_lists_every_route_with_our_error_shapes() -> None:
         "/object_info/{node_class}",
         "/prompt",
         "/queue",
+        "/upload/image",
         "/v1/health",
         "/v1/jobs",
         "/v1/jobs/{job_id}",
