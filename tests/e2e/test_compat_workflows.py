@@ -80,7 +80,7 @@ def test_workflow_runs_and_writes_images_of_the_requested_size(
 
 
 def test_a_fixed_seed_gives_the_same_image(models: Path, input_image: Path, tmp_path: Path) -> None:
-    first = run("07", models, input_image, tmp_path / "a")
-    second = run("07", models, input_image, tmp_path / "b")
+    first = run("04", models, input_image, tmp_path / "a")
+    second = run("04", models, input_image, tmp_path / "b")
     paths = [Path(m["outputs"][0]["path"]) for m in (first, second)]  # type: ignore[index]
     assert paths[0].read_bytes() == paths[1].read_bytes()
