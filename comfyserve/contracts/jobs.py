@@ -5,6 +5,7 @@ State machine (every store enforces it through conditional writes)::
     queued ──▶ running ──▶ succeeded | failed | cancelled
        │          │
        └──────────┴──▶ cancelled          running ──▶ queued  (requeue)
+    queued ──▶ failed  (the job never reached the queue: its message could not be sent)
 
 ``running → queued`` is the one backward edge. It exists for at-least-once delivery: a worker that drains
 (shutdown, spot interruption) or a redelivered message that finds a stale ``running`` job puts the job back
@@ -54,7 +55,7 @@ class JobStatus(enum.StrEnum):
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 ALLOWED_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
     JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),

@@ -184,14 +184,13 @@ class Submitter:
             raise Unavailable("The job queue is unavailable", details=f"job {record.job_id} was not queued") from exc
 
     def _withdraw(self, record: JobRecord, exc: Exception) -> None:
-        """A record whose message never made it to the queue must not stay ``queued`` forever; the state
-        machine has no queued → failed edge, so it ends ``cancelled`` with the reason as its error."""
+        """A record whose message never made it to the queue must not stay ``queued`` forever: it fails."""
         error = JobError(type="enqueue_failed", message=f"the job could not be queued: {type(exc).__name__}")
         try:
             self._deps.jobs.transition(
                 record.job_id,
                 {JobStatus.QUEUED},
-                JobStatus.CANCELLED,
+                JobStatus.FAILED,
                 finished_at=self._deps.clock(),
                 error=error,
             )

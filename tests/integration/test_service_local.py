@@ -51,7 +51,7 @@ def test_enqueue_failure_is_503_and_the_job_does_not_stay_queued(tmp_path: Path)
     assert response.json() == error_body(
         "service_unavailable", "The job queue is unavailable", f"job {record.job_id} was not queued"
     )
-    assert record.status is JobStatus.CANCELLED and record.error is not None
+    assert record.status is JobStatus.FAILED and record.error is not None
     assert (record.error.type, record.error.message) == (
         "enqueue_failed",
         "the job could not be queued: ConnectionError",

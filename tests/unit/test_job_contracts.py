@@ -59,6 +59,7 @@ def test_state_machine_edges() -> None:
     assert allowed == {
         (S.QUEUED, S.RUNNING),
         (S.QUEUED, S.CANCELLED),
+        (S.QUEUED, S.FAILED),
         (S.RUNNING, S.SUCCEEDED),
         (S.RUNNING, S.FAILED),
         (S.RUNNING, S.CANCELLED),
