@@ -64,6 +64,11 @@ class RunContext:
 _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("comfyserve_run", default=None)
 
 
+def active() -> RunContext | None:
+    """The running job's context, or ``None`` outside a job (catalog export, validation)."""
+    return _current.get()
+
+
 def current() -> RunContext:
     """The context of the job that is running; a node called outside a job gets a clear error."""
     ctx = _current.get()
@@ -96,6 +101,6 @@ class ProgressBar:
         if total is not None:
             self.total = total
         self.current = min(value, self.total)
-        ctx = _current.get()
+        ctx = active()
         if ctx is not None:
             ctx.progress(self.current, self.total)

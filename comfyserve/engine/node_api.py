@@ -26,7 +26,7 @@ def set_default_inventory(inventory: ModelInventory) -> None:
 
 def active_inventory() -> ModelInventory:
     """The running job's inventory, else the process default."""
-    ctx = context._current.get()
+    ctx = context.active()
     return ctx.models if ctx is not None else _default_inventory
 
 
@@ -37,6 +37,6 @@ def model_files(folder: str, **options: Any) -> tuple[list[str], dict[str, Any]]
 
 def input_files(**options: Any) -> tuple[list[str], dict[str, Any]]:
     """A COMBO input naming an input image: any supplied input name, file name or URL is accepted."""
-    ctx = context._current.get()
+    ctx = context.active()
     names = sorted(ctx.inputs) if ctx is not None else []
     return (names, {IMAGE_UPLOAD: True, **options})

@@ -214,6 +214,7 @@ def test_step_is_enforced() -> None:
     assert check(graph(**{"3__cfg": 7.55})).ok  # FLOAT: checked against round (0.01), not the UI step
     assert only_error(check(graph(**{"3__cfg": 7.555})), "3")["type"] == "value_not_multiple_of_step"
     assert check(graph(**{"3__cfg": 0.2700000000000001})).ok  # float noise from real exports
+    assert check(graph(**{"3__denoise": 0.155})).ok  # a FLOAT step without round is a UI increment only
 
 
 def test_static_cycle_is_named() -> None:

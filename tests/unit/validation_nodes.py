@@ -39,7 +39,11 @@ class Sampler:
                 "width": ("INT", {"default": 512, "min": 16, "max": 16384, "step": 8}),
                 "height": ("INT", {"default": 512, "min": 16, "max": 16384, "step": 8}),
             },
-            "optional": {"flag": ("BOOLEAN", {"default": False}), "note": ("STRING", {"default": ""})},
+            "optional": {
+                "flag": ("BOOLEAN", {"default": False}),
+                "note": ("STRING", {"default": ""}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            },
         }
 
     RETURN_TYPES = ("IMAGE",)
