@@ -117,13 +117,11 @@ class OutputCache:
         """The entries found for ``{name: key}`` (``None`` keys skipped), in one pass under the lock."""
         found: dict[K, CacheEntry] = {}
         with self._lock:
-            entries = self._entries
+            get = self._entries.get
+            move_to_end = self._entries.move_to_end
             for name, key in keys.items():
-                if key is None:
-                    continue
-                entry = entries.get(key)
-                if entry is not None:
-                    entries.move_to_end(key)
+                if key is not None and (entry := get(key)) is not None:
+                    move_to_end(key)
                     found[name] = entry
         return found
 

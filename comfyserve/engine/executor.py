@@ -483,8 +483,12 @@ class _Run:
         """Look up every node about to be considered, and announce the hits (``execution_cached``)."""
         hits = self.cache.get_many(self.digests)
         self.looked_up.update(self.digests)
-        for node_id, entry in hits.items():
-            self._take(node_id, entry.outputs, entry.ui)
+        self.result.cached.extend(hits)
+        values = self.values
+        for node_id, (outputs, ui, _, _) in hits.items():  # _take, inlined: this runs for every cached node
+            values[node_id] = outputs
+            if ui:
+                self.report.record_ui(node_id, ui)
         self.report.announce_cached()
 
     # -- graph callbacks --------------------------------------------------------------------------------

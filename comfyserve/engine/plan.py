@@ -6,8 +6,9 @@ shorter lists repeating their last element, or once with whole lists when it dec
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import Any
 
 from comfyserve.engine.errors import NodeInputError
@@ -19,7 +20,8 @@ class NodePlan:
     """A class's contract as the executor uses it: the function to call, its flags and its hooks."""
 
     name: str
-    quoted_name: str  # repr(name), the head of every signature of this class
+    signature_head: blake2b  # the hash state after this class's part of a signature; only ever copied
+    quoted_inputs: Mapping[str, str]  # repr() of each declared input name, as signatures spell it
     cls: type
     function: str
     output_node: bool
@@ -47,7 +49,8 @@ class NodePlan:
         declared = spec.declared
         return cls(
             name=spec.name,
-            quoted_name=repr(spec.name),
+            signature_head=blake2b(f"{spec.name!r}\x00".encode(), digest_size=16),
+            quoted_inputs={name: repr(name) for name in declared},
             cls=node_class,
             function=function,
             output_node=spec.output_node,

@@ -5,12 +5,15 @@ A node's digest hashes its class, its ``IS_CHANGED`` value, its id when the clas
 the producer's digest and output slot. Each digest is computed once from its producers' digests, so the cost
 is linear in the graph, and two identical sub-graphs share keys (as in ComfyUI). ``None`` means "never a hit":
 an unhashable or NaN constant, an ``IS_CHANGED`` that returned NaN or raised, or such a producer upstream.
-The encoding is injective (every text part is ``repr``-escaped), so distinct inputs cannot share a key.
+The text is ``repr(class)``, then per part a NUL and: the ``IS_CHANGED`` text (the first part, possibly
+empty), ``repr(node_id)``, and ``repr(name)`` followed by ``=constant`` or ``@digest:slot``. No part holds a
+NUL (every text part is ``repr``-escaped; digests are hex), so the encoding is injective and distinct inputs
+cannot share a key. The key is its BLAKE2b-128 digest, resumed from the class's precomputed hash state
+(``NodePlan.signature_head``), which gives the same digest as hashing the whole text.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,7 +26,6 @@ from comfyserve.engine.prompt_format import unwrap_literal
 _SCALARS = (str, int, bool, type(None))
 _CONTAINERS = (list, tuple, dict)
 _SLOTS = (int, float)  # is_link: a link is [node_id: str, slot: int | float]
-_blake2b = hashlib.blake2b
 
 
 def encode_constant(value: Any) -> str | None:
@@ -78,25 +80,29 @@ class Signatures:
 
         A depth-first walk with an explicit stack. A node is expanded (its producers pushed) once; when it is
         on top again its producers are done, unless they wait on it: a cycle, found when its digest is made.
-        This runs for every node of every prompt, so ``is_link`` and the lookups are inlined.
+        This runs for every node of every prompt (a fully cached run is little else), so ``is_link``, the
+        digest and the method lookups are inlined.
         """
         digests = self.digests
         plans = self.plans
         class_plans = self._class_plans
+        expand = self._expanded.add
         expanded = self._expanded
-        prompt = self._dynprompt.original_prompt
+        node_of = self._dynprompt.original_prompt.get
         for root in roots:
             stack = [root]
+            push = stack.append
+            pop = stack.pop
             while stack:
                 node_id = stack[-1]
                 if node_id in digests:
-                    stack.pop()
+                    pop()
                     continue
-                node = prompt.get(node_id) or self._node(node_id, stack)
+                node = node_of(node_id) or self._node(node_id, stack)
                 inputs = node.get("inputs") or {}
                 if node_id not in expanded:
-                    expanded.add(node_id)
-                    waiting = False
+                    expand(node_id)
+                    depth = len(stack)
                     for value in inputs.values():
                         if (
                             type(value) is list
@@ -105,26 +111,51 @@ class Signatures:
                             and type(value[1]) in _SLOTS
                             and value[0] not in digests
                         ):
-                            stack.append(value[0])
-                            waiting = True
-                    if waiting:
+                            push(value[0])
+                    if len(stack) > depth:
                         continue
-                stack.pop()
+                pop()
                 class_type = node.get("class_type")
                 plan = class_plans.get(class_type)
                 if plan is None:
                     plan = class_plans[class_type] = self._plan_of(node_id, str(class_type))
                 plans[node_id] = plan
-                changed: str | None = ""
+                text: str | None = ""
                 if plan.is_changed is not None or "is_changed" in node:
-                    changed = await self._is_changed(node_id, node, plan)
+                    text = await self._is_changed(node_id, node, plan)
+                if text is not None and plan.keyed_by_id:
+                    text = f"{text}\x00{node_id!r}"
+                quoted = plan.quoted_inputs
                 try:
-                    digest = None if changed is None else self._digest(node_id, node, inputs, plan, changed)
+                    for name in sorted(inputs) if len(inputs) > 1 else inputs:
+                        if text is None:
+                            break
+                        value = inputs[name]
+                        kind = type(value)
+                        if kind is list and len(value) == 2 and type(value[0]) is str and type(value[1]) in _SLOTS:
+                            upstream = digests[value[0]]
+                            if upstream is None:
+                                text = None
+                            else:
+                                text = f"{text}\x00{quoted.get(name) or repr(name)}@{upstream}:{value[1]}"
+                        elif kind is int or kind is str:
+                            text = f"{text}\x00{quoted.get(name) or repr(name)}={value!r}"
+                        else:
+                            constant = encode_constant(value)
+                            if constant is None:
+                                text = None
+                            else:
+                                text = f"{text}\x00{quoted.get(name) or repr(name)}={constant}"
                 except KeyError:  # a producer without a digest: it waits on this node
                     raise DependencyCycleError(node_id, [n for n in stack if n not in digests]) from None
-                except ValueError:  # a constant without a text form (an int over Python's digit limit)
-                    digest = None
-                digests[node_id] = digest
+                except ValueError:  # a number without a text form (over Python's digit limit)
+                    text = None
+                if text is None:
+                    digests[node_id] = None
+                else:
+                    hasher = plan.signature_head.copy()
+                    hasher.update(text.encode())
+                    digests[node_id] = hasher.hexdigest()
 
     def _node(self, node_id: str, stack: list[str]) -> dict[str, Any]:
         """A node of the dynamic prompt; a missing one is reported on the node that links to it."""
@@ -132,30 +163,6 @@ class Signatures:
             return self._dynprompt.get_node(node_id)
         consumer = stack[-2] if len(stack) > 1 else node_id
         raise GraphError(consumer, f"node {consumer} links to node {node_id!r}, which does not exist")
-
-    def _digest(
-        self, node_id: str, node: dict[str, Any], inputs: dict[str, Any], plan: NodePlan, changed: str
-    ) -> str | None:
-        digests = self.digests
-        parts = [plan.quoted_name, changed]
-        if plan.keyed_by_id:
-            parts.append(repr(node_id))
-        for name in sorted(inputs) if len(inputs) > 1 else inputs:
-            value = inputs[name]
-            kind = type(value)
-            if kind is int or kind is str:
-                parts.append(f"{name!r}={value!r}")
-            elif kind is list and len(value) == 2 and type(value[0]) is str and type(value[1]) in _SLOTS:
-                upstream = digests[value[0]]
-                if upstream is None:
-                    return None
-                parts.append(f"{name!r}@{upstream}:{value[1]}")
-            else:
-                text = encode_constant(value)
-                if text is None:
-                    return None
-                parts.append(f"{name!r}={text}")
-        return _blake2b("\x00".join(parts).encode(), digest_size=16).hexdigest()
 
     async def _is_changed(self, node_id: str, node: dict[str, Any], plan: NodePlan) -> str | None:
         """``IS_CHANGED`` with constants only (links are ``None``), list-mapped; a client-supplied
