@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import boto3
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from bench.common import summary_ms, write_results
 from comfyserve.adapters.aws.dynamodb import DynamoJobStore
+from comfyserve.adapters.aws.emulator import moto_server
 from comfyserve.adapters.aws.eventbridge import EVENT_SOURCE, EventBridgeBus
 from comfyserve.adapters.aws.provision import AwsResources, provision
 from comfyserve.adapters.aws.s3 import S3BlobStore
@@ -55,16 +55,6 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW: dict[str, Any] = json.loads((ROOT / "examples" / "image_only.json").read_text())
 REGION = "us-east-1"
 TENANT = "benchkeyid"  # the API key id API Gateway would put in the request context
-DUMMY_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "AWS_CONFIG_FILE": "/nonexistent/aws-config",
-    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 SAVED_IMAGES = sum(1 for node in WORKFLOW.values() if node["class_type"] == "SaveImage")
 
 # The fewest requests each operation needs, and why; anything above is an avoidable round trip.
@@ -140,18 +130,13 @@ class RequestCounter:
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
-    os.environ.update(DUMMY_ENV)
-    os.environ.pop("AWS_PROFILE", None)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+def aws_emulator() -> Iterator[str]:
+    with moto_server(REGION) as endpoint:
         os.environ["AWS_ENDPOINT_URL"] = endpoint  # aws_service's clients, as against any emulator
-        yield endpoint
-    finally:
-        server.stop()
+        try:
+            yield endpoint
+        finally:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
 
 
 class AwsWorld:
@@ -342,7 +327,7 @@ def main() -> None:
     counter = RequestCounter()
     load_before = os.getloadavg()[0]  # other work on the machine skews these figures: record it
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
-    with moto_server():
+    with aws_emulator():
         world = AwsWorld(counter)
         job_ids, submit = submit_jobs(world, counter, args.jobs)
         worker = run_worker(world, counter, len(job_ids), args.timeout)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import boto3
 import pytest
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from comfyserve.adapters.aws.dynamodb import DynamoJobStore
+from comfyserve.adapters.aws.emulator import moto_server
 from comfyserve.adapters.aws.eventbridge import EventBridgeBus
 from comfyserve.adapters.aws.provision import create_bucket, create_event_bus, create_jobs_table, create_queue
 from comfyserve.adapters.aws.s3 import S3BlobStore
@@ -40,25 +40,8 @@ LOCAL_BLOB_SECRET = b"contract-test-secret"
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A moto server on a free loopback port, with dummy credentials that cannot reach a real account."""
-    env = pytest.MonkeyPatch()
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_CONFIG_FILE": "/nonexistent/aws-config",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        env.setenv(name, value)
-    env.delenv("AWS_PROFILE", raising=False)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    env.undo()
+    with moto_server(REGION) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")
