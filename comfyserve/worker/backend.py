@@ -19,6 +19,11 @@ from comfyserve.worker.outputs import LocalOutput
 EventSink = Callable[[str, dict[str, Any]], None]
 
 
+class BackendRestarted(RuntimeError):
+    """The backend lost the job in hand through no fault of the job (its ComfyUI died or hung and was restarted):
+    the worker releases the job (``running → queued``, message visible again) instead of failing it."""
+
+
 @dataclass(frozen=True)
 class BackendJob:
     """One run: the workflow, its fetched input files and the job's own scratch folder."""
