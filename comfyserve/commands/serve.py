@@ -8,7 +8,6 @@ with neither, a key for tenant ``local`` is created once in ``DIR/api_keys.txt``
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import secrets
 import signal
@@ -55,16 +54,16 @@ def _settings(args: argparse.Namespace) -> tuple[ServiceSettings, str]:
     """The service settings and a line telling the user which key to send."""
     settings = ServiceSettings.from_env()
     if args.anonymous_tenant:
-        settings = dataclasses.replace(settings, anonymous_tenant=args.anonymous_tenant)
+        settings = settings.model_copy(update={"anonymous_tenant": args.anonymous_tenant})
     if args.keys_file is not None:
         if not args.keys_file.is_file():
             raise UsageError(f"--keys-file {args.keys_file} is not a file")
-        return dataclasses.replace(settings, api_keys_file=args.keys_file), f"API keys: from {args.keys_file}"
+        return settings.model_copy(update={"api_keys_file": args.keys_file}), f"API keys: from {args.keys_file}"
     if settings.api_keys or settings.api_keys_file:
         return settings, "API keys: from COMFYSERVE_API_KEYS / COMFYSERVE_API_KEYS_FILE"
     path, key = local_key(args.data)
     hint = f"API key (tenant 'local', kept in {path}): send the header  x-api-key: {key}"
-    return dataclasses.replace(settings, api_keys_file=path), hint
+    return settings.model_copy(update={"api_keys_file": path}), hint
 
 
 def run(args: argparse.Namespace) -> int:

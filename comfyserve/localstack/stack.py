@@ -8,7 +8,6 @@ durable lives in the data directory, so a stack started again on it carries on w
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -82,7 +81,7 @@ class LocalStack:
             raise ValueError("workers must be 0 or more")
         base = settings or ServiceSettings()
         pairs = ",".join(p for p in (base.api_keys, key_pairs(api_keys)) if p)
-        self.settings = dataclasses.replace(base, api_keys=pairs, auth="api_keys")
+        self.settings = base.model_copy(update={"api_keys": pairs, "auth": "api_keys"})
         self.data_dir = data_dir.resolve()
         self.host = host
         self.port = port
