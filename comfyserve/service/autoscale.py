@@ -1,0 +1,71 @@
+"""One scaler run: read the queue and the worker service, decide (:func:`scaling.desired_count`), and change the
+service only when the count differs. The empty-queue clock survives between runs in a small state object."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from comfyserve.contracts.jobs import utc_now
+from comfyserve.ports import BlobNotFound, BlobStore, JobQueue
+from comfyserve.service.scaling import Decision, ScalingPolicy, desired_count
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "scaler/state.json"
+
+
+class WorkerService(Protocol):
+    def desired_count(self) -> int: ...
+
+    def set_desired_count(self, count: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScaleResult:
+    previous: int
+    decision: Decision
+    updated: bool
+
+
+def run_scaler(
+    queue: JobQueue,
+    service: WorkerService,
+    state: BlobStore,
+    policy: ScalingPolicy,
+    clock: Callable[[], datetime] = utc_now,
+) -> ScaleResult:
+    depth = queue.approximate_depth()
+    current = service.desired_count()
+    idle_since = _load_idle_since(state)
+    decision = desired_count(depth, current, clock(), idle_since, policy)
+    if decision.idle_since != idle_since:
+        body = {"idle_since": decision.idle_since.isoformat() if decision.idle_since else None}
+        state.put(STATE_KEY, json.dumps(body).encode(), "application/json")
+    updated = decision.changes(current)
+    if updated:
+        service.set_desired_count(decision.desired)
+    log.info(
+        "scaler: %d -> %d (%s); visible %d, in flight %d",
+        current,
+        decision.desired,
+        decision.reason,
+        depth.visible,
+        depth.in_flight,
+    )
+    return ScaleResult(current, decision, updated)
+
+
+def _load_idle_since(state: BlobStore) -> datetime | None:
+    try:
+        raw = json.loads(state.get(STATE_KEY))["idle_since"]
+        return datetime.fromisoformat(raw) if raw is not None else None
+    except BlobNotFound:
+        return None
+    except (ValueError, TypeError, KeyError):
+        log.warning("unreadable %s; the idle clock starts afresh", STATE_KEY)
+        return None

@@ -1,0 +1,122 @@
+"""The ``scaler`` Lambda on moto: the scheduled event, SQS attributes and an ECS service."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from comfyserve.adapters.aws.clients import aws_client
+from comfyserve.adapters.aws.provision import create_bucket, create_queue
+from comfyserve.service.autoscale import STATE_KEY
+from tests.integration.conftest import AwsClients
+from tests.integration.lambda_events import context, fresh_import, scheduled_event
+
+
+class Scaler:
+    def __init__(self, clients: AwsClients, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> None:
+        prefix = f"sc{uuid.uuid4().hex[:10]}"
+        self.sqs = clients.client("sqs")
+        self.s3 = clients.client("s3")
+        self.ecs = clients.client("ecs")
+        self.bucket = f"{prefix}-blobs"
+        create_bucket(self.s3, self.bucket)
+        self.queue_url = create_queue(self.sqs, f"{prefix}-jobs").queue_url
+        self.ecs.create_cluster(clusterName=prefix)
+        self.ecs.register_task_definition(
+            family=prefix, containerDefinitions=[{"name": "worker", "image": "comfyserve", "memory": 512}]
+        )
+        self.ecs.create_service(cluster=prefix, serviceName="workers", taskDefinition=prefix, desiredCount=0)
+        self.cluster = prefix
+        env = {
+            "AWS_ENDPOINT_URL": moto_endpoint,
+            "COMFYSERVE_QUEUE_URL": self.queue_url,
+            "COMFYSERVE_BUCKET": self.bucket,
+            "COMFYSERVE_ECS_CLUSTER": prefix,
+            "COMFYSERVE_ECS_SERVICE": "workers",
+            "COMFYSERVE_SCALE_IN_COOLDOWN_S": "300",
+            "COMFYSERVE_MAX_WORKERS": "4",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        self.module: ModuleType = fresh_import("lambdas.scaler")
+        self.ecs_calls: Counter[str] = Counter()
+        aws_client("ecs").meta.events.register("before-call.ecs.*", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.ecs_calls[model.name] += 1
+
+    def run(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.module.handler(scheduled_event(), context("scaler"))
+        return result
+
+    def desired(self) -> int:
+        [service] = self.ecs.describe_services(cluster=self.cluster, services=["workers"])["services"]
+        return int(service["desiredCount"])
+
+    def close(self) -> None:
+        aws_client("ecs").meta.events.unregister("before-call.ecs.*", self._count)
+
+
+@pytest.fixture
+def scaler(aws_clients: AwsClients, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> Iterator[Scaler]:
+    stack = Scaler(aws_clients, monkeypatch, moto_endpoint)
+    yield stack
+    stack.close()
+
+
+def test_one_message_starts_a_worker_and_an_unchanged_count_is_not_written(scaler: Scaler) -> None:
+    scaler.sqs.send_message(QueueUrl=scaler.queue_url, MessageBody="{}")
+
+    first = scaler.run()
+    second = scaler.run()
+
+    assert first == {
+        "trigger": "Scheduled Event",
+        "previous": 0,
+        "desired": 1,
+        "updated": True,
+        "reason": "backlog 1 at 4 jobs per task needs 1 tasks",
+    }
+    assert (second["previous"], second["desired"], second["updated"]) == (1, 1, False)
+    assert scaler.desired() == 1
+    assert scaler.ecs_calls == {"DescribeServices": 2, "UpdateService": 1}
+
+
+def test_in_flight_work_counts_and_the_maximum_holds(scaler: Scaler) -> None:
+    for _ in range(30):
+        scaler.sqs.send_message(QueueUrl=scaler.queue_url, MessageBody="{}")
+    scaler.sqs.receive_message(QueueUrl=scaler.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=300)
+
+    result = scaler.run()
+
+    assert result["reason"] == "backlog 30 needs 8 tasks, capped at max_workers 4"
+    assert scaler.desired() == 4
+
+
+def test_an_empty_queue_goes_to_zero_only_after_the_cool_down(scaler: Scaler) -> None:
+    scaler.ecs.update_service(cluster=scaler.cluster, service="workers", desiredCount=3)
+
+    cooling = scaler.run()
+    state = json.loads(scaler.s3.get_object(Bucket=scaler.bucket, Key=STATE_KEY)["Body"].read())
+    idle_since = datetime.fromisoformat(state["idle_since"])
+    assert abs((datetime.now(UTC) - idle_since).total_seconds()) < 30
+    assert cooling["desired"] == 1 and scaler.desired() == 1
+
+    earlier = (idle_since - timedelta(seconds=301)).isoformat()
+    scaler.s3.put_object(Bucket=scaler.bucket, Key=STATE_KEY, Body=json.dumps({"idle_since": earlier}).encode())
+    stopped = scaler.run()
+
+    assert stopped["desired"] == 0 and stopped["reason"].startswith("queue empty for 30")
+    assert scaler.desired() == 0
+
+    scaler.sqs.send_message(QueueUrl=scaler.queue_url, MessageBody="{}")
+    restarted = scaler.run()
+    assert restarted["desired"] == 1 and scaler.desired() == 1
+    assert json.loads(scaler.s3.get_object(Bucket=scaler.bucket, Key=STATE_KEY)["Body"].read()) == {"idle_since": None}

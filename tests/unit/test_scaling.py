@@ -1,0 +1,73 @@
+"""The scaler's decision over a table of queue states."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from comfyserve.ports import QueueDepth
+from comfyserve.service.scaling import ScalingPolicy, desired_count
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+# 20 s jobs, 60 s acceptable wait: a task holds 1 + 3 = 4 jobs.
+POLICY = ScalingPolicy(seconds_per_job=20, target_wait_s=60, max_workers=10, scale_in_cooldown_s=600)
+
+
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("visible", "in_flight", "tasks", "idle_since", "desired", "idle_after", "reason"),
+    [
+        # From zero on one message, without waiting for any metric.
+        (1, 0, 0, None, 1, None, "backlog 1 at 4 jobs per task needs 1 tasks"),
+        (1, 0, 0, ago(3600), 1, None, "backlog 1 at 4 jobs per task needs 1 tasks"),
+        (4, 0, 0, None, 1, None, "backlog 4 at 4 jobs per task needs 1 tasks"),
+        (5, 0, 0, None, 2, None, "backlog 5 at 4 jobs per task needs 2 tasks"),
+        # Visible and in flight both count as backlog.
+        (6, 2, 1, None, 2, None, "backlog 8 at 4 jobs per task needs 2 tasks"),
+        (36, 4, 4, None, 10, None, "backlog 40 at 4 jobs per task needs 10 tasks"),
+        # Capped at max_workers.
+        (500, 0, 3, None, 10, None, "backlog 500 needs 125 tasks, capped at max_workers 10"),
+        # Busy tasks are never scaled away, even when the backlog alone would need fewer.
+        (0, 7, 10, None, 7, None, "7 jobs in flight keep 7 tasks"),
+        (1, 5, 5, None, 5, None, "5 jobs in flight keep 5 tasks"),
+        # Empty: one warm task through the cool-down, then zero.
+        (0, 0, 4, None, 1, NOW, "queue empty for 0 s, keeping 1 warm through the cool-down"),
+        (0, 0, 1, ago(599), 1, ago(599), "queue empty for 599 s, keeping 1 warm through the cool-down"),
+        (0, 0, 1, ago(600), 0, ago(600), "queue empty for 600 s (cool-down 600 s)"),
+        (0, 0, 0, None, 0, NOW, "queue empty for 0 s, keeping 0 warm through the cool-down"),
+        (0, 0, 0, ago(7200), 0, ago(7200), "queue empty for 7200 s (cool-down 600 s)"),
+    ],
+)
+def test_desired_count(
+    visible: int,
+    in_flight: int,
+    tasks: int,
+    idle_since: datetime | None,
+    desired: int,
+    idle_after: datetime | None,
+    reason: str,
+) -> None:
+    decision = desired_count(QueueDepth(visible, in_flight), tasks, NOW, idle_since, POLICY)
+    assert (decision.desired, decision.idle_since, decision.reason) == (desired, idle_after, reason)
+    assert decision.changes(tasks) is (desired != tasks)
+
+
+def test_long_jobs_get_one_task_per_job() -> None:
+    slow = ScalingPolicy(seconds_per_job=300, target_wait_s=60, max_workers=8)
+    assert slow.jobs_per_task == 1
+    assert desired_count(QueueDepth(3, 2), 2, NOW, None, slow).desired == 5
+
+
+def test_policy_reads_the_settings_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMFYSERVE_SECONDS_PER_JOB", "12.5")
+    monkeypatch.setenv("COMFYSERVE_MAX_WORKERS", "3")
+    monkeypatch.setenv("COMFYSERVE_SCALE_IN_COOLDOWN_S", "120")
+    policy = ScalingPolicy()
+    assert (policy.seconds_per_job, policy.max_workers, policy.scale_in_cooldown_s) == (12.5, 3, 120)
+    monkeypatch.setenv("COMFYSERVE_MAX_WORKERS", "0")
+    with pytest.raises(ValueError, match="max_workers"):
+        ScalingPolicy()
