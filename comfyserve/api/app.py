@@ -16,6 +16,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
 from comfyserve.api import routes_comfyui, routes_v1
 from comfyserve.api.auth import Authenticator
+from comfyserve.api.bodies import loads_json
 from comfyserve.api.errors import register_error_handlers
 from comfyserve.api.gate import RequestGate
 from comfyserve.service.job_service import JobService
@@ -32,7 +33,10 @@ class SerializedRestResolver(APIGatewayRestResolver):
 def build_app(service: JobService, auth: Authenticator) -> APIGatewayRestResolver:
     # A response that does not match its model is our bug: a 500, never a 4xx.
     app = SerializedRestResolver(
-        enable_validation=True, response_validation_error_http_code=500, strip_prefixes=["/api"]
+        enable_validation=True,
+        response_validation_error_http_code=500,
+        strip_prefixes=["/api"],
+        json_body_deserializer=loads_json,
     )
     gate = RequestGate(auth, service.settings)
     app.use(middlewares=[gate.middleware])

@@ -1,4 +1,6 @@
-"""Who is calling: every request names a tenant through its API key (``x-api-key``).
+"""Who is calling: every request names a tenant through its API key, sent as ``x-api-key: <key>``, as
+``Authorization: Bearer <key>``, or (for clients that only know Basic) as the password of
+``Authorization: Basic`` (the user name is ignored; a key alone as the user name works too).
 
 Locally an :class:`ApiKeyAuthenticator` holds the keys (``COMFYSERVE_API_KEYS="tenant:key,…"`` or a keys
 file, one ``tenant:key`` a line); behind API Gateway, which has already checked the key against its usage
@@ -7,6 +9,8 @@ plans, the tenant is the request's API key id. A missing key is 401, an unknown 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -20,6 +24,7 @@ from comfyserve.service.errors import Forbidden, Unauthorized
 from comfyserve.service.settings import ServiceSettings
 
 API_KEY_HEADER = "x-api-key"
+HOW_TO_SEND = f"send your API key in the {API_KEY_HEADER} header or as Authorization: Bearer <key>"
 _tenant = re.compile(TENANT_PATTERN)
 
 
@@ -30,7 +35,30 @@ class Authenticator(Protocol):
 
 
 def _missing_key() -> Unauthorized:
-    return Unauthorized("Missing API key", details=f"send your API key in the {API_KEY_HEADER} header")
+    return Unauthorized("Missing API key", details=HOW_TO_SEND)
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The API key a request carries (``x-api-key``, Bearer or Basic), ``None`` when it carries none;
+    :class:`Unauthorized` for an ``Authorization`` header that holds no key."""
+    key = headers.get(API_KEY_HEADER)
+    if key:
+        return key
+    authorization = (headers.get("authorization") or "").strip()
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
+    if scheme.lower() == "basic" and credentials:
+        try:
+            user, _, password = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("Invalid Authorization header", details="Basic credentials are not base64") from None
+        if password or user:
+            return password or user
+    raise Unauthorized("Invalid Authorization header", details=HOW_TO_SEND)
 
 
 def _digest(key: str) -> bytes:
@@ -69,14 +97,14 @@ class ApiKeyAuthenticator:
         return cls.from_pairs(pairs, settings.anonymous_tenant)
 
     def authenticate(self, event: BaseProxyEvent) -> str:
-        key = event.headers.get(API_KEY_HEADER)
+        key = presented_key(event.headers)
         if not key:
             if self._anonymous is None:
                 raise _missing_key()
             return self._anonymous
         tenant = self._tenants.get(_digest(key))
         if tenant is None:
-            raise Forbidden("Invalid API key", details=f"the {API_KEY_HEADER} header names no known key")
+            raise Forbidden("Invalid API key", details="the request names no known API key")
         return tenant
 
 

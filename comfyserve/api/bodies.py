@@ -11,25 +11,54 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from comfyserve.api.errors import invalid_request
+from comfyserve.api.errors import NOT_UTF8, invalid_request, not_json
 from comfyserve.api.multipart import FORM_DATA, FormField, MultipartError, is_form_data, parse_form
 from comfyserve.service.errors import Invalid, UnsupportedMediaType
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
+MAX_JSON_DEPTH = 128
+"""Nesting levels a JSON body may have (a workflow needs about 6, a UI workflow in extra_pnginfo about 12)."""
+
+
+def _depth_exceeds(document: Any, limit: int) -> bool:
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` that refuses bodies nested deeper than :data:`MAX_JSON_DEPTH` with a
+    :class:`json.JSONDecodeError` (what Powertools and :func:`raw_json` turn into a 400), never a
+    :class:`RecursionError`."""
+    source = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    too_deep = json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", source[:64], 0)
+    try:
+        document = json.loads(source)
+    except RecursionError:
+        raise too_deep from None
+    if _depth_exceeds(document, MAX_JSON_DEPTH):
+        raise too_deep
+    return document
+
 
 def raw_json(app: Any) -> Any:
     """The decoded JSON body, ``None`` when there is none; :class:`Invalid` when it is not JSON."""
     try:
-        text = app.current_event.decoded_body
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid("Request body is not valid JSON", type_="invalid_json", details=str(exc)) from None
-    if not text:
-        return None
-    try:
-        return json.loads(text)
+        return app.current_event.json_body
+    except UnicodeDecodeError:
+        raise not_json(NOT_UTF8) from None
+    except json.JSONDecodeError as exc:
+        raise not_json(exc.msg) from None
     except ValueError as exc:
-        raise Invalid("Request body is not valid JSON", type_="invalid_json", details=str(exc)) from None
+        raise not_json(str(exc)) from None
 
 
 def form_body(app: Any) -> dict[str, FormField]:

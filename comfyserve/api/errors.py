@@ -17,9 +17,15 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 
 from comfyserve.api.gate import RequestGate
 from comfyserve.api.models import ErrorBody
-from comfyserve.service.errors import Invalid, NotFound, ServiceError, UnsupportedMediaType
+from comfyserve.service.errors import Invalid, MethodNotAllowed, NotFound, ServiceError, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
+
+NOT_UTF8 = "the body is not UTF-8 text"
+
+
+def not_json(details: str) -> Invalid:
+    return Invalid("Request body is not valid JSON", type_="invalid_json", details=details)
 
 
 def error_response(error: ServiceError) -> Response:
@@ -30,8 +36,7 @@ def invalid_request(errors: Sequence[Any]) -> Invalid:
     """Pydantic's (or Powertools') error list as one 400 naming each bad field."""
     for error in errors:
         if error.get("type") == "json_invalid":
-            reason = error.get("ctx", {}).get("error", "")
-            return Invalid("Request body is not valid JSON", type_="invalid_json", details=str(reason))
+            return not_json(str(error.get("ctx", {}).get("error", "")))
     found = [
         {
             "loc": [str(part) for part in error.get("loc", ())],
@@ -42,6 +47,12 @@ def invalid_request(errors: Sequence[Any]) -> Invalid:
     ]
     details = "; ".join(f"{'.'.join(item['loc'])}: {item['msg']}" for item in found)
     return Invalid("Invalid request", type_="invalid_request", details=details, extra_info={"errors": found})
+
+
+def allowed_methods(app: APIGatewayRestResolver, path: str) -> list[str]:
+    """The methods some route serves ``path`` with (Powertools keeps its route table private)."""
+    routes = app._static_routes + app._dynamic_routes
+    return sorted({route.method for route in routes if route.rule.match(path)})
 
 
 def register_error_handlers(app: APIGatewayRestResolver, gate: RequestGate) -> None:
@@ -67,10 +78,19 @@ def register_error_handlers(app: APIGatewayRestResolver, gate: RequestGate) -> N
             UnsupportedMediaType("Unsupported content type", details=f"send application/json, not {content_type}")
         )
 
+    @app.exception_handler(UnicodeDecodeError)
+    def _not_utf8(error: UnicodeDecodeError) -> Response:
+        # Powertools decodes a typed route's body before the route (and the gate) runs.
+        return gated(not_json(NOT_UTF8))
+
     @app.exception_handler(NotFoundError)
     def _no_route(error: NotFoundError) -> Response:
         event = app.current_event
-        return error_response(NotFound("Not found", type_="no_route", details=f"{event.http_method} {event.path}"))
+        details = f"{event.http_method} {event.path}"
+        allow = allowed_methods(app, str(app.context.get("_path", event.path)))
+        if allow:
+            return error_response(MethodNotAllowed("Method not allowed", allow=allow, details=details))
+        return error_response(NotFound("Not found", type_="no_route", details=details))
 
     @app.exception_handler(Exception)
     def _unexpected(error: Exception) -> Response:

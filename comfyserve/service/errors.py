@@ -64,7 +64,7 @@ class Unauthorized(ServiceError):
     default_type = "unauthorized"
 
     def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'ApiKey header="x-api-key"'}
+        return {"WWW-Authenticate": 'Bearer realm="comfyserve", Basic realm="comfyserve"'}
 
 
 class Forbidden(ServiceError):
@@ -75,6 +75,20 @@ class Forbidden(ServiceError):
 class NotFound(ServiceError):
     status = 404
     default_type = "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    """405: the path exists, but not for this method; ``allow`` lists the methods it has."""
+
+    status = 405
+    default_type = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: list[str], details: str = "") -> None:
+        super().__init__(message, details=details, extra_info={"allow": allow})
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allow)}
 
 
 class Conflict(ServiceError):

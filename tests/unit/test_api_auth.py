@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,12 @@ import pytest
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from comfyserve.api.app import build_app
-from comfyserve.api.auth import ApiGatewayAuthenticator, ApiKeyAuthenticator, authenticator_from_settings
+from comfyserve.api.auth import (
+    HOW_TO_SEND,
+    ApiGatewayAuthenticator,
+    ApiKeyAuthenticator,
+    authenticator_from_settings,
+)
 from comfyserve.service.errors import Forbidden, Unauthorized
 from comfyserve.service.settings import ServiceSettings
 from tests.api_stack import Stack, error_body, make_stack, workflow
@@ -56,6 +62,54 @@ def test_missing_key_is_401_unknown_key_403() -> None:
         auth.authenticate(event({"x-api-key": "key-2"}))
 
 
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-api-key": "key-1"},
+        {"Authorization": "Bearer key-1"},
+        {"authorization": "bearer   key-1"},
+        {"Authorization": basic("anyone", "key-1")},
+        {"Authorization": basic("key-1", "")},
+        {"x-api-key": "key-1", "Authorization": "Bearer other"},
+    ],
+)
+def test_the_key_as_x_api_key_bearer_or_basic(headers: dict[str, str]) -> None:
+    auth = ApiKeyAuthenticator.from_pairs(["alice:key-1"])
+
+    assert auth.authenticate(event(headers)) == "alice"
+
+
+@pytest.mark.parametrize(
+    ("authorization", "error"),
+    [
+        ("Bearer", Unauthorized("Invalid Authorization header", details=HOW_TO_SEND)),
+        ("Digest abc", Unauthorized("Invalid Authorization header", details=HOW_TO_SEND)),
+        ("Basic !!!", Unauthorized("Invalid Authorization header", details="Basic credentials are not base64")),
+        ("Bearer key-2", Forbidden("Invalid API key", details="the request names no known API key")),
+    ],
+)
+def test_an_authorization_header_without_a_known_key(authorization: str, error: Exception) -> None:
+    auth = ApiKeyAuthenticator.from_pairs(["alice:key-1"], anonymous_tenant="local")
+
+    with pytest.raises(type(error)) as raised:
+        auth.authenticate(event({"Authorization": authorization}))
+    assert raised.value.args == error.args
+
+
+def test_bearer_through_the_app_records_under_the_keys_tenant(tmp_path: Path) -> None:
+    stack = make_stack(tmp_path)
+
+    headers = {"Authorization": "Bearer key-b-0123456789"}
+    response = stack.call("POST", "/prompt", tenant=None, headers=headers, body={"prompt": workflow()})
+
+    assert response.status == 200
+    assert stack.jobs.get("tenant-b", response.json()["prompt_id"]) is not None
+
+
 def test_anonymous_tenant_for_keyless_local_clients() -> None:
     auth = ApiKeyAuthenticator.from_pairs(["alice:key-1"], anonymous_tenant="local")
 
@@ -97,7 +151,7 @@ def test_unknown_key_is_403_and_records_nothing(tmp_path: Path) -> None:
     )
 
     assert response.status == 403
-    assert response.json() == error_body("forbidden", "Invalid API key", "the x-api-key header names no known key")
+    assert response.json() == error_body("forbidden", "Invalid API key", "the request names no known API key")
     assert stack.nothing_recorded()
 
 
@@ -107,7 +161,7 @@ def test_missing_key_wins_over_a_bad_body(tmp_path: Path) -> None:
     response = stack.call("POST", "/v1/jobs", tenant=None, body="{not json", headers={"Content-Type": "text/plain"})
 
     assert response.status == 401
-    assert response.header("WWW-Authenticate") == 'ApiKey header="x-api-key"'
+    assert response.header("WWW-Authenticate") == 'Bearer realm="comfyserve", Basic realm="comfyserve"'
     assert stack.nothing_recorded()
 
 

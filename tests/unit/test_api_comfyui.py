@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from comfyserve.api.auth import HOW_TO_SEND
 from comfyserve.contracts.jobs import JobError, JobStatus
 from comfyserve.engine.validation import validate_prompt
 from comfyserve.service.history import prompt_number
@@ -314,5 +315,5 @@ def test_comfyui_routes_need_a_key(stack: Stack, method: str, url: str) -> None:
     response = stack.call(method, url, tenant=None, body=json.dumps({"prompt": workflow()}), headers=URLLIB)
 
     assert response.status == 401
-    assert response.json() == error_body("unauthorized", "Missing API key", "send your API key in the x-api-key header")
+    assert response.json() == error_body("unauthorized", "Missing API key", HOW_TO_SEND)
     assert stack.nothing_recorded()
