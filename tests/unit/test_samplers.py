@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+import torchsde
 
 from comfyserve.models.sampling.noise import BrownianNoise, gaussian_noise, initial_noise
 from comfyserve.models.sampling.run import Run
@@ -166,6 +167,41 @@ def test_ancestral_step_splits_the_variance() -> None:
     assert ancestral_step(3.0, 2.0, eta=0.0) == (2.0, 0.0)
 
 
+def test_brownian_noise_is_torchsde_brownian_tree_seeded_with_the_seed() -> None:
+    """ComfyUI's BrownianTreeNoiseSampler(cpu=True): a float32 CPU BrownianTree over [sigma_min, sigma_max]
+    with the seed as entropy; increments are signed by direction and divided by sqrt(|dt|)."""
+    like = torch.zeros(2, 3)
+    tree = torchsde.BrownianTree(torch.tensor(0.03), torch.zeros(2, 3), torch.tensor(14.6), entropy=77)
+    noise = BrownianNoise(like, 0.03, 14.6, seed=77)
+    torch.testing.assert_close(noise(14.6, 2.5), -tree(2.5, 14.6) / math.sqrt(12.1))
+    torch.testing.assert_close(noise(0.5, 2.5), tree(0.5, 2.5) / 2.0**0.5)
+
+
+# Outputs of ComfyUI 0.3.64's own k-diffusion functions (comfy/k_diffusion/sampling.py, CPU, float32) on the
+# exact denoiser above, seed 2024, for x = randn(1, 2, 2, 3; seed 2024) * sigmas[0]: recorded figures only.
+COMFYUI_RECORDED = {
+    "euler_ancestral": [0.79607, 0.37913, 0.52561, 0.62973, 0.60653, 0.64427, 0.03192, 0.76836, 0.50632, 0.5755],
+    "dpm_2_ancestral": [1.23014, -0.02811, 0.21826, 0.87429, 1.01732, -0.2116, -1.01663, 0.96258, -0.3099, 1.01012],
+    "dpmpp_2s_ancestral": [0.89013, 0.29688, 0.47133, 0.68449, 0.69858, 0.45581, -0.16654, 0.80746, 0.33322],
+    "dpmpp_sde": [1.19656, 0.78243, 0.2891, 0.39787, 0.43194, 0.14899, 0.21915, 0.87748, 0.06117, 0.51987],
+    "dpmpp_2m_sde": [1.36939, 0.73738, 0.21027, 0.45153, 0.25951, -0.14648, 0.07781, 0.96313, -0.16264],
+    "dpmpp_3m_sde": [2.45071, 0.90815, -0.79526, 0.06429, 0.01302, -0.98107, -0.66166, 1.5327, -1.10448],
+    "ddpm": [0.79607, 0.37913, 0.52561, 0.62973, 0.60653, 0.64427, 0.03192, 0.76836, 0.50632, 0.5755],
+    "lcm": [0.72335, 0.41156, 0.59996, 0.58122, 0.4995, 0.80296, 0.20941, 0.73863, 0.65205, 0.46198],
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMFYUI_RECORDED))
+def test_stochastic_samplers_draw_comfyuis_noise(name: str) -> None:
+    """Same seed, same sigmas, same denoiser: the same sample as ComfyUI's sampler (its noise streams)."""
+    sigmas = torch.tensor([14.6146, 6.0, 2.5, 1.0, 0.3, 0.0292, 0.0]).tolist()
+    x = torch.randn(1, 2, 2, 3, generator=torch.Generator().manual_seed(2024)) * sigmas[0]
+    spec = SAMPLERS[name]
+    noise = BrownianNoise(x, 0.0292, sigmas[0], 2024) if spec.noise == "brownian" else gaussian_noise(x, 2024)
+    out = spec.fn(Run(exact_denoiser, sigmas, noise, lambda step: None), x).flatten().tolist()
+    assert out[: len(COMFYUI_RECORDED[name])] == pytest.approx(COMFYUI_RECORDED[name], abs=2e-5)
+
+
 def test_brownian_increments_are_consistent_and_unit_variance() -> None:
     like = torch.zeros(20000)
     path = BrownianNoise(like, 0.1, 10.0, seed=5)
@@ -178,10 +214,11 @@ def test_brownian_increments_are_consistent_and_unit_variance() -> None:
     torch.testing.assert_close(BrownianNoise(like, 0.1, 10.0, seed=5)(10.0, 1.0), path(10.0, 1.0))
 
 
-def test_gaussian_step_noise_is_seeded_with_seed_plus_one() -> None:
+def test_gaussian_step_noise_is_seeded_with_the_seed() -> None:
+    """ComfyUI's default_noise_sampler seeds its generator with the sampler's seed itself."""
     like = torch.zeros(2, 3)
     draw = gaussian_noise(like, 41)
-    stream = torch.Generator().manual_seed(42)
+    stream = torch.Generator().manual_seed(41)
     assert torch.equal(draw(1.0, 0.5), torch.randn(2, 3, generator=stream))
     assert torch.equal(draw(0.5, 0.1), torch.randn(2, 3, generator=stream))
 

@@ -176,7 +176,7 @@ def _sample(
     )
     denoiser: Denoiser = guider
     if denoise_mask is not None:
-        inpaint_noise = gaussian_noise(latent, job.seed)(0.0, 0.0) if spec.random_inpaint else noise
+        inpaint_noise = gaussian_noise(latent, job.seed + 1)(0.0, 0.0) if spec.random_inpaint else noise
         denoiser = _masked(guider, denoise_mask, latent, inpaint_noise)
 
     total = len(sigmas) - 1

@@ -1,17 +1,19 @@
 """Seeded noise, always drawn on the CPU so that a seed gives the same numbers on any device.
 
 ``initial_noise`` is ComfyUI's ``prepare_noise``; the step noise of ancestral samplers is a Gaussian stream
-seeded with ``seed + 1`` (what ComfyUI's default noise sampler uses on the CPU); SDE samplers draw Brownian
-increments from one Brownian path, so that noise over overlapping sub-steps is consistent.
+seeded with ``seed`` (ComfyUI's ``default_noise_sampler``); SDE samplers draw Brownian increments from
+torchsde's ``BrownianTree`` seeded with ``seed`` (ComfyUI's ``BrownianTreeNoiseSampler``). The random inpaint
+noise of ``ddim`` is the first draw of the stream of ``seed + 1``.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
+import torchsde
 
 NoiseSampler = Callable[[float, float], torch.Tensor]
 
@@ -38,8 +40,9 @@ def initial_noise(latent: torch.Tensor, seed: int, batch_index: Sequence[int] | 
 
 
 def gaussian_noise(like: torch.Tensor, seed: int) -> NoiseSampler:
-    """Independent standard normal draws shaped like ``like``, one per call."""
-    generator = _generator(seed + 1)
+    """Independent standard normal draws shaped like ``like``, one per call, from the stream of ``seed``
+    (ComfyUI's ``default_noise_sampler`` with the sampler's seed)."""
+    generator = _generator(seed)
 
     def draw(sigma: float, sigma_next: float) -> torch.Tensor:
         noise = torch.randn(like.shape, generator=generator, dtype=torch.float32)
@@ -51,39 +54,26 @@ def gaussian_noise(like: torch.Tensor, seed: int) -> NoiseSampler:
 class BrownianNoise:
     """Normalised increments ``(W(b) - W(a)) / sqrt(|b - a|)`` of one Brownian path ``W`` over sigma.
 
-    The path is sampled lazily: a new time between two known ones is drawn from the Brownian bridge
-    between them, a time outside extends the path with an independent increment. Queries come in a fixed
-    order for a given sampler and schedule, so a seed always gives the same path.
+    The path is torchsde's ``BrownianTree`` over ``[sigma_min, sigma_max]`` with the job's seed as its
+    entropy, built on the CPU in float32 as ComfyUI's ``BrownianTreeNoiseSampler(cpu=True)`` builds it, so a
+    seed gives ComfyUI's path; increments over overlapping sub-steps are consistent.
     """
 
     def __init__(self, like: torch.Tensor, sigma_min: float, sigma_max: float, seed: int) -> None:
         self._like = like
-        self._generator = _generator(seed)
-        self._times = [sigma_min]
-        self._values = [torch.zeros(like.shape, dtype=torch.float32)]
-        self._value_at(sigma_max)
-
-    def _normal(self) -> torch.Tensor:
-        return torch.randn(self._like.shape, generator=self._generator, dtype=torch.float32)
-
-    def _value_at(self, t: float) -> torch.Tensor:
-        position = bisect.bisect_left(self._times, t)
-        if position < len(self._times) and self._times[position] == t:
-            return self._values[position]
-        if position == 0 or position == len(self._times):
-            edge = 0 if position == 0 else -1
-            value = self._values[edge] + math.sqrt(abs(t - self._times[edge])) * self._normal()
-        else:
-            t0, t1 = self._times[position - 1], self._times[position]
-            w0, w1 = self._values[position - 1], self._values[position]
-            fraction = (t - t0) / (t1 - t0)
-            spread = math.sqrt((t - t0) * (t1 - t) / (t1 - t0))
-            value = w0 + fraction * (w1 - w0) + spread * self._normal()
-        self._times.insert(position, t)
-        self._values.insert(position, value)
-        return value
+        zero = torch.zeros(like.shape, dtype=torch.float32)
+        self._tree = torchsde.BrownianTree(
+            torch.tensor(sigma_min, dtype=torch.float32),
+            zero,
+            torch.tensor(sigma_max, dtype=torch.float32),
+            entropy=seed % _SEED_SPACE,
+        )
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
-        increment = self._value_at(sigma_next) - self._value_at(sigma)
-        noise = increment / math.sqrt(abs(sigma_next - sigma))
+        a, b = torch.tensor([sigma, sigma_next], dtype=torch.float32).tolist()
+        low, high = min(a, b), max(a, b)
+        with warnings.catch_warnings():  # float32 ends a hair outside the tree's rounded ends are clamped
+            warnings.simplefilter("ignore", UserWarning)
+            increment = self._tree(low, high) * (1.0 if b > a else -1.0)
+        noise = increment / math.sqrt(high - low)
         return noise.to(device=self._like.device, dtype=self._like.dtype)
