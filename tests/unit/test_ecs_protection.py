@@ -1,0 +1,107 @@
+"""ECS task scale-in protection against a fake ECS agent over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from comfyserve.worker.ecs_protection import EcsTaskProtection, task_protection
+from comfyserve.worker.protection import NoProtection
+
+
+class FakeAgent(ThreadingHTTPServer):
+    """Records each ``PUT /api/<task>/task-protection/v1/state`` body; answers as the agent does."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.refuse = False
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/api/task-1"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeAgent
+
+    def do_PUT(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append((self.path, body))
+        if self.server.refuse:
+            answer: dict[str, Any] = {"failure": {"Reason": "TASK_NOT_VALID", "Detail": "stopping"}}
+        else:
+            answer = {"protection": {"ProtectionEnabled": body["ProtectionEnabled"]}}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def agent() -> Iterator[FakeAgent]:
+    server = FakeAgent()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_protection_is_set_while_busy_and_cleared_when_idle(agent: FakeAgent) -> None:
+    protection = EcsTaskProtection(agent.uri)
+
+    protection.protect(3900)  # a job: 60 min cap + 5 min
+    protection.protect(3900)  # the next job, back to back: still held, no request
+    protection.release()
+    protection.release()  # idle again: nothing to drop
+
+    path = "/api/task-1/task-protection/v1/state"
+    assert agent.requests == [
+        (path, {"ProtectionEnabled": True, "ExpiresInMinutes": 65}),
+        (path, {"ProtectionEnabled": False}),
+    ]
+
+
+def test_expiry_is_rounded_up_and_kept_within_the_agents_range(agent: FakeAgent) -> None:
+    for seconds in (1, 61, 10 * 24 * 3600):
+        protection = EcsTaskProtection(agent.uri)
+        protection.protect(seconds)
+    assert [body["ExpiresInMinutes"] for _, body in agent.requests] == [1, 2, 2880]
+
+
+def test_a_refused_request_is_asked_again_at_the_next_job(agent: FakeAgent) -> None:
+    protection = EcsTaskProtection(agent.uri)
+    agent.refuse = True
+    protection.protect(600)
+    protection.release()  # never held: no request
+    agent.refuse = False
+    protection.protect(600)
+    assert [body["ProtectionEnabled"] for _, body in agent.requests] == [True, True]
+
+
+def test_an_agent_that_is_down_never_stops_the_job(caplog: pytest.LogCaptureFixture) -> None:
+    server = FakeAgent()
+    uri = server.uri
+    server.server_close()  # nothing listens on the port any more
+    protection = EcsTaskProtection(uri, timeout_s=0.5)
+
+    protection.protect(600)
+    protection.release()
+
+    assert any("task protection" in record.getMessage() for record in caplog.records)
+
+
+def test_no_agent_means_no_protection(agent: FakeAgent) -> None:
+    assert isinstance(task_protection(None), NoProtection)
+    assert isinstance(task_protection(""), NoProtection)
+    assert isinstance(task_protection(agent.uri), EcsTaskProtection)
