@@ -5,31 +5,22 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfyserve.adapters.aws.clients import aws_client
 from comfyserve.adapters.aws.ecs_service import EcsWorkerService
 from comfyserve.adapters.aws.s3 import S3BlobStore
 from comfyserve.adapters.aws.sqs import SqsJobQueue
-from comfyserve.service.autoscale import run_scaler
+from comfyserve.service.autoscale import ScalerTarget, run_scaler
 from comfyserve.service.scaling import ScalingPolicy
-
-
-class ScalerResources(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="COMFYSERVE_", extra="ignore")
-
-    queue_url: str
-    bucket: str  # holds the scaler's small state object (scaler/state.json)
-    ecs_cluster: str
-    ecs_service: str
-
+from comfyserve.settings import AwsResourceNames
 
 logger = Logger(service="comfyserve-scaler")
-resources = ScalerResources()  # type: ignore[call-arg]  # read from the environment
-policy = ScalingPolicy()
-queue = SqsJobQueue(aws_client("sqs"), resources.queue_url)
-service = EcsWorkerService(aws_client("ecs"), resources.ecs_cluster, resources.ecs_service)
-state = S3BlobStore(aws_client("s3"), resources.bucket)
+names = AwsResourceNames.from_env()
+policy = ScalingPolicy.from_env()
+target = ScalerTarget.from_env()
+queue = SqsJobQueue(aws_client("sqs"), names.queue_url)
+service = EcsWorkerService(aws_client("ecs"), target.ecs_cluster, target.ecs_service)
+state = S3BlobStore(aws_client("s3"), names.bucket)  # the bucket keeps the scaler's idle clock (scaler/state.json)
 
 
 @logger.inject_lambda_context

@@ -10,13 +10,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from pydantic import Field
+
 from comfyserve.contracts.jobs import utc_now
 from comfyserve.ports import BlobNotFound, BlobStore, JobQueue
 from comfyserve.service.scaling import Decision, ScalingPolicy, desired_count
+from comfyserve.settings import EnvSettings
 
 log = logging.getLogger(__name__)
 
 STATE_KEY = "scaler/state.json"
+
+
+class ScalerTarget(EnvSettings):
+    """The ECS service the ``scaler`` Lambda sizes."""
+
+    doc_title = "Scaler target (the `scaler` Lambda)"
+
+    ecs_cluster: str = Field(min_length=1, description="cluster of the worker service")
+    ecs_service: str = Field(min_length=1, description="the worker service")
 
 
 class WorkerService(Protocol):

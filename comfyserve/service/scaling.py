@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfyserve.ports import QueueDepth
+from comfyserve.settings import EnvSettings
 
 
-class ScalingPolicy(BaseSettings):
-    """The scaler's knobs, read from ``COMFYSERVE_SECONDS_PER_JOB`` … (defaults fit ~20 s SDXL-class jobs)."""
+class ScalingPolicy(EnvSettings):
+    """The scaler's knobs (defaults fit ~20 s SDXL-class jobs)."""
 
-    model_config = SettingsConfigDict(env_prefix="COMFYSERVE_", frozen=True, extra="ignore")
+    doc_title = "Scaler (the `scaler` Lambda and the scaling simulator)"
 
     seconds_per_job: float = Field(default=20.0, gt=0, description="Mean run time of one job on one task.")
     target_wait_s: float = Field(default=60.0, ge=0, description="Acceptable time a job waits in the queue.")

@@ -38,6 +38,8 @@ class Scaler:
             "AWS_ENDPOINT_URL": moto_endpoint,
             "COMFYSERVE_QUEUE_URL": self.queue_url,
             "COMFYSERVE_BUCKET": self.bucket,
+            "COMFYSERVE_TABLE": f"{prefix}-jobs",
+            "COMFYSERVE_EVENT_BUS": f"{prefix}-events",
             "COMFYSERVE_ECS_CLUSTER": prefix,
             "COMFYSERVE_ECS_SERVICE": "workers",
             "COMFYSERVE_SCALE_IN_COOLDOWN_S": "300",

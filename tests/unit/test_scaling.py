@@ -62,12 +62,14 @@ def test_long_jobs_get_one_task_per_job() -> None:
     assert desired_count(QueueDepth(3, 2), 2, NOW, None, slow).desired == 5
 
 
-def test_policy_reads_the_settings_contract(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COMFYSERVE_SECONDS_PER_JOB", "12.5")
-    monkeypatch.setenv("COMFYSERVE_MAX_WORKERS", "3")
-    monkeypatch.setenv("COMFYSERVE_SCALE_IN_COOLDOWN_S", "120")
-    policy = ScalingPolicy()
+def test_policy_reads_the_settings_contract() -> None:
+    env = {
+        "COMFYSERVE_SECONDS_PER_JOB": "12.5",
+        "COMFYSERVE_MAX_WORKERS": "3",
+        "COMFYSERVE_SCALE_IN_COOLDOWN_S": "120",
+    }
+    policy = ScalingPolicy.from_env(env)
     assert (policy.seconds_per_job, policy.max_workers, policy.scale_in_cooldown_s) == (12.5, 3, 120)
-    monkeypatch.setenv("COMFYSERVE_MAX_WORKERS", "0")
-    with pytest.raises(ValueError, match="max_workers"):
-        ScalingPolicy()
+    with pytest.raises(ValueError) as caught:
+        ScalingPolicy.from_env({"COMFYSERVE_MAX_WORKERS": "0"})
+    assert str(caught.value) == "COMFYSERVE_MAX_WORKERS: input should be greater than or equal to 1, not '0'"
