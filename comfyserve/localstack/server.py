@@ -5,12 +5,21 @@
   serialised by a lock;
 * ``GET|PUT /v1/blobs/{key}?expires&sig`` serves the local blob store's presigned URLs (S3's role);
 * ``GET /ws?clientId=`` (also ``/api/ws``) upgrades to ComfyUI's websocket.
+
+Every answer the server gives itself is JSON in the service's error shape. A body over the limit is read and
+discarded before the 413 (a client that sends the whole body first still reads the answer), or refused
+before it is sent when the client asks ``Expect: 100-continue``; chunked bodies are read within the same
+limit. Reads time out, and at most ``max_connections`` requests are handled at once: the others get a 503
+with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -30,6 +39,11 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 MAX_API_BODY = 10 * MiB  # API Gateway's REST payload limit
 MAX_BLOB_BODY = 100 * MiB  # ComfyUI's default upload limit
+MAX_DISCARD = 1024 * MiB  # a refused body up to this size is read and dropped so that the client reads the 413
+READ_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 128
+LISTEN_BACKLOG = 512
+CHUNK = 64 * 1024
 BLOB_PREFIX = "/v1/blobs/"
 WS_PATHS = frozenset({"/ws", "/api/ws"})
 
@@ -39,6 +53,13 @@ Authenticate = Callable[[Mapping[str, str]], str | None]
 
 class Resolver(Protocol):
     def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]: ...
+
+
+CLOSE_HEADERS = [("Content-Type", "application/json"), ("Connection", "close")]
+
+
+def _retry_headers() -> list[tuple[str, str]]:
+    return [("Content-Type", "application/json"), ("Retry-After", "1")]
 
 
 def error_body(type_: str, message: str) -> bytes:
@@ -60,11 +81,28 @@ class Mount:
 class LocalServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        read_timeout_s: float = READ_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         super().__init__(address, _Handler)
         self.routes: Mount | None = None
         self.resolve_lock = threading.Lock()
+        self.read_timeout_s = read_timeout_s
+        self.slots = threading.BoundedSemaphore(max_connections)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away is a line in the log, not a traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.info("connection from %s ended: %s", client_address[0], error)
+            return
+        log.exception("the request from %s failed", client_address[0])
 
     def mount(self, routes: Mount) -> None:
         self.routes = routes
@@ -75,6 +113,24 @@ class LocalServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}"
 
 
+class BodyRefused(Exception):
+    """The request body cannot be taken; the handler answers ``status`` and closes the connection."""
+
+    def __init__(self, status: int, type_: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+
+
+def _limit_for(path: str) -> int:
+    return MAX_BLOB_BODY if urlsplit(path).path.startswith(BLOB_PREFIX) else MAX_API_BODY
+
+
+def _too_large(limit: int) -> BodyRefused:
+    return BodyRefused(413, "payload_too_large", f"the body is larger than {limit} bytes")
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # A buffered writer sends each response's headers and body in one segment (flushed after every request,
@@ -82,9 +138,50 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = -1
     disable_nagle_algorithm = True
     server: LocalServer
+    _slot = False
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.read_timeout_s)
+
+    def handle(self) -> None:
+        self._slot = self.server.slots.acquire(blocking=False)
+        try:
+            super().handle()
+        finally:
+            self._release_slot()
+
+    def _release_slot(self) -> None:
+        if self._slot:
+            self._slot = False
+            self.server.slots.release()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (bad request line, unknown method …) as JSON."""
+        if code == 501:  # no do_<METHOD>: a method no route has
+            code, type_, message = 405, "method_not_allowed", f"method {self.command} is not supported"
+            with contextlib.suppress(BodyRefused, OSError):
+                self._read_body(MAX_API_BODY)
+        else:
+            type_ = "bad_request" if code < 500 else "service_unavailable"
+        self.close_connection = True
+        self._reply(code, error_body(type_, message or ""), CLOSE_HEADERS)
+
+    def handle_expect_100(self) -> bool:
+        """Refuse an over-limit body before the client sends it."""
+        try:
+            length = self._content_length()
+        except BodyRefused as refused:
+            self._refuse(refused.status, refused.type, refused.message)
+            return False
+        limit = _limit_for(self.path)
+        if length > limit:
+            self._refuse(413, "payload_too_large", f"the body is larger than {limit} bytes")
+            return False
+        return super().handle_expect_100()
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -92,44 +189,90 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_GET
 
     def _dispatch(self) -> None:
-        routes = self.server.routes
-        if routes is None:
-            self._reply(503, error_body("service_unavailable", "the server is starting"))
-            return
         split = urlsplit(self.path)
         path = split.path or "/"
-        if path in WS_PATHS and self.headers.get("Upgrade"):
+        routes = self.server.routes
+        if path in WS_PATHS and self.headers.get("Upgrade") and routes is not None and self._slot:
+            self._release_slot()  # a websocket lives long: it does not hold a request slot
             self._websocket(routes, split.query)
             return
-        limit = MAX_BLOB_BODY if path.startswith(BLOB_PREFIX) else MAX_API_BODY
-        body = self._read_body(limit)
-        if body is None:
+        try:
+            body = self._read_body(_limit_for(path))
+        except BodyRefused as refused:
+            self._refuse(refused.status, refused.type, refused.message)
             return
-        if path.startswith(BLOB_PREFIX):
+        except TimeoutError:
+            self._refuse(408, "request_timeout", f"the body did not arrive within {self.server.read_timeout_s:g} s")
+            return
+        if routes is None:
+            self._reply(503, error_body("service_unavailable", "the server is starting"), _retry_headers())
+        elif not self._slot:
+            self.close_connection = True
+            self._reply(503, error_body("service_unavailable", "the server is busy, retry"), _retry_headers())
+        elif path.startswith(BLOB_PREFIX):
             self._blob(routes.blobs, unquote(path[len(BLOB_PREFIX) :]), split.query, body)
         else:
             self._api(routes.app, path, split.query, body)
 
-    def _read_body(self, limit: int) -> bytes | None:
-        """The request body, or ``None`` after answering a request whose body cannot be read."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self._refuse(411, "length_required", "send a Content-Length (chunked bodies are not read)")
-            return None
+    def _content_length(self) -> int:
+        text = self.headers.get("Content-Length")
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = int(text or 0)
         except ValueError:
             length = -1
         if length < 0:
-            self._refuse(400, "bad_request", "malformed Content-Length")
-            return None
+            raise BodyRefused(400, "bad_request", "malformed Content-Length")
+        return length
+
+    def _read_body(self, limit: int) -> bytes:
+        """The request body (Content-Length or chunked); :class:`BodyRefused` after reading and dropping a body
+        over ``limit`` (up to :data:`MAX_DISCARD`), so that the client reads the answer."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked(limit)
+        length = self._content_length()
         if length > limit:
-            self._refuse(413, "payload_too_large", f"the body is larger than {limit} bytes")
-            return None
+            self._discard(length)
+            raise _too_large(limit)
         return self.rfile.read(length) if length else b""
 
+    def _read_chunked(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise BodyRefused(400, "bad_request", "malformed chunked body") from None
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers, up to the blank line
+                    pass
+                return b"".join(parts)
+            total += size
+            if total > limit:
+                if total <= MAX_DISCARD:
+                    self._discard(size + 2)
+                    self._read_chunked(MAX_DISCARD - total)
+                raise _too_large(limit)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(3)
+
+    def _discard(self, length: int) -> None:
+        if length > MAX_DISCARD:
+            return
+        while length > 0:
+            data = self.rfile.read(min(length, CHUNK))
+            if not data:
+                return
+            length -= len(data)
+
     def _refuse(self, status: int, type_: str, message: str) -> None:
-        """Answer and close: the unread body makes the connection unusable for a next request."""
-        self._reply(status, error_body(type_, message), [("Content-Type", "application/json"), ("Connection", "close")])
+        """Answer and close (the connection may hold an unread body)."""
+        self.close_connection = True
+        self._reply(status, error_body(type_, message), CLOSE_HEADERS)
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
 
     def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:
         self.send_response(status)
@@ -205,4 +348,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
+        self.connection.settimeout(None)  # a websocket may stay quiet for as long as its client likes
         routes.hub.serve(WebSocket(self.rfile, self.wfile), tenant, client_id)

@@ -1,0 +1,193 @@
+"""The local server's edge over real sockets: what it refuses before the route table (bodies over the limit,
+malformed or chunked bodies, unknown methods, slow clients, more clients than slots), each a JSON answer the
+client can read, nothing recorded, and the server healthy after."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import requests
+
+from comfyserve.localstack.server import MAX_API_BODY, LocalServer, Mount
+from comfyserve.localstack.ws_hub import WebsocketHub
+from tests.api_stack import KEYS, Stack, make_stack, workflow
+
+KEY = KEYS["tenant-a"]
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Stack:
+    return make_stack(tmp_path)
+
+
+def serve(stack: Stack, **options: Any) -> Iterator[LocalServer]:
+    server = LocalServer(("127.0.0.1", 0), **options)
+    server.mount(Mount(stack.app, stack.blobs, cast(WebsocketHub, None), lambda headers: None))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def server(stack: Stack) -> Iterator[LocalServer]:
+    yield from serve(stack)
+
+
+def healthy(server: LocalServer) -> bool:
+    return requests.get(f"{server.url}/v1/health", timeout=5).status_code == 200
+
+
+def raw(server: LocalServer, data: bytes, *, shut: bool = True, timeout: float = 10) -> bytes:
+    """Send ``data`` as it is and read until the server closes."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((str(host), port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if shut:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_and_body(response: bytes) -> tuple[int, dict[str, Any]]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def test_a_20_mb_body_gets_a_readable_413_and_nothing_is_recorded(stack: Stack, server: LocalServer) -> None:
+    body = b'{"workflow": "' + b"x" * (20 * 1024 * 1024) + b'"}'
+    response = requests.post(
+        f"{server.url}/v1/jobs", data=body, headers={"x-api-key": KEY, "Content-Type": "application/json"}, timeout=30
+    )
+
+    assert response.status_code == 413
+    assert response.json()["error"] == {
+        "type": "payload_too_large",
+        "message": f"the body is larger than {MAX_API_BODY} bytes",
+        "details": "",
+        "extra_info": {},
+    }
+    assert response.headers["Connection"] == "close"
+    assert stack.nothing_recorded() and healthy(server)
+
+
+def test_expect_100_continue_is_refused_before_the_body_is_sent(server: LocalServer) -> None:
+    head = (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nx-api-key: {KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {MAX_API_BODY + 1}\r\nExpect: 100-continue\r\n\r\n"
+    )
+    status, body = status_and_body(raw(server, head.encode(), shut=False))
+
+    assert status == 413 and body["error"]["type"] == "payload_too_large"
+
+
+def chunked(*parts: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts) + b"0\r\n\r\n"
+
+
+def test_a_chunked_body_is_accepted_within_the_limit(stack: Stack, server: LocalServer) -> None:
+    document = json.dumps({"prompt": workflow()}).encode()
+    head = f"POST /prompt HTTP/1.1\r\nHost: x\r\nx-api-key: {KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    status, body = status_and_body(raw(server, head.encode() + chunked(document[:10], document[10:])))
+
+    assert status == 200, body
+    assert stack.jobs.get("tenant-a", body["prompt_id"]) is not None
+
+
+def test_a_chunked_body_over_the_limit_is_413(stack: Stack, server: LocalServer) -> None:
+    head = f"POST /prompt HTTP/1.1\r\nHost: x\r\nx-api-key: {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    block = b"x" * (1024 * 1024)
+    status, body = status_and_body(raw(server, head.encode() + chunked(*[block] * 11)))
+
+    assert status == 413 and body["error"]["type"] == "payload_too_large"
+    assert stack.nothing_recorded() and healthy(server)
+
+
+@pytest.mark.parametrize(
+    ("request_text", "status", "type_"),
+    [
+        ("BREW /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed"),
+        ("GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: nine\r\n\r\n", 400, "bad_request"),
+        ("GET /v1/health HTTP/1.1\r\n" + "X-Many: y\r\n" * 101 + "\r\n", 431, "bad_request"),
+    ],
+)
+def test_malformed_requests_are_answered_in_json(
+    stack: Stack, server: LocalServer, request_text: str, status: int, type_: str
+) -> None:
+    got_status, body = status_and_body(raw(server, request_text.encode()))
+
+    assert (got_status, body["error"]["type"]) == (status, type_)
+    assert stack.nothing_recorded() and healthy(server)
+
+
+def test_a_known_path_with_another_method_is_405_with_allow(server: LocalServer) -> None:
+    response = requests.request("PATCH", f"{server.url}/v1/jobs", headers={"x-api-key": KEY}, timeout=5)
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, POST"
+    assert response.json()["error"]["type"] == "method_not_allowed"
+
+
+def test_a_client_that_never_sends_its_body_times_out(stack: Stack) -> None:
+    for server in serve(stack, read_timeout_s=0.3):
+        head = f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nx-api-key: {KEY}\r\nContent-Length: 100\r\n\r\n{{"
+        status, body = status_and_body(raw(server, head.encode(), shut=False))
+
+        assert status == 408 and body["error"]["type"] == "request_timeout"
+        assert stack.nothing_recorded() and healthy(server)
+
+
+def test_requests_over_the_slots_get_503_with_retry_after(stack: Stack) -> None:
+    for server in serve(stack, max_connections=1):
+        host, port = server.server_address[:2]
+        holder = http.client.HTTPConnection(str(host), port, timeout=5)
+        holder.request("GET", "/v1/health")  # keep-alive: this connection holds the only slot
+        assert holder.getresponse().read()
+
+        response = requests.get(f"{server.url}/v1/health", timeout=5)
+
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        assert response.json()["error"]["type"] == "service_unavailable"
+        holder.close()
+
+
+def test_60_concurrent_clients_are_all_answered(stack: Stack, server: LocalServer) -> None:
+    def submit(index: int) -> int:
+        with requests.Session() as session:
+            body = {"prompt": workflow(seed=index)}
+            return session.post(f"{server.url}/prompt", json=body, headers={"x-api-key": KEY}, timeout=60).status_code
+
+    with ThreadPoolExecutor(60) as pool:
+        statuses = list(pool.map(submit, range(300)))
+
+    assert statuses == [200] * 300
+    assert len(stack.jobs.list("tenant-a", limit=1000)[0]) == 300
+
+
+def test_no_tracebacks_in_the_log(stack: Stack, server: LocalServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/v1/jobs", "/prompt", "/v1/validate"):
+        for data in (deep, b'{"prompt": "\xff"}'):
+            response = requests.post(
+                f"{server.url}{path}",
+                data=data,
+                headers={"x-api-key": KEY, "Content-Type": "application/json"},
+                timeout=10,
+            )
+            assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_json"
+
+    assert not [record for record in caplog.records if record.exc_info]
+    assert stack.nothing_recorded()
