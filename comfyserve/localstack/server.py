@@ -16,6 +16,7 @@ with ``Retry-After``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import socket
@@ -114,21 +115,23 @@ class LocalServer(ThreadingHTTPServer):
 
 
 class BodyRefused(Exception):
-    """The request body cannot be taken; the handler answers ``status`` and closes the connection."""
+    """The request body cannot be taken; the handler answers ``status``, reads and drops the rest of the body
+    with ``drain`` (so that a client still sending it reads the answer) and closes the connection."""
 
-    def __init__(self, status: int, type_: str, message: str) -> None:
+    def __init__(self, status: int, type_: str, message: str, drain: Callable[[], object] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.type = type_
         self.message = message
+        self.drain = drain
 
 
 def _limit_for(path: str) -> int:
     return MAX_BLOB_BODY if urlsplit(path).path.startswith(BLOB_PREFIX) else MAX_API_BODY
 
 
-def _too_large(limit: int) -> BodyRefused:
-    return BodyRefused(413, "payload_too_large", f"the body is larger than {limit} bytes")
+def _too_large(limit: int, drain: Callable[[], object] | None = None) -> BodyRefused:
+    return BodyRefused(413, "payload_too_large", f"the body is larger than {limit} bytes", drain)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -199,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body(_limit_for(path))
         except BodyRefused as refused:
-            self._refuse(refused.status, refused.type, refused.message)
+            self._refuse(refused.status, refused.type, refused.message, refused.drain)
             return
         except TimeoutError:
             self._refuse(408, "request_timeout", f"the body did not arrive within {self.server.read_timeout_s:g} s")
@@ -225,17 +228,16 @@ class _Handler(BaseHTTPRequestHandler):
         return length
 
     def _read_body(self, limit: int) -> bytes:
-        """The request body (Content-Length or chunked); :class:`BodyRefused` after reading and dropping a body
-        over ``limit`` (up to :data:`MAX_DISCARD`), so that the client reads the answer."""
+        """The request body (Content-Length or chunked); :class:`BodyRefused` for a body over ``limit``."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked(limit)
         length = self._content_length()
         if length > limit:
-            self._discard(length)
-            raise _too_large(limit)
+            raise _too_large(limit, lambda: self._discard(length))
         return self.rfile.read(length) if length else b""
 
-    def _read_chunked(self, limit: int) -> bytes:
+    def _read_chunked(self, limit: int, keep: bool = True) -> bytes:
+        """The chunks' data up to ``limit`` bytes (read and dropped when not ``keep``)."""
         parts: list[bytes] = []
         total = 0
         while True:
@@ -250,12 +252,17 @@ class _Handler(BaseHTTPRequestHandler):
                 return b"".join(parts)
             total += size
             if total > limit:
-                if total <= MAX_DISCARD:
-                    self._discard(size + 2)
-                    self._read_chunked(MAX_DISCARD - total)
-                raise _too_large(limit)
-            parts.append(self.rfile.read(size))
+                raise _too_large(limit, functools.partial(self._drain_chunks, size) if keep else None)
+            if keep:
+                parts.append(self.rfile.read(size))
+            else:
+                self._discard(size)
             self.rfile.readline(3)
+
+    def _drain_chunks(self, current: int) -> None:
+        self._discard(current)
+        self.rfile.readline(3)
+        self._read_chunked(MAX_DISCARD, keep=False)
 
     def _discard(self, length: int) -> None:
         if length > MAX_DISCARD:
@@ -266,12 +273,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             length -= len(data)
 
-    def _refuse(self, status: int, type_: str, message: str) -> None:
-        """Answer and close (the connection may hold an unread body)."""
+    def _refuse(self, status: int, type_: str, message: str, drain: Callable[[], object] | None = None) -> None:
+        """Answer at once, drop what is left of the body (``drain``), then close."""
         self.close_connection = True
         self._reply(status, error_body(type_, message), CLOSE_HEADERS)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError, BodyRefused):
             self.wfile.flush()
+            if drain is not None:
+                drain()
             self.connection.shutdown(socket.SHUT_WR)
 
     def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> None:

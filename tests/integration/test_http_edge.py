@@ -99,7 +99,8 @@ def chunked(*parts: bytes) -> bytes:
 
 def test_a_chunked_body_is_accepted_within_the_limit(stack: Stack, server: LocalServer) -> None:
     document = json.dumps({"prompt": workflow()}).encode()
-    head = f"POST /prompt HTTP/1.1\r\nHost: x\r\nx-api-key: {KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    head = f"POST /prompt HTTP/1.1\r\nHost: x\r\nx-api-key: {KEY}\r\nTransfer-Encoding: chunked\r\n"
+    head += "Connection: close\r\n\r\n"
     status, body = status_and_body(raw(server, head.encode() + chunked(document[:10], document[10:])))
 
     assert status == 200, body
@@ -191,3 +192,18 @@ def test_no_tracebacks_in_the_log(stack: Stack, server: LocalServer, caplog: pyt
 
     assert not [record for record in caplog.records if record.exc_info]
     assert stack.nothing_recorded()
+
+
+def test_an_announced_body_over_the_limit_is_answered_before_it_is_sent(server: LocalServer) -> None:
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(str(host), port, timeout=5)
+    connection.putrequest("POST", "/v1/jobs")
+    connection.putheader("x-api-key", KEY)
+    connection.putheader("Content-Length", str(MAX_API_BODY + 1))
+    connection.endheaders()
+
+    response = connection.getresponse()
+
+    assert response.status == 413 and b"larger than" in response.read()
+    assert response.getheader("Connection") == "close"
+    connection.close()
