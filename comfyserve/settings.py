@@ -12,6 +12,7 @@ The family: :class:`ServiceSettings` (the job service: API Lambda and local stac
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import types
@@ -33,6 +34,7 @@ ENV_PREFIX = "COMFYSERVE_"
 AuthMode = Literal["api_keys", "api_gateway"]
 BackendName = Literal["builtin", "comfyui"]
 _NONE_WORDS = ("", "none", "null")
+_DOCUMENTED: list[type[EnvSettings]] = []
 
 
 class _MappingEnvSource(EnvSettingsSource):
@@ -50,8 +52,14 @@ class EnvSettings(BaseSettings):
     """Base of the family: ``COMFYSERVE_`` prefix, immutable, read by :meth:`from_env` only."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid", populate_by_name=True)
-    # One line per model for docs/SETTINGS.md and ``--help``.
+    # A model with a title is documented in docs/SETTINGS.md under it.
     doc_title: ClassVar[str] = ""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.__dict__.get("doc_title"):
+            _DOCUMENTED.append(cls)
 
     @classmethod
     def settings_customise_sources(
@@ -326,27 +334,40 @@ class CloudWorkerSettings(AwsResourceNames):
         return min(max(self.job_timeout_s + 5 * 60, 60), 2880 * 60)
 
 
-SETTINGS_MODELS: tuple[type[EnvSettings], ...] = (ServiceSettings, AwsResourceNames, CloudWorkerSettings)
+def settings_models() -> list[type[EnvSettings]]:
+    """Every documented settings model (one with a ``doc_title``), this module's first: the modules of the
+    ``comfyserve`` package that subclass :class:`EnvSettings` are imported to find them."""
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        if path.name != "settings.py" and "(EnvSettings)" in path.read_text(encoding="utf-8"):
+            module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+            importlib.import_module(module)
+    return list(_DOCUMENTED)
 
 
 def settings_markdown() -> str:
-    """docs/SETTINGS.md: every variable of every model."""
+    """docs/SETTINGS.md: every variable of every documented model (inherited variables under their parent)."""
     parts = [
         "# Settings",
         "",
-        "Every component reads its settings from the environment: one contract, defined in",
-        "`comfyserve/settings.py` and generated into this page (`python -m comfyserve.settings > docs/SETTINGS.md`;",
-        "a test fails when it is out of date). A worker also inherits every AWS resource variable.",
+        "Every component reads its settings from the environment: one contract, the `EnvSettings` models",
+        "(`comfyserve/settings.py` and the modules that subclass it), generated into this page",
+        "(`python -m comfyserve.settings > docs/SETTINGS.md`; a test fails when it is out of date). A model",
+        "that extends another (the worker extends the AWS resources) also reads its parent's variables.",
         "",
     ]
-    for model in SETTINGS_MODELS:
-        parts += [f"## {model.doc_title}", "", "| Variable | Type | Default | Meaning |", "|---|---|---|---|"]
-        inherited = AwsResourceNames.model_fields.keys() if model is CloudWorkerSettings else ()
+    models = settings_models()
+    for model in models:
+        inherited = {name for base in model.__mro__[1:] if base in models for name in base.model_fields}
+        title = f"{model.doc_title} — `{model.__module__}.{model.__qualname__}`"
+        parts += [f"## {title}", "", "| Variable | Type | Default | Meaning |", "|---|---|---|---|"]
         for variable, kind, default, description in model.env_table(exclude=inherited):
             parts.append(f"| `{variable}` | {kind} | {default} | {description} |")
         parts.append("")
     return "\n".join(parts)
 
 
-if __name__ == "__main__":
-    sys.stdout.write(settings_markdown())
+if __name__ == "__main__":  # run as a script, this file is __main__: document the package's own module
+    from comfyserve import settings
+
+    sys.stdout.write(settings.settings_markdown())

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from comfyserve.settings import AwsResourceNames, CloudWorkerSettings, ServiceSettings, settings_markdown
+from comfyserve.settings import (
+    AwsResourceNames,
+    CloudWorkerSettings,
+    ServiceSettings,
+    settings_markdown,
+    settings_models,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RESOURCES = {
@@ -21,7 +27,9 @@ RESOURCES = {
 def test_settings_page_is_generated_from_the_models() -> None:
     page = (ROOT / "docs" / "SETTINGS.md").read_text()
     assert page == settings_markdown(), "docs/SETTINGS.md is stale: python -m comfyserve.settings > docs/SETTINGS.md"
-    for model in (ServiceSettings, AwsResourceNames, CloudWorkerSettings):
+    models = settings_models()
+    assert models[:3] == [ServiceSettings, AwsResourceNames, CloudWorkerSettings]
+    for model in models:
         for variable, *_ in model.env_table():
             assert f"`{variable}`" in page
 
