@@ -54,7 +54,8 @@ class Catalog:
         return {name: spec.to_object_info() for name, spec in sorted(self.specs.items())}
 
     def dumps(self) -> str:
-        return json.dumps(self.to_object_info(), indent=1, sort_keys=True) + "\n"
+        # Not sort_keys: the order of a node's inputs is part of its contract (positional clients, widgets).
+        return json.dumps(self.to_object_info(), indent=1) + "\n"
 
     def __contains__(self, name: object) -> bool:
         return name in self.specs

@@ -169,7 +169,7 @@ class NodeSpec:
         try:
             inputs: dict[str, InputSpec] = {}
             for kind in INPUT_KINDS:
-                for input_name, entry in (info.get("input", {}).get(kind) or {}).items():
+                for input_name, entry in _in_input_order(info, kind):
                     if kind == "hidden":
                         inputs[input_name] = InputSpec(input_name, str(entry), {}, kind)
                     else:
@@ -198,6 +198,13 @@ class NodeSpec:
             )
         except (AttributeError, KeyError, TypeError) as exc:
             raise CatalogError(f"catalog entry {name!r} is malformed: {exc}") from exc
+
+
+def _in_input_order(info: Mapping[str, Any], kind: str) -> list[tuple[str, Any]]:
+    """One kind's declared inputs in ``input_order`` (ComfyUI's declaration order), then any it omits."""
+    declared = info.get("input", {}).get(kind) or {}
+    order = [name for name in (info.get("input_order") or {}).get(kind) or () if name in declared]
+    return [(name, declared[name]) for name in dict.fromkeys([*order, *declared])]
 
 
 def _input_from_declaration(node: str, input_name: str, entry: Any, kind: str) -> InputSpec:

@@ -10,6 +10,7 @@ import pytest
 
 from comfyserve.api.auth import HOW_TO_SEND
 from comfyserve.contracts.jobs import JobError, JobStatus
+from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.validation import validate_prompt
 from comfyserve.service.history import prompt_number
 from tests.api_stack import Stack, error_body, make_stack, output_ref, run_job, tiny_catalog, workflow
@@ -317,3 +318,26 @@ def test_comfyui_routes_need_a_key(stack: Stack, method: str, url: str) -> None:
     assert response.status == 401
     assert response.json() == error_body("unauthorized", "Missing API key", HOW_TO_SEND)
     assert stack.nothing_recorded()
+
+
+def test_object_info_keeps_comfyuis_input_order(tmp_path: Path) -> None:
+    """Positional clients (comfy-script) and ComfyUI's widgets read the inputs in declaration order."""
+    packaged = Catalog.packaged().to_object_info()["KSampler"]
+    declared = [
+        "model",
+        "seed",
+        "steps",
+        "cfg",
+        "sampler_name",
+        "scheduler",
+        "positive",
+        "negative",
+        "latent_image",
+        "denoise",
+    ]
+
+    assert list(packaged["input"]["required"]) == declared
+    assert packaged["input_order"]["required"] == declared
+    reordered = {**packaged, "input": {"required": dict(sorted(packaged["input"]["required"].items()))}}
+    spec = Catalog.from_object_info({"KSampler": reordered}).specs["KSampler"]
+    assert list(spec.inputs) == declared
