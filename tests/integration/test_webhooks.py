@@ -1,65 +1,25 @@
-"""Webhook delivery against a real local HTTP server: signatures, replays, retries, the SSRF guard."""
+"""Webhook delivery against a real local HTTP server: Standard Webhooks signatures checked with the
+``standardwebhooks`` library, replays, retries, the SSRF guard."""
 
 from __future__ import annotations
 
-import threading
+import base64
+import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from comfyserve.adapters.local.events import JsonlEventBus
-from comfyserve.adapters.local.webhooks import (
-    SIGNATURE_HEADER,
-    RetryPolicy,
-    WebhookDispatcher,
-    WebhookSignatureInvalid,
-    sign,
-    verify_signature,
-)
+from comfyserve.adapters.local.webhooks import WebhookDispatcher
 from comfyserve.contracts.events import JobEvent, JobEventType
 from comfyserve.contracts.jobs import JobRecord, WebhookSpec
+from comfyserve.service.webhook_delivery import RetryPolicy, WebhookSigner
+from tests.integration.webhook_receiver import Receiver, receiver_fixture  # noqa: F401  (the fixture)
 
-SECRET = b"whsec-test"
+SECRET = bytes(range(32))  # the local stack's key is 32 random bytes
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.05, max_delay_s=0.2, timeout_s=2)
-
-
-@dataclass
-class Receiver:
-    """A webhook endpoint that answers with the next scripted status (200 once the script runs out)."""
-
-    url: str = ""
-    script: list[int] = field(default_factory=list)
-    delay_s: float = 0.0
-    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            state.requests.append((dict(self.headers.items()), body))
-            time.sleep(state.delay_s)
-            self.send_response(state.script.pop(0) if state.script else 200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield state
-    server.shutdown()
-    thread.join()
 
 
 def event_for(url: str, event_type: JobEventType = JobEventType.JOB_SUCCEEDED) -> JobEvent:
@@ -83,10 +43,11 @@ def test_signed_post_retried_after_500_and_every_attempt_recorded(tmp_path: Path
 
     assert len(receiver.requests) == 2
     for headers, body in receiver.requests:
-        verify_signature(SECRET, headers[SIGNATURE_HEADER], body)
+        assert Webhook(SECRET).verify(body, headers) == json.loads(body)
+        assert headers["webhook-id"] == event.event_id  # the same on the retry: receivers drop duplicates
         assert JobEvent.model_validate_json(body) == event.model_copy(update={"webhook": None})
-        assert headers["Content-Type"] == "application/json"
-        assert headers["X-Comfyserve-Event-Type"] == "JobSucceeded"
+        assert headers["content-type"] == "application/json"
+        assert headers["x-comfyserve-event-type"] == "JobSucceeded"
     assert b"webhook" not in receiver.requests[0][1]
     attempts = [(a.attempt, a.status_code, a.outcome) for a in hooks.deliveries("j1")]
     assert attempts == [(1, 500, "retrying"), (2, 200, "delivered")]
@@ -139,21 +100,26 @@ def test_progress_events_and_jobs_without_webhook_are_not_delivered(tmp_path: Pa
     assert receiver.requests == [] and hooks.deliveries() == []
 
 
-def test_verify_rejects_replays_and_forgeries() -> None:
+def test_standard_webhooks_receivers_reject_replays_and_forgeries() -> None:
     body = b'{"job_id":"j1"}'
-    now = 1_800_000_000
-    header = sign(SECRET, body, now)
-    verify_signature(SECRET, header, body, now=now + 299)
+    signer = WebhookSigner(SECRET)
+    now = int(time.time())
+    verifier = Webhook(SECRET)
+    assert verifier.verify(body, signer.headers("evt_1", body, now - 250)) == {"job_id": "j1"}
+    # The same key written as a "whsec_" secret, as the cloud stack stores it, signs the same.
+    assert WebhookSigner("whsec_" + base64.b64encode(SECRET).decode()).headers("evt_1", body, now) == signer.headers(
+        "evt_1", body, now
+    )
+    good = signer.headers("evt_1", body, now)
     cases = [
-        (SECRET, header, body, now + 301, "timestamp outside tolerance (replay?)"),
-        (SECRET, header, body, now - 301, "timestamp outside tolerance (replay?)"),
-        (SECRET, header, body + b" ", now, "bad signature"),
-        (b"other-secret", header, body, now, "bad signature"),
-        (SECRET, header.replace(f"t={now}", f"t={now + 1}"), body, now, "bad signature"),
-        (SECRET, "v1=abc", body, now, "malformed signature header"),
-        (SECRET, None, body, now, "malformed signature header"),
+        (verifier, signer.headers("evt_1", body, now - 301), body, "Message timestamp too old"),
+        (verifier, signer.headers("evt_1", body, now + 301), body, "Message timestamp too new"),
+        (verifier, good, body + b" ", "No matching signature found"),
+        (verifier, {**good, "webhook-id": "evt_2"}, body, "No matching signature found"),
+        (Webhook(b"other-secret"), good, body, "No matching signature found"),
+        (verifier, {k: v for k, v in good.items() if k != "webhook-signature"}, body, "Missing required headers"),
     ]
-    for secret, candidate, payload, at, reason in cases:
-        with pytest.raises(WebhookSignatureInvalid) as caught:
-            verify_signature(secret, candidate, payload, now=at)
-        assert str(caught.value) == f"webhook signature rejected: {reason}"
+    for verifier, headers, payload, reason in cases:
+        with pytest.raises(WebhookVerificationError) as caught:
+            verifier.verify(payload, headers)
+        assert str(caught.value) == reason
