@@ -21,14 +21,19 @@ PACKAGED_CATALOG = "catalog.json"
 
 
 class Catalog:
-    """Node specs by class name, loaded from a registry or from an exported document."""
+    """Node specs by class name, loaded from a registry or from an exported document.
 
-    def __init__(self, specs: Mapping[str, NodeSpec]) -> None:
+    ``node_classes`` are the classes whose ``VALIDATE_INPUTS`` hooks validation runs: those of a registry the
+    process loaded (the local stack's custom nodes), none for a catalog read from a document.
+    """
+
+    def __init__(self, specs: Mapping[str, NodeSpec], node_classes: Mapping[str, type] | None = None) -> None:
         self.specs = dict(specs)
+        self.node_classes = {name: cls for name, cls in (node_classes or {}).items() if name in self.specs}
 
     @classmethod
     def from_registry(cls, registry: NodeRegistry) -> Catalog:
-        return cls(registry.specs())
+        return cls(registry.specs(), registry.classes)
 
     @classmethod
     def from_object_info(cls, document: Any) -> Catalog:

@@ -28,6 +28,7 @@ from comfyserve.engine.graph import (
     DependencyCycleError,
     DuplicateNodeError,
     DynamicPrompt,
+    ExpansionLimitError,
     GraphError,
     NodeView,
     Scheduler,
@@ -45,6 +46,8 @@ __all__ = ["ExecutionResult", "Executor"]
 Step = bool | Coroutine[Any, Any, bool]
 
 MAX_INSTANCES = 256
+MAX_EXPANSION_DEPTH = 1000  # expansions nested in expansions (a loop re-expands once per iteration)
+MAX_CREATED_NODES = 20_000  # nodes all expansions of one job may create
 ASYNC_POLL_S = 0.05  # how often cancellation is checked while only async nodes are running
 
 
@@ -53,9 +56,18 @@ class Executor:
     (by node id and class, as ComfyUI's ``objects`` cache) and the event loop of :meth:`execute` between jobs.
     :meth:`close` closes that loop."""
 
-    def __init__(self, registry: NodeRegistry, cache: OutputCache | None = None) -> None:
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        cache: OutputCache | None = None,
+        *,
+        max_expansion_depth: int = MAX_EXPANSION_DEPTH,
+        max_created_nodes: int = MAX_CREATED_NODES,
+    ) -> None:
         self.registry = registry
         self.cache = cache if cache is not None else OutputCache()
+        self.max_expansion_depth = max_expansion_depth
+        self.max_created_nodes = max_created_nodes
         self._plans: dict[str, NodePlan] = {}
         self._instances: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._runner: asyncio.Runner | None = None
@@ -168,6 +180,8 @@ class _Run:
         self.started: dict[str, float] = {}
         self.ran: set[str] = set()
         self.subgraphs: dict[str, tuple[list[Part], dict[str, Any] | None]] = {}
+        self.depths: dict[str, int] = {}  # expansion nesting of ephemeral nodes
+        self.created = 0
 
     # -- the run ------------------------------------------------------------------------------------------
 
@@ -430,6 +444,18 @@ class _Run:
             isinstance(n, dict) and isinstance(n.get("class_type"), str) for n in graph.values()
         ):
             raise TypeError(f"node {node_id} returned an expansion that is not a dict of nodes with a class_type")
+        if self.cancelled():
+            raise InterruptedError_("the job was cancelled")
+        depth = self.depths.get(node_id, 0) + 1
+        self.created += len(graph)
+        executor = self.executor
+        if depth > executor.max_expansion_depth or self.created > executor.max_created_nodes:
+            limit = (
+                f"expansions nested {depth} deep (the limit is {executor.max_expansion_depth})"
+                if depth > executor.max_expansion_depth
+                else f"{self.created} nodes created by expansion (the limit is {executor.max_created_nodes} per job)"
+            )
+            raise ExpansionLimitError(node_id, f"Node {node_id} stopped: {limit}; does a loop never end?")
         for new_id in graph:
             if self.dynprompt.has_node(new_id):
                 raise DuplicateNodeError(
@@ -439,6 +465,7 @@ class _Run:
                 )
         for new_id, new_node in graph.items():
             self.dynprompt.add_ephemeral_node(new_id, new_node, node_id, new_node.get("override_display_id", node_id))
+            self.depths[new_id] = depth
         return list(graph)
 
     def _finish(self, node_id: str, outputs: list[list[Any]], ui: dict[str, Any] | None) -> None:

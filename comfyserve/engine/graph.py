@@ -32,6 +32,10 @@ class DuplicateNodeError(GraphError):
     pass
 
 
+class ExpansionLimitError(GraphError):
+    """Node expansion went past a cap (nesting depth or nodes created per job): a runaway loop."""
+
+
 @dataclass(slots=True)
 class NodeView:
     """A node's inputs sorted by name and split once per run into links and constants (read-only).

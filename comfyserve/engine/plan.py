@@ -29,7 +29,7 @@ class NodePlan:
     is_async: bool
     output_is_list: tuple[bool, ...]
     has_list_output: bool
-    declared: frozenset[str]
+    declared: frozenset[str]  # every input the class declares, hidden ones included: other constants are dropped
     lazy: frozenset[str]
     raw_links: frozenset[str]
     hidden: tuple[tuple[str, str], ...]
@@ -58,7 +58,7 @@ class NodePlan:
             is_async=inspect.iscoroutinefunction(getattr(node_class, function)),
             output_is_list=spec.output_is_list,
             has_list_output=any(spec.output_is_list),
-            declared=frozenset(declared),
+            declared=frozenset(spec.inputs),
             lazy=frozenset(n for n, s in declared.items() if s.lazy),
             raw_links=frozenset(n for n, s in declared.items() if s.options.get("rawLink")),
             hidden=tuple(spec.hidden.items()),

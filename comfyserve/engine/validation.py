@@ -8,12 +8,16 @@ Every walk is iterative: a 10,000-node chain validates without touching the recu
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import traceback
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyserve.engine.graph_utils import ExecutionBlocker
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.node_api import IMAGE_UPLOAD, MODEL_FOLDER
 from comfyserve.engine.prompt_format import unwrap_literal
@@ -378,6 +382,8 @@ class _Checker:
             kwargs["input_types"] = linked_types
         try:
             result = node_class.VALIDATE_INPUTS(**kwargs)  # type: ignore[attr-defined]
+            if inspect.isawaitable(result):
+                result = _resolve(result)
         except Exception as exc:
             return [
                 make_error(
@@ -387,12 +393,27 @@ class _Checker:
                     {"exception_type": type(exc).__name__, "traceback": traceback.format_exception(exc)},
                 )
             ]
-        if result is True:
+        if result is True or isinstance(result, ExecutionBlocker):
             return []
         details = ", ".join(sorted(kwargs))
         if result is not False and result is not None:
             details = f"{details} - {result}"
         return [make_error("custom_validation_failed", "Custom validation failed for node", details, {})]
+
+
+def _resolve(awaitable: Awaitable[Any]) -> Any:
+    """The result of an async ``VALIDATE_INPUTS``, awaited on a loop of its own (a thread's when the caller
+    is itself inside a running loop)."""
+
+    async def wait() -> Any:
+        return await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, wait()).result()
 
 
 def _link_info(name: str, input_spec: InputSpec, value: Any) -> dict[str, Any]:

@@ -127,7 +127,7 @@ class LocalStack:
         if not self.custom_nodes:
             return catalog
         custom = build_registry((), custom_nodes=self.custom_nodes)
-        return Catalog({**catalog.specs, **custom.specs()})
+        return Catalog({**catalog.specs, **custom.specs()}, custom.classes)
 
     def start(self) -> LocalStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)

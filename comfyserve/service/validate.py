@@ -36,4 +36,5 @@ def check_workflow(
         targets=targets,
         strict=strict,
         limits=deps.settings.limits,
+        node_classes=deps.catalog.node_classes,
     )

@@ -1,0 +1,28 @@
+"""A hard deadline for a process whose job may never yield: node code stuck in a loop of its own ignores
+cancellation, so a worker told to stop arms this and is gone within the grace period whatever the job does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+def exit_after(seconds: float, code: int = 1, *, _exit: Callable[[int], None] = os._exit) -> threading.Timer:
+    """End the process with ``code`` (no cleanup, as SIGKILL would) unless the returned timer is cancelled
+    within ``seconds``. Call it from a SIGTERM handler; a clean shutdown cancels it."""
+
+    def expire() -> None:
+        log.error("still running %.0f s after being told to stop; exiting now", seconds)
+        logging.shutdown()
+        _exit(code)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.name = "comfyserve-hard-deadline"
+    timer.start()
+    return timer
