@@ -25,6 +25,7 @@ class JobService:
         self.deps = deps
         self._submitter = Submitter(deps)
         self._object_info: dict[str, Any] | None = None
+        self._object_info_of: object = None
 
     @property
     def settings(self) -> ServiceSettings:
@@ -77,9 +78,10 @@ class JobService:
         return self.deps.blobs.presigned_get(ref.key, self.deps.settings.presign_expiry_s)
 
     def object_info(self) -> dict[str, Any]:
-        """The catalog in ``/object_info`` shape (built once)."""
-        if self._object_info is None:
-            self._object_info = self.deps.catalog.to_object_info()
+        """The catalog in ``/object_info`` shape (built once per catalog version: a published one can change)."""
+        specs = self.deps.catalog.specs
+        if self._object_info is None or self._object_info_of is not specs:
+            self._object_info, self._object_info_of = self.deps.catalog.to_object_info(), specs
         return self._object_info
 
     # ComfyUI's routes

@@ -56,9 +56,9 @@ class ComfyUIBackend:
 
     def object_info(self) -> dict[str, Any]:
         """ComfyUI's ``/object_info`` (core, extras, custom nodes; model lists in the loaders' combos) in
-        comfyserve's catalog format."""
+        comfyserve's catalog format, less the classes the configuration does not allow."""
         self.start()
-        return export_catalog(self._raw_object_info())
+        return export_catalog(self._raw_object_info(), self.config.node_allow, self.config.node_deny)
 
     def run(self, job: BackendJob) -> BackendResult:
         with self._run_lock:

@@ -42,6 +42,8 @@ class ComfyUIConfig:
     model_root: Path | None = None
     custom_nodes: tuple[Path, ...] = ()
     extra_args: tuple[str, ...] = ()
+    node_allow: tuple[str, ...] | None = None  # the node classes the published catalog keeps (None: all)
+    node_deny: tuple[str, ...] = ()
     cpu: bool | None = None
     ready_timeout_s: float = 300.0
     interrupt_grace_s: float = 15.0  # after POST /interrupt, how long before a silent ComfyUI counts as hung
@@ -67,6 +69,8 @@ class ComfyUIConfig:
             model_root=self.model_root.resolve() if self.model_root is not None else None,
             custom_nodes=tuple(p.resolve() for p in self.custom_nodes),
             extra_args=self.extra_args,
+            node_allow=self.node_allow,
+            node_deny=self.node_deny,
             cpu=self.cpu if self.cpu is not None else not Path("/dev/nvidiactl").exists(),
             ready_timeout_s=self.ready_timeout_s,
             interrupt_grace_s=self.interrupt_grace_s,
