@@ -14,6 +14,7 @@ EXECUTION_START = "execution_start"
 EXECUTION_CACHED = "execution_cached"
 EXECUTING = "executing"
 PROGRESS = "progress"
+PROGRESS_STATE = "progress_state"
 EXECUTED = "executed"
 EXECUTION_SUCCESS = "execution_success"
 EXECUTION_ERROR = "execution_error"
@@ -45,6 +46,12 @@ def executing(prompt_id: str, node: str | None, display_node: str | None = None)
 
 def progress(prompt_id: str, node: str | None, value: int, max_value: int) -> dict[str, Any]:
     return {"value": value, "max": max_value, "prompt_id": prompt_id, "node": node}
+
+
+def progress_state(prompt_id: str, nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """ComfyUI's per-node progress map: ``nodes`` maps a node id to its ``value``, ``max``, ``state``
+    (``running`` | ``finished``) and ids (``node_id``, ``display_node_id``, ``parent_node_id``, ``real_node_id``)."""
+    return {"prompt_id": prompt_id, "nodes": nodes}
 
 
 def executed(prompt_id: str, node: str, display_node: str, output: dict[str, Any] | None) -> dict[str, Any]:

@@ -259,6 +259,7 @@ class _Run:
             return self._complete(node_id, plan, [result_of(c) for c in calls])
         if node_id in self.values or self._lookup(node_id):
             self.report.replay(node_id)
+            self.report.finished(node_id)
             return True
         display = node_id if node_id in self.dynprompt.original_prompt else self.dynprompt.get_display_node_id(node_id)
         self.report.executing(node_id, display)
@@ -478,6 +479,7 @@ class _Run:
             self.produced[digest] = (outputs, ui or None)
         if ui and node_id not in self.result.ui_outputs:
             self.report.executed(node_id, ui)
+        self.report.finished(node_id)
 
     # -- cache ------------------------------------------------------------------------------------------
 

@@ -33,13 +33,18 @@ class ExecutionResult:
 
 class RunReport:
     """Records the run into its result and streams the events to ``emit``. Payloads of streamed-only events
-    are built only when there is a sink."""
+    are built only when there is a sink.
+
+    ``progress_state`` lists the running nodes and the node whose state changed (ComfyUI lists every node
+    that is not pending; a finished node is reported once here, so each message stays small on big graphs).
+    """
 
     def __init__(self, prompt_id: str, dynprompt: DynamicPrompt, emit: EventSink | None) -> None:
         self.result = ExecutionResult(prompt_id)
         self.prompt_id = prompt_id
         self.dynprompt = dynprompt
         self.emit = emit
+        self._running: dict[str, tuple[float, float]] = {}  # node -> (value, max), kept only with a sink
 
     def message(self, name: str, data: dict[str, Any]) -> None:
         """A history event: kept in ``messages`` and streamed."""
@@ -62,6 +67,33 @@ class RunReport:
     def executing(self, node_id: str, display: str) -> None:
         if self.emit is not None:
             self.emit(events.EXECUTING, events.executing(self.prompt_id, node_id, display))
+            self._running[node_id] = (0.0, 1.0)
+            self._progress_state(node_id, "running")
+
+    def finished(self, node_id: str) -> None:
+        """A node's outputs exist (it ran or came from the cache)."""
+        if self.emit is not None:
+            _, top = self._running.pop(node_id, (1.0, 1.0))
+            self._running[node_id] = (top, top)
+            self._progress_state(node_id, "finished")
+            del self._running[node_id]
+
+    def _progress_state(self, changed: str, state: str) -> None:
+        assert self.emit is not None
+        nodes = {}
+        dynprompt = self.dynprompt
+        for node_id, (value, top) in self._running.items():
+            nodes[node_id] = {
+                "value": value,
+                "max": top,
+                "state": state if node_id == changed else "running",
+                "node_id": node_id,
+                "prompt_id": self.prompt_id,
+                "display_node_id": dynprompt.get_display_node_id(node_id),
+                "parent_node_id": dynprompt.get_parent_node_id(node_id),
+                "real_node_id": dynprompt.get_real_node_id(node_id),
+            }
+        self.emit(events.PROGRESS_STATE, events.progress_state(self.prompt_id, nodes))
 
     def record_ui(self, node_id: str, ui: dict[str, Any]) -> None:
         self.result.ui_outputs[node_id] = ui
@@ -90,6 +122,9 @@ class RunReport:
             call = CURRENT_CALL.get()
             node = call.display_id if call is not None else None
             self.emit(events.PROGRESS, events.progress(self.prompt_id, node, value, total))
+            if call is not None and call.node_id in self._running:
+                self._running[call.node_id] = (float(value), float(total))
+                self._progress_state(call.node_id, "running")
 
     def blocked(self, node_id: str, node_type: str, message: str) -> None:
         """An ``ExecutionBlocker`` with a message stopped a call: streamed only, not a failure."""

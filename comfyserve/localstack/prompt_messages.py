@@ -26,14 +26,16 @@ STATUS = "status"  # the server fills in the queue length when it sends it
 
 def published_output(job_id: str, output: dict[str, Any]) -> dict[str, Any]:
     """An ``executed`` message's UI with its images named as ``GET /view`` serves them once published: the
-    job's files live under a subfolder that starts with the job id, all of type ``output``."""
+    job's files live under a subfolder that starts with the job id; the type stays the node's (``temp`` for a
+    preview, as ComfyUI says; ``/view`` serves a job's file under either type)."""
     images = output.get("images")
     if not isinstance(images, list):
         return output
     renamed = []
     for image in images:
         subfolder = str(image.get("subfolder") or "")
-        location = {"subfolder": f"{job_id}/{subfolder}" if subfolder else job_id, "type": "output"}
+        folder_type = "temp" if image.get("type") == "temp" else "output"
+        location = {"subfolder": f"{job_id}/{subfolder}" if subfolder else job_id, "type": folder_type}
         renamed.append({**image, **location})
     return {**output, "images": renamed}
 

@@ -177,7 +177,7 @@ def test_a_prompt_streams_comfyuis_messages_in_order(stack: LocalStack) -> None:
     messages = messages_until_done(ws, prompt_id)
     ws.close()
 
-    summary = [(m["type"], m["data"].get("node")) for m in messages]
+    summary = [(m["type"], m["data"].get("node")) for m in messages if m["type"] != "progress_state"]
     assert summary == [
         ("execution_start", None),
         ("execution_cached", None),
@@ -193,7 +193,15 @@ def test_a_prompt_streams_comfyuis_messages_in_order(stack: LocalStack) -> None:
     ]
     assert all(m["data"].get("prompt_id") == prompt_id for m in messages if m["type"] != "status")
     assert [(m["data"]["value"], m["data"]["max"]) for m in messages if m["type"] == "progress"] == [(1, 2), (2, 2)]
-    executed = messages[7]["data"]["output"]
+    finished = [
+        n["node_id"]
+        for m in messages
+        if m["type"] == "progress_state"
+        for n in m["data"]["nodes"].values()
+        if n["state"] == "finished"
+    ]
+    assert finished == ["1", "2", "3"]
+    executed = next(m for m in messages if m["type"] == "executed")["data"]["output"]
     assert executed == {"images": [{"filename": "wait_00001_.png", "subfolder": prompt_id, "type": "output"}]}
     view = Api(stack.url, KEYS["alice"]).http.get(f"{stack.url}/view", params=executed["images"][0], timeout=10)
     assert view.status_code == 200 and view.content.startswith(b"\x89PNG")

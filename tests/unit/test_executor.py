@@ -431,12 +431,48 @@ def test_node_instances_are_kept_per_node_and_class(executor: Executor, ctx: Run
     assert result.ui_outputs[report.id] == {"values": [2]}  # the same instance counted its second call
 
 
+def test_progress_state_tracks_each_node_from_running_to_finished(executor: Executor, ctx: RunContext) -> None:
+    g = GraphBuilder()
+    stub = image(g)
+    sleep = g.node("TestSyncSleep", value=stub.out(0), seconds=0.0, steps=2)
+    save = g.node("TestSaveImage", images=sleep.out(0), filename_prefix="e")
+    _, events = run(executor, g, [save], ctx)
+    states = events.of("progress_state")
+    assert all(s["prompt_id"] == "p1" for s in states)
+    changes = [(n["node_id"], n["state"], n["value"], n["max"]) for s in states for n in s["nodes"].values()]
+    assert changes == [
+        (stub.id, "running", 0.0, 1.0),
+        (stub.id, "finished", 1.0, 1.0),
+        (sleep.id, "running", 0.0, 1.0),
+        (sleep.id, "running", 1.0, 2.0),
+        (sleep.id, "running", 2.0, 2.0),
+        (sleep.id, "finished", 2.0, 2.0),
+        (save.id, "running", 0.0, 1.0),
+        (save.id, "finished", 1.0, 1.0),
+    ]
+    entry = states[0]["nodes"][stub.id]
+    assert entry == {
+        "value": 0.0,
+        "max": 1.0,
+        "state": "running",
+        "node_id": stub.id,
+        "prompt_id": "p1",
+        "display_node_id": stub.id,
+        "parent_node_id": None,
+        "real_node_id": stub.id,
+    }
+    _, again = run(executor, g, [save], ctx)  # all cached: as ComfyUI, only the output is visited (finished)
+    assert [(n["node_id"], n["state"]) for s in again.of("progress_state") for n in s["nodes"].values()] == [
+        (save.id, "finished")
+    ]
+
+
 def test_event_order_for_one_prompt(executor: Executor, ctx: RunContext) -> None:
     g = GraphBuilder()
     sleep = g.node("TestSyncSleep", value=image(g).out(0), seconds=0.0, steps=2)
     save = g.node("TestSaveImage", images=sleep.out(0), filename_prefix="e")
     result, events = run(executor, g, [save], ctx)
-    assert events.names() == [
+    assert [name for name in events.names() if name != "progress_state"] == [
         "execution_start",
         "execution_cached",
         "executing",
