@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "comfyserve.commands.catalog",
     "comfyserve.commands.run",
     "comfyserve.commands.make_test_models",
+    "comfyserve.commands.models",
     "comfyserve.commands.serve",
     "comfyserve.commands.submit",
 )

@@ -2,25 +2,61 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from comfyserve.engine import context
 from comfyserve.engine.errors import NodeInputError
+from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.node_api import model_files
+from comfyserve.model_store.errors import ModelStoreError
+from comfyserve.model_store.store import invalidate, resolve
+from comfyserve.model_store.tiers import ModelLoad, Tier, record
+from comfyserve.models.cache import model_cache
 from comfyserve.models.checkpoint import load_checkpoint, load_vae
 from comfyserve.models.errors import ModelFileError
 from comfyserve.models.handles import Autoencoder, DiffusionModel, TextEncoder
 from comfyserve.models.lora import apply_lora, load_lora_file
 
+T = TypeVar("T")
 _STRENGTH = ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01})
 
 
-def model_path(folder: str, name: str) -> Path:
+def load_model(models: ModelInventory, folder: str, name: str, load: Callable[[Path], T]) -> T:
+    """``load`` the file behind ``name``, resolved through the model tiers of ``models``; records the tier it
+    came from ("ram" when it was already loaded) and the seconds taken for the job's timings."""
+    started = time.perf_counter()
     try:
-        return context.current().models.path(folder, name)
+        with resolve(models, folder, name) as found:
+            fetched = time.perf_counter()
+            loads = model_cache().loads
+            try:
+                value = load(found.path)
+            except ModelFileError:
+                invalidate(models, folder, name)
+                raise
     except FileNotFoundError as exc:
         raise NodeInputError(str(exc)) from None
+    except ModelStoreError as exc:
+        raise NodeInputError(str(exc)) from exc
+    tier = found.tier if model_cache().loads != loads else Tier.RAM
+    done = time.perf_counter()
+    record(ModelLoad(model=f"{folder}/{name}", tier=tier, fetch_s=fetched - started, load_s=done - fetched))
+    return value
+
+
+def _load(folder: str, name: str, load: Callable[[Path], T]) -> T:
+    return load_model(context.current().models, folder, name, load)
+
+
+# What preloading calls for each folder (a folder without a loader is only made local).
+FILE_LOADERS: dict[str, Callable[[Path], object]] = {
+    "checkpoints": load_checkpoint,
+    "vae": load_vae,
+    "loras": load_lora_file,
+}
 
 
 class CheckpointLoaderSimple:
@@ -42,7 +78,7 @@ class CheckpointLoaderSimple:
 
     def load_checkpoint(self, ckpt_name: str) -> tuple[DiffusionModel, TextEncoder, Autoencoder]:
         try:
-            return load_checkpoint(model_path("checkpoints", ckpt_name))
+            return _load("checkpoints", ckpt_name, load_checkpoint)
         except ModelFileError as exc:
             raise NodeInputError(str(exc)) from exc
 
@@ -58,7 +94,7 @@ class VAELoader:
 
     def load_vae(self, vae_name: str) -> tuple[Autoencoder]:
         try:
-            return (load_vae(model_path("vae", vae_name)),)
+            return (_load("vae", vae_name, load_vae),)
         except ModelFileError as exc:
             raise NodeInputError(str(exc)) from exc
 
@@ -69,7 +105,7 @@ def _load_lora(
     if strength_model == 0 and strength_clip == 0:
         return model, clip
     try:
-        lora = load_lora_file(model_path("loras", lora_name))
+        lora = _load("loras", lora_name, load_lora_file)
         return apply_lora(lora, lora_name, model, clip, strength_model, strength_clip)
     except ModelFileError as exc:
         raise NodeInputError(str(exc)) from exc

@@ -1,0 +1,158 @@
+"""The published model inventory: ONE object in the models bucket, listing every model with its size and
+checksum. The API validates model names against it and workers resolve files with it; nobody walks EFS.
+
+``PublishedSource`` reads it with a short cache (one GET per ``ttl_s`` at most; a failed refresh keeps the
+copy it has). ``ListedInventory`` presents any listing as the engine's :class:`ModelInventory`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from comfyserve.engine.inventory import ModelInventory
+from comfyserve.model_store.errors import ModelStoreError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INVENTORY_KEY = "inventory.json"
+SCHEMA = 1
+
+
+class ModelEntry(BaseModel):
+    """One model file: its name in its folder, bytes, sha256 (hex), the S3 ETag it was hashed from, and its
+    key when that is not ``<folder>/<name>`` (a file under one of ComfyUI's folder aliases)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    etag: str | None = None
+    key: str | None = None
+
+    def s3_key(self, folder: str) -> str:
+        return self.key or f"{folder}/{self.name}"
+
+
+class PublishedInventory(BaseModel):
+    """Folder ("checkpoints", "loras", …) → models. ``version`` is a digest of the listing: equal listings,
+    equal versions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA
+    version: str = ""
+    published_at: datetime | None = None
+    folders: dict[str, list[ModelEntry]] = Field(default_factory=dict)
+
+    @classmethod
+    def build(cls, folders: Mapping[str, list[ModelEntry]]) -> PublishedInventory:
+        ordered = {f: sorted(entries, key=lambda e: e.name) for f, entries in sorted(folders.items()) if entries}
+        document = json.dumps({f: [e.model_dump() for e in es] for f, es in ordered.items()}, sort_keys=True)
+        version = hashlib.sha256(document.encode()).hexdigest()[:16]
+        return cls(version=version, published_at=datetime.now(UTC), folders=ordered)
+
+    def entry(self, folder: str, name: str) -> ModelEntry | None:
+        return next((e for e in self.folders.get(folder, ()) if e.name == name), None)
+
+    @cached_property
+    def listing(self) -> dict[str, list[str]]:
+        """Folder → names (computed once per inventory object; do not mutate)."""
+        return {folder: [e.name for e in entries] for folder, entries in self.folders.items()}
+
+    def to_model_inventory(self) -> ModelInventory:
+        return ModelInventory.from_listing(self.listing)
+
+
+def read_inventory(s3: Any, bucket: str, key: str) -> PublishedInventory:
+    """The published inventory; a missing or malformed object is a ModelStoreError saying what to run."""
+    where = f"s3://{bucket}/{key}"
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        raise ModelStoreError(f"no model inventory at {where}: run `comfyserve models sync`") from None
+    try:
+        return PublishedInventory.model_validate_json(body)
+    except ValidationError as exc:
+        raise ModelStoreError(f"the model inventory at {where} is malformed: {exc.errors()[0]['msg']}") from exc
+
+
+def write_inventory(s3: Any, bucket: str, key: str, inventory: PublishedInventory) -> None:
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=inventory.model_dump_json(indent=1).encode(),
+        ContentType="application/json",
+    )
+
+
+class PublishedSource:
+    """The published inventory, re-read at most every ``ttl_s`` seconds (thread-safe)."""
+
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        key: str = DEFAULT_INVENTORY_KEY,
+        *,
+        ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.s3, self.bucket, self.key, self.ttl_s = s3, bucket, key, ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current: PublishedInventory | None = None
+        self._read_at = 0.0
+
+    def get(self) -> PublishedInventory:
+        with self._lock:
+            now = self._clock()
+            if self._current is None or now - self._read_at >= self.ttl_s:
+                try:
+                    self._current = read_inventory(self.s3, self.bucket, self.key)
+                except Exception:
+                    if self._current is None:
+                        raise
+                    log.warning(
+                        "refreshing the model inventory failed; keeping version %s",
+                        self._current.version,
+                        exc_info=True,
+                    )
+                self._read_at = now
+            return self._current
+
+    def listing(self) -> Mapping[str, list[str]]:
+        return self.get().listing
+
+
+class ListedInventory(ModelInventory):
+    """A :class:`ModelInventory` whose names come from ``listing()`` each time they are asked for (the
+    listing caches), so a newly published model is accepted without a restart. It has no files of its own."""
+
+    def __init__(self, listing: Callable[[], Mapping[str, list[str]]]) -> None:
+        super().__init__()
+        self._listing = listing
+        self._seen: Mapping[str, list[str]] | None = None
+
+    def _refresh(self) -> None:
+        listing = self._listing()
+        if listing is not self._seen:
+            self.files, self._seen = {folder: sorted(names) for folder, names in listing.items()}, listing
+
+    def names(self, folder: str) -> list[str]:
+        self._refresh()
+        return super().names(folder)
+
+    def has(self, folder: str, name: str) -> bool:
+        self._refresh()
+        return super().has(folder, name)
