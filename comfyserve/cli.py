@@ -13,6 +13,7 @@ from comfyserve.engine.errors import ComfyServeError
 COMMAND_MODULES: tuple[str, ...] = (
     "comfyserve.commands.validate",
     "comfyserve.commands.catalog",
+    "comfyserve.commands.comfyui",
     "comfyserve.commands.run",
     "comfyserve.commands.make_test_models",
     "comfyserve.commands.models",
