@@ -15,12 +15,15 @@ from comfyserve.adapters.aws.eventbridge import EVENT_SOURCE
 from comfyserve.adapters.aws.provision import AwsResources, create_bucket, provision
 from tests.integration.conftest import AwsClients
 
-INBOX_RULE = {
+INBOX_RULE: dict[str, Any] = {
     "source": ["aws.s3"],
     "detail-type": ["Object Created"],
     "detail": {"object": {"key": [{"prefix": "inbox/"}]}},
 }
-OUTBOX_RULE = {"source": [EVENT_SOURCE], "detail": {"metadata": {"drop_folder": {"key": [{"exists": True}]}}}}
+OUTBOX_RULE: dict[str, Any] = {
+    "source": [EVENT_SOURCE],
+    "detail": {"metadata": {"drop_folder": {"key": [{"exists": True}]}}},
+}
 
 
 class DropStack:
