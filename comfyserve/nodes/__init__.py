@@ -10,6 +10,7 @@ from comfyserve.engine.registry import NodeFilter, NodeRegistry, build_registry
 BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.primitives",
     "comfyserve.nodes.image",
+    "comfyserve.nodes.batch",
     "comfyserve.nodes.mask",
     "comfyserve.nodes.image_io",
     "comfyserve.nodes.loaders",
