@@ -8,7 +8,10 @@ The lock file format is described in ``comfyserve.worker.comfyui.nodes_lock`` an
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,4 +56,31 @@ def run_install_nodes(args: argparse.Namespace) -> int:
     for pack, installed in install_lock(packs, config.comfyui_dir, config.python):
         state = "installed" if installed else "already at"
         print(f"{pack.name}: {state} {pack.commit[:12]}", flush=True)
+    return 0
+
+
+def export_from_comfyui(args: argparse.Namespace) -> int:
+    """``comfyserve catalog --from-comfyui DIR``: start that ComfyUI, print its catalog, stop it."""
+    from comfyserve.worker.comfyui import ComfyUIBackend, ComfyUIConfig
+    from comfyserve.worker.comfyui.catalog import read_allowlist
+
+    allow = read_allowlist(args.allow.read_text(encoding="utf-8")) if args.allow is not None else None
+    with tempfile.TemporaryDirectory(prefix="comfyserve-catalog-") as work:
+        config = ComfyUIConfig(
+            comfyui_dir=args.from_comfyui,
+            work_dir=Path(work),
+            python=args.comfyui_python,
+            model_root=args.models,
+            custom_nodes=tuple(args.custom_nodes),
+            node_allow=tuple(sorted(allow)) if allow is not None else None,
+        )
+        backend = ComfyUIBackend(config)
+        try:
+            document = backend.object_info()
+            failures = backend.process.import_failures()
+        finally:
+            backend.close()
+    for failure in failures:
+        print(f"comfyserve catalog: ComfyUI could not import node pack {failure}", file=sys.stderr)
+    sys.stdout.write(json.dumps(document, indent=1) + "\n")
     return 0

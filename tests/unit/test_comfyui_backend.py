@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from comfyserve.cli import main
 from comfyserve.worker.backend import BackendJob
 from comfyserve.worker.comfyui import ComfyUIBackend, ComfyUIConfig, ComfyUIError, ComfyUIRestarted
 
@@ -204,6 +205,15 @@ def test_object_info_is_the_catalog_comfyui_serves(backend: ComfyUIBackend) -> N
     catalog = backend.object_info()
     assert sorted(catalog) == ["FakeGenerate", "FakeLoad", "FakeSave"]
     assert catalog["FakeSave"]["output_node"] is True
+
+
+def test_the_catalog_command_exports_what_comfyui_serves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    allow = tmp_path / "allow.txt"
+    allow.write_text("FakeLoad\nFakeSave\n")
+    assert main(["catalog", "--from-comfyui", str(FAKE_DIR), "--allow", str(allow)]) == 0
+    captured = capsys.readouterr()
+    assert sorted(json.loads(captured.out)) == ["FakeLoad", "FakeSave"]
+    assert captured.err == "comfyserve catalog: ComfyUI could not import node pack /somewhere/custom_nodes/BrokenPack\n"
 
 
 def test_a_comfyui_that_cannot_start_is_reported_with_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -51,6 +52,7 @@ MODEL_FOLDERS = (
     "audio_encoders",
 )
 STOP_GRACE_S = 10.0
+IMPORT_FAILED = re.compile(r"IMPORT FAILED\)?: *(\S.*)$")
 
 
 def free_port(host: str) -> int:
@@ -199,6 +201,15 @@ class ComfyUIProcess:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def import_failures(self) -> list[str]:
+        """The node packs (custom nodes, extras modules) ComfyUI's log says it could not import, by name."""
+        try:
+            text = (self.folders.root / LOG_NAME).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+        found = (IMPORT_FAILED.search(line) for line in text.splitlines())
+        return list(dict.fromkeys(match.group(1).strip() for match in found if match))
 
     # -- stop ----------------------------------------------------------------------------------------
 

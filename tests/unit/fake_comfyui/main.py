@@ -267,6 +267,9 @@ def main() -> None:
         sys.exit(7)
     server = ThreadingHTTPServer((args.listen, args.port), handler(Fake(args)))
     server.daemon_threads = True
+    print(
+        "Import times for custom nodes:\n   0.0 seconds (IMPORT FAILED): /somewhere/custom_nodes/BrokenPack", flush=True
+    )
     print(f"To see the GUI go to: http://{args.listen}:{args.port}", flush=True)
     server.serve_forever()
 
