@@ -7,6 +7,7 @@ the previous inventory with the same ETag and size is reused; anything else is s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator
@@ -62,7 +63,7 @@ def upload_folder(s3: Any, bucket: str, directory: Path) -> list[str]:
 
 def _hash_object(s3: Any, bucket: str, key: str) -> str:
     digest = hashlib.sha256()
-    with s3.get_object(Bucket=bucket, Key=key)["Body"] as body:
+    with contextlib.closing(s3.get_object(Bucket=bucket, Key=key)["Body"]) as body:
         for chunk in body.iter_chunks(BUFFER):
             digest.update(chunk)
     return digest.hexdigest()

@@ -123,7 +123,7 @@ class TieredModelStore:
         digest = hashlib.sha256()
         size = 0
         try:
-            with body, open(temp, "wb") as out:
+            with contextlib.closing(body), open(temp, "wb") as out:
                 for chunk in body.iter_chunks(BUFFER):
                     digest.update(chunk)
                     out.write(chunk)
