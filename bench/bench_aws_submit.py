@@ -46,9 +46,11 @@ from comfyserve.api.auth import ApiGatewayAuthenticator
 from comfyserve.api.wiring import AwsResourceNames, aws_service
 from comfyserve.contracts.events import JobEventType
 from comfyserve.contracts.jobs import JobStatus
+from comfyserve.contracts.manifest import parse_manifest_key
 from comfyserve.engine.catalog import Catalog
 from comfyserve.localstack.apigw import LambdaContextStub, build_event, parse_response
 from comfyserve.localstack.server import Resolver
+from comfyserve.service.completion import Completion
 from comfyserve.service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,19 +70,26 @@ SUBMIT_WHY = {
 JOB_MINIMUM = {
     "ReceiveMessage": 1,
     "GetItem": 1,
-    "UpdateItem": 2,
-    "PutEvents": 2,
+    "UpdateItem": 1,
+    "PutEvents": 1,
     "PutObject": SAVED_IMAGES + 1,
     "DeleteMessage": 1,
 }
 JOB_WHY = {
     "ReceiveMessage": "one long-poll receive per message (one job at a time: a batch would hold others' jobs)",
     "GetItem": "the record (workflow, attempts, cancel flag) before the conditional claim",
-    "UpdateItem": "the claim queued → running, then the final state, both conditional",
-    "PutEvents": "JobStarted, JobSucceeded",
-    "PutObject": f"{SAVED_IMAGES} images, then manifest.json",
+    "UpdateItem": "the claim queued → running (conditional); the final state is the completion's",
+    "PutEvents": "JobStarted",
+    "PutObject": f"{SAVED_IMAGES} images, then manifest.json (its Object Created event starts the completion)",
     "DeleteMessage": "the acknowledgement",
     "ChangeMessageVisibility": "heartbeat: one per visibility_timeout_s / 3 of running (a worker-wide timer)",
+}
+# Lambda ``completion`` per manifest (comfyserve.service.completion), run here in process on each manifest put.
+COMPLETION_MINIMUM = {"GetObject": 1, "UpdateItem": 2, "PutEvents": 1}
+COMPLETION_WHY = {
+    "GetObject": "the manifest",
+    "UpdateItem": "running → succeeded with final_event pending (conditional), then final_event published",
+    "PutEvents": "JobSucceeded, once (deterministic event id)",
 }
 
 
@@ -246,11 +255,31 @@ def submit_jobs(world: AwsWorld, counter: RequestCounter, count: int) -> tuple[l
     return job_ids, {"latency": latency, "requests": requests, "round_trips": round_trips}
 
 
+class ManifestEvents:
+    """The S3 blob store, remembering the manifest keys put (the "Object Created" events the cloud would send)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._keys: list[str] = []
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> Any:
+        info = self.inner.put(key, data, content_type)
+        if parse_manifest_key(key) is not None:
+            self._keys.append(key)
+        return info
+
+    def take(self) -> list[str]:
+        keys, self._keys = self._keys, []
+        return keys
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def run_worker(world: AwsWorld, counter: RequestCounter, count: int, timeout_s: float) -> dict[str, Any]:
     """The worker loop's body (``Worker.poll``) until ``count`` jobs finished, counting requests per poll."""
-    from comfyserve.engine.executor import Executor
-    from comfyserve.localstack.workers import JobOutputCache
     from comfyserve.nodes import builtin_registry
+    from comfyserve.worker.builtin_backend import BuiltinBackend
     from comfyserve.worker.loop import Outcome, Worker, WorkerPorts, WorkerSettings
 
     loading = time.perf_counter()
@@ -261,14 +290,18 @@ def run_worker(world: AwsWorld, counter: RequestCounter, count: int, timeout_s: 
         DynamoJobStore(world.client("dynamodb"), world.resources.table),
         EventBridgeBus(world.client("events"), world.resources.bus),
     )
-    executor = Executor(registry, cache=JobOutputCache())
+    backend = BuiltinBackend(registry)
+    manifests = ManifestEvents(ports.blobs)
+    ports = WorkerPorts(manifests, ports.queue, ports.store, ports.bus)
+    completion = Completion(ports.store, ports.bus, ports.blobs)
+    completion_profiles: list[Counter[str]] = []
     finished = {Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED}
     outcomes: Counter[Outcome] = Counter()
     profiles: list[Counter[str]] = []
     samples: list[float] = []
     idle_polls = 0
     with tempfile.TemporaryDirectory(prefix="bench-aws-") as work_dir:
-        worker = Worker(ports, registry, executor, WorkerSettings(work_dir=Path(work_dir)))
+        worker = Worker(ports, backend, WorkerSettings(work_dir=Path(work_dir), receive_wait_s=1))
         cold_start_s = time.perf_counter() - loading
         since = counter.state()
         started = time.perf_counter()
@@ -279,11 +312,15 @@ def run_worker(world: AwsWorld, counter: RequestCounter, count: int, timeout_s: 
             if results:
                 samples.append(time.perf_counter() - polled)
                 profiles.append(counter.snapshot() - before)
+            for key in manifests.take():  # what S3 → EventBridge → Lambda completion does in the cloud
+                before = counter.snapshot()
+                completion.on_object_created(key)
+                completion_profiles.append(counter.snapshot() - before)
             idle_polls += not results
             outcomes.update(results)
         elapsed = time.perf_counter() - started
         round_trips = counter.round_trips(since)
-        executor.close()
+        backend.close()
     return {
         "worker_start_s": round(cold_start_s, 3),
         "processed": len(profiles),
@@ -293,6 +330,9 @@ def run_worker(world: AwsWorld, counter: RequestCounter, count: int, timeout_s: 
         "jobs_per_s": round(outcomes[Outcome.SUCCEEDED] / elapsed, 1),
         "per_job": summary_ms(samples) if samples else {},
         "requests": call_figures(profiles, JOB_MINIMUM, JOB_WHY) if profiles else {},
+        "completion_requests": (
+            call_figures(completion_profiles, COMPLETION_MINIMUM, COMPLETION_WHY) if completion_profiles else {}
+        ),
         "round_trips": {**round_trips, "share_of_worker_time": round(round_trips["total_s"] / elapsed, 3)},
     }
 

@@ -139,6 +139,9 @@ class JobError(_Contract):
     node_type: str | None = None
 
 
+FinalEvent = Literal["pending", "published"]  # the terminal event of a completed job: owed, or on the bus
+
+
 class JobRecord(_Contract):
     job_id: JobId
     tenant: Tenant
@@ -162,6 +165,7 @@ class JobRecord(_Contract):
     error: JobError | None = None
     attempts: int = Field(default=0, ge=0)
     cancel_requested: bool = False
+    final_event: FinalEvent | None = None  # set by the completion use case (comfyserve.service.completion)
 
     @model_validator(mode="after")
     def _one_workflow(self) -> JobRecord:
@@ -189,6 +193,7 @@ class JobUpdate(_Contract):
     error: JobError | None = None
     attempts: int | None = Field(default=None, ge=0)
     cancel_requested: bool | None = None
+    final_event: FinalEvent | None = None
 
     def changes(self) -> dict[str, JsonValue]:
         """The explicitly given fields in JSON form (an explicit ``None`` clears a field)."""

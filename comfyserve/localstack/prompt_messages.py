@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from comfyserve.contracts.comfyui import ComfyUIMeta
 from comfyserve.contracts.jobs import JobRecord, JobStatus
 from comfyserve.engine import events
 from comfyserve.localstack.feed import EventFeed
-from comfyserve.service.models import ComfyUIMeta
 from comfyserve.worker.loop import MessagesFactory, PromptMessages
 
 log = logging.getLogger(__name__)

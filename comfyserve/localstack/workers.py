@@ -1,36 +1,29 @@
-"""Worker processes of the local stack: each opens the data directory's adapters, builds its registry and
-executor once (kept warm across jobs), then runs the worker loop until SIGTERM drains it."""
+"""Worker processes of the local stack: each opens the data directory's adapters, starts its backend once (kept
+warm across jobs), then runs the worker loop until SIGTERM drains it.
+
+Each process subscribes the completion use case to its blob store's "object created" signal, so a job's
+manifest completes it in process, as S3 → EventBridge → Lambda ``completion`` does in the cloud. Log lines go
+through the Powertools Logger (JSON on stderr, with the job id); figures are appended as EMF documents to
+``data_dir/metrics.jsonl`` (``GET /v1/metrics``).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
 from pathlib import Path
-from typing import Any
 
-from comfyserve.engine.cache import OutputCache
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.validation import Limits
 
 SPAWN = multiprocessing.get_context("spawn")
-
-
-class JobOutputCache(OutputCache):
-    """The output cache without the entries of nodes that write files (their UI lists images).
-
-    ComfyUI serves a repeated output node from the cache because its files are still in the one shared output
-    folder. Here every job has its own folder and must publish its own files, so output nodes always run;
-    everything upstream of them (models, latents, decoded images) is still cached across jobs.
-    """
-
-    def put(self, key: str, outputs: list[list[Any]], ui: dict[str, Any] | None) -> bool:
-        if ui:
-            return False
-        return super().put(key, outputs, ui)
+METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass(frozen=True)
@@ -46,6 +39,7 @@ class WorkerProcessConfig:
     visibility_timeout_s: int = 60
     drain_timeout_s: float = 20.0
     max_receives: int = 5
+    receive_wait_s: int = 1
     allow_private_urls: bool = False
     log_level: int = logging.WARNING
 
@@ -53,45 +47,52 @@ class WorkerProcessConfig:
 def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
     """A worker process's body; returns once drained (the process then exits 0)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stack stops its workers with SIGTERM
-    logging.basicConfig(level=config.log_level, format="%(asctime)s worker %(process)d %(name)s: %(message)s")
     started = time.perf_counter()
-    from comfyserve.engine.executor import Executor
-    from comfyserve.engine.registry import build_registry
+    from comfyserve.adapters.local.jsonl import JsonLinesFile
     from comfyserve.localstack.adapters import LocalAdapters
     from comfyserve.localstack.prompt_messages import feed_messages
-    from comfyserve.nodes import BUILTIN_PACKS
+    from comfyserve.worker.backend_factory import build_backend
     from comfyserve.worker.loop import Worker, WorkerPorts, WorkerSettings
+    from comfyserve.worker.telemetry import WorkerTelemetry, worker_logger
 
+    logger = worker_logger(config.log_level, sys.stderr)
     adapters = LocalAdapters.open(
         config.data_dir,
         config.base_url,
         max_receives=config.max_receives,
         allow_private_urls=config.allow_private_urls,
     )
-    registry = build_registry(config.node_packs or BUILTIN_PACKS, custom_nodes=config.custom_nodes)
-    settings = WorkerSettings(
-        work_dir=adapters.work_dir,
+    backend = build_backend(
+        "builtin",
         models=ModelInventory.scan(config.models_dir) if config.models_dir else ModelInventory(),
         limits=config.limits,
+        node_packs=config.node_packs,
+        custom_nodes=config.custom_nodes,
+    )
+    backend.start()
+    metrics = JsonLinesFile(config.data_dir / METRICS_FILE)
+    settings = WorkerSettings(
+        work_dir=adapters.work_dir,
         visibility_timeout_s=config.visibility_timeout_s,
+        receive_wait_s=config.receive_wait_s,
         drain_timeout_s=config.drain_timeout_s,
         allow_private_urls=config.allow_private_urls,
     )
-    executor = Executor(registry, cache=JobOutputCache())
     worker = Worker(
         WorkerPorts(adapters.blobs, adapters.queue, adapters.store, adapters.bus),
-        registry,
-        executor,
+        backend,
         settings,
+        telemetry=WorkerTelemetry(lambda document: metrics.append(json.dumps(document)), logger),
         messages=feed_messages(adapters.feed),
         cold_start_s=time.perf_counter() - started,
     )
+    adapters.blobs.on_created(worker.completion.on_object_created)
     signal.signal(signal.SIGTERM, lambda _signum, _frame: worker.request_drain())
     ready.set()
     try:
         worker.run()
     finally:
-        executor.close()
+        backend.close()
         adapters.webhooks.flush(timeout_s=5.0)
         adapters.close()
 

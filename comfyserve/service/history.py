@@ -11,13 +11,13 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
+from comfyserve.contracts.comfyui import ComfyUIMeta
 from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
 from comfyserve.ports import BlobNotFound
 from comfyserve.service.comfyui_uploads import find_upload
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Invalid, NotFound
 from comfyserve.service.jobs import get_job
-from comfyserve.service.models import ComfyUIMeta
 
 VIEW_TYPES = ("output", "input", "temp")
 

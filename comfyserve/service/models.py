@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from comfyserve.contracts.comfyui import COMFYUI_META_KEY
 from comfyserve.contracts.jobs import OutputOptions, WebhookSpec
 
-COMFYUI_META_KEY = "comfyui"
 MAX_METADATA_BYTES = 16 * 1024
 MAX_TIMEOUT_S = 24 * 3600
 
@@ -124,21 +124,3 @@ class PromptRequest(BaseModel):
     @classmethod
     def _stringify(cls, value: Any) -> Any:
         return None if value is None else str(value)
-
-
-class ComfyUIMeta(BaseModel):
-    """What the service records under ``metadata["comfyui"]`` of every job, for the worker and for
-    ComfyUI's routes: the websocket client to notify, the outputs that passed validation, the requested
-    partial-execution targets, and where ComfyUI's ``extra_data`` (``extra_pnginfo`` …) was claim-checked."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    client_id: str | None = None
-    outputs: list[str] = Field(default_factory=list)
-    targets: list[str] | None = None
-    extra_data_key: str | None = None
-
-    @classmethod
-    def of(cls, metadata: dict[str, JsonValue]) -> ComfyUIMeta:
-        raw = metadata.get(COMFYUI_META_KEY)
-        return cls.model_validate(raw) if isinstance(raw, dict) else cls()

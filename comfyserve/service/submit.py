@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
+from comfyserve.contracts.comfyui import COMFYUI_META_KEY, ComfyUIMeta
 from comfyserve.contracts.events import JobEventType
 from comfyserve.contracts.jobs import (
     InputRef,
@@ -36,7 +37,7 @@ from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Conflict, Invalid, Unavailable
 from comfyserve.service.inputs import resolve_inputs
 from comfyserve.service.jobs import publish
-from comfyserve.service.models import COMFYUI_META_KEY, ComfyUIMeta, InputSource
+from comfyserve.service.models import InputSource
 from comfyserve.service.validate import check_workflow
 
 log = logging.getLogger(__name__)

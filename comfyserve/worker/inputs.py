@@ -9,11 +9,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from comfyserve.contracts.comfyui import ComfyUIMeta
 from comfyserve.contracts.jobs import InputRef, JobRecord
 from comfyserve.engine.errors import ComfyServeError
 from comfyserve.netguard import UnsafeURL, check_public_url
 from comfyserve.ports import BlobNotFound, BlobStore, PortError
-from comfyserve.service.models import ComfyUIMeta
 
 MAX_INPUT_BYTES = 100 * 1024 * 1024
 URL_TIMEOUT_S = 30.0

@@ -1,24 +1,32 @@
-"""The worker loop: receive a job message, claim the job, run it, publish its results, acknowledge.
+"""The worker loop: receive a job message, claim the job, run it on the backend, write its manifest, acknowledge.
 
 At-least-once delivery, exactly-once effects:
 
 * the claim is the conditional write ``queued → running``; a message for a job that is finished, or running
   under a live worker (a duplicate send), is deleted with no effect;
 * a message delivered again (``receive_count > 1``) for a ``running`` job means its worker lost it (crash,
-  expired visibility): the job is put back ``running → queued`` and claimed again;
-* outputs go to deterministic keys (a re-run overwrites the same objects) and ``manifest.json`` last;
-* while a job runs a heartbeat keeps its message invisible; if the heartbeat finds the receipt gone, another
-  worker owns the job and this one stops without writing anything more.
+  expired visibility): if that worker got as far as the manifest, the job is completed from it; otherwise the
+  job is put back ``running → queued`` and claimed again;
+* outputs go to deterministic keys (a re-run overwrites the same objects) and ``manifest.json`` last. The
+  manifest is the worker's last word on the job: the completion use case (``comfyserve.service.completion``),
+  reached by the manifest's "object created" signal, writes the terminal state and publishes the event;
+* while a job runs, the heartbeat thread keeps its message invisible, writes its progress and polls for its
+  cancellation (the backend's callbacks only touch memory); if the receipt is gone, another worker owns the
+  job and this one stops without writing anything more;
+* the worker holds scale-in protection from a claim until a receive comes back empty.
 
 On :meth:`Worker.request_drain` (SIGTERM) the loop stops receiving; the running job may finish within
-``drain_timeout_s``, after which it is interrupted, put back to ``queued`` and its message released.
+``drain_timeout_s``, after which it is interrupted, put back to ``queued`` (``running → queued``, the one
+state write that is the worker's own) and its message released at once.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,12 +36,10 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from comfyserve.contracts.comfyui import ComfyUIMeta
 from comfyserve.contracts.events import JobEvent, JobEventType
 from comfyserve.contracts.jobs import JobError, JobRecord, JobStatus, OutputRef, Progress, Timings, utc_now
-from comfyserve.engine.executor import ExecutionResult, Executor
-from comfyserve.engine.inventory import ModelInventory
-from comfyserve.engine.registry import NodeRegistry
-from comfyserve.engine.validation import Limits
+from comfyserve.contracts.manifest import JobManifest, ManifestStatus, manifest_key
 from comfyserve.ports import (
     BlobStore,
     EventBus,
@@ -43,12 +49,14 @@ from comfyserve.ports import (
     ReceivedMessage,
     TransitionConflict,
 )
-from comfyserve.service.models import ComfyUIMeta
+from comfyserve.service.completion import Completed, Completion
+from comfyserve.worker.backend import Backend, BackendJob, BackendResult
 from comfyserve.worker.heartbeat import Heartbeat
 from comfyserve.worker.inputs import InputError, fetch_inputs, load_extra_data, load_workflow
 from comfyserve.worker.monitor import EventSink, JobMonitor, StopReason
-from comfyserve.worker.outputs import local_outputs, upload_outputs, write_manifest
-from comfyserve.worker.run_local import LocalRun, WorkflowInvalid, run_workflow
+from comfyserve.worker.outputs import upload_outputs, write_manifest
+from comfyserve.worker.protection import NoProtection, ScaleInProtection
+from comfyserve.worker.telemetry import WorkerTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +81,20 @@ class WorkerPorts:
 @dataclass(frozen=True)
 class WorkerSettings:
     work_dir: Path
-    models: ModelInventory = field(default_factory=ModelInventory)
-    limits: Limits = field(default_factory=Limits)
-    visibility_timeout_s: int = 60
-    receive_wait_s: int = 1
-    progress_interval_s: float = 0.5
-    cancel_poll_s: float = 0.5
-    drain_timeout_s: float = 20.0
+    visibility_timeout_s: int = 120
+    receive_wait_s: int = 20  # SQS long polling; the local stack waits less
+    progress_interval_s: float = 1.0
+    cancel_poll_s: float = 2.0
+    drain_timeout_s: float = 90.0
+    job_timeout_s: int = 3600  # a job without its own timeout_s: how long scale-in protection is asked for
+    protection_margin_s: int = 120
     allow_private_urls: bool = False
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     @property
-    def heartbeat_interval_s(self) -> float:
-        return max(self.visibility_timeout_s / 3, 0.1)
+    def tick_s(self) -> float:
+        """How often the heartbeat thread looks at the running job."""
+        return max(min(0.25, self.progress_interval_s / 2, self.cancel_poll_s / 2), 0.01)
 
 
 class PromptMessages(Protocol):
@@ -99,36 +109,43 @@ class PromptMessages(Protocol):
 
 MessagesFactory = Callable[[JobRecord], PromptMessages | None]
 
-
-@dataclass
-class _Run:
-    """What one attempt produced; ``error`` is set when it failed before or outside the executor."""
-
-    result: ExecutionResult | None = None
-    manifest: dict[str, Any] | None = None
-    error: JobError | None = None
-    execution_s: float = 0.0
+OUTCOMES: dict[ManifestStatus, Outcome] = {
+    "succeeded": Outcome.SUCCEEDED,
+    "failed": Outcome.FAILED,
+    "cancelled": Outcome.CANCELLED,
+}
 
 
 class Worker:
     def __init__(
         self,
         ports: WorkerPorts,
-        registry: NodeRegistry,
-        executor: Executor,
+        backend: Backend,
         settings: WorkerSettings,
         *,
+        protection: ScaleInProtection | None = None,
+        telemetry: WorkerTelemetry | None = None,
         messages: MessagesFactory | None = None,
         cold_start_s: float = 0.0,
     ) -> None:
         self.ports = ports
-        self.registry = registry
-        self.executor = executor
+        self.backend = backend
         self.settings = settings
+        self.completion = Completion(ports.store, ports.bus, ports.blobs)
+        self._protection = protection or NoProtection()
+        self._protected = False
+        self._telemetry = telemetry or WorkerTelemetry()
         self._messages = messages
         self._cold_start_s: float | None = cold_start_s
         self._drain_deadline: float | None = None
-        self._heartbeat = Heartbeat(ports.queue, settings.visibility_timeout_s, settings.heartbeat_interval_s)
+        self._started = False
+        self._heartbeat = Heartbeat(
+            ports.queue,
+            ports.store,
+            ports.bus,
+            visibility_s=settings.visibility_timeout_s,
+            tick_s=settings.tick_s,
+        )
         # Scratch folders are removed off the job's path (directory removal is slow on some disks).
         self._cleanup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scratch-cleanup")
 
@@ -146,24 +163,36 @@ class Worker:
     def run(self) -> None:
         """Receive and process until drained. A message whose processing raised stays in flight and comes back
         after its visibility timeout, so the loop logs the error and carries on."""
-        while not self.draining:
-            try:
-                self.poll()
-            except Exception:
-                log.exception("processing a message failed; it will be delivered again")
+        try:
+            while not self.draining:
+                try:
+                    self.poll()
+                except Exception:
+                    log.exception("processing a message failed; it will be delivered again")
+        finally:
+            self._release_protection()
 
     def poll(self) -> list[Outcome]:
         """Receive at most one message (waiting up to ``receive_wait_s``) and process it."""
+        if not self._started:
+            self.backend.start()
+            self._started = True
+        settings = self.settings
         try:
-            received = self.ports.queue.receive(1, self.settings.visibility_timeout_s, self.settings.receive_wait_s)
+            received = self.ports.queue.receive(1, settings.visibility_timeout_s, settings.receive_wait_s)
         except PortError:
             log.warning("receive failed", exc_info=True)
-            time.sleep(self.settings.receive_wait_s)
+            time.sleep(settings.receive_wait_s)
             return []
+        if not received:
+            self._release_protection()
         return [self.process(message) for message in received]
 
     def process(self, received: ReceivedMessage) -> Outcome:
         queue = self.ports.queue
+        if self.draining:  # received during the last long poll: let another worker have it now
+            queue.release(received.receipt)
+            return Outcome.SKIPPED
         try:
             message = received.message()
         except ValidationError:
@@ -171,13 +200,17 @@ class Worker:
             queue.delete(received.receipt)
             return Outcome.SKIPPED
         record = self.ports.store.get_by_id(message.job_id)
-        claimed = self._claim(record, received) if record is not None else None
+        claimed = None
+        if record is not None and not self._completed_earlier(record, received):
+            claimed = self._claim(record, received)
         if claimed is None:
             queue.delete(received.receipt)
             return Outcome.SKIPPED
-        self._publish(JobEventType.JOB_STARTED, claimed)
-        with self._heartbeat.watch(received.receipt) as lost:
-            outcome = self._run_claimed(claimed, lambda: StopReason.LOST if lost() else self._drain_expired())
+        self._protect(claimed)
+        with self._telemetry.job(claimed):
+            self._publish(JobEventType.JOB_STARTED, claimed)
+            self._telemetry.claimed(claimed.timings.queued_s)
+            outcome = self._run_claimed(claimed, received)
         if outcome is Outcome.RELEASED:
             queue.release(received.receipt)
         elif outcome is not Outcome.LOST:
@@ -186,15 +219,23 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------------------------------------
 
+    def _completed_earlier(self, record: JobRecord, received: ReceivedMessage) -> bool:
+        """A worker wrote this job's manifest and then crashed before its message was deleted: complete the job
+        from it (the completion use case is idempotent) instead of running it again."""
+        pending = record.status.is_terminal and record.final_event == "pending"
+        lost = record.status is JobStatus.RUNNING and received.receive_count > 1
+        key = manifest_key(record.tenant, record.job_id)
+        if not pending and not (lost and self.ports.blobs.head(key) is not None):
+            return False
+        return self.completion.on_object_created(key) is not Completed.IGNORED
+
     def _claim(self, record: JobRecord, received: ReceivedMessage) -> JobRecord | None:
         """``queued → running`` (after ``running → queued`` for a job whose worker lost it), or ``None``."""
         store = self.ports.store
         try:
             if record.status is JobStatus.RUNNING and received.receive_count > 1:
                 log.info(
-                    "job %s: reclaiming from a worker that lost it (receive %d)",
-                    record.job_id,
-                    received.receive_count,
+                    "reclaiming job %s from a worker that lost it (receive %d)", record.job_id, received.receive_count
                 )
                 record = store.transition(record.job_id, {JobStatus.RUNNING}, JobStatus.QUEUED)
             if record.status is not JobStatus.QUEUED:
@@ -219,36 +260,70 @@ class Worker:
         except TransitionConflict:
             return None
 
+    def _protect(self, record: JobRecord) -> None:
+        timeout_s = min(record.timeout_s or self.settings.job_timeout_s, self.settings.job_timeout_s)
+        self._protection.protect(timeout_s + self.settings.protection_margin_s)
+        self._protected = True
+
+    def _release_protection(self) -> None:
+        if self._protected:
+            self._protection.release()
+            self._protected = False
+
     # -- running -------------------------------------------------------------------------------------------
 
     def _drain_expired(self) -> StopReason | None:
         deadline = self._drain_deadline
         return StopReason.DRAIN if deadline is not None and time.monotonic() > deadline else None
 
-    def _run_claimed(self, record: JobRecord, external_stop: Callable[[], StopReason | None]) -> Outcome:
+    def _run_claimed(self, record: JobRecord, received: ReceivedMessage) -> Outcome:
         job_dir = self.settings.work_dir / f"{record.job_id}.{record.attempts}"
         messages = self._messages(record) if self._messages is not None else None
         try:
-            run, monitor = self._execute(record, job_dir, external_stop, messages)
-            outcome, final = self._finish(record, run, monitor)
+            outcome, manifest = self._attempt(record, received, job_dir, messages)
         finally:
             self._cleanup.submit(shutil.rmtree, job_dir, ignore_errors=True)
-        if messages is not None and final is not None:
-            messages.finish(final)
+        self._telemetry.finished(outcome.value, manifest.timings if manifest else None, self._cold_start_once())
+        if messages is not None and manifest is not None:
+            final = self.ports.store.get_by_id(record.job_id)
+            if final is not None and final.status.is_terminal:
+                messages.finish(final)
         return outcome
 
-    def _execute(
-        self,
-        record: JobRecord,
-        job_dir: Path,
-        external_stop: Callable[[], StopReason | None],
-        forward: EventSink | None,
-    ) -> tuple[_Run, JobMonitor | None]:
-        run = _Run()
+    def _attempt(
+        self, record: JobRecord, received: ReceivedMessage, job_dir: Path, forward: EventSink | None
+    ) -> tuple[Outcome, JobManifest | None]:
         meta = ComfyUIMeta.of(record.metadata)
         try:
             prompt = load_workflow(record, self.ports.blobs)
             extra_pnginfo = load_extra_data(meta, self.ports.blobs).get("extra_pnginfo")
+        except InputError as exc:
+            failed = BackendResult(status="error", error=JobError(type="input_error", message=str(exc)))
+            return self._conclude(record, failed, None, 0.0)
+        monitor = JobMonitor(
+            record,
+            nodes_total=len(prompt),
+            progress_interval_s=self.settings.progress_interval_s,
+            cancel_poll_s=self.settings.cancel_poll_s,
+            external_stop=self._drain_expired,
+            forward=forward,
+        )
+        with self._heartbeat.watch(received.receipt, monitor):
+            started = time.perf_counter()
+            result = self._execute(record, prompt, extra_pnginfo, meta, job_dir, monitor)
+            execution_s = time.perf_counter() - started
+        return self._conclude(record, result, monitor, execution_s)
+
+    def _execute(
+        self,
+        record: JobRecord,
+        prompt: dict[str, Any],
+        extra_pnginfo: Any,
+        meta: ComfyUIMeta,
+        job_dir: Path,
+        monitor: JobMonitor,
+    ) -> BackendResult:
+        try:
             files = fetch_inputs(
                 record.inputs,
                 self.ports.blobs,
@@ -256,128 +331,84 @@ class Worker:
                 allow_private_urls=self.settings.allow_private_urls,
             )
         except InputError as exc:
-            run.error = JobError(type="input_error", message=str(exc))
-            return run, None
-        settings = self.settings
-        monitor = JobMonitor(
-            record,
-            self.ports.store,
-            self.ports.bus,
-            nodes_total=len(prompt),
-            progress_interval_s=settings.progress_interval_s,
-            cancel_poll_s=settings.cancel_poll_s,
-            external_stop=external_stop,
-            forward=forward,
-        )
-        local = LocalRun(
-            out_dir=job_dir / "out",
-            models=settings.models,
+            return BackendResult(status="error", error=JobError(type="input_error", message=str(exc)))
+        job = BackendJob(
+            job_id=record.job_id,
+            prompt=prompt,
+            work_dir=job_dir,
             inputs=files,
-            input_dir=job_dir / "input",
-            limits=settings.limits,
+            extra_pnginfo=extra_pnginfo if isinstance(extra_pnginfo, dict) else None,
             targets=meta.targets,
             cancel_check=monitor.cancel_check,
+            on_event=monitor.on_event,
         )
-        started = time.perf_counter()
         try:
-            run.result, run.manifest = run_workflow(
-                prompt,
-                local,
-                self.registry,
-                self.executor,
-                prompt_id=record.job_id,
-                extra_pnginfo=extra_pnginfo if isinstance(extra_pnginfo, dict) else None,
-                on_event=monitor.on_event,
-            )
-        except WorkflowInvalid as exc:
-            run.error = _invalid_error(exc)
+            return self.backend.run(job)
         except Exception as exc:
-            log.exception("job %s: the run raised", record.job_id)
-            run.error = JobError(type="internal_error", message=f"{type(exc).__name__}: {exc}")
-        run.execution_s = time.perf_counter() - started
-        return run, monitor
+            log.exception("the run raised")
+            return BackendResult(
+                status="error", error=JobError(type="internal_error", message=f"{type(exc).__name__}: {exc}")
+            )
 
-    # -- finishing -----------------------------------------------------------------------------------------
+    # -- concluding ----------------------------------------------------------------------------------------
 
-    def _finish(self, record: JobRecord, run: _Run, monitor: JobMonitor | None) -> tuple[Outcome, JobRecord | None]:
-        """Write the job's final state; returns the outcome and the final record (``None`` if not written)."""
+    def _conclude(
+        self, record: JobRecord, result: BackendResult, monitor: JobMonitor | None, execution_s: float
+    ) -> tuple[Outcome, JobManifest | None]:
+        """Release the job, or write its manifest (outputs first); returns the outcome and the manifest."""
         stop = monitor.stop_reason if monitor is not None else None
-        succeeded = run.result is not None and run.result.status == "success"
+        succeeded = result.status == "success"
         if stop is StopReason.LOST:
             return Outcome.LOST, None
-        store, job_id = self.ports.store, record.job_id
-        timings = self._timings(record, run)
-        try:
-            if not succeeded and stop is StopReason.DRAIN:
-                store.transition(job_id, {JobStatus.RUNNING}, JobStatus.QUEUED, timings=timings)
-                return Outcome.RELEASED, None
-            if not succeeded and stop is StopReason.CANCELLED:
-                final = store.transition(
-                    job_id, {JobStatus.RUNNING}, JobStatus.CANCELLED, finished_at=utc_now(), timings=timings
-                )
-                self._publish(JobEventType.JOB_CANCELLED, final)
-                return Outcome.CANCELLED, final
-            return self._complete(record, run, stop, timings, monitor)
-        except TransitionConflict as exc:
-            log.info("job %s changed under the worker (%s); leaving it as it is", job_id, exc)
-            return Outcome.SKIPPED, store.get_by_id(job_id)
-
-    def _complete(
-        self,
-        record: JobRecord,
-        run: _Run,
-        stop: StopReason | None,
-        timings: Timings,
-        monitor: JobMonitor | None,
-    ) -> tuple[Outcome, JobRecord]:
+        timings = self._timings(record, result, execution_s)
+        if not succeeded and stop is StopReason.DRAIN:
+            try:
+                self.ports.store.transition(record.job_id, {JobStatus.RUNNING}, JobStatus.QUEUED, timings=timings)
+            except TransitionConflict as exc:
+                log.info("job changed under the draining worker (%s)", exc)
+            return Outcome.RELEASED, None
+        status: ManifestStatus = "succeeded"
         outputs: list[OutputRef] = []
-        error = run.error
-        if run.result is not None and run.result.status == "success" and run.manifest is not None:
-            files = [item for item in local_outputs(run.manifest) if item.path.is_file()]
-            outputs = upload_outputs(self.ports.blobs, record.tenant, record.job_id, files, record.output)
-        elif error is None and stop is StopReason.TIMEOUT:
+        error: JobError | None = None
+        if succeeded:
+            outputs = upload_outputs(self.ports.blobs, record.tenant, record.job_id, result.outputs, record.output)
+        elif stop is StopReason.CANCELLED:
+            status = "cancelled"
+        elif result.error is None and stop is StopReason.TIMEOUT:
+            status = "failed"
             error = JobError(type="timeout", message=f"the job ran longer than its timeout of {record.timeout_s} s")
-        elif error is None:
-            error = _execution_error(run.result)
-        status = JobStatus.FAILED if error is not None else JobStatus.SUCCEEDED
-        total = monitor.progress.nodes_total if monitor is not None else 0
-        progress = Progress(nodes_done=total, nodes_total=total) if error is None else None
-        write_manifest(
-            self.ports.blobs,
-            record.tenant,
-            record.job_id,
-            {
-                "job_id": record.job_id,
-                "tenant": record.tenant,
-                "status": status.value,
-                "outputs": [ref.model_dump(mode="json") for ref in outputs],
-                "error": error.model_dump(mode="json") if error is not None else None,
-                "timings": timings.model_dump(mode="json"),
-                "executed": run.result.executed if run.result is not None else [],
-                "cached": run.result.cached if run.result is not None else [],
-            },
+        else:
+            status = "failed"
+            error = result.error or JobError(type="execution_error", message="the workflow did not complete")
+        manifest = JobManifest(
+            job_id=record.job_id,
+            tenant=record.tenant,
+            status=status,
+            outputs=outputs,
+            error=error,
+            timings=timings,
+            cold_start=timings.cold_start_s is not None,
+            cache_hits=result.cached,
+            executed=result.executed,
+            nodes_total=monitor.progress.nodes_total if monitor is not None else 0,
+            worker_id=self.settings.worker_id,
+            backend=self.backend.name,
+            attempt=record.attempts,
         )
-        fields: dict[str, Any] = {
-            "finished_at": utc_now(),
-            "timings": timings,
-            "outputs": outputs,
-            "error": error,
-        }
-        if progress is not None:
-            fields["progress"] = progress
-        final = self.ports.store.transition(record.job_id, {JobStatus.RUNNING}, status, **fields)
-        event = JobEventType.JOB_SUCCEEDED if error is None else JobEventType.JOB_FAILED
-        self._publish(event, final)
-        return (Outcome.SUCCEEDED if error is None else Outcome.FAILED), final
+        write_manifest(self.ports.blobs, manifest)
+        return OUTCOMES[status], manifest
 
-    def _timings(self, record: JobRecord, run: _Run) -> Timings:
+    def _cold_start_once(self) -> float | None:
         cold_start_s, self._cold_start_s = self._cold_start_s, None
-        per_node = run.result.timings if run.result is not None else {}
+        return cold_start_s
+
+    def _timings(self, record: JobRecord, result: BackendResult, execution_s: float) -> Timings:
+        cold_start_s = self._cold_start_s
         return Timings(
             queued_s=record.timings.queued_s,
-            cold_start_s=round(cold_start_s or 0.0, 6),
-            execution_s=round(run.execution_s, 6),
-            per_node={node: round(seconds, 6) for node, seconds in per_node.items()},
+            cold_start_s=round(cold_start_s, 6) if cold_start_s is not None else None,
+            execution_s=round(execution_s, 6),
+            per_node={node: round(seconds, 6) for node, seconds in result.per_node_s.items()},
         )
 
     def _publish(self, event_type: JobEventType, record: JobRecord) -> None:
@@ -385,24 +416,3 @@ class Worker:
             self.ports.bus.publish(JobEvent.from_record(event_type, record))
         except PortError:
             log.warning("%s not published for job %s", event_type.value, record.job_id, exc_info=True)
-
-
-def _invalid_error(exc: WorkflowInvalid) -> JobError:
-    error = exc.result.error or {}
-    first: tuple[str, dict[str, Any]] | None = next(iter(exc.result.node_errors.items()), None)
-    return JobError(
-        type=str(error.get("type", "invalid_prompt")),
-        message=str(exc),
-        node_id=first[0] if first else None,
-        node_type=first[1].get("class_type") if first else None,
-    )
-
-
-def _execution_error(result: ExecutionResult | None) -> JobError:
-    details: dict[str, Any] = result.errors[0] if result is not None and result.errors else {}
-    return JobError(
-        type=str(details.get("exception_type") or "execution_error"),
-        message=str(details.get("exception_message") or "the workflow did not complete").strip(),
-        node_id=details.get("node_id"),
-        node_type=details.get("node_type"),
-    )

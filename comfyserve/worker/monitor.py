@@ -1,13 +1,17 @@
-"""Watching one running job: throttled progress from executor events, and the executor's cancel check.
+"""Watching one running job.
 
-Short jobs cost the store nothing extra: the first progress write and the first cancellation poll happen
-only once the job has run for ``progress_interval_s`` / ``cancel_poll_s``.
+The executor's callbacks (:meth:`JobMonitor.on_event`, :meth:`JobMonitor.cancel_check`) only read and write
+memory. The store and the bus are spoken to from the heartbeat thread (:meth:`JobMonitor.sync`), coalesced:
+at most one progress write (with its ``JobProgress`` event) per ``progress_interval_s``, and a cancellation
+poll only when no progress write has read the record for ``cancel_poll_s``. A short job costs the store
+nothing extra: the first write and the first poll come only once it has run that long.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,8 +36,6 @@ class JobMonitor:
     def __init__(
         self,
         record: JobRecord,
-        store: JobStore,
-        bus: EventBus,
         *,
         nodes_total: int,
         progress_interval_s: float,
@@ -42,28 +44,29 @@ class JobMonitor:
         forward: EventSink | None = None,
     ) -> None:
         self._record = record
-        self._store = store
-        self._bus = bus
         self._progress_interval_s = progress_interval_s
         self._cancel_poll_s = cancel_poll_s
         self._external_stop = external_stop
         self._forward = forward
+        self._lock = threading.Lock()  # progress is written by the executor's thread, read by the heartbeat's
         now = time.monotonic()
         self._last_write = now
-        self._last_poll = now
+        self._last_read = now
+        self._written: Progress | None = None
         self._deadline = now + record.timeout_s if record.timeout_s else None
         self.progress = Progress(nodes_total=nodes_total)
         self.stop_reason: StopReason | None = None
 
+    # -- the executor's callbacks (memory only) -----------------------------------------------------------
+
     def on_event(self, event: str, data: dict[str, Any]) -> None:
-        """The executor's ``on_event``: track progress, forward ComfyUI's messages, write progress when due."""
+        """Track progress and forward ComfyUI's messages."""
         if event == "executing" and data.get("node") is None:
-            return  # the worker sends the end-of-prompt ``executing`` itself, after the job's final state
-        self._track(event, data)
+            return  # the end-of-prompt ``executing`` is sent once the job's final state is written
+        with self._lock:
+            self._track(event, data)
         if self._forward is not None:
             self._forward(event, data)
-        if time.monotonic() - self._last_write >= self._progress_interval_s:
-            self._write_progress()
 
     def _track(self, event: str, data: dict[str, Any]) -> None:
         progress = self.progress
@@ -72,47 +75,55 @@ class JobMonitor:
             self.progress = progress.model_copy(update={"nodes_done": done})
         elif event == "executing":
             done = progress.nodes_done + (progress.node is not None)
-            update = {
-                "node": str(data["node"]),
-                "step": 0,
-                "max": 0,
-                "nodes_done": min(done, progress.nodes_total),
-            }
+            update = {"node": str(data["node"]), "step": 0, "max": 0, "nodes_done": min(done, progress.nodes_total)}
             self.progress = progress.model_copy(update=update)
         elif event == "progress":
             self.progress = progress.model_copy(update={"step": int(data["value"]), "max": int(data["max"])})
 
-    def _write_progress(self) -> None:
-        self._last_write = time.monotonic()
+    def cancel_check(self) -> bool:
+        """The executor's cancellation probe (between nodes and on every progress step)."""
+        if self.stop_reason is None:
+            self.stop_reason = self._external_stop()
+        if self.stop_reason is None and self._deadline is not None and time.monotonic() > self._deadline:
+            self.stop_reason = StopReason.TIMEOUT
+        return self.stop_reason is not None
+
+    def stop(self, reason: StopReason) -> None:
+        self.stop_reason = self.stop_reason or reason
+
+    # -- the heartbeat thread ------------------------------------------------------------------------------
+
+    def sync(self, store: JobStore, bus: EventBus) -> None:
+        """Write progress if it changed and is due, else poll for cancellation if due."""
+        now = time.monotonic()
+        with self._lock:
+            progress = self.progress
+        if progress != self._written and now - self._last_write >= self._progress_interval_s:
+            self._write_progress(store, bus, progress, now)
+        elif now - self._last_read >= self._cancel_poll_s:
+            self._last_read = now
+            try:
+                self._observe(store.get_by_id(self._record.job_id))
+            except Exception:  # a failed read must not fail the job: the next beat asks again
+                log.warning("cancellation poll failed", exc_info=True)
+
+    def _write_progress(self, store: JobStore, bus: EventBus, progress: Progress, now: float) -> None:
+        self._last_write = self._last_read = now
+        self._written = progress
         try:
-            record = self._store.update_progress(self._record.job_id, self.progress)
+            record = store.update_progress(self._record.job_id, progress)
         except TransitionConflict:
-            self.stop_reason = self.stop_reason or StopReason.CANCELLED
+            self.stop(StopReason.CANCELLED)
             return
         except PortError:
-            log.warning("progress update failed for job %s", self._record.job_id, exc_info=True)
+            log.warning("progress update failed", exc_info=True)
             return
         self._observe(record)
         try:
-            self._bus.publish(JobEvent.from_record(JobEventType.JOB_PROGRESS, record))
+            bus.publish(JobEvent.from_record(JobEventType.JOB_PROGRESS, record))
         except PortError:
-            log.warning("JobProgress not published for job %s", self._record.job_id, exc_info=True)
+            log.warning("JobProgress not published", exc_info=True)
 
     def _observe(self, record: JobRecord | None) -> None:
         if record is None or record.cancel_requested or record.status is not JobStatus.RUNNING:
-            self.stop_reason = self.stop_reason or StopReason.CANCELLED
-
-    def cancel_check(self) -> bool:
-        """The executor's cancellation probe (called between nodes and on every progress step)."""
-        if self.stop_reason is None:
-            self.stop_reason = self._external_stop()
-        now = time.monotonic()
-        if self.stop_reason is None and self._deadline is not None and now > self._deadline:
-            self.stop_reason = StopReason.TIMEOUT
-        if self.stop_reason is None and now - self._last_poll >= self._cancel_poll_s:
-            self._last_poll = now
-            try:
-                self._observe(self._store.get_by_id(self._record.job_id))
-            except Exception:  # a failed read must not fail the job: the next probe asks again
-                log.warning("cancellation poll failed for job %s", self._record.job_id, exc_info=True)
-        return self.stop_reason is not None
+            self.stop(StopReason.CANCELLED)

@@ -9,45 +9,26 @@ lists is complete.
 from __future__ import annotations
 
 import io
-import json
 import mimetypes
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from comfyserve.contracts.jobs import OutputOptions, OutputRef
+from comfyserve.contracts.manifest import JobManifest, job_prefix, manifest_key
 from comfyserve.ports import BlobStore
 
-MANIFEST_NAME = "manifest.json"
 DEFAULT_QUALITY = 90
 CONTENT_TYPES = {"webp": "image/webp", "jpeg": "image/jpeg"}
 SUFFIXES = {"webp": ".webp", "jpeg": ".jpg"}
 
 
-def job_prefix(tenant: str, job_id: str) -> str:
-    return f"outputs/{tenant}/{job_id}/"
-
-
-def manifest_key(tenant: str, job_id: str) -> str:
-    return job_prefix(tenant, job_id) + MANIFEST_NAME
-
-
 @dataclass(frozen=True)
 class LocalOutput:
-    """One image a run wrote: its node, its file, and its name relative to the job (``subfolder/filename``)."""
+    """One file a run wrote: its node, its file, and its name relative to the job (``subfolder/filename``)."""
 
     node_id: str
     path: Path
     relative_name: str
-
-
-def local_outputs(run_manifest: dict[str, Any]) -> list[LocalOutput]:
-    """The images listed in ``run_workflow``'s manifest, in order."""
-    outputs = []
-    for entry in run_manifest.get("outputs", []):
-        name = PurePosixPath(entry.get("subfolder") or "", entry["filename"]).as_posix()
-        outputs.append(LocalOutput(str(entry["node_id"]), Path(entry["path"]), name))
-    return outputs
 
 
 def encode(output: LocalOutput, options: OutputOptions) -> tuple[str, bytes, str]:
@@ -83,7 +64,8 @@ def upload_outputs(
     return refs
 
 
-def write_manifest(blobs: BlobStore, tenant: str, job_id: str, document: dict[str, Any]) -> str:
-    key = manifest_key(tenant, job_id)
-    blobs.put(key, json.dumps(document, indent=2, default=str).encode(), "application/json")
+def write_manifest(blobs: BlobStore, manifest: JobManifest) -> str:
+    """Write the manifest: the job's last object (its creation starts the completion path)."""
+    key = manifest_key(manifest.tenant, manifest.job_id)
+    blobs.put(key, manifest.to_bytes(), "application/json")
     return key

@@ -1,7 +1,9 @@
-"""Run one workflow into a directory: validate against the live registry, execute, write ``manifest.json``.
+"""Run one workflow into a directory: validate against the live registry, execute, list the files it wrote.
 
-Shared by ``comfyserve run`` and the local stack's in-process worker; the manifest is written last, so a
-reader that sees it knows every output it lists is complete.
+:func:`execute_workflow` is the built-in backend's run (``comfyserve.worker.builtin_backend``);
+:func:`run_workflow` adds the local run report ``manifest.json`` for ``comfyserve run``, written last, so a
+reader that sees it knows every output it lists is complete. (A job's manifest is a different document, the
+``JobManifest`` contract, whose outputs are published keys rather than local files.)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from comfyserve.engine.executor import ExecutionResult, Executor
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.registry import NodeRegistry
 from comfyserve.engine.validation import Limits, ValidationResult, validate_prompt
+from comfyserve.worker.outputs import LocalOutput
 
 MANIFEST = "manifest.json"
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -55,7 +58,7 @@ class LocalRun:
     cancel_check: Callable[[], bool] = lambda: False
 
 
-def run_workflow(
+def execute_workflow(
     prompt: dict[str, Any],
     run: LocalRun,
     registry: NodeRegistry,
@@ -64,8 +67,8 @@ def run_workflow(
     prompt_id: str | None = None,
     extra_pnginfo: dict[str, Any] | None = None,
     on_event: EventSink | None = None,
-) -> tuple[ExecutionResult, dict[str, Any]]:
-    """Validate and execute ``prompt``; returns the execution result and the manifest it wrote."""
+) -> tuple[ExecutionResult, ValidationResult]:
+    """Validate and execute ``prompt``; :class:`WorkflowInvalid` if it does not validate."""
     validation = validate_prompt(
         prompt,
         registry.specs(),
@@ -77,7 +80,6 @@ def run_workflow(
     )
     if not validation.ok:
         raise WorkflowInvalid(validation)
-    prompt_id = prompt_id or uuid.uuid4().hex
     run.out_dir.mkdir(parents=True, exist_ok=True)
     context = RunContext(
         output_dir=run.out_dir,
@@ -89,18 +91,49 @@ def run_workflow(
         extra_pnginfo=extra_pnginfo,
         cancel_check=run.cancel_check,
     )
-    started = time.perf_counter()
     result = executor.execute(
         validation.prompt,
         validation.outputs,
         context=context,
-        prompt_id=prompt_id,
+        prompt_id=prompt_id or uuid.uuid4().hex,
         on_event=on_event,
         keep_going=run.keep_going,
+    )
+    return result, validation
+
+
+def run_workflow(
+    prompt: dict[str, Any],
+    run: LocalRun,
+    registry: NodeRegistry,
+    executor: Executor,
+    *,
+    prompt_id: str | None = None,
+    extra_pnginfo: dict[str, Any] | None = None,
+    on_event: EventSink | None = None,
+) -> tuple[ExecutionResult, dict[str, Any]]:
+    """Validate and execute ``prompt``; returns the execution result and the run report it wrote."""
+    started = time.perf_counter()
+    result, validation = execute_workflow(
+        prompt, run, registry, executor, prompt_id=prompt_id, extra_pnginfo=extra_pnginfo, on_event=on_event
     )
     manifest = build_manifest(result, validation, run.out_dir, time.perf_counter() - started)
     write_json_atomic(run.out_dir / MANIFEST, manifest)
     return result, manifest
+
+
+def output_files(result: ExecutionResult, out_dir: Path) -> list[LocalOutput]:
+    """The files the run's output nodes list in their UI (``images``, ``gifs``, ``audio`` …), in order."""
+    files = []
+    for node_id, ui in result.ui_outputs.items():
+        for items in ui.values():
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                    folder = out_dir / "temp" if item.get("type") == "temp" else out_dir
+                    subfolder = str(item.get("subfolder") or "")
+                    name = f"{subfolder}/{item['filename']}" if subfolder else item["filename"]
+                    files.append(LocalOutput(node_id, folder / name, name))
+    return files
 
 
 def build_manifest(

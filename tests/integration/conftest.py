@@ -20,7 +20,7 @@ from botocore.config import Config
 
 from comfyserve.adapters.aws.dynamodb import DynamoJobStore
 from comfyserve.adapters.aws.emulator import moto_server
-from comfyserve.adapters.aws.eventbridge import EventBridgeBus
+from comfyserve.adapters.aws.eventbridge import EVENT_SOURCE, EventBridgeBus
 from comfyserve.adapters.aws.provision import create_bucket, create_event_bus, create_jobs_table, create_queue
 from comfyserve.adapters.aws.s3 import S3BlobStore
 from comfyserve.adapters.aws.sqs import SqsJobQueue
@@ -145,7 +145,7 @@ class AwsAdapters:
             "Attributes"
         ]["QueueArn"]
         self.events.put_rule(
-            Name=f"{self.prefix}-all", EventBusName=bus, EventPattern=json.dumps({"source": ["comfyserve"]})
+            Name=f"{self.prefix}-all", EventBusName=bus, EventPattern=json.dumps({"source": [EVENT_SOURCE]})
         )
         self.events.put_targets(
             Rule=f"{self.prefix}-all", EventBusName=bus, Targets=[{"Id": "subscriber", "Arn": subscriber_arn}]

@@ -176,7 +176,9 @@ def test_a_running_job_cancelled_stops(stack: LocalStack, alice: Api) -> None:
     assert cancel.status_code == 202 and cancel.json()["cancel_requested"] is True  # the worker interrupts it
     view = alice.wait_status(job_id, timeout_s=5)
     assert view["status"] == "cancelled" and view["outputs"] == []
-    assert stack.adapters.blobs.list(f"outputs/alice/{job_id}/") == []
+    manifest = f"outputs/alice/{job_id}/manifest.json"  # the worker's word on the job, and no output
+    assert stack.adapters.blobs.list(f"outputs/alice/{job_id}/") == [manifest]
+    assert json.loads(stack.adapters.blobs.get(manifest))["status"] == "cancelled"
 
 
 def test_a_worker_killed_mid_job_leaves_the_job_to_another(stack: LocalStack, alice: Api) -> None:

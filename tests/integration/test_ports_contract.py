@@ -383,7 +383,7 @@ def test_eventbridge_envelope(aws_adapters: AwsAdapters) -> None:
     event = JobEvent.from_record(JobEventType.JOB_FAILED, job("j1"))
     aws_adapters.bus.publish(event)
     [envelope] = aws_adapters.envelopes()
-    assert (envelope["source"], envelope["detail-type"]) == ("comfyserve", "JobFailed")
+    assert (envelope["source"], envelope["detail-type"]) == ("comfyserve.job", "Job Failed")
     assert JobEvent.model_validate(envelope["detail"]) == event
 
 

@@ -1,5 +1,6 @@
 """The worker loop against the real local adapters (SQLite queue and store, blob directory, event log), in
-process: claims, exactly-once effects under redelivery, heartbeat loss, cancellation, timeouts, drain."""
+process: claims, exactly-once effects under redelivery, heartbeat loss, cancellation, timeouts, drain, scale-in
+protection. The blob store's "object created" signal runs the completion use case, as in the local stack."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import io
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,14 @@ from PIL import Image
 
 from comfyserve.contracts.events import JobEventType
 from comfyserve.contracts.jobs import InputRef, JobRecord, JobStatus, OutputOptions, QueueMessage
-from comfyserve.engine.executor import Executor
+from comfyserve.contracts.manifest import JobManifest, manifest_key
 from comfyserve.engine.registry import NodeRegistry, build_registry
 from comfyserve.localstack.adapters import LocalAdapters
-from comfyserve.localstack.workers import JobOutputCache
 from comfyserve.ports import BlobInfo, ReceivedMessage
+from comfyserve.service.completion import Completion
+from comfyserve.worker.builtin_backend import BuiltinBackend
 from comfyserve.worker.loop import Outcome, Worker, WorkerPorts, WorkerSettings
-from comfyserve.worker.outputs import manifest_key
+from comfyserve.worker.protection import ScaleInProtection
 from tests.integration.stack_helpers import IMAGE_PACKS, STACK_NODES, fail_workflow, wait_for, wait_workflow
 
 TENANT = "acme"
@@ -37,6 +39,7 @@ def registry() -> NodeRegistry:
 @pytest.fixture
 def stack_adapters(tmp_path: Path) -> Iterator[LocalAdapters]:
     adapters = LocalAdapters.open(tmp_path, BASE_URL)
+    adapters.blobs.on_created(Completion(adapters.store, adapters.bus, adapters.blobs).on_object_created)
     yield adapters
     adapters.close()
 
@@ -48,13 +51,14 @@ def make_worker(
     blobs: Any = None,
     store: Any = None,
     queue: Any = None,
+    protection: ScaleInProtection | None = None,
     **settings: Any,
 ) -> Worker:
     """A worker on ``adapters``, with any of its blob store, job store or queue replaced by a wrapper."""
     options: dict[str, Any] = {"receive_wait_s": 0, "visibility_timeout_s": 30, **settings}
     ports = WorkerPorts(blobs or adapters.blobs, queue or adapters.queue, store or adapters.store, adapters.bus)
-    executor = Executor(registry, cache=JobOutputCache())
-    return Worker(ports, registry, executor, WorkerSettings(work_dir=adapters.work_dir, **options))
+    settings_ = WorkerSettings(work_dir=adapters.work_dir, **options)
+    return Worker(ports, BuiltinBackend(registry), settings_, protection=protection)
 
 
 def enqueue(adapters: LocalAdapters, workflow: dict[str, Any], **fields: Any) -> JobRecord:
@@ -106,16 +110,14 @@ class RecordingBlobs:
         return getattr(self.inner, name)
 
 
-class CrashingStore:
-    """A job store whose write of a final success 'crashes' the worker (after its outputs are uploaded)."""
+class CrashingQueue:
+    """The local queue, whose acknowledgement 'crashes' the worker (after the job's manifest is written)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    def transition(self, job_id: str, from_statuses: Collection[JobStatus], to_status: JobStatus, **fields: Any) -> Any:
-        if to_status is JobStatus.SUCCEEDED:
-            raise RuntimeError("worker crashed")
-        return self.inner.transition(job_id, from_statuses, to_status, **fields)
+    def delete(self, receipt: str) -> None:
+        raise RuntimeError("worker crashed")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -197,30 +199,52 @@ def test_a_message_received_twice_at_once_runs_the_job_once(
     assert stack_adapters.queue.approximate_depth().total == 0
 
 
-def test_a_crash_after_upload_is_redelivered_and_rerun_onto_the_same_keys(
+def test_a_crash_after_the_manifest_leaves_one_completion_and_the_redelivery_changes_nothing(
     stack_adapters: LocalAdapters, registry: NodeRegistry
 ) -> None:
-    crashing = make_worker(stack_adapters, registry, store=CrashingStore(stack_adapters.store), visibility_timeout_s=1)
+    crashing = make_worker(stack_adapters, registry, queue=CrashingQueue(stack_adapters.queue), visibility_timeout_s=1)
     record = enqueue(stack_adapters, wait_workflow(0.0, steps=1))
     with pytest.raises(RuntimeError, match="worker crashed"):
         crashing.poll()
     prefix = f"outputs/{TENANT}/{record.job_id}/"
     keys_after_crash = stack_adapters.blobs.list(prefix)
-    assert status(stack_adapters, record.job_id) is JobStatus.RUNNING
-    assert manifest_key(TENANT, record.job_id) in keys_after_crash
+    assert status(stack_adapters, record.job_id) is JobStatus.SUCCEEDED  # completed from the manifest
 
     rescuer = make_worker(stack_adapters, registry)
-    assert poll_until_processed(rescuer, timeout_s=10) == [Outcome.SUCCEEDED]  # after the visibility runs out
+    assert poll_until_processed(rescuer, timeout_s=10) == [Outcome.SKIPPED]  # after the visibility runs out
 
     final = stack_adapters.store.get_by_id(record.job_id)
-    assert final is not None and final.status is JobStatus.SUCCEEDED and final.attempts == 2
+    assert final is not None and final.status is JobStatus.SUCCEEDED and final.attempts == 1
     assert stack_adapters.blobs.list(prefix) == keys_after_crash
     assert sorted(o.key for o in final.outputs) == [k for k in keys_after_crash if not k.endswith("manifest.json")]
-    assert event_types(stack_adapters, record.job_id) == [
-        JobEventType.JOB_STARTED,
-        JobEventType.JOB_STARTED,
-        JobEventType.JOB_SUCCEEDED,
-    ]
+    assert event_types(stack_adapters, record.job_id) == [JobEventType.JOB_STARTED, JobEventType.JOB_SUCCEEDED]
+    assert stack_adapters.queue.approximate_depth().total == 0
+
+
+def test_a_redelivered_job_whose_manifest_exists_is_completed_from_it_not_run_again(
+    stack_adapters: LocalAdapters, registry: NodeRegistry, tmp_path: Path
+) -> None:
+    """As in the cloud when the worker crashed after its manifest and before the completion Lambda ran."""
+    from comfyserve.adapters.local.blobs import LocalBlobStore
+
+    silent = LocalBlobStore(tmp_path / "silent-blobs", stack_adapters.blobs.signer)  # no "object created" listener
+    crashing = make_worker(
+        stack_adapters, registry, blobs=silent, queue=CrashingQueue(stack_adapters.queue), visibility_timeout_s=1
+    )
+    record = enqueue(stack_adapters, wait_workflow(0.0, steps=1))
+    with pytest.raises(RuntimeError, match="worker crashed"):
+        crashing.poll()
+    assert status(stack_adapters, record.job_id) is JobStatus.RUNNING
+
+    rescuer = make_worker(stack_adapters, registry, blobs=silent)
+    assert poll_until_processed(rescuer, timeout_s=10) == [Outcome.SKIPPED]
+
+    final = stack_adapters.store.get_by_id(record.job_id)
+    manifest = JobManifest.model_validate_json(silent.get(manifest_key(TENANT, record.job_id)))
+    assert final is not None and final.status is JobStatus.SUCCEEDED and final.attempts == 1
+    assert final.outputs == manifest.outputs and final.final_event == "published"
+    assert event_types(stack_adapters, record.job_id) == [JobEventType.JOB_STARTED, JobEventType.JOB_SUCCEEDED]
+    assert stack_adapters.queue.approximate_depth().total == 0
 
 
 def test_a_worker_that_loses_its_message_stops_without_writing(
@@ -321,8 +345,8 @@ def test_a_failing_node_fails_the_job_with_its_error(stack_adapters: LocalAdapte
         "node_type": "StackTestFail",
     }
     assert event_types(stack_adapters, record.job_id) == [JobEventType.JOB_STARTED, JobEventType.JOB_FAILED]
-    manifest = stack_adapters.blobs.get(manifest_key(TENANT, record.job_id))
-    assert b'"status": "failed"' in manifest
+    manifest = JobManifest.model_validate_json(stack_adapters.blobs.get(manifest_key(TENANT, record.job_id)))
+    assert (manifest.status, manifest.error) == ("failed", final.error)
 
 
 def test_a_workflow_the_worker_finds_invalid_fails_with_the_validation_error(

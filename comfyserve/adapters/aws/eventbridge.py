@@ -1,16 +1,25 @@
-"""EventBus on an EventBridge bus: one PutEvents per event, Source ``comfyserve``, DetailType = event type."""
+"""EventBus on an EventBridge bus: one PutEvents per event, Source ``comfyserve.job``, DetailType the event's
+readable name ("Job Succeeded", "Job Progress" …), Detail the JobEvent JSON."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from comfyserve.contracts.events import JobEvent
+from comfyserve.contracts.events import JobEvent, JobEventType
 from comfyserve.ports import EventPublishError
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
 
-EVENT_SOURCE = "comfyserve"
+EVENT_SOURCE = "comfyserve.job"
+DETAIL_TYPES: dict[JobEventType, str] = {
+    JobEventType.JOB_QUEUED: "Job Queued",
+    JobEventType.JOB_STARTED: "Job Started",
+    JobEventType.JOB_PROGRESS: "Job Progress",
+    JobEventType.JOB_SUCCEEDED: "Job Succeeded",
+    JobEventType.JOB_FAILED: "Job Failed",
+    JobEventType.JOB_CANCELLED: "Job Cancelled",
+}
 
 
 class EventBridgeBus:
@@ -23,7 +32,7 @@ class EventBridgeBus:
             Entries=[
                 {
                     "Source": EVENT_SOURCE,
-                    "DetailType": event.type.value,
+                    "DetailType": DETAIL_TYPES[event.type],
                     "Detail": event.model_dump_json(),
                     "EventBusName": self.bus_name,
                     "Time": event.time,

@@ -4,6 +4,12 @@ Layout under ``root``: ``objects/<key>`` holds the bytes, ``meta/<key>`` a small
 ``tmp/`` the files being written (same filesystem, so ``os.replace`` publishes them atomically). Keys pass
 :func:`comfyserve.ports.validate_key` and the resolved path is checked against the root once more. Unlike
 S3, a key cannot also be the directory of another key ("a" and "a/b"): such a put raises ``InvalidKey``.
+
+Like a bucket that sends "Object Created" events, the store calls its listeners (:meth:`LocalBlobStore.
+on_created`) with the key of every object it has written; the worker processes of the local stack run the
+completion use case from there, as the cloud runs it from the S3 event. A listener runs in the writer's
+process, after the object is in place; its failure is the put's failure (the writer then retries, as the
+cloud's event delivery does).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -97,6 +104,7 @@ class LocalBlobStore:
         self._objects = self.root / "objects"
         self._meta = self.root / "meta"
         self._tmp = self.root / "tmp"
+        self._listeners: builtins.list[Callable[[str], object]] = []
         for folder in (self._objects, self._meta, self._tmp):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -128,7 +136,13 @@ class LocalBlobStore:
         meta = json.dumps({"content_type": info.content_type, "etag": info.etag}).encode()
         self._write_atomic(key, self._path(self._meta, key), meta)
         self._write_atomic(key, self._path(self._objects, key), data)
+        for listener in self._listeners:
+            listener(key)
         return info
+
+    def on_created(self, listener: Callable[[str], object]) -> None:
+        """Call ``listener(key)`` after each put, as S3 sends an "Object Created" event."""
+        self._listeners.append(listener)
 
     def get(self, key: str) -> bytes:
         try:
