@@ -14,7 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
-from comfyserve.api import routes_comfyui, routes_v1
+from comfyserve.api import routes_comfyui, routes_comfyui_more, routes_v1
 from comfyserve.api.auth import Authenticator
 from comfyserve.api.bodies import loads_json
 from comfyserve.api.errors import register_error_handlers
@@ -43,4 +43,5 @@ def build_app(service: JobService, auth: Authenticator) -> APIGatewayRestResolve
     register_error_handlers(app, gate)
     routes_v1.register(app, service)
     routes_comfyui.register(app, service)
+    routes_comfyui_more.register(app, service)
     return app

@@ -161,7 +161,7 @@ class ImageUploaded(_Response):
 
 
 class QueueEdit(BaseModel):
-    """POST /queue: cancel pending prompts."""
+    """POST /queue: cancel pending prompts; POST /history: remove entries from the history."""
 
     clear: bool = False
     delete: list[str] = Field(default_factory=list)
@@ -171,3 +171,16 @@ class InterruptRequest(BaseModel):
     """POST /interrupt: interrupt this prompt if it is running (every running prompt of yours when absent)."""
 
     prompt_id: str | None = None
+
+
+class FreeRequest(BaseModel):
+    """POST /free: accepted for compatibility; workers manage their own model memory."""
+
+    unload_models: bool = False
+    free_memory: bool = False
+
+
+class CancelJobs(BaseModel):
+    """POST /api/jobs/cancel: cancel these jobs, or none if any id is unknown."""
+
+    job_ids: list[str] = Field(min_length=1, max_length=1000)

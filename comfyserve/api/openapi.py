@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, cast
 
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBase, HTTPBearer
 
 from comfyserve import __version__
 from comfyserve.api.app import build_app
@@ -22,7 +22,8 @@ from comfyserve.service.job_service import JobService
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 DESCRIPTION = (
-    "Run ComfyUI API-format workflows as jobs. Every route but /v1/health needs an API key in x-api-key. "
+    "Run ComfyUI API-format workflows as jobs. Every route but /v1/health needs an API key: in x-api-key, as "
+    "Authorization: Bearer <key>, or as the password of Authorization: Basic. "
     "ComfyUI's own routes are also served under /api/. Errors use ComfyUI's {error, node_errors} shape; "
     "request validation errors are 400, not 422."
 )
@@ -43,8 +44,12 @@ def generate() -> dict[str, Any]:
         title="comfyserve",
         version=__version__,
         description=DESCRIPTION,
-        security_schemes={"apiKey": APIKey(name="x-api-key", **{"in": APIKeyIn.header})},  # type: ignore[arg-type]
-        security=[{"apiKey": []}],
+        security_schemes={
+            "apiKey": APIKey(name="x-api-key", **{"in": APIKeyIn.header}),  # type: ignore[arg-type]
+            "bearer": HTTPBearer(),
+            "basic": HTTPBase(scheme="basic"),
+        },
+        security=[{"apiKey": []}, {"bearer": []}, {"basic": []}],
     )
     document = cast(dict[str, Any], json.loads(text))
     _document_error_bodies(document)

@@ -34,7 +34,7 @@ def binary_response(content_type: str, data: bytes, headers: dict[str, str]) -> 
     return response
 
 
-def _empty_ok() -> Response[str]:
+def empty_response() -> Response[str]:
     return Response(200, content_types.TEXT_PLAIN, "")
 
 
@@ -118,7 +118,7 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
     def post_queue() -> Response[str]:
         edit = parse(QueueEdit, raw_json(app) or {})
         service.delete_queued(tenant_of(app), edit.delete, edit.clear)
-        return _empty_ok()
+        return empty_response()
 
     @app.post(
         "/interrupt",
@@ -130,7 +130,7 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
     def interrupt() -> Response[str]:
         request = parse(InterruptRequest, raw_json(app) or {})
         service.interrupt(tenant_of(app), request.prompt_id)
-        return _empty_ok()
+        return empty_response()
 
     @app.get(
         "/history",
@@ -200,7 +200,7 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
 
     @app.get("/object_info", summary="The node catalog (ComfyUI)", tags=TAGS, responses=error_responses(*AUTH))
     def object_info() -> dict[str, Any]:
-        return service.object_info()
+        return service.object_info_for(tenant_of(app))
 
     @app.get(
         "/object_info/<node_class>",
@@ -211,5 +211,5 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
     )
     def object_info_of(node_class: str) -> dict[str, Any]:
         name = unquote(node_class)
-        info = service.object_info()
+        info = service.object_info_for(tenant_of(app))
         return {name: info[name]} if name in info else {}

@@ -18,12 +18,12 @@ from typing import Any
 from comfyserve.localstack.feed import EventFeed, FeedEntry
 from comfyserve.localstack.prompt_messages import STATUS
 from comfyserve.localstack.websocket import CloseCode, Opcode, WebSocket
+from comfyserve.service.comfyui_info import FEATURE_FLAGS
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.02
 PRUNE_EVERY_S = 60.0
-MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 ClientKey = tuple[str, str]
 
 
@@ -118,8 +118,7 @@ class WebsocketHub:
         except (ValueError, AttributeError):
             return
         if kind == "feature_flags":
-            flags = {"supports_preview_metadata": False, "max_upload_size": MAX_UPLOAD_BYTES}
-            client.outbox.put(message("feature_flags", flags))
+            client.outbox.put(message("feature_flags", FEATURE_FLAGS))
 
     def _tail(self) -> None:
         next_prune = time.monotonic() + PRUNE_EVERY_S

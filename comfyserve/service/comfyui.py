@@ -7,10 +7,14 @@ import contextlib
 import itertools
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from comfyserve.contracts.jobs import JOB_ID_PATTERN, JobRecord, JobStatus
-from comfyserve.ports import TransitionConflict
+from comfyserve.ports import BlobNotFound, TransitionConflict
+from comfyserve.service import keys
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Invalid, NotFound
 from comfyserve.service.history import history_entry, prompt_number, queue_item
@@ -42,7 +46,7 @@ def prompt_draft(request: PromptRequest) -> Draft:
 HISTORY_LIMIT = 1000
 
 
-def _scan(deps: ServiceDeps, tenant: str, status: JobStatus | None, wanted: int) -> Iterator[JobRecord]:
+def scan(deps: ServiceDeps, tenant: str, status: JobStatus | None, wanted: int) -> Iterator[JobRecord]:
     """The tenant's jobs newest first, page by page (at most ``MAX_SCAN_PAGES`` pages)."""
     cursor = None
     for _ in range(MAX_SCAN_PAGES):
@@ -52,10 +56,45 @@ def _scan(deps: ServiceDeps, tenant: str, status: JobStatus | None, wanted: int)
             return
 
 
+class HiddenHistory(BaseModel):
+    """What ``POST /history`` removed from a tenant's history: everything finished up to ``cleared_at`` and
+    the ``deleted`` ids. The jobs themselves stay (``/v1/jobs`` still shows them)."""
+
+    cleared_at: datetime | None = None
+    deleted: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def load(cls, deps: ServiceDeps, tenant: str) -> HiddenHistory:
+        with contextlib.suppress(BlobNotFound, ValueError):
+            return cls.model_validate_json(deps.blobs.get(keys.hidden_history_key(tenant)))
+        return cls()
+
+    def hides(self, record: JobRecord) -> bool:
+        finished = record.finished_at or record.updated_at
+        return record.job_id in self.deleted or (self.cleared_at is not None and finished <= self.cleared_at)
+
+
+def in_history(record: JobRecord, hidden: HiddenHistory) -> bool:
+    """Finished, not removed, and not a pending prompt that was deleted: ComfyUI never lists those."""
+    dequeued = record.status is JobStatus.CANCELLED and record.started_at is None
+    return record.status.is_terminal and not dequeued and not hidden.hides(record)
+
+
+def edit_history(deps: ServiceDeps, tenant: str, delete: list[str], clear: bool) -> None:
+    """``POST /history``: hide the named entries, or all finished so far with ``clear``."""
+    hidden = HiddenHistory.load(deps, tenant)
+    if clear:
+        hidden = HiddenHistory(cleared_at=deps.clock())
+    deleted = [job_id for job_id in dict.fromkeys([*hidden.deleted, *delete]) if _job_id.match(job_id)]
+    hidden = HiddenHistory(cleared_at=hidden.cleared_at, deleted=deleted[-HISTORY_LIMIT:])
+    deps.blobs.put(keys.hidden_history_key(tenant), hidden.model_dump_json().encode(), "application/json")
+
+
 def history(deps: ServiceDeps, tenant: str, max_items: int | None = None, offset: int = -1) -> dict[str, Any]:
     """ComfyUI's window over the finished jobs, oldest first: ``offset`` skips that many of the oldest, and a
     negative offset with ``max_items`` means the last ``max_items``. History keeps the last ``HISTORY_LIMIT``."""
-    finished = (record for record in _scan(deps, tenant, None, HISTORY_LIMIT) if record.status.is_terminal)
+    hidden = HiddenHistory.load(deps, tenant)
+    finished = (record for record in scan(deps, tenant, None, HISTORY_LIMIT) if in_history(record, hidden))
     oldest_first = list(itertools.islice(finished, HISTORY_LIMIT))[::-1]
     if offset < 0:
         offset = len(oldest_first) - max_items if max_items is not None else 0
@@ -69,7 +108,7 @@ def history_of(deps: ServiceDeps, tenant: str, prompt_id: str) -> dict[str, Any]
     """``{prompt_id: entry}`` once the job has finished; ``{}`` before, and for unknown or foreign ids."""
     with contextlib.suppress(NotFound):
         record = get_job(deps, tenant, prompt_id)
-        if record.status.is_terminal:
+        if in_history(record, HiddenHistory.load(deps, tenant)):
             return {prompt_id: history_entry(deps, record)}
     return {}
 
@@ -91,9 +130,9 @@ def queue_remaining(deps: ServiceDeps, tenant: str) -> int:
 
 def delete_queued(deps: ServiceDeps, tenant: str, prompt_ids: list[str], clear: bool) -> None:
     """Cancel pending jobs: the ones named, or all with ``clear``; running and unknown ids are skipped."""
-    records = list(_records(deps, tenant, prompt_ids))
+    records = list(records_of(deps, tenant, prompt_ids))
     if clear:
-        records += list(_scan(deps, tenant, JobStatus.QUEUED, PAGE_LIMIT))
+        records += list(scan(deps, tenant, JobStatus.QUEUED, PAGE_LIMIT))
     for record in records:
         if record.status is JobStatus.QUEUED:
             with contextlib.suppress(TransitionConflict):
@@ -103,16 +142,16 @@ def delete_queued(deps: ServiceDeps, tenant: str, prompt_ids: list[str], clear: 
 def interrupt(deps: ServiceDeps, tenant: str, prompt_id: str | None) -> None:
     """Interrupt the named job if it is running, or every running job of the tenant when none is named."""
     if prompt_id is None:
-        records = list(_scan(deps, tenant, JobStatus.RUNNING, PAGE_LIMIT))
+        records = list(scan(deps, tenant, JobStatus.RUNNING, PAGE_LIMIT))
     else:
-        records = list(_records(deps, tenant, [prompt_id]))
+        records = list(records_of(deps, tenant, [prompt_id]))
     for record in records:
         if record.status is JobStatus.RUNNING:
             with contextlib.suppress(TransitionConflict):
                 request_interrupt(deps, record)
 
 
-def _records(deps: ServiceDeps, tenant: str, job_ids: list[str]) -> Iterator[JobRecord]:
+def records_of(deps: ServiceDeps, tenant: str, job_ids: list[str]) -> Iterator[JobRecord]:
     for job_id in job_ids:
         record = deps.jobs.get(tenant, job_id) if _job_id.match(job_id) else None
         if record is not None:

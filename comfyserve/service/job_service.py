@@ -8,7 +8,7 @@ from typing import Any
 from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
 from comfyserve.engine.validation import ValidationResult
 from comfyserve.ports import BlobNotFound
-from comfyserve.service import comfyui, comfyui_uploads, history, jobs, uploads
+from comfyserve.service import comfyui, comfyui_info, comfyui_jobs, comfyui_uploads, history, jobs, uploads
 from comfyserve.service.comfyui_uploads import ImageUpload, UploadedImage
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import NotFound
@@ -102,6 +102,42 @@ class JobService:
 
     def interrupt(self, tenant: str, prompt_id: str | None) -> None:
         comfyui.interrupt(self.deps, tenant, prompt_id)
+
+    def edit_history(self, tenant: str, delete: list[str], clear: bool) -> None:
+        comfyui.edit_history(self.deps, tenant, delete, clear)
+
+    def object_info_for(self, tenant: str) -> dict[str, Any]:
+        """``/object_info`` with the model files of the inventory and the tenant's uploads as choices."""
+        models = comfyui_info.model_files(self.deps.inventory)
+        return comfyui_info.with_choices(self.object_info(), models, comfyui_info.uploaded_images(self.deps, tenant))
+
+    def model_folders(self) -> list[str]:
+        return list(comfyui_info.model_files(self.deps.inventory))
+
+    def model_folder(self, folder: str) -> list[str]:
+        return comfyui_info.folder_files(self.deps.inventory, folder)
+
+    def embeddings(self) -> list[str]:
+        return comfyui_info.embeddings(self.deps.inventory)
+
+    def comfyui_jobs(
+        self,
+        tenant: str,
+        statuses: list[str],
+        sort_by: comfyui_jobs.SortBy,
+        descending: bool,
+        limit: int | None,
+        offset: int,
+    ) -> dict[str, Any]:
+        return comfyui_jobs.list_jobs(self.deps, tenant, statuses, sort_by, descending, limit, offset)
+
+    def comfyui_job(self, tenant: str, job_id: str) -> dict[str, Any]:
+        return comfyui_jobs.get_job(self.deps, tenant, job_id)
+
+    def comfyui_cancel(self, tenant: str, job_ids: list[str], *, batch: bool) -> dict[str, Any]:
+        if batch:
+            return comfyui_jobs.cancel_many(self.deps, tenant, job_ids)
+        return comfyui_jobs.cancel(self.deps, tenant, job_ids[0])
 
     def upload_image(self, tenant: str, upload: ImageUpload) -> UploadedImage:
         return comfyui_uploads.upload_image(self.deps, tenant, upload)

@@ -21,3 +21,8 @@ def input_key(tenant: str, job_id: str, name: str) -> str:
 
 def uploads_prefix(tenant: str) -> str:
     return f"uploads/{tenant}/"
+
+
+def hidden_history_key(tenant: str) -> str:
+    """What ``POST /history`` removed from the tenant's ComfyUI history."""
+    return f"history/{tenant}/hidden.json"

@@ -17,13 +17,24 @@ def test_document_lists_every_route_with_our_error_shapes() -> None:
     document = generate()
 
     assert sorted(document["paths"]) == [
+        "/embeddings",
+        "/extensions",
+        "/features",
+        "/free",
         "/history",
         "/history/{prompt_id}",
         "/interrupt",
+        "/jobs",
+        "/jobs/cancel",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/cancel",
+        "/models",
+        "/models/{folder}",
         "/object_info",
         "/object_info/{node_class}",
         "/prompt",
         "/queue",
+        "/system_stats",
         "/upload/image",
         "/v1/health",
         "/v1/jobs",
@@ -52,7 +63,9 @@ def test_document_lists_every_route_with_our_error_shapes() -> None:
     )
     assert "422" not in json.dumps(document["paths"])
     assert document["components"]["securitySchemes"] == {
-        "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}
+        "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "basic": {"type": "http", "scheme": "basic"},
     }
 
 
