@@ -4,7 +4,8 @@ One cache object owns its directory (one worker per instance, or one directory p
 copied to a temporary name and renamed, so a path in the cache is always a complete copy. A file is pinned
 while a loader reads it and eviction skips pinned files; a file some other process still has open survives
 eviction anyway (unlinking never takes an open file away on Linux). The LRU order survives restarts: a hit
-touches the file's mtime, and the index is rebuilt from the directory in mtime order.
+sets the file's access time (not its mtime: that is part of the loaded-model cache's key), and the index is
+rebuilt from the directory in access-time order.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +45,7 @@ class LocalCache:
                 path.unlink()  # a copy a previous process did not finish
                 continue
             stat = path.stat()
-            found.append((stat.st_mtime_ns, path.relative_to(self.root).as_posix(), stat.st_size))
+            found.append((stat.st_atime_ns, path.relative_to(self.root).as_posix(), stat.st_size))
         for _, relative, size in sorted(found):
             self._sizes[relative] = size
 
@@ -84,7 +86,7 @@ class LocalCache:
                 return None
             self._sizes.move_to_end(relative)
         with contextlib.suppress(FileNotFoundError):
-            os.utime(path)
+            os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))  # mtime is part of the RAM cache key
         return path
 
     def admit(self, relative: str, source: Path, size: int) -> Path | None:

@@ -109,7 +109,7 @@ def test_nvme_cache_never_evicts_a_pinned_file_and_skips_what_cannot_fit(tmp_pat
 def test_nvme_cache_index_survives_a_restart_and_drops_wrong_sizes(tmp_path: Path) -> None:
     root = tmp_path / "nvme"
     _fill(root / "old", 100)
-    os.utime(root / "old", ns=(1, 1))
+    os.utime(root / "old", ns=(1, (root / "old").stat().st_mtime_ns))  # least recently used: oldest atime
     _fill(root / "new", 100)
     _fill(root / ".x.someone.part", 50)  # a copy a crashed process left
     cache = LocalCache(root, budget_bytes=1000)
