@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit catalog openapi bench clean
+.PHONY: install demo test lint typecheck unit catalog openapi bench clean gpu-lock
 
 install: $(STAMP)
 
@@ -20,6 +20,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint gpu_container/Dockerfile
 
 typecheck: install
 	$(VENV)/bin/mypy
@@ -38,6 +39,10 @@ openapi: install
 bench: install
 	for script in bench/bench_*.py; do $(PY) $$script || exit 1; done
 	$(PY) bench/report.py
+
+# Pin the GPU image's requirements for Linux x86_64 (needs PyPI); tests check the committed lock offline.
+gpu-lock: install
+	$(PY) gpu_container/lock.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "comfyserve.commands.models",
     "comfyserve.commands.serve",
     "comfyserve.commands.submit",
+    "comfyserve.commands.worker",
 )
 
 

@@ -29,7 +29,6 @@ from pydantic_settings.sources.utils import parse_env_vars
 from comfyserve.engine.validation import Limits
 
 MiB = 1024 * 1024
-GiB = 1024 * MiB
 ENV_PREFIX = "COMFYSERVE_"
 AuthMode = Literal["api_keys", "api_gateway"]
 BackendName = Literal["builtin", "comfyui"]
@@ -269,7 +268,15 @@ class CloudWorkerSettings(AwsResourceNames):
     local_cache_dir: Path = Field(
         default=Path("/var/cache/comfyserve/models"), description="instance NVMe cache of models copied from the root"
     )
-    local_cache_bytes: int = Field(default=100 * GiB, description="NVMe cache budget in bytes", ge=0)
+    local_cache_bytes: int = Field(
+        default=0, description="NVMe cache budget in bytes (0: no NVMe tier, models are read from the root)", ge=0
+    )
+    inventory_ttl_s: float = Field(
+        default=30.0, description="how long one read of the published inventory is reused", gt=0
+    )
+    model_lock_stale_s: float = Field(
+        default=30.0, description="a model copy lock without a heartbeat for this long is taken over", gt=0
+    )
     drain_timeout_s: float = Field(
         default=90.0, description="on SIGTERM, how long the job in hand may finish (ECS stop timeout is 120)", ge=0
     )
@@ -327,11 +334,6 @@ class CloudWorkerSettings(AwsResourceNames):
         if self.backend == "comfyui" and self.comfyui_dir is None:
             raise ValueError("COMFYSERVE_BACKEND=comfyui needs COMFYUI_DIR")
         return self
-
-    @property
-    def protection_expiry_s(self) -> float:
-        """Task protection while a job runs: a little past the longest a job may take, within ECS's 1..2880 min."""
-        return min(max(self.job_timeout_s + 5 * 60, 60), 2880 * 60)
 
 
 def settings_models() -> list[type[EnvSettings]]:

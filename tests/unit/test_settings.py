@@ -77,19 +77,12 @@ def test_worker_settings_from_the_contract_names() -> None:
         Path("/opt/venv/bin/python"),
     )
     assert settings.ecs_agent_uri == "http://169.254.170.2/api/x"
-    assert settings.protection_expiry_s == 900  # job timeout + 5 min
 
 
 def test_constructing_settings_never_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMFYSERVE_MAX_INPUTS", "3")
     assert ServiceSettings().max_inputs == 32
     assert ServiceSettings.from_env().max_inputs == 3
-
-
-def test_protection_expiry_stays_within_what_ecs_accepts() -> None:
-    short = CloudWorkerSettings(**_resources(), job_timeout_s=1)
-    long = CloudWorkerSettings(**_resources(), job_timeout_s=10 * 24 * 3600)
-    assert (short.protection_expiry_s, long.protection_expiry_s) == (301, 2880 * 60)
 
 
 @pytest.mark.parametrize(
@@ -116,7 +109,3 @@ def test_bad_worker_settings_name_the_variable(environ: dict[str, str], message:
     with pytest.raises(ValueError) as caught:
         CloudWorkerSettings.from_env(environ)
     assert str(caught.value).startswith(message)
-
-
-def _resources() -> dict[str, str]:
-    return {"bucket": "b", "queue_url": "q", "table": "t", "event_bus": "e"}
