@@ -287,3 +287,39 @@ def test_sync_publishes_one_inventory_the_api_validates_against(bucket: Bucket, 
     worker = StoreInventory(bucket.store(tmp_path / "efs"))
     assert worker.path("clip", "t5.safetensors").read_bytes() == b"t" * 10  # fetched from its alias key
     assert bucket.model_gets("text_encoders/t5.safetensors") == 1
+
+
+def test_models_command_syncs_warms_lists_and_publishes(
+    bucket: Bucket, tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from comfyserve.cli import main
+
+    local = tmp_path / "upload" / "checkpoints"
+    local.mkdir(parents=True)
+    (local / "a.safetensors").write_bytes(b"a" * 100)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("COMFYSERVE_MODELS_BUCKET", bucket.name)
+    monkeypatch.setenv("COMFYSERVE_MODEL_ROOT", str(tmp_path / "efs"))
+    assert main(["models", "sync", "--upload", str(tmp_path / "upload"), "--warm"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"uploaded s3://{bucket.name}/checkpoints/a.safetensors"
+    assert out[1].startswith(f"published s3://{bucket.name}/inventory.json: 1 models, version ")
+    assert out[2:] == ["warm checkpoints/a.safetensors: copied from s3"]
+    assert (tmp_path / "efs" / "checkpoints" / "a.safetensors").read_bytes() == b"a" * 100
+
+    assert main(["models", "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == f"checkpoints/a.safetensors\t100\t{_sha(b'a' * 100)}"
+    assert main(["models", "list", "--json"]) == 0
+    document = PublishedInventory.model_validate_json(capsys.readouterr().out)
+    document.folders["checkpoints"].append(ModelEntry(name="b.safetensors", size=1, sha256=_sha(b"b")))
+    edited = tmp_path / "inventory.json"
+    edited.write_text(document.model_dump_json())
+    assert main(["models", "publish", str(edited)]) == 0
+    assert PublishedSource(bucket.s3, bucket.name).get().entry("checkpoints", "b.safetensors") is not None
+
+    edited.write_text('{"folders": {"checkpoints": [{"name": "c.safetensors", "size": -1, "sha256": "x"}]}}')
+    assert main(["models", "publish", str(edited)]) == 2
+    assert capsys.readouterr().err.startswith(f"comfyserve models: {edited} is not a model inventory: folders.")
+    monkeypatch.delenv("COMFYSERVE_MODELS_BUCKET")
+    assert main(["models", "list"]) == 2
+    assert "no models bucket: pass --bucket or set COMFYSERVE_MODELS_BUCKET" in capsys.readouterr().err
