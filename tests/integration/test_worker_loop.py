@@ -5,6 +5,8 @@ protection. The blob store's "object created" signal runs the completion use cas
 from __future__ import annotations
 
 import io
+import os
+import signal
 import threading
 import time
 import uuid
@@ -415,3 +417,86 @@ def test_drain_past_its_grace_period_releases_the_job(stack_adapters: LocalAdapt
     assert released is not None and released.status is JobStatus.QUEUED and released.attempts == 1
     (again,) = stack_adapters.queue.receive(1, 30, 0)
     assert again.message().job_id == record.job_id and again.receive_count == 2
+
+
+class RecordingProtection:
+    """The scale-in protection port, recording its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float | None]] = []
+
+    def protect(self, expires_in_s: float) -> None:
+        self.calls.append(("protect", expires_in_s))
+
+    def release(self) -> None:
+        self.calls.append(("release", None))
+
+
+def test_scale_in_protection_is_held_while_busy_and_released_when_idle(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    protection = RecordingProtection()
+    worker = make_worker(stack_adapters, registry, protection=protection, job_timeout_s=600, protection_margin_s=60)
+    enqueue(stack_adapters, wait_workflow(0.0, steps=1), timeout_s=30)
+    enqueue(stack_adapters, wait_workflow(0.0, steps=1))
+
+    assert worker.poll() == [Outcome.SUCCEEDED]
+    assert protection.calls == [("protect", 90)]  # the job's own timeout, plus the margin
+    assert worker.poll() == [Outcome.SUCCEEDED]  # back to back: renewed, never dropped in between
+    assert protection.calls == [("protect", 90), ("protect", 660)]
+    assert worker.poll() == []  # idle: dropped once
+    assert worker.poll() == []
+    assert protection.calls == [("protect", 90), ("protect", 660), ("release", None)]
+
+
+class CountingStore:
+    """The job store, counting the calls made while a job runs and the threads that made them."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, str]] = []
+
+    def update_progress(self, job_id: str, progress: Any) -> Any:
+        self.calls.append(("update_progress", threading.current_thread().name))
+        return self.inner.update_progress(job_id, progress)
+
+    def get_by_id(self, job_id: str) -> Any:
+        self.calls.append(("get_by_id", threading.current_thread().name))
+        return self.inner.get_by_id(job_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_progress_and_cancel_checks_are_coalesced_on_the_heartbeat_thread(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    store = CountingStore(stack_adapters.store)
+    worker = make_worker(stack_adapters, registry, store=store, progress_interval_s=0.3, cancel_poll_s=0.5)
+    record = enqueue(stack_adapters, wait_workflow(1.2, steps=400))  # 400 progress events in 1.2 s
+    assert poll_until_processed(worker) == [Outcome.SUCCEEDED]
+
+    during_run = store.calls[1:]  # after the worker's read of the record before its claim
+    writes = [thread for name, thread in during_run if name == "update_progress"]
+    assert 2 <= len(writes) <= 5  # at most one per 0.3 s, not one per step
+    assert len([name for name, _ in during_run if name == "get_by_id"]) <= 2  # progress writes read the record too
+    assert {thread for _, thread in during_run} == {"heartbeat"}  # none from the executor's callbacks
+    progress = [e for e in stack_adapters.bus.events(record.job_id) if e.type is JobEventType.JOB_PROGRESS]
+    assert len(progress) == len(writes)
+
+
+def test_sigterm_while_busy_drains_the_job_in_hand(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
+    worker = make_worker(stack_adapters, registry, drain_timeout_s=10)
+    record = enqueue(stack_adapters, wait_workflow(0.6, steps=6))
+    waiting = enqueue(stack_adapters, wait_workflow(0.0, steps=1))
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: worker.request_drain())
+    try:
+        thread, _ = in_thread(worker.run)
+        wait_for(lambda: running(stack_adapters, record.job_id), what="the claim")
+        os.kill(os.getpid(), signal.SIGTERM)
+        thread.join(timeout=10)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not thread.is_alive()
+    assert status(stack_adapters, record.job_id) is JobStatus.SUCCEEDED  # finished within the window
+    assert status(stack_adapters, waiting.job_id) is JobStatus.QUEUED  # never received after the signal
