@@ -1,5 +1,5 @@
 """One scaler run: read the queue and the worker service, decide (:func:`scaling.desired_count`), and change the
-service only when the count differs. The empty-queue clock survives between runs in a small state object."""
+service only when the count differs. The surplus clock survives between runs in a small state object."""
 
 from __future__ import annotations
 
@@ -53,10 +53,10 @@ def run_scaler(
 ) -> ScaleResult:
     depth = queue.approximate_depth()
     current = service.desired_count()
-    idle_since = _load_idle_since(state)
-    decision = desired_count(depth, current, clock(), idle_since, policy)
-    if decision.idle_since != idle_since:
-        body = {"idle_since": decision.idle_since.isoformat() if decision.idle_since else None}
+    surplus_since = _load_surplus_since(state)
+    decision = desired_count(depth, current, clock(), surplus_since, policy)
+    if decision.surplus_since != surplus_since:
+        body = {"surplus_since": decision.surplus_since.isoformat() if decision.surplus_since else None}
         state.put(STATE_KEY, json.dumps(body).encode(), "application/json")
     updated = decision.changes(current)
     if updated:
@@ -72,12 +72,12 @@ def run_scaler(
     return ScaleResult(current, decision, updated)
 
 
-def _load_idle_since(state: BlobStore) -> datetime | None:
+def _load_surplus_since(state: BlobStore) -> datetime | None:
     try:
-        raw = json.loads(state.get(STATE_KEY))["idle_since"]
+        raw = json.loads(state.get(STATE_KEY))["surplus_since"]
         return datetime.fromisoformat(raw) if raw is not None else None
     except BlobNotFound:
         return None
     except (ValueError, TypeError, KeyError):
-        log.warning("unreadable %s; the idle clock starts afresh", STATE_KEY)
+        log.warning("unreadable %s; the surplus clock starts afresh", STATE_KEY)
         return None

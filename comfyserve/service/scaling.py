@@ -3,9 +3,11 @@ Lambda every minute and on every enqueue, and replayed by the scaling simulator 
 
 Backlog per task is AWS's rule for queue workers: a task should hold no more jobs (the one in hand plus those
 waiting behind it) than it can finish within the acceptable wait, ``1 + target_wait_s // seconds_per_job``.
-Scale-out is immediate and starts from zero on one message (target tracking cannot: reference §1.1); tasks
-with a job in flight are never scaled away (they also hold ECS task scale-in protection); an empty queue
-keeps one warm task through the cool-down and only then goes to zero.
+Scale-out is immediate and starts from zero on one message (target tracking cannot: reference §1.1).
+Scale-in waits: a surplus of tasks is held for ``scale_in_delay_s`` (a GPU instance restarted minutes later
+costs more than one kept idle that long), then the idle tasks go, never one with a job in flight (those also
+hold ECS task scale-in protection); an empty queue keeps one warm task until ``scale_in_cooldown_s`` and only
+then goes to zero.
 """
 
 from __future__ import annotations
@@ -19,16 +21,24 @@ from pydantic import Field
 from comfyserve.ports import QueueDepth
 from comfyserve.settings import EnvSettings
 
+# An empty queue keeps every task this long (one scaler period): steady traffic is rarely empty for longer.
+EMPTY_GRACE_S = 60.0
+
 
 class ScalingPolicy(EnvSettings):
-    """The scaler's knobs (defaults fit ~20 s SDXL-class jobs)."""
+    """The scaler's knobs (defaults fit ~15 s SDXL-class jobs on one L4/A10G; see docs/SCALING.md)."""
 
     doc_title = "Scaler (the `scaler` Lambda and the scaling simulator)"
 
-    seconds_per_job: float = Field(default=20.0, gt=0, description="Mean run time of one job on one task.")
-    target_wait_s: float = Field(default=60.0, ge=0, description="Acceptable time a job waits in the queue.")
-    max_workers: int = Field(default=10, ge=1, description="Most tasks the service may run (GPU quota).")
-    scale_in_cooldown_s: float = Field(default=600.0, ge=0, description="Empty-queue time before zero tasks.")
+    seconds_per_job: float = Field(default=15.0, gt=0, description="mean run time of one job on one task")
+    target_wait_s: float = Field(default=45.0, ge=0, description="acceptable time a job waits in the queue")
+    max_workers: int = Field(default=10, ge=1, description="most tasks the service may run (GPU quota)")
+    scale_in_delay_s: float = Field(
+        default=600.0, ge=0, description="how long more tasks than the backlog needs are kept before stopping some"
+    )
+    scale_in_cooldown_s: float = Field(
+        default=300.0, ge=0, description="how long the queue stays empty before the last task stops"
+    )
 
     @property
     def jobs_per_task(self) -> int:
@@ -38,35 +48,42 @@ class ScalingPolicy(EnvSettings):
 
 @dataclass(frozen=True)
 class Decision:
-    """``idle_since``: when the queue was first seen empty (``None`` while it has work); the caller keeps it
-    for the next decision."""
+    """``surplus_since``: since when the service has run more tasks than the backlog needs (``None``: it has
+    not); the caller keeps it for the next decision."""
 
     desired: int
     reason: str
-    idle_since: datetime | None
+    surplus_since: datetime | None
 
     def changes(self, current: int) -> bool:
         return self.desired != current
 
 
 def desired_count(
-    depth: QueueDepth, tasks: int, now: datetime, idle_since: datetime | None, policy: ScalingPolicy
+    depth: QueueDepth, tasks: int, now: datetime, surplus_since: datetime | None, policy: ScalingPolicy
 ) -> Decision:
     """The task count for ``depth`` (visible + in-flight messages) given ``tasks`` (the service's current
-    desired count) and ``idle_since`` from the previous decision."""
-    if depth.total > 0:
-        needed = math.ceil(depth.total / policy.jobs_per_task)
-        desired = min(policy.max_workers, max(needed, depth.in_flight))
-        if desired == policy.max_workers and needed > desired:
+    desired count) and ``surplus_since`` from the previous decision."""
+    needed = math.ceil(depth.total / policy.jobs_per_task)
+    if needed >= tasks:
+        desired = min(policy.max_workers, needed)
+        if needed > desired:
             reason = f"backlog {depth.total} needs {needed} tasks, capped at max_workers {policy.max_workers}"
-        elif desired == depth.in_flight and needed < depth.in_flight:
-            reason = f"{depth.in_flight} jobs in flight keep {desired} tasks"
         else:
             reason = f"backlog {depth.total} at {policy.jobs_per_task} jobs per task needs {needed} tasks"
         return Decision(desired, reason, None)
-    since = idle_since or now
-    idle_s = (now - since).total_seconds()
-    if idle_s >= policy.scale_in_cooldown_s:
-        return Decision(0, f"queue empty for {idle_s:.0f} s (cool-down {policy.scale_in_cooldown_s:.0f} s)", since)
-    desired = min(tasks, 1)
-    return Decision(desired, f"queue empty for {idle_s:.0f} s, keeping {desired} warm through the cool-down", since)
+    since = surplus_since or now
+    held_s = (now - since).total_seconds()
+    if depth.total == 0:
+        if held_s >= policy.scale_in_cooldown_s:
+            return Decision(0, f"queue empty for {held_s:.0f} s (cool-down {policy.scale_in_cooldown_s:.0f} s)", since)
+        desired = tasks if held_s < EMPTY_GRACE_S else min(tasks, 1)
+        return Decision(desired, f"queue empty for {held_s:.0f} s, keeping {desired} warm through the cool-down", since)
+    if held_s < policy.scale_in_delay_s:
+        reason = f"backlog {depth.total} needs {needed} of {tasks} tasks; holding them for {held_s:.0f} s"
+        return Decision(tasks, reason, since)
+    desired = max(needed, depth.in_flight)
+    if desired == tasks:
+        return Decision(tasks, f"{depth.in_flight} jobs in flight keep {tasks} tasks", since)
+    reason = f"backlog {depth.total} needs {needed} tasks after {held_s:.0f} s of surplus; keeping {desired}"
+    return Decision(desired, reason, since if desired > needed else None)

@@ -105,20 +105,27 @@ def test_in_flight_work_counts_and_the_maximum_holds(scaler: Scaler) -> None:
 def test_an_empty_queue_goes_to_zero_only_after_the_cool_down(scaler: Scaler) -> None:
     scaler.ecs.update_service(cluster=scaler.cluster, service="workers", desiredCount=3)
 
-    cooling = scaler.run()
+    holding = scaler.run()
     state = json.loads(scaler.s3.get_object(Bucket=scaler.bucket, Key=STATE_KEY)["Body"].read())
-    idle_since = datetime.fromisoformat(state["idle_since"])
-    assert abs((datetime.now(UTC) - idle_since).total_seconds()) < 30
+    since = datetime.fromisoformat(state["surplus_since"])
+    assert abs((datetime.now(UTC) - since).total_seconds()) < 30
+    assert (holding["desired"], holding["updated"]) == (3, False) and scaler.desired() == 3
+
+    def backdate(seconds: float) -> None:
+        earlier = {"surplus_since": (since - timedelta(seconds=seconds)).isoformat()}
+        scaler.s3.put_object(Bucket=scaler.bucket, Key=STATE_KEY, Body=json.dumps(earlier).encode())
+
+    backdate(61)
+    cooling = scaler.run()
     assert cooling["desired"] == 1 and scaler.desired() == 1
 
-    earlier = (idle_since - timedelta(seconds=301)).isoformat()
-    scaler.s3.put_object(Bucket=scaler.bucket, Key=STATE_KEY, Body=json.dumps({"idle_since": earlier}).encode())
+    backdate(301)
     stopped = scaler.run()
-
     assert stopped["desired"] == 0 and stopped["reason"].startswith("queue empty for 30")
     assert scaler.desired() == 0
 
     scaler.sqs.send_message(QueueUrl=scaler.queue_url, MessageBody="{}")
     restarted = scaler.run()
     assert restarted["desired"] == 1 and scaler.desired() == 1
-    assert json.loads(scaler.s3.get_object(Bucket=scaler.bucket, Key=STATE_KEY)["Body"].read()) == {"idle_since": None}
+    state = json.loads(scaler.s3.get_object(Bucket=scaler.bucket, Key=STATE_KEY)["Body"].read())
+    assert state == {"surplus_since": None}
