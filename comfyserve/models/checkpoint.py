@@ -135,7 +135,7 @@ def build_text_encoder(family: ModelFamily, sd: StateDict, prefix: str, componen
         converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
     if cls is CLIPTextModel:
         converted.pop("text_projection.weight", None)
-    _load_strict(encoder, converted, f"{component} text encoder", source, policy().model_dtype)
+    _load_strict(encoder, converted, f"{component} text encoder", source, policy().text_dtype)
     return encoder
 
 

@@ -1,7 +1,8 @@
 """Which device models run on, in which dtype, and how much memory they may keep resident.
 
 CUDA when available, else the CPU. On a GPU the UNet and text encoders run in fp16 and the VAE in bf16 where
-the card supports it (fp16 VAEs overflow on SDXL), else fp32; on the CPU everything is fp32. Budgets can be
+the card supports it (fp16 VAEs overflow on SDXL), else fp32; on the CPU the UNet and VAE are fp32 and the text
+encoders are kept in fp16 and computed in fp32 layer by layer, as ComfyUI keeps and runs them. Budgets can be
 set with ``COMFYSERVE_VRAM_BUDGET_GB`` and ``COMFYSERVE_RAM_BUDGET_GB``.
 """
 
@@ -25,6 +26,8 @@ class DevicePolicy:
     vae_dtype: torch.dtype
     device_budget: int  # bytes of weights kept on the compute device
     ram_budget: int  # bytes of weights kept loaded in host memory (all tiers)
+    text_dtype: torch.dtype = torch.float16  # text encoder weights as stored
+    text_compute_dtype: torch.dtype = torch.float32  # text encoder activations (weights cast per layer)
 
 
 def _env_gib(name: str) -> int | None:
@@ -45,5 +48,5 @@ def policy() -> DevicePolicy:
         total = torch.cuda.get_device_properties(device).total_memory
         vram = _env_gib("COMFYSERVE_VRAM_BUDGET_GB") or max(total - _VRAM_HEADROOM, total // 2)
         vae_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return DevicePolicy(device, torch.float16, vae_dtype, vram, ram)
+        return DevicePolicy(device, torch.float16, vae_dtype, vram, ram, torch.float16, torch.float16)
     return DevicePolicy(torch.device("cpu"), torch.float32, torch.float32, ram, ram)

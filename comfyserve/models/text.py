@@ -9,7 +9,8 @@ bigG's states (768 + 1280 = 2048 wide); the pooled output is the first window's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,13 +43,44 @@ class ClipEncoder:
         return result
 
 
+@contextlib.contextmanager
+def computed_in(module: torch.nn.Module, dtype: torch.dtype) -> Iterator[None]:
+    """Within the block each layer of ``module`` runs with its weights cast to ``dtype`` just for its own
+    call (ComfyUI's ``manual_cast``): fp16 weights compute in fp32 while at most one layer's copy exists."""
+    layers = [m for m in module.modules() if any(p.dtype != dtype for p in m.parameters(recurse=False))]
+    if not layers:
+        yield
+        return
+    stored: dict[torch.nn.Module, dict[str, torch.nn.Parameter | None]] = {}
+
+    def cast(layer: torch.nn.Module, _args: Any) -> None:
+        stored[layer] = dict(layer._parameters)
+        for name, param in stored[layer].items():
+            if param is not None and param.is_floating_point():
+                layer._parameters[name] = torch.nn.Parameter(param.to(dtype), requires_grad=False)
+
+    def restore(layer: torch.nn.Module, _args: Any, _out: Any) -> None:
+        layer._parameters.update(stored.pop(layer))
+
+    handles = [
+        h for layer in layers for h in (layer.register_forward_pre_hook(cast), layer.register_forward_hook(restore))
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer, params in stored.items():  # a forward that raised midway
+            layer._parameters.update(params)
+
+
 def _encode_windows(encoder: ClipEncoder, windows: Sequence[Weighted], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     tokens = [[t for t, _ in window] for window in windows]
     weighted = any(w != 1.0 for window in windows for _, w in window)
     if weighted:
         tokens.append(empty_window(encoder.pad_token))
     ids = torch.tensor(tokens, device=policy().device)
-    with torch.inference_mode():
+    with torch.inference_mode(), computed_in(encoder.module, policy().text_compute_dtype):
         out = encoder.module(input_ids=ids, output_hidden_states=True)
         if abs(layer) > encoder.layers:
             hidden = out.last_hidden_state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from comfyserve.models.prompt import (
     parse_weights,
     token_windows,
 )
+from comfyserve.models.text import computed_in
 from comfyserve.nodes.conditioning import (
     CLIPSetLastLayer,
     CLIPTextEncode,
@@ -87,7 +89,7 @@ def test_sd1_encoding_applies_weights_against_the_empty_prompt(tiny_models: Path
     encoder = clip.encoders[0].module
     ids = [START_TOKEN, *clip_tokenizer()("a "), *clip_tokenizer()("cat"), END_TOKEN]
     ids += [END_TOKEN] * (77 - len(ids))
-    with torch.no_grad():
+    with torch.no_grad(), computed_in(encoder, torch.float32):
         plain, empty = encoder(input_ids=torch.tensor([ids, empty_window(END_TOKEN)])).last_hidden_state
     expected = plain.clone()
     expected[2] = (plain[2] - empty[2]) * 1.5 + empty[2]
@@ -102,7 +104,7 @@ def test_clip_set_last_layer_takes_the_normed_hidden_state(tiny_models: Path) ->
     cond = CLIPTextEncode().encode(penultimate, "a cat")[0][0][0]
     ids = torch.tensor([[START_TOKEN, 320, 2368, END_TOKEN] + [END_TOKEN] * 73])
     encoder = clip.encoders[0]
-    with torch.no_grad():
+    with torch.no_grad(), computed_in(encoder.module, torch.float32):
         hidden = encoder.module(input_ids=ids, output_hidden_states=True).hidden_states[-2]
         torch.testing.assert_close(cond, encoder.final_layer_norm(hidden))
     deepest = CLIPTextEncode().encode(CLIPSetLastLayer().set_last_layer(clip, -24)[0], "a cat")[0][0][0]
@@ -118,9 +120,24 @@ def test_sdxl_concatenates_both_encoders_and_pools_from_bigg(tiny_models: Path) 
     assert extras["pooled_output"].shape == (1, 16)
     windows = token_windows(long_prompt, Windowing(clip_tokenizer(), END_TOKEN))
     ids_l = torch.tensor([[token for token, _ in window] for window in windows])
-    with torch.no_grad():
+    with torch.no_grad(), computed_in(clip.encoders[0].module, torch.float32):
         hidden_l = clip.encoders[0].module(input_ids=ids_l, output_hidden_states=True).hidden_states[-2]
     torch.testing.assert_close(cond[0, :, :8], hidden_l.reshape(-1, 8))
+
+
+@pytest.mark.usefixtures("no_network")
+def test_text_encoders_are_kept_in_fp16_and_computed_in_fp32(tiny_models: Path) -> None:  # noqa: F811
+    """ComfyUI keeps text encoders in fp16 on the CPU and runs them in fp32 (its manual_cast ops)."""
+    _, clip, _ = load_checkpoint(tiny_models / SDXL)
+    assert {p.dtype for encoder in clip.encoders for p in encoder.module.parameters()} == {torch.float16}
+    ((cond, extras),) = CLIPTextEncode().encode(clip, "a cat")[0]
+    assert cond.dtype == torch.float32 and extras["pooled_output"].dtype == torch.float32
+    assert {p.dtype for encoder in clip.encoders for p in encoder.module.parameters()} == {torch.float16}
+    ids = torch.tensor([[START_TOKEN, 320, 2368, END_TOKEN] + [END_TOKEN] * 73])
+    upcast = copy.deepcopy(clip.encoders[0].module).float()  # fp16-rounded weights, fp32 arithmetic
+    with torch.no_grad():
+        expected = upcast(input_ids=ids, output_hidden_states=True).hidden_states[-2]
+    torch.testing.assert_close(cond[0, :, :8], expected[0], rtol=0, atol=0)
 
 
 def test_conditioning_nodes() -> None:
