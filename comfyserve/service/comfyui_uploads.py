@@ -8,11 +8,14 @@ ComfyUI does. A name taken by other content becomes ``name (1).ext``, ``name (2)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import posixpath
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from comfyserve.contracts.jobs import OutputRef
 from comfyserve.engine.errors import WorkflowFormatError
@@ -147,8 +150,12 @@ def upload_key(tenant: str, value: str) -> str | None:
     return _key(tenant, next((value.removesuffix(a) for a in ANNOTATIONS if value.endswith(a)), value))
 
 
-def _image_values(deps: ServiceDeps, nodes: dict[str, Any]) -> Iterator[str]:
-    """The string values of every image-upload input (``LoadImage.image`` …) in ``nodes``."""
+def image_values(deps: ServiceDeps, prompt: Any) -> Iterator[str]:
+    """The string values of every image-upload input (``LoadImage.image`` …) in ``prompt``."""
+    try:
+        nodes = workflow_from_json(prompt)
+    except WorkflowFormatError:
+        return  # validation reports it
     for node in nodes.values():
         class_type = node.get("class_type") if isinstance(node, dict) else None
         spec = deps.catalog.specs.get(class_type) if isinstance(class_type, str) else None
@@ -161,21 +168,25 @@ def _image_values(deps: ServiceDeps, nodes: dict[str, Any]) -> Iterator[str]:
                 yield value
 
 
+def is_url(value: str) -> bool:
+    return value.lower().startswith(("http://", "https://"))
+
+
 def attach_uploads(
     deps: ServiceDeps, tenant: str, prompt: Any, supplied: Mapping[str, InputSource]
 ) -> dict[str, InputSource]:
-    """``{value: {"key": upload}}`` for each image-upload value of ``prompt`` that is not in ``supplied`` and
-    names one of the tenant's uploads; any other value is left as it is (the worker reports it)."""
-    try:
-        nodes = workflow_from_json(prompt)
-    except WorkflowFormatError:
-        return {}  # validation reports it
+    """The inputs an image-upload value of ``prompt`` names without being in ``supplied``: one of the tenant's
+    uploads (``{"key": upload}``), or an http(s) URL, as cog-style workflows name images (``{"url": value}``,
+    checked against the SSRF guard with every URL input). Any other value stays as it is (validation refuses
+    it)."""
     attached: dict[str, InputSource] = {}
-    seen: set[str] = set()
-    for value in _image_values(deps, nodes):
-        if value in supplied or value in seen:
+    for value in dict.fromkeys(image_values(deps, prompt)):
+        if value in supplied:
             continue
-        seen.add(value)
+        if is_url(value):
+            with contextlib.suppress(ValidationError):  # a URL too long to be an input: validation refuses it
+                attached[value] = InputSource(url=value)
+            continue
         key = upload_key(tenant, value)
         if key is not None and deps.blobs.head(key) is not None:
             attached[value] = InputSource(key=key)

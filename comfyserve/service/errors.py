@@ -10,6 +10,19 @@ from typing import Any, ClassVar
 
 from comfyserve.engine.validation import ValidationResult
 
+MAX_ERROR_TEXT = 1024
+
+
+def bounded(value: Any) -> Any:
+    """``value`` with every string longer than :data:`MAX_ERROR_TEXT` cut short (marked with '…')."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_ERROR_TEXT else value[:MAX_ERROR_TEXT] + "…"
+    if isinstance(value, dict):
+        return {key: bounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [bounded(item) for item in value]
+    return value
+
 
 class ServiceError(Exception):
     status: ClassVar[int] = 400
@@ -49,13 +62,15 @@ class Invalid(ServiceError):
 
     @classmethod
     def from_validation(cls, result: ValidationResult) -> Invalid:
-        error = result.error or {}
+        """The result's error and node errors, every string in them cut to :data:`MAX_ERROR_TEXT` characters
+        (a workflow's values are echoed back, and a value may be megabytes)."""
+        error = bounded(result.error or {})
         return cls(
             str(error.get("message", "Prompt outputs failed validation")),
             type_=str(error.get("type", "prompt_outputs_failed_validation")),
             details=str(error.get("details", "")),
             extra_info=dict(error.get("extra_info") or {}),
-            node_errors=result.node_errors,
+            node_errors=bounded(result.node_errors),
         )
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from comfyserve.contracts.jobs import InputRef
 from comfyserve.netguard import UnsafeURL, check_public_url
 from comfyserve.service import keys
+from comfyserve.service.comfyui_uploads import image_content_type
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Invalid, TooLarge
 from comfyserve.service.models import InputSource
@@ -46,10 +47,17 @@ def sniff_content_type(data: bytes) -> str:
 
 
 def resolve_inputs(
-    deps: ServiceDeps, tenant: str, job_id: str, sources: Mapping[str, InputSource], written: list[str]
+    deps: ServiceDeps,
+    tenant: str,
+    job_id: str,
+    sources: Mapping[str, InputSource],
+    written: list[str],
+    images: Collection[str] = (),
 ) -> dict[str, InputRef]:
     """Check every input, then write the inline ones (appending their keys to ``written`` as it goes);
-    :class:`Invalid`, :class:`Forbidden` or :class:`TooLarge`, naming the input, before any write."""
+    :class:`Invalid`, :class:`Forbidden` or :class:`TooLarge`, naming the input, before any write. Inputs named
+    in ``images`` (the images nodes load) that arrive inline or as uploads get ``POST /upload/image``'s checks:
+    a readable image, not truncated, not a decompression bomb."""
     if len(sources) > deps.settings.max_inputs:
         raise Invalid("Too many inputs", type_="invalid_input", details=f"at most {deps.settings.max_inputs}")
     refs: dict[str, InputRef] = {}
@@ -60,9 +68,12 @@ def resolve_inputs(
             _check_url(deps, name, source.url)
             refs[name] = InputRef(url=source.url, content_type=source.content_type)
         elif source.key is not None:
-            refs[name] = _upload_ref(deps, tenant, name, source.key, source.content_type)
+            refs[name] = _upload_ref(deps, tenant, name, source.key, source.content_type, name in images)
         else:
-            blobs.append(_decode(deps, name, source))
+            blob = _decode(deps, name, source)
+            if name in images:
+                blob = _Blob(name, blob.data, _image_type(name, blob.data))
+            blobs.append(blob)
     for blob in blobs:
         key = keys.input_key(tenant, job_id, blob.name)
         deps.blobs.put(key, blob.data, blob.content_type)
@@ -87,11 +98,20 @@ def _check_url(deps: ServiceDeps, name: str, url: str) -> None:
         raise _invalid(name, "Input URL refused", exc.reason) from None
 
 
-def _upload_ref(deps: ServiceDeps, tenant: str, name: str, key: str, content_type: str | None) -> InputRef:
+def _upload_ref(deps: ServiceDeps, tenant: str, name: str, key: str, content_type: str | None, image: bool) -> InputRef:
     info = deps.blobs.head(check_upload_key(tenant, key, f"input {name!r}"))
     if info is None:
         raise _invalid(name, "Input key not found", f"nothing was uploaded to {key}")
+    if image:
+        return InputRef(key=key, content_type=_image_type(name, deps.blobs.get(key)))
     return InputRef(key=key, content_type=content_type or info.content_type)
+
+
+def _image_type(name: str, data: bytes) -> str:
+    try:
+        return image_content_type(name, data)
+    except Invalid as exc:
+        raise Invalid(exc.message, type_=exc.type, details=exc.details, extra_info={"input": name}) from None
 
 
 def _too_large(name: str, limit: int) -> TooLarge:

@@ -32,7 +32,7 @@ from comfyserve.netguard import UnsafeURL, check_public_url
 from comfyserve.ports import IdempotencyKeyInUse, JobAlreadyExists
 from comfyserve.service import idempotency, keys
 from comfyserve.service.backpressure import BacklogGate
-from comfyserve.service.comfyui_uploads import attach_uploads
+from comfyserve.service.comfyui_uploads import attach_uploads, image_values
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Conflict, Invalid, Unavailable
 from comfyserve.service.inputs import resolve_inputs
@@ -82,10 +82,12 @@ class Submitter:
         self._check_webhook(draft.webhook)
         self._backlog.check()
         attached = attach_uploads(self._deps, tenant, draft.prompt, draft.inputs)
+        # Every image a node names must be an input, an upload of the tenant's or a URL: ComfyUI refuses an
+        # unknown image at validation too, and a path ('/etc/…', '../…') is never one.
         result = check_workflow(
             self._deps,
             draft.prompt,
-            input_names={*draft.inputs, *attached} if draft.inputs else None,
+            input_names={*draft.inputs, *attached},
             targets=draft.targets,
             strict=draft.strict,
         )
@@ -96,7 +98,8 @@ class Submitter:
             raise self._taken(job_id)  # before any claim check: its keys would be the existing job's
         written: list[str] = []
         try:
-            inputs = resolve_inputs(self._deps, tenant, job_id, {**draft.inputs, **attached}, written)
+            images = set(image_values(self._deps, draft.prompt))
+            inputs = resolve_inputs(self._deps, tenant, job_id, {**draft.inputs, **attached}, written, images)
             record = self._record(tenant, job_id, draft, result, inputs, written)
             self._deps.jobs.create(record)
         except IdempotencyKeyInUse as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from typing import Any
 
@@ -9,6 +10,10 @@ from comfyserve.engine.errors import WorkflowFormatError
 from comfyserve.engine.prompt_format import workflow_from_json
 from comfyserve.engine.validation import ValidationResult, make_error, validate_prompt
 from comfyserve.service.deps import ServiceDeps
+
+PREFIX_INPUT = "filename_prefix"
+MAX_PREFIX_CHARS = 200
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def check_workflow(
@@ -28,7 +33,7 @@ def check_workflow(
         prompt = workflow_from_json(document)
     except WorkflowFormatError as exc:
         return ValidationResult(False, make_error("invalid_prompt", str(exc)), {}, [], {})
-    return validate_prompt(
+    result = validate_prompt(
         prompt,
         deps.catalog.specs,
         inventory=deps.inventory,
@@ -38,3 +43,39 @@ def check_workflow(
         limits=deps.settings.limits,
         node_classes=deps.catalog.node_classes,
     )
+    return _check_prefixes(prompt, result) if result.ok else result
+
+
+def prefix_problem(prefix: str) -> str | None:
+    """Why an output ``filename_prefix`` would leave the job's output folder, or ``None`` when it stays."""
+    if len(prefix) > MAX_PREFIX_CHARS:
+        return f"longer than {MAX_PREFIX_CHARS} characters"
+    if prefix.startswith(("/", "\\")) or _DRIVE.match(prefix):
+        return "an absolute path"
+    if ".." in re.split(r"[\\/]", prefix):
+        return "a '..' segment"
+    return None
+
+
+def _check_prefixes(prompt: dict[str, Any], result: ValidationResult) -> ValidationResult:
+    """Refuse output prefixes that are paths out of the output folder (the worker would contain them only at
+    run time); the node errors name each offending node, in ComfyUI's shape."""
+    node_errors: dict[str, Any] = {}
+    for node_id, node in prompt.items():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        value = inputs.get(PREFIX_INPUT) if isinstance(inputs, dict) else None
+        if not isinstance(value, str) or (problem := prefix_problem(value)) is None:
+            continue
+        error = make_error(
+            "value_not_valid",
+            "Invalid filename_prefix",
+            f"{PREFIX_INPUT}: {problem}",
+            {"input_name": PREFIX_INPUT, "received_value": value[:MAX_PREFIX_CHARS]},
+        )
+        dependent = [node_id] if node_id in result.outputs else []
+        node_errors[node_id] = {"errors": [error], "dependent_outputs": dependent, "class_type": node["class_type"]}
+    if not node_errors:
+        return result
+    details = "\n".join(f"{e['message']}: {e['details']}" for entry in node_errors.values() for e in entry["errors"])
+    error = make_error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details)
+    return ValidationResult(False, error, node_errors, [], result.prompt)

@@ -3,9 +3,12 @@ not UTF-8), methods a path does not have. Each answer is exact, and nothing was 
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from comfyserve.api.bodies import MAX_JSON_DEPTH, loads_json
 from tests.api_stack import Stack, error_body, make_stack, workflow
@@ -81,3 +84,123 @@ def test_an_unknown_path_stays_404(stack: Stack) -> None:
 
     assert response.status == 404
     assert response.json() == error_body("no_route", "Not found", "GET /nowhere")
+
+
+# -- workflows refused at the edge ------------------------------------------------------------------------
+
+
+def save_with_prefix(prefix: str) -> dict[str, object]:
+    graph = workflow()
+    graph["9"]["inputs"]["filename_prefix"] = prefix
+    return graph
+
+
+@pytest.mark.parametrize(
+    ("prefix", "problem"),
+    [
+        ("../escape", "a '..' segment"),
+        ("out/../../escape", "a '..' segment"),
+        ("/etc/cron.d/x", "an absolute path"),
+        ("C:\\Windows\\x", "an absolute path"),
+        ("\\\\server\\share", "an absolute path"),
+        ("x" * 201, "longer than 200 characters"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/jobs", "/prompt"])
+def test_a_filename_prefix_out_of_the_output_folder_is_refused(
+    stack: Stack, path: str, prefix: str, problem: str
+) -> None:
+    body = {"workflow": save_with_prefix(prefix)} if path == "/v1/jobs" else {"prompt": save_with_prefix(prefix)}
+
+    response = stack.call("POST", path, body=body)
+
+    assert response.status == 400
+    assert response.json()["error"] == {
+        "type": "prompt_outputs_failed_validation",
+        "message": "Prompt outputs failed validation",
+        "details": f"Invalid filename_prefix: filename_prefix: {problem}",
+        "extra_info": {},
+    }
+    [error] = response.json()["node_errors"]["9"]["errors"]
+    assert error["type"] == "value_not_valid" and error["extra_info"]["received_value"] == prefix[:200]
+    assert stack.nothing_recorded()
+
+
+def test_a_4_mib_value_gives_a_bounded_error(stack: Stack) -> None:
+    graph = workflow()
+    graph["3"]["inputs"]["sampler_name"] = "x" * (4 * 1024 * 1024)
+
+    response = stack.call("POST", "/prompt", body={"prompt": graph})
+
+    assert response.status == 400 and len(response.body) < 16 * 1024
+    assert stack.nothing_recorded()
+
+
+def picture(value: str) -> dict[str, object]:
+    return {
+        "5": {"class_type": "LoadPicture", "inputs": {"image": value}},
+        "8": {"class_type": "Save", "inputs": {"images": ["5", 0], "filename_prefix": "pic"}},
+    }
+
+
+@pytest.mark.parametrize("value", ["/etc/passwd", "../../secret.png", "never-uploaded.png", "other/../x.png"])
+def test_an_image_the_tenant_does_not_have_is_refused(stack: Stack, value: str) -> None:
+    response = stack.call("POST", "/prompt", body={"prompt": picture(value)})
+
+    assert response.status == 400
+    [error] = response.json()["node_errors"]["5"]["errors"]
+    assert error["type"] == "value_not_in_list" and error["details"] == f"image: '{value}' not in []"
+    assert stack.nothing_recorded()
+
+
+def test_an_image_url_becomes_a_url_input(stack: Stack) -> None:
+    url = "https://93.184.215.14/cat.png"
+    response = stack.call("POST", "/prompt", body={"prompt": picture(url)})
+
+    assert response.status == 200, response.json()
+    record = stack.jobs.get("tenant-a", response.json()["prompt_id"])
+    assert record is not None and record.inputs[url].url == url
+
+
+def test_an_image_url_to_a_private_address_is_refused(stack: Stack) -> None:
+    url = "http://169.254.169.254/latest/meta-data.png"
+
+    response = stack.call("POST", "/prompt", body={"prompt": picture(url)})
+
+    assert response.status == 400
+    assert response.json()["error"]["type"] == "invalid_input"
+    assert response.json()["error"]["message"] == "Input URL refused"
+    assert stack.nothing_recorded()
+
+
+def png(size: tuple[int, int] = (4, 4), mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "type_", "details"),
+    [
+        (b"not an image at all", "invalid_image", "'cat.png' is not a valid image (BMP, GIF, JPEG, PNG, TIFF, WEBP)"),
+        (png()[:-20], "invalid_image", "'cat.png' is not a valid image (BMP, GIF, JPEG, PNG, TIFF, WEBP)"),
+        (png((9000, 9000), "1"), "image_too_large", "'cat.png' is over 67,108,864 pixels"),
+    ],
+)
+@pytest.mark.parametrize("how", ["base64", "upload"])
+def test_image_inputs_get_the_upload_checks(stack: Stack, data: bytes, type_: str, details: str, how: str) -> None:
+    if how == "upload":
+        ticket = stack.call("POST", "/v1/uploads", body={"filename": "cat.png", "content_type": "image/png"})
+        source = {"key": ticket.json()["key"]}
+        stack.blobs.put(source["key"], data, "image/png")  # what the presigned PUT does
+    else:
+        source = {"base64": base64.b64encode(data).decode()}
+
+    response = stack.call("POST", "/v1/jobs", body={"workflow": picture("cat.png"), "inputs": {"cat.png": source}})
+
+    assert response.status == 400
+    assert response.json() == error_body(
+        type_, "Invalid image" if type_ == "invalid_image" else "Image too large", details, {"input": "cat.png"}
+    )
+    assert not stack.jobs.list("tenant-a")[0] and stack.queue.approximate_depth().total == 0
+    assert [key for key in stack.blobs.list() if not key.startswith("uploads/")] == []

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from comfyserve.contracts.jobs import InputRef
 from tests.api_stack import Stack, error_body, make_stack, workflow
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
+def png(width: int = 4, height: int = 4, mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+PNG = png()
 
 
 @pytest.fixture
@@ -56,11 +64,13 @@ def test_base64_input_is_claim_checked_under_a_deterministic_key(stack: Stack) -
 
 
 def test_data_url_prefix_sets_the_content_type(stack: Stack) -> None:
+    """For an input no node loads as an image (images get the type their bytes verify as)."""
     data_url = "data:image/webp;base64," + base64.b64encode(b"abc").decode()
+    image = {"base64": base64.b64encode(PNG).decode()}
 
-    response = submit_inputs(stack, {"cat.png": {"base64": data_url}})
+    response = submit_inputs(stack, {"cat.png": image, "extra": {"base64": data_url}})
 
-    [ref] = inputs_of(stack, response.json()["job_id"]).values()
+    ref = inputs_of(stack, response.json()["job_id"])["extra"]
     assert ref.content_type == "image/webp" and ref.key is not None and stack.blobs.get(ref.key) == b"abc"
 
 
