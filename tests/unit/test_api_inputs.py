@@ -14,6 +14,7 @@ from PIL import Image
 from comfyserve.contracts.jobs import InputRef
 from tests.api_stack import Stack, error_body, make_stack, workflow
 
+
 def png(width: int = 4, height: int = 4, mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, (width, height)).save(buffer, "PNG")
