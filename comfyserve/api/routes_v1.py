@@ -12,6 +12,7 @@ from comfyserve.api.docs import JSON, error_responses, ok
 from comfyserve.api.gate import tenant_of
 from comfyserve.api.models import Health, JobAccepted, JobList, JobView, UploadView, ValidationView
 from comfyserve.contracts.jobs import JobRecord, JobStatus
+from comfyserve.service.errors import NotFound
 from comfyserve.service.job_service import JobService
 from comfyserve.service.jobs import PAGE_LIMIT
 from comfyserve.service.models import JobSubmission, UploadRequest, ValidateRequest
@@ -116,6 +117,20 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
     )
     def create_upload(body: Annotated[UploadRequest, Body()]) -> Response[UploadView]:
         return Response(201, JSON, UploadView.of(service.create_upload(tenant_of(app), body)))
+
+    @app.get(
+        "/v1/metrics",
+        summary="Worker figures",
+        description="Per metric (QueueWait, ColdStart, Execution, NodeTime, ModelLoad<Tier>, Jobs<Outcome>): unit, "
+        "count, sum, min, max, mean; and the jobs in flight. The local stack's; the cloud's are in CloudWatch "
+        "(namespace comfyserve), so there this is a 404.",
+        tags=["service"],
+        responses=error_responses(*AUTH, 404),
+    )
+    def metrics() -> dict[str, Any]:
+        if service.deps.metrics is None:
+            raise NotFound("worker metrics are in CloudWatch here (namespace comfyserve)")
+        return service.deps.metrics()
 
     @app.get("/v1/health", summary="Health check", description="No API key needed.", tags=["service"])
     def health() -> Health:

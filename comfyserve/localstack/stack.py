@@ -27,7 +27,7 @@ from comfyserve.engine.registry import build_registry
 from comfyserve.localstack.adapters import LocalAdapters
 from comfyserve.localstack.apigw import build_event
 from comfyserve.localstack.server import Authenticate, LocalServer, Mount, Resolver
-from comfyserve.localstack.workers import WorkerProcessConfig, start_worker
+from comfyserve.localstack.workers import WorkerProcessConfig, start_worker, worker_metrics
 from comfyserve.localstack.ws_hub import WebsocketHub
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import ServiceError
@@ -147,6 +147,7 @@ class LocalStack:
             catalog=self._catalog(),
             settings=self.settings,
             inventory=inventory,
+            metrics=lambda: worker_metrics(self.data_dir),
         )
         service = JobService(deps)
         auth = authenticator_from_settings(self.settings)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
 from pathlib import Path
+from typing import Any
 
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.validation import Limits
@@ -95,6 +96,15 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
         backend.close()
         adapters.webhooks.flush(timeout_s=5.0)
         adapters.close()
+
+
+def worker_metrics(data_dir: Path) -> dict[str, Any]:
+    """The figures of every worker of this data directory (``GET /v1/metrics``)."""
+    from comfyserve.adapters.local.jsonl import JsonLinesFile
+    from comfyserve.worker.telemetry import summarize
+
+    path = data_dir / METRICS_FILE
+    return summarize(JsonLinesFile(path).read() if path.exists() else [])
 
 
 def start_worker(config: WorkerProcessConfig, index: int) -> tuple[multiprocessing.process.BaseProcess, Event]:

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from comfyserve.contracts.jobs import utc_now
 from comfyserve.engine.catalog import Catalog
@@ -29,5 +30,6 @@ class ServiceDeps:
     catalog: Catalog
     settings: ServiceSettings = field(default_factory=ServiceSettings)
     inventory: ModelInventory | None = None
+    metrics: Callable[[], dict[str, Any]] | None = None  # the workers' figures (local stack; CloudWatch in the cloud)
     clock: Callable[[], datetime] = utc_now
     new_id: Callable[[], str] = new_job_id

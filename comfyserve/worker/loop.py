@@ -208,9 +208,11 @@ class Worker:
             return Outcome.SKIPPED
         self._protect(claimed)
         with self._telemetry.job(claimed):
+            log.info("job claimed (receive %d)", received.receive_count)
             self._publish(JobEventType.JOB_STARTED, claimed)
             self._telemetry.claimed(claimed.timings.queued_s)
             outcome = self._run_claimed(claimed, received)
+            log.info("job %s", outcome.value)
         if outcome is Outcome.RELEASED:
             queue.release(received.receipt)
         elif outcome is not Outcome.LOST:

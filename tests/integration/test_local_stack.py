@@ -68,6 +68,18 @@ def test_a_job_succeeds_and_its_outputs_download_from_presigned_urls(stack: Loca
     assert Api(stack.url, KEYS["bob"]).http.get(f"{stack.url}/v1/jobs/{job_id}", timeout=10).status_code == 404
 
 
+def test_worker_figures_are_served_at_v1_metrics(stack: LocalStack, alice: Api) -> None:
+    job_id = alice.submit(image_only())
+    assert alice.wait_status(job_id)["status"] == "succeeded"
+
+    figures = alice.http.get(f"{stack.url}/v1/metrics", timeout=10)
+    assert figures.status_code == 200
+    metrics = figures.json()["metrics"]
+    assert metrics["JobsSucceeded"]["count"] >= 1 and metrics["QueueWait"]["unit"] == "Seconds"
+    assert metrics["NodeTime"]["count"] >= 5 and metrics["Execution"]["min"] > 0
+    assert requests.get(f"{stack.url}/v1/metrics", timeout=10).status_code == 401  # an API key is needed
+
+
 def test_blob_urls_refuse_escaping_keys_and_unsigned_requests(stack: LocalStack) -> None:
     parts = urlsplit(stack.url)
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port)

@@ -5,6 +5,8 @@ protection. The blob store's "object created" signal runs the completion use cas
 from __future__ import annotations
 
 import io
+import json
+import logging
 import os
 import signal
 import threading
@@ -27,6 +29,7 @@ from comfyserve.service.completion import Completion
 from comfyserve.worker.builtin_backend import BuiltinBackend
 from comfyserve.worker.loop import Outcome, Worker, WorkerPorts, WorkerSettings
 from comfyserve.worker.protection import ScaleInProtection
+from comfyserve.worker.telemetry import LOGGER_NAME, WorkerTelemetry, summarize, worker_logger
 from tests.integration.stack_helpers import IMAGE_PACKS, STACK_NODES, fail_workflow, wait_for, wait_workflow
 
 TENANT = "acme"
@@ -500,3 +503,47 @@ def test_sigterm_while_busy_drains_the_job_in_hand(stack_adapters: LocalAdapters
     assert not thread.is_alive()
     assert status(stack_adapters, record.job_id) is JobStatus.SUCCEEDED  # finished within the window
     assert status(stack_adapters, waiting.job_id) is JobStatus.QUEUED  # never received after the signal
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """A stream for the worker's Powertools Logger; the ``comfyserve`` logger and the root handlers' filters are
+    put back afterwards (Powertools configures them process-wide)."""
+    std = logging.getLogger(LOGGER_NAME)
+    saved = dict(std.__dict__)
+    filters = {handler: list(handler.filters) for handler in logging.root.handlers}
+    try:
+        yield io.StringIO()
+    finally:
+        std.__dict__.clear()
+        std.__dict__.update(saved)
+        for handler, kept in filters.items():
+            handler.filters[:] = kept
+
+
+def test_job_figures_go_out_as_emf_and_every_job_log_line_carries_the_job_id(
+    stack_adapters: LocalAdapters, registry: NodeRegistry, json_log: io.StringIO
+) -> None:
+    documents: list[dict[str, Any]] = []
+    telemetry = WorkerTelemetry(documents.append, worker_logger("INFO", json_log))
+    ports = WorkerPorts(stack_adapters.blobs, stack_adapters.queue, stack_adapters.store, stack_adapters.bus)
+    settings = WorkerSettings(work_dir=stack_adapters.work_dir, receive_wait_s=0)
+    worker = Worker(ports, BuiltinBackend(registry), settings, telemetry=telemetry, cold_start_s=1.5)
+    record = enqueue(stack_adapters, wait_workflow(0.0, steps=1))
+    logging.getLogger("comfyserve.test").info("before the job")
+
+    assert worker.poll() == [Outcome.SUCCEEDED]
+
+    claimed, finished = documents
+    assert claimed["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "comfyserve"
+    assert claimed["JobsInFlight"] == [1.0] and len(claimed["QueueWait"]) == 1
+    assert finished["JobsInFlight"] == [0.0] and finished["JobsSucceeded"] == [1.0]
+    assert finished["ColdStart"] == [1.5] and len(finished["NodeTime"]) == 3 and len(finished["Execution"]) == 1
+    figures = summarize(documents)
+    assert figures["jobs_in_flight"] == 0 and figures["metrics"]["JobsSucceeded"]["count"] == 1
+    assert figures["metrics"]["NodeTime"]["count"] == 3
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    job_lines = [line for line in lines if line["message"] != "before the job"]
+    assert [line["message"] for line in job_lines] == ["job claimed (receive 1)", "job succeeded"]
+    assert all((line["job_id"], line["tenant"], line["attempt"]) == (record.job_id, TENANT, 1) for line in job_lines)
+    assert "job_id" not in lines[0]

@@ -40,6 +40,7 @@ def test_document_lists_every_route_with_our_error_shapes() -> None:
         "/v1/jobs",
         "/v1/jobs/{job_id}",
         "/v1/jobs/{job_id}/cancel",
+        "/v1/metrics",
         "/v1/nodes",
         "/v1/uploads",
         "/v1/validate",
