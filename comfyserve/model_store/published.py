@@ -97,7 +97,9 @@ def write_inventory(s3: Any, bucket: str, key: str, inventory: PublishedInventor
 
 
 class PublishedSource:
-    """The published inventory, re-read at most every ``ttl_s`` seconds (thread-safe)."""
+    """The published inventory, read once and then re-read when it is older than ``ttl_s`` (the API: a short
+    cache) or on :meth:`refresh` (the worker, when a name or an ETag it needs is not in its copy). Re-reads
+    are at least ``min_refresh_s`` apart; a failed re-read keeps the copy it has. Thread-safe."""
 
     def __init__(
         self,
@@ -106,9 +108,12 @@ class PublishedSource:
         key: str = DEFAULT_INVENTORY_KEY,
         *,
         ttl_s: float = 30.0,
+        min_refresh_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.s3, self.bucket, self.key, self.ttl_s = s3, bucket, key, ttl_s
+        self.s3, self.bucket, self.key = s3, bucket, key
+        self.ttl_s, self.min_refresh_s = ttl_s, min_refresh_s
+        self.reads = 0
         self._clock = clock
         self._lock = threading.Lock()
         self._current: PublishedInventory | None = None
@@ -116,20 +121,32 @@ class PublishedSource:
 
     def get(self) -> PublishedInventory:
         with self._lock:
-            now = self._clock()
-            if self._current is None or now - self._read_at >= self.ttl_s:
-                try:
-                    self._current = read_inventory(self.s3, self.bucket, self.key)
-                except Exception:
-                    if self._current is None:
-                        raise
-                    log.warning(
-                        "refreshing the model inventory failed; keeping version %s",
-                        self._current.version,
-                        exc_info=True,
-                    )
-                self._read_at = now
+            if self._current is None or self._clock() - self._read_at >= self.ttl_s:
+                self._read()
+            assert self._current is not None
             return self._current
+
+    def refresh(self) -> bool:
+        """Re-read now unless the last read is younger than ``min_refresh_s``; True when the version changed."""
+        with self._lock:
+            if self._current is not None and self._clock() - self._read_at < self.min_refresh_s:
+                return False
+            before = self._current.version if self._current is not None else None
+            self._read()
+            assert self._current is not None
+            return self._current.version != before
+
+    def _read(self) -> None:
+        self._read_at = self._clock()
+        self.reads += 1
+        try:
+            self._current = read_inventory(self.s3, self.bucket, self.key)
+        except Exception:
+            if self._current is None:
+                raise
+            log.warning(
+                "re-reading the model inventory failed; keeping version %s", self._current.version, exc_info=True
+            )
 
     def listing(self) -> Mapping[str, list[str]]:
         return self.get().listing
@@ -137,11 +154,15 @@ class PublishedSource:
 
 class ListedInventory(ModelInventory):
     """A :class:`ModelInventory` whose names come from ``listing()`` each time they are asked for (the
-    listing caches), so a newly published model is accepted without a restart. It has no files of its own."""
+    listing caches), so a newly published model is accepted without a restart. A name it does not have calls
+    ``refresh()`` (when given; True: there is a new listing) and is looked up once more. No files of its own."""
 
-    def __init__(self, listing: Callable[[], Mapping[str, list[str]]]) -> None:
+    def __init__(
+        self, listing: Callable[[], Mapping[str, list[str]]], refresh: Callable[[], bool] | None = None
+    ) -> None:
         super().__init__()
         self._listing = listing
+        self._on_miss = refresh
         self._seen: Mapping[str, list[str]] | None = None
 
     def _refresh(self) -> None:
@@ -154,5 +175,10 @@ class ListedInventory(ModelInventory):
         return super().names(folder)
 
     def has(self, folder: str, name: str) -> bool:
+        self._refresh()
+        if super().has(folder, name):
+            return True
+        if self._on_miss is None or not self._on_miss():
+            return False
         self._refresh()
         return super().has(folder, name)

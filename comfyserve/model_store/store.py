@@ -36,12 +36,19 @@ class ModelStore(Protocol):
         """The file ``resolve`` gave could not be read: drop local copies so the next resolve fetches anew."""
         ...
 
+    def refresh(self) -> bool:
+        """Look for new models now (rate-limited); True when the listing changed."""
+        ...
+
 
 class LocalModelStore:
-    """A models directory (``<root>/<folder>/<name>``), rescanned at most every ``ttl_s`` seconds."""
+    """A models directory (``<root>/<folder>/<name>``), rescanned when a scan is older than ``ttl_s`` or on a
+    :meth:`refresh` (a name it lacks), at most every ``min_refresh_s``."""
 
-    def __init__(self, root: Path, *, ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.root, self.ttl_s = root, ttl_s
+    def __init__(
+        self, root: Path, *, ttl_s: float = 5.0, min_refresh_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.root, self.ttl_s, self.min_refresh_s = root, ttl_s, min_refresh_s
         self._clock = clock
         self._lock = threading.Lock()
         self._scan: ModelInventory | None = None
@@ -64,12 +71,20 @@ class LocalModelStore:
     def invalidate(self, folder: str, name: str) -> None:
         """Nothing to drop: the directory is the only copy."""
 
+    def refresh(self) -> bool:
+        with self._lock:
+            if self._scan is not None and self._clock() - self._scanned_at < self.min_refresh_s:
+                return False
+            before = self._scan.files if self._scan is not None else None
+            self._scan, self._scanned_at = ModelInventory.scan(self.root), self._clock()
+            return self._scan.files != before
+
 
 class StoreInventory(ListedInventory):
     """The run context's inventory over a :class:`ModelStore`: names from its listing, files through it."""
 
     def __init__(self, store: ModelStore) -> None:
-        super().__init__(store.listing)
+        super().__init__(store.listing, store.refresh)
         self.store = store
 
     def path(self, folder: str, name: str) -> Path:

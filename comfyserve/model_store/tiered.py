@@ -2,9 +2,14 @@
 
 ``resolve`` looks in the NVMe cache, then on EFS, and only then copies the object from S3 into EFS: once for
 all workers, under the model's lease lock (:mod:`lock`), streamed to a temporary name while it is hashed,
-verified against the inventory's size and sha256, and renamed into place. An EFS file is trusted when its
-size matches (it was verified when it was written); a file a loader then cannot read is :meth:`invalidate`d:
-its NVMe copy is dropped and its EFS copy is re-hashed and removed if it does not match.
+verified against the inventory's size and sha256, and renamed into place. A stamp beside it
+(``.<name>.sha256``, written after the rename) says which version the file is; an EFS file is trusted when
+its size and stamp match the inventory (it was verified when it was written). A file a loader then cannot
+read is :meth:`invalidate`\\ d: its NVMe copy is dropped and its EFS copy is re-hashed and removed if it does
+not match. NVMe copies live under ``<folder>/<sha256 prefix>/<name>``, so a replaced model never reuses one.
+
+The worker's copy of the inventory is re-read only when it lacks a name or an object's ETag changed
+(``PublishedSource.refresh``): a warm worker makes no inventory requests.
 """
 
 from __future__ import annotations
@@ -28,6 +33,19 @@ from comfyserve.model_store.published import ModelEntry, PublishedSource
 from comfyserve.model_store.tiers import Resolved, Tier
 
 log = logging.getLogger(__name__)
+
+
+class ModelChanged(ModelStoreError):
+    """The object's ETag is not the one the inventory recorded."""
+
+
+def nvme_key(folder: str, entry: ModelEntry) -> str:
+    """Where the NVMe tier keeps ``entry``: its version in the path, its name last (loaders read the suffix)."""
+    return f"{folder}/{entry.sha256[:16]}/{entry.name}"
+
+
+def stamp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.sha256")
 
 
 def _short(digest: str) -> str:
@@ -55,42 +73,49 @@ class TieredModelStore:
     def listing(self) -> Mapping[str, list[str]]:
         return self.source.listing()
 
+    def refresh(self) -> bool:
+        return self.source.refresh()
+
     def _entry(self, folder: str, name: str) -> ModelEntry:
         entry = self.source.get().entry(folder, name)
+        if entry is None and self.source.refresh():
+            entry = self.source.get().entry(folder, name)
         if entry is None:
             raise FileNotFoundError(f"model file {name!r} is not in the {folder} folder")
         return entry
 
     @contextlib.contextmanager
     def resolve(self, folder: str, name: str) -> Iterator[Resolved]:
-        entry = self._entry(folder, name)
-        relative = f"{folder}/{entry.name}"
         started = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            if self.local is not None:
-                stack.enter_context(self.local.pinned(relative))
-                cached = self.local.lookup(relative, entry.size)
-                if cached is not None:
-                    yield Resolved(cached, Tier.NVME, time.perf_counter() - started)
-                    return
-            path, tier = self.ensure_efs(folder, entry)
-            if self.local is not None:
-                path = self._to_local(relative, path, entry.size)
+        entry = self._entry(folder, name)
+        with contextlib.ExitStack() as pins:
+            try:
+                path, tier = self._make_local(folder, entry, pins)
+            except ModelChanged:
+                if not self.source.refresh():
+                    raise
+                path, tier = self._make_local(folder, self._entry(folder, name), pins)
             yield Resolved(path, tier, time.perf_counter() - started)
 
-    def _to_local(self, relative: str, efs_path: Path, size: int) -> Path:
-        """The NVMe copy, or the EFS file itself when the copy does not fit or fails (the job still runs)."""
-        assert self.local is not None
+    def _make_local(self, folder: str, entry: ModelEntry, pins: contextlib.ExitStack) -> tuple[Path, Tier]:
+        if self.local is None:
+            return self.ensure_efs(folder, entry)
+        key = nvme_key(folder, entry)
+        pins.enter_context(self.local.pinned(key))
+        cached = self.local.lookup(key, entry.size)
+        if cached is not None:
+            return cached, Tier.NVME
+        path, tier = self.ensure_efs(folder, entry)
         try:
-            return self.local.admit(relative, efs_path, size) or efs_path
-        except OSError:
-            log.warning("nvme cache: copying %s failed; reading it from EFS", relative, exc_info=True)
-            return efs_path
+            return self.local.admit(key, path, entry.size) or path, tier
+        except OSError:  # the job still runs, reading the file from EFS
+            log.warning("nvme cache: copying %s failed; reading it from EFS", key, exc_info=True)
+            return path, tier
 
     def ensure_efs(self, folder: str, entry: ModelEntry) -> tuple[Path, Tier]:
-        """The model's file on EFS, copied from S3 first if it is missing or has the wrong size."""
+        """The model's file on EFS, copied from S3 first unless its size and stamp match the inventory."""
         final = self.efs_root / folder / entry.name
-        if _has_size(final, entry.size):
+        if _is_current(final, entry):
             return final, Tier.EFS
         final.parent.mkdir(parents=True, exist_ok=True)
         lock = LeaseLock(
@@ -100,12 +125,12 @@ class TieredModelStore:
             if lock.taken_over is not None:
                 with contextlib.suppress(FileNotFoundError):
                     temp_name(final, lock.taken_over).unlink()  # the dead holder's half-written copy
-            if _has_size(final, entry.size):
+            if _is_current(final, entry):
                 return final, Tier.EFS  # another worker copied it while we waited
-            self._fetch(folder, entry, final, temp_name(final, lock.holder))
+            self._fetch(folder, entry, final, lock.holder)
         return final, Tier.S3
 
-    def _fetch(self, folder: str, entry: ModelEntry, final: Path, temp: Path) -> None:
+    def _fetch(self, folder: str, entry: ModelEntry, final: Path, owner: str) -> None:
         model, key = f"{folder}/{entry.name}", entry.s3_key(folder)
         where = f"s3://{self.bucket}/{key}"
         extra = {"IfMatch": entry.etag} if entry.etag else {}
@@ -116,10 +141,11 @@ class TieredModelStore:
             if code in ("NoSuchKey", "404"):
                 raise ModelStoreError(f"model {model}: {where} does not exist; run `comfyserve models sync`") from None
             if code in ("PreconditionFailed", "412"):
-                raise ModelStoreError(
+                raise ModelChanged(
                     f"model {model}: {where} changed since the inventory was published; run `comfyserve models sync`"
                 ) from None
             raise ModelStoreError(f"model {model}: cannot read {where} ({code or exc})") from exc
+        temp = temp_name(final, owner)
         digest = hashlib.sha256()
         size = 0
         try:
@@ -139,19 +165,23 @@ class TieredModelStore:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
             raise
+        stamp = temp_name(stamp_path(final), owner)
+        stamp.write_text(entry.sha256)
+        os.replace(stamp, stamp_path(final))
 
     def invalidate(self, folder: str, name: str) -> None:
         entry = self._entry(folder, name)
         if self.local is not None:
-            self.local.discard(f"{folder}/{entry.name}")
+            self.local.discard(nvme_key(folder, entry))
         final = self.efs_root / folder / entry.name
         with contextlib.suppress(FileNotFoundError):
-            if not _has_size(final, entry.size) or sha256_file(final) != entry.sha256:
+            if not _is_current(final, entry) or sha256_file(final) != entry.sha256:
+                stamp_path(final).unlink(missing_ok=True)
                 final.unlink()
 
 
-def _has_size(path: Path, size: int) -> bool:
+def _is_current(path: Path, entry: ModelEntry) -> bool:
     try:
-        return path.stat().st_size == size
+        return path.stat().st_size == entry.size and stamp_path(path).read_text() == entry.sha256
     except FileNotFoundError:
         return False

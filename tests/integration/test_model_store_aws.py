@@ -26,7 +26,7 @@ from comfyserve.model_store.published import ModelEntry, PublishedInventory, Pub
 from comfyserve.model_store.settings import ModelStoreSettings, api_inventory
 from comfyserve.model_store.store import StoreInventory
 from comfyserve.model_store.sync import sync
-from comfyserve.model_store.tiered import TieredModelStore
+from comfyserve.model_store.tiered import TieredModelStore, nvme_key
 from comfyserve.model_store.tiers import Resolved, Tier
 from tests.integration.conftest import AwsClients
 
@@ -134,9 +134,9 @@ def test_two_workers_asking_at_once_make_one_copy_from_s3(bucket: Bucket, tmp_pa
     assert bucket.model_gets() == 1
     assert sorted(tier for tier, _ in found) == [Tier.EFS, Tier.S3]  # the second waited for the first's copy
     assert all(content == data for _, content in found)
-    assert sorted(p.name for p in (efs / "checkpoints").iterdir()) == ["m.safetensors"]  # no lock, no temp left
+    assert _names(efs / "checkpoints") == [".m.safetensors.sha256", "m.safetensors"]  # no lock, no temp left
     with stores[0].resolve("checkpoints", "m.safetensors") as again:
-        assert again.tier is Tier.NVME and again.path.parent.parent == tmp_path / "nvme0"
+        assert again.tier is Tier.NVME and again.path.is_relative_to(tmp_path / "nvme0")
     assert bucket.model_gets() == 1
 
 
@@ -176,13 +176,17 @@ def test_a_holder_killed_mid_copy_is_taken_over_and_the_result_verifies(
     store = bucket.store(efs, stale_after_s=0.5)
     with store.resolve("checkpoints", "m.safetensors") as resolved:
         assert resolved.tier is Tier.S3 and resolved.path.read_bytes() == data
-    assert sorted(p.name for p in folder.iterdir()) == ["m.safetensors"]  # stale lock and half file gone
+    assert _names(folder) == [".m.safetensors.sha256", "m.safetensors"]  # stale lock and half file gone
     assert bucket.model_gets() == 1  # ours; the killed holder counted in its own process
 
 
 def _fetch(store: TieredModelStore, name: str = "m.safetensors") -> Resolved:
     with store.resolve("checkpoints", name) as resolved:
         return resolved
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
 
 
 def _listing(folder: Path) -> list[Path]:
@@ -240,10 +244,11 @@ def test_nvme_tier_evicts_by_bytes_and_reads_from_efs_what_does_not_fit(bucket: 
         with store.resolve("checkpoints", f"{name}.safetensors") as resolved:
             tiers.append(resolved.tier)
     assert tiers == [Tier.S3, Tier.S3, Tier.NVME, Tier.S3]
-    assert nvme.cached() == ["checkpoints/a.safetensors", "checkpoints/c.safetensors"]  # b was least recent
+    assert [key.rsplit("/", 1)[1] for key in nvme.cached()] == ["a.safetensors", "c.safetensors"]  # b: least recent
     with store.resolve("checkpoints", "b.safetensors") as resolved:  # back from EFS, not from S3
         assert resolved.tier is Tier.EFS and resolved.path.read_bytes() == models["checkpoints/b.safetensors"]
-    with nvme.pinned("checkpoints/a.safetensors"), nvme.pinned("checkpoints/b.safetensors"):
+    a, b = (nvme_key("checkpoints", entry) for entry in store.source.get().folders["checkpoints"][:2])
+    with nvme.pinned(a), nvme.pinned(b):
         assert _fetch(store, "c.safetensors").tier is Tier.NVME
     assert sum(bucket.model_gets(key) for key in models) == 3
 
@@ -323,3 +328,35 @@ def test_models_command_syncs_warms_lists_and_publishes(
     monkeypatch.delenv("COMFYSERVE_MODELS_BUCKET")
     assert main(["models", "list"]) == 2
     assert "no models bucket: pass --bucket or set COMFYSERVE_MODELS_BUCKET" in capsys.readouterr().err
+
+
+def test_a_warm_worker_reads_the_inventory_only_for_news_and_never_serves_a_replaced_model(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    old, new = os.urandom(200 * 1024), os.urandom(200 * 1024)  # same size: only the stamp tells them apart
+    _published(bucket, (MODEL, old))
+    s3 = bucket.client()
+    source = PublishedSource(s3, bucket.name, KEY, ttl_s=3600, min_refresh_s=0)
+    store = TieredModelStore(s3, bucket.name, source, tmp_path / "efs", LocalCache(tmp_path / "nvme", 10**9))
+    models = StoreInventory(store)
+    assert _fetch(store).path.read_bytes() == old
+    for _ in range(3):
+        assert models.has("checkpoints", "m.safetensors") and _fetch(store).tier is Tier.NVME
+    assert source.reads == 1  # warm: no inventory requests
+
+    _published(bucket, (MODEL, new), ("checkpoints/n.safetensors", b"n" * 10))  # replaced and added, then synced
+    assert models.has("checkpoints", "n.safetensors")  # a name it lacked: one re-read
+    assert source.reads == 2
+    resolved = _fetch(store)
+    assert resolved.tier is Tier.S3 and resolved.path.read_bytes() == new  # the stamp said "old version"
+    assert not models.has("checkpoints", "nope.safetensors") and source.reads == 3
+
+    newest = os.urandom(200 * 1024)
+    bucket.put(MODEL, newest)
+    sync(bucket.s3, bucket.name, KEY)
+    # Another instance (its own EFS and NVMe) whose copy of the inventory predates that sync: If-Match fails on
+    # the old ETag, it re-reads the inventory and fetches the newest bytes.
+    fresh = TieredModelStore(s3, bucket.name, source, tmp_path / "efs2")
+    resolved = _fetch(fresh)
+    assert resolved.tier is Tier.S3 and resolved.path.read_bytes() == newest
+    assert source.reads == 4 and bucket.model_gets() == 4  # 412, then the newest

@@ -3,6 +3,7 @@ its job with a clear error while the same executor keeps serving, and preloading
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from comfyserve.model_store.local_cache import LocalCache
 from comfyserve.model_store.preload import preload
 from comfyserve.model_store.store import StoreInventory
 from comfyserve.model_store.sync import sync
+from comfyserve.model_store.tiered import stamp_path
 from comfyserve.model_store.tiers import ModelLoad, Tier, recording
 from comfyserve.nodes import builtin_registry
 from tests.integration.test_model_store_aws import KEY, Bucket
@@ -95,7 +97,8 @@ def test_an_unreadable_file_on_efs_is_dropped_and_fetched_again(
     efs = tmp_path / "efs"
     efs_file = efs / SD1
     efs_file.parent.mkdir(parents=True)
-    efs_file.write_bytes(b"\xff" * (tiny_models / SD1).stat().st_size)  # right size, garbage: passes the size check
+    efs_file.write_bytes(b"\xff" * (tiny_models / SD1).stat().st_size)  # right size, garbage
+    stamp_path(efs_file).write_text(hashlib.sha256((tiny_models / SD1).read_bytes()).hexdigest())  # "verified"
     models = StoreInventory(bucket.store(efs))
 
     failed, _ = _run(Executor(REGISTRY), models, tmp_path)
@@ -103,7 +106,7 @@ def test_an_unreadable_file_on_efs_is_dropped_and_fetched_again(
     assert failed.errors[0]["exception_message"] == (
         "cannot read model file 'tiny-sd15.safetensors': the file is truncated or corrupt"
     )
-    assert not efs_file.exists()  # it did not match its sha256, so it went
+    assert not efs_file.exists() and not stamp_path(efs_file).exists()  # it did not match its sha256, so it went
     served, loads = _run(Executor(REGISTRY), models, tmp_path)
     assert served.status == "success" and [load.tier for load in loads] == [Tier.S3]
 
