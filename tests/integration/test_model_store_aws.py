@@ -360,3 +360,28 @@ def test_a_warm_worker_reads_the_inventory_only_for_news_and_never_serves_a_repl
     resolved = _fetch(fresh)
     assert resolved.tier is Tier.S3 and resolved.path.read_bytes() == newest
     assert source.reads == 4 and bucket.model_gets() == 4  # 412, then the newest
+
+
+@pytest.mark.parametrize("damage", [None, "checksum", "truncated"])
+def test_large_objects_come_in_parallel_ranged_gets_and_are_verified_the_same(
+    bucket: Bucket, tmp_path: Path, damage: str | None
+) -> None:
+    good = os.urandom(1024 * 1024 + 3)  # five parts of 256 KiB, the last one 3 bytes
+    served = {None: good, "checksum": good[:-1] + bytes([good[-1] ^ 1]), "truncated": good[: 600 * 1024]}[damage]
+    bucket.put(MODEL, served)
+    entry = ModelEntry(name="m.safetensors", size=len(good), sha256=_sha(good))
+    write_inventory(bucket.s3, bucket.name, KEY, PublishedInventory.build({"checkpoints": [entry]}))
+    store = bucket.store(tmp_path / "efs", part_bytes=256 * 1024, parallel=3)
+    if damage is None:
+        resolved = _fetch(store)
+        assert resolved.tier is Tier.S3 and resolved.path.read_bytes() == good
+        assert bucket.model_gets() == 5
+        return
+    message = {
+        "checksum": f"the copy of s3://{bucket.name}/{MODEL} has {len(good)} bytes and sha256 {_sha(served)[:12]}",
+        "truncated": f"s3://{bucket.name}/{MODEL} is shorter than the {len(good)} bytes the inventory says",
+    }[damage]
+    with pytest.raises(ModelVerifyError, match=f"^model {MODEL}: ") as caught:
+        _fetch(store)
+    assert message in str(caught.value)
+    assert _listing(tmp_path / "efs" / "checkpoints") == []  # no half file, no temporary, no stamp

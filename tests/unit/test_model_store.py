@@ -4,6 +4,8 @@ document and the inventory views the API and the loaders use. S3 and EFS togethe
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -197,3 +199,14 @@ def test_settings_read_the_shared_environment_names(monkeypatch: pytest.MonkeyPa
 
 def test_temp_names_are_hidden_beside_the_file(tmp_path: Path) -> None:
     assert temp_name(tmp_path / "a.safetensors", "h1") == tmp_path / ".a.safetensors.h1.part"
+
+
+def test_the_model_store_is_light_enough_for_a_lambda() -> None:
+    probe = (
+        "import sys\n"
+        "import comfyserve.model_store.settings, comfyserve.model_store.sync, comfyserve.model_store.preload\n"
+        "import comfyserve.commands.models\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'diffusers', 'transformers', 'PIL') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
