@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,36 @@ def test_workflows_needing_nodes_we_do_not_ship_name_the_first_missing_node() ->
     # Upscale models and ControlNet are not built in yet: the edge rejects them before any GPU time.
     assert VERDICTS["08"]["error"] == "Cannot execute because node UpscaleModelLoader does not exist."
     assert VERDICTS["11"]["error"] == "Cannot execute because node ControlNetApply does not exist."
+
+
+HANDLER_PROBE = """
+import importlib, json, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+heavy = sorted(m for m in ("torch", "numpy", "diffusers", "transformers", "safetensors") if m in sys.modules)
+print(json.dumps(heavy))
+"""
+# Every handler module builds its clients at import (no request is sent): dummy resources are enough.
+HANDLER_ENV = {
+    "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "COMFYSERVE_BUCKET": "jobs",
+    "COMFYSERVE_QUEUE_URL": "http://127.0.0.1:9/123456789012/jobs",
+    "COMFYSERVE_TABLE": "jobs",
+    "COMFYSERVE_EVENT_BUS": "comfyserve",
+    "COMFYSERVE_INBOX_BUCKET": "inbox",
+    "COMFYSERVE_ECS_CLUSTER": "workers",
+    "COMFYSERVE_ECS_SERVICE": "workers",
+    "COMFYSERVE_WEBHOOK_SECRET": "whsec_c2VjcmV0",
+}
+
+
+def test_the_event_lambdas_import_no_heavy_modules() -> None:
+    handlers = ["lambdas.drop_folder", "lambdas.dead_letter", "lambdas.scaler", "lambdas.webhooks"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMFYSERVE_", "AWS_"))} | HANDLER_ENV
+    out = subprocess.run(
+        [sys.executable, "-c", HANDLER_PROBE, *handlers], capture_output=True, text=True, check=True, cwd=ROOT, env=env
+    )
+    assert json.loads(out.stdout) == []
