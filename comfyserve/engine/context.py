@@ -36,6 +36,7 @@ class RunContext:
     extra_pnginfo: dict[str, Any] | None = None
     progress_hook: ProgressHook | None = None
     cancel_check: Callable[[], bool] = lambda: False
+    event_sink: Callable[[str, dict[str, Any]], None] | None = None  # the job's event stream, set by the executor
 
     def resolve_input(self, name: str) -> Path:
         """The local file behind a ``LoadImage`` value; never a path outside ``input_dir``."""

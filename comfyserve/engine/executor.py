@@ -163,7 +163,10 @@ class _Run:
         self.result = self.report.result
         self._outer_hook = ctx.progress_hook
         self.ctx = dataclasses.replace(
-            ctx, prompt=ctx.prompt if ctx.prompt is not None else prompt, progress_hook=self._progress
+            ctx,
+            prompt=ctx.prompt if ctx.prompt is not None else prompt,
+            progress_hook=self._progress,
+            event_sink=on_event,
         )
         self.cancelled = ctx.cancel_check
         self.values: dict[str, list[list[Any]]] = {}

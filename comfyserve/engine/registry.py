@@ -1,14 +1,18 @@
 """The node registry: node classes from built-in packs and ``custom_nodes`` directories.
 
-A pack is any module exporting ``NODE_CLASS_MAPPINGS`` (and optionally ``NODE_DISPLAY_NAME_MAPPINGS``), so
-a simple ComfyUI custom node that imports nothing from ComfyUI drops in unchanged. A pack that fails to
+A pack is any module exporting ``NODE_CLASS_MAPPINGS`` (and optionally ``NODE_DISPLAY_NAME_MAPPINGS``) or a V3
+``comfy_entrypoint()``. Before loading ``custom_nodes`` the loader installs :mod:`comfyserve.compat`, so a pack
+written for ComfyUI that imports ``comfy.utils``, ``comfy_execution``, ``comfy_api``, ``folder_paths`` or
+``server`` loads unchanged. A pack that fails to
 import is recorded with its error and skipped; custom packs never override built-in names (as in ComfyUI).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
+import inspect
 import sys
 import traceback
 from collections.abc import Iterable, Mapping
@@ -17,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from comfyserve import compat
 from comfyserve.engine.spec import NodeSpec
 
 
@@ -78,13 +83,17 @@ class NodeRegistry:
         name = module if isinstance(module, str) else module.__name__
         try:
             mod = importlib.import_module(module) if isinstance(module, str) else module
-            mappings = mod.NODE_CLASS_MAPPINGS
+            mappings = _v3_mappings(mod) if hasattr(mod, "comfy_entrypoint") else mod.NODE_CLASS_MAPPINGS
         except Exception as exc:
             self._fail(name, exc)
             return []
+        v3_names = {k: c._schema.display_name for k, c in mappings.items() if getattr(c, "_schema", None)}
         return self.register_mappings(
             mappings,
-            display_names=getattr(mod, "NODE_DISPLAY_NAME_MAPPINGS", None),
+            display_names={
+                **{k: v for k, v in v3_names.items() if v},
+                **getattr(mod, "NODE_DISPLAY_NAME_MAPPINGS", {}),
+            },
             module=name,
             builtin=builtin,
         )
@@ -94,6 +103,7 @@ class NodeRegistry:
         added: list[str] = []
         if not directory.is_dir():
             return added
+        compat.install()
         for entry in sorted(directory.iterdir()):
             if entry.name.startswith(("_", ".")) or entry.name.endswith(".disabled"):
                 continue
@@ -142,6 +152,20 @@ class NodeRegistry:
 
     def __contains__(self, name: object) -> bool:
         return name in self.classes
+
+
+def _v3_mappings(module: ModuleType) -> dict[str, Any]:
+    """A V3 pack's nodes, from its ``comfy_entrypoint()`` extension (``NODE_CLASS_MAPPINGS`` too, if any)."""
+
+    async def node_list() -> list[Any]:
+        extension = module.comfy_entrypoint()
+        if inspect.isawaitable(extension):
+            extension = await extension
+        await extension.on_load()
+        return list(await extension.get_node_list())
+
+    nodes = asyncio.run(node_list())
+    return {**getattr(module, "NODE_CLASS_MAPPINGS", {}), **{node._schema.node_id: node for node in nodes}}
 
 
 def build_registry(

@@ -1,0 +1,1 @@
+"""``comfy_api``: the versioned node API (``v0_0_2`` progress helpers, ``latest.io`` V3 schemas)."""

@@ -1,0 +1,1 @@
+"""``comfy_execution``: graph building and flow control for node expansion."""
