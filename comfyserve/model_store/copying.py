@@ -9,7 +9,7 @@ import hashlib
 import os
 from pathlib import Path
 
-CHUNK = 64 * 1024 * 1024  # bytes per copy_file_range / sendfile call
+CHUNK = 1 << 30  # bytes asked of one copy_file_range / sendfile call (the kernel caps one call near 2 GiB)
 BUFFER = 8 * 1024 * 1024  # bytes per read when hashing or when the kernel paths are unavailable
 _UNSUPPORTED = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
 
@@ -54,6 +54,7 @@ def copy_file(src: Path, dst: Path, owner: str) -> int:
     try:
         with open(src, "rb") as reader, open(temp, "wb") as writer:
             size = os.fstat(reader.fileno()).st_size
+            os.posix_fadvise(reader.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
             if not _kernel_copy(reader.fileno(), writer.fileno(), size):
                 _buffered_copy(reader.fileno(), writer.fileno())
         copied = temp.stat().st_size
