@@ -6,6 +6,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from comfyserve.adapters.aws.asg_capacity import AsgCapacity
 from comfyserve.adapters.aws.clients import aws_client
 from comfyserve.adapters.aws.ecs_service import EcsWorkerService
 from comfyserve.adapters.aws.s3 import S3BlobStore
@@ -20,17 +21,19 @@ policy = ScalingPolicy.from_env()
 target = ScalerTarget.from_env()
 queue = SqsJobQueue(aws_client("sqs"), names.queue_url)
 service = EcsWorkerService(aws_client("ecs"), target.ecs_cluster, target.ecs_service)
-state = S3BlobStore(aws_client("s3"), names.bucket)  # the bucket keeps the scaler's idle clock (scaler/state.json)
+state = S3BlobStore(aws_client("s3"), names.bucket)  # keeps the scaler's surplus clock (scaler/state.json)
+capacity = AsgCapacity(aws_client("autoscaling"), target.asg_name) if target.asg_name else None
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The event (scheduled or a job event) only triggers a run; its content does not matter."""
-    result = run_scaler(queue, service, state, policy)
+    result = run_scaler(queue, service, state, policy, capacity=capacity)
     return {
         "trigger": event.get("detail-type", "unknown"),
         "previous": result.previous,
         "desired": result.decision.desired,
         "updated": result.updated,
+        "instances": result.instances,
         "reason": result.decision.reason,
     }

@@ -29,6 +29,11 @@ class ScalerTarget(EnvSettings):
 
     ecs_cluster: str = Field(min_length=1, description="cluster of the worker service")
     ecs_service: str = Field(min_length=1, description="the worker service")
+    asg_name: str | None = Field(
+        default=None,
+        description="GPU Auto Scaling group the scaler sizes too, one instance per task (unset: ECS managed "
+        "scaling alone, a minute slower from zero and 15 minutes slower to release an empty instance)",
+    )
 
 
 class WorkerService(Protocol):
@@ -37,11 +42,20 @@ class WorkerService(Protocol):
     def set_desired_count(self, count: int) -> None: ...
 
 
+class WorkerCapacity(Protocol):
+    def desired_instances(self) -> tuple[int, int]:
+        """(desired instances, the most there may be)."""
+        ...
+
+    def set_instances(self, count: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class ScaleResult:
     previous: int
     decision: Decision
     updated: bool
+    instances: int | None = None  # the instance count set, when the scaler sizes the capacity too
 
 
 def run_scaler(
@@ -50,6 +64,7 @@ def run_scaler(
     state: BlobStore,
     policy: ScalingPolicy,
     clock: Callable[[], datetime] = utc_now,
+    capacity: WorkerCapacity | None = None,
 ) -> ScaleResult:
     depth = queue.approximate_depth()
     current = service.desired_count()
@@ -61,6 +76,12 @@ def run_scaler(
     updated = decision.changes(current)
     if updated:
         service.set_desired_count(decision.desired)
+    instances = None
+    if capacity is not None:
+        have, most = capacity.desired_instances()
+        instances = min(decision.desired, most)
+        if instances != have:
+            capacity.set_instances(instances)
     log.info(
         "scaler: %d -> %d (%s); visible %d, in flight %d",
         current,
@@ -69,7 +90,7 @@ def run_scaler(
         depth.visible,
         depth.in_flight,
     )
-    return ScaleResult(current, decision, updated)
+    return ScaleResult(current, decision, updated, instances)
 
 
 def _load_surplus_since(state: BlobStore) -> datetime | None:

@@ -20,7 +20,9 @@ from tests.integration.lambda_events import context, fresh_import, scheduled_eve
 
 
 class Scaler:
-    def __init__(self, clients: AwsClients, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> None:
+    def __init__(
+        self, clients: AwsClients, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, with_asg: bool = False
+    ) -> None:
         prefix = f"sc{uuid.uuid4().hex[:10]}"
         self.sqs = clients.client("sqs")
         self.s3 = clients.client("s3")
@@ -45,6 +47,22 @@ class Scaler:
             "COMFYSERVE_SCALE_IN_COOLDOWN_S": "300",
             "COMFYSERVE_MAX_WORKERS": "4",
         }
+        self.asg = clients.client("autoscaling")
+        monkeypatch.delenv("COMFYSERVE_ASG_NAME", raising=False)
+        if with_asg:
+            ec2 = clients.client("ec2")
+            image = ec2.describe_images()["Images"][0]["ImageId"]
+            ec2.create_launch_template(
+                LaunchTemplateName=f"{prefix}-gpu", LaunchTemplateData={"ImageId": image, "InstanceType": "g6.xlarge"}
+            )
+            self.asg.create_auto_scaling_group(
+                AutoScalingGroupName=f"{prefix}-gpu",
+                LaunchTemplate={"LaunchTemplateName": f"{prefix}-gpu"},
+                MinSize=0,
+                MaxSize=3,
+                AvailabilityZones=["us-east-1a"],
+            )
+            env["COMFYSERVE_ASG_NAME"] = f"{prefix}-gpu"
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         self.module: ModuleType = fresh_import("lambdas.scaler")
@@ -57,6 +75,10 @@ class Scaler:
     def run(self) -> dict[str, Any]:
         result: dict[str, Any] = self.module.handler(scheduled_event(), context("scaler"))
         return result
+
+    def instances(self) -> int:
+        groups = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[f"{self.cluster}-gpu"])
+        return int(groups["AutoScalingGroups"][0]["DesiredCapacity"])
 
     def desired(self) -> int:
         [service] = self.ecs.describe_services(cluster=self.cluster, services=["workers"])["services"]
@@ -84,6 +106,7 @@ def test_one_message_starts_a_worker_and_an_unchanged_count_is_not_written(scale
         "previous": 0,
         "desired": 1,
         "updated": True,
+        "instances": None,
         "reason": "backlog 1 at 4 jobs per task needs 1 tasks",
     }
     assert (second["previous"], second["desired"], second["updated"]) == (1, 1, False)
@@ -129,3 +152,26 @@ def test_an_empty_queue_goes_to_zero_only_after_the_cool_down(scaler: Scaler) ->
     assert restarted["desired"] == 1 and scaler.desired() == 1
     state = json.loads(scaler.s3.get_object(Bucket=scaler.bucket, Key=STATE_KEY)["Body"].read())
     assert state == {"surplus_since": None}
+
+
+def test_the_gpu_group_is_sized_with_the_service_within_its_maximum(
+    aws_clients: AwsClients, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str
+) -> None:
+    scaler = Scaler(aws_clients, monkeypatch, moto_endpoint, with_asg=True)
+    try:
+        scaler.sqs.send_message(QueueUrl=scaler.queue_url, MessageBody="{}")
+        started = scaler.run()
+        assert (started["desired"], started["instances"], scaler.instances()) == (1, 1, 1)
+
+        for _ in range(30):
+            scaler.sqs.send_message(QueueUrl=scaler.queue_url, MessageBody="{}")
+        grown = scaler.run()
+        assert (grown["desired"], grown["instances"], scaler.instances()) == (4, 3, 3)  # the group's MaxSize is 3
+
+        scaler.sqs.purge_queue(QueueUrl=scaler.queue_url)
+        earlier = (datetime.now(UTC) - timedelta(seconds=301)).isoformat()
+        scaler.s3.put_object(Bucket=scaler.bucket, Key=STATE_KEY, Body=json.dumps({"surplus_since": earlier}).encode())
+        stopped = scaler.run()
+        assert (stopped["desired"], stopped["instances"], scaler.instances(), scaler.desired()) == (0, 0, 0, 0)
+    finally:
+        scaler.close()
