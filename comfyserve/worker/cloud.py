@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -53,6 +54,7 @@ class ColdStart(BaseModel):
     backend: str
     device: str = Field(description="cuda or cpu")
     process_s: float = Field(description="interpreter start, command line, settings")
+    clients_s: float = Field(description="the AWS clients made (boto3)")
     imports_s: float = Field(description="torch imported (0 without torch)")
     cuda_init_s: float = Field(description="the CUDA context made (0 on CPU)")
     backend_start_s: float = Field(description="node packs imported and registered, or ComfyUI started and answering")
@@ -208,7 +210,11 @@ def warm_up(backend: Backend, workflow: Path, work_dir: Path) -> None:
     from comfyserve.engine.prompt_format import parse_workflow_document
 
     prompt = parse_workflow_document(workflow.read_bytes())
-    result = backend.run(BackendJob(job_id="warmup", prompt=prompt, work_dir=work_dir / "warmup"))
+    scratch = work_dir / "warmup"
+    try:
+        result = backend.run(BackendJob(job_id="warmup", prompt=prompt, work_dir=scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if result.status != "success":
         log.warning("the warm-up workflow did not succeed: %s", result.error)
 
@@ -223,7 +229,8 @@ def run_worker(settings: CloudWorkerSettings) -> int:
     liveness = Liveness(settings)
     liveness.touch()
     worker_id = settings.worker_id or default_worker_id()
-    aws = aws_ports(settings.resources(), client_config=CLIENT_CONFIG)
+    with _timed(seconds, "clients_s"):
+        aws = aws_ports(settings.resources(), client_config=CLIENT_CONFIG)
     device = _init_torch(seconds)
     from comfyserve.model_store.preload import preload
     from comfyserve.model_store.settings import worker_inventory
@@ -243,6 +250,7 @@ def run_worker(settings: CloudWorkerSettings) -> int:
             backend=backend.name,
             device=device,
             process_s=seconds["process_s"],
+            clients_s=seconds["clients_s"],
             imports_s=seconds["imports_s"],
             cuda_init_s=seconds.get("cuda_init_s", 0.0),
             backend_start_s=seconds["backend_start_s"],

@@ -10,6 +10,7 @@ Tiny no-model workflows (the stack test nodes) keep each job to about a second.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -27,16 +28,19 @@ from typing import Any
 import pytest
 
 from comfyserve.adapters.aws.emulator import offline_environment
+from comfyserve.adapters.aws.provision import create_bucket
 from comfyserve.adapters.aws.sqs import SqsJobQueue
 from comfyserve.contracts.events import JobEventType
 from comfyserve.contracts.jobs import JobRecord, JobStatus, QueueMessage
 from comfyserve.contracts.manifest import JobManifest, manifest_key
+from comfyserve.model_store.sync import sync
 from comfyserve.service.completion import Completion
 from tests.integration.conftest import REGION, AwsAdapters
 from tests.integration.stack_helpers import ROOT, STACK_NODES, wait_for, wait_workflow
 from tests.unit.test_ecs_protection import FakeAgent
 
 TENANT = "acme"
+PRELOADED = "upscale_models/tiny.pth"  # a folder without a loader: preloading makes the file local
 ENTRYPOINT = Path(sys.executable).parent / "comfyserve"  # the console script the image's ENTRYPOINT runs
 TERMINAL_EVENTS = {JobEventType.JOB_SUCCEEDED, JobEventType.JOB_FAILED, JobEventType.JOB_CANCELLED}
 
@@ -178,9 +182,31 @@ def protection_states(agent: FakeAgent, worker: str) -> list[bool]:
     return [body["ProtectionEnabled"] for path, body in agent.requests if path.startswith(f"/api/{worker}/")]
 
 
-def test_the_entrypoint_processes_a_job(cloud: Cloud, agent: FakeAgent) -> None:
-    worker = cloud.start_worker("w1", COMFYSERVE_RECEIVE_WAIT_S="5", ECS_AGENT_URI=f"{agent.uri.rsplit('/', 1)[0]}/w1")
+def test_the_entrypoint_preloads_warms_up_and_processes_a_job(cloud: Cloud, agent: FakeAgent) -> None:
+    models_bucket = f"{cloud.adapters.prefix}-models"
+    create_bucket(cloud.adapters.s3, models_bucket)
+    weights = os.urandom(256 * 1024)
+    cloud.adapters.s3.put_object(
+        Bucket=models_bucket, Key=PRELOADED, Body=weights, Metadata={"sha256": hashlib.sha256(weights).hexdigest()}
+    )
+    sync(cloud.adapters.s3, models_bucket, "inventory.json")
+    warmup = cloud.root / "warmup.json"
+    warmup.write_text(json.dumps(wait_workflow(0.3, steps=3, prefix="warmup")))
+
+    worker = cloud.start_worker(
+        "w1",
+        COMFYSERVE_RECEIVE_WAIT_S="5",
+        COMFYSERVE_MODELS_BUCKET=models_bucket,
+        COMFYSERVE_PRELOAD=PRELOADED,
+        COMFYSERVE_WARMUP_WORKFLOW=str(warmup),
+        ECS_AGENT_URI=f"{agent.uri.rsplit('/', 1)[0]}/w1",
+    )
     wait_for(lambda: "cold start" in cloud.log("w1"), 60, "the worker's cold start")
+    parts = cold_start(cloud.log("w1"))
+    assert (cloud.root / "models" / PRELOADED).read_bytes() == weights  # copied from S3 to the shared root
+    assert set(parts["model_load_s"]) == {"s3"} and parts["model_load_s"]["s3"] > 0
+    assert parts["warmup_s"] >= 0.3 and not (cloud.root / "w1" / "warmup").exists()
+    assert not agent.requests  # nothing protected before the first job
     time.sleep(0.5)  # a long poll is waiting: the job arrives during it
     submitted = time.monotonic()
     job_id = cloud.submit(wait_workflow(0.2, steps=2))
@@ -196,8 +222,7 @@ def test_the_entrypoint_processes_a_job(cloud: Cloud, agent: FakeAgent) -> None:
     assert cloud.manifest_writes == {job_id: 1}
     assert lifecycles(cloud) == {job_id: {JobEventType.JOB_STARTED: 1, JobEventType.JOB_SUCCEEDED: 1}}
     wait_for(lambda: protection_states(agent, "w1") == [True, False], 30, "protection dropped when idle")
-    parts = cold_start(cloud.log("w1"))
-    assert parts["worker_id"] == "w1" and parts["device"] == "cpu" and parts["model_load_s"] == {}
+    assert parts["worker_id"] == "w1" and parts["device"] == "cpu" and parts["backend"] == "builtin"
     assert 0 < parts["backend_start_s"] < parts["total_s"]
 
     worker.send_signal(signal.SIGTERM)  # idle, in a long poll: gone once that poll returns
