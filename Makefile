@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit catalog openapi bench clean gpu-lock
+.PHONY: install demo test lint typecheck unit catalog openapi bench clean gpu-lock test-comfyui
 
 install: $(STAMP)
 
@@ -26,7 +26,12 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 unit: install
-	$(VENV)/bin/pytest tests
+	$(VENV)/bin/pytest tests -m "not comfyui"
+
+# The ComfyUI backend against a real ComfyUI on the CPU (docs/COMFYUI_BACKEND.md): never part of `make test`.
+test-comfyui: install
+	test -n "$(COMFYUI_DIR)" || { echo "usage: make test-comfyui COMFYUI_DIR=<a ComfyUI checkout>"; exit 2; }
+	COMFYUI_DIR="$(COMFYUI_DIR)" $(VENV)/bin/pytest tests/comfyui_real -m comfyui -p no:cacheprovider
 
 test: lint typecheck unit
 

@@ -108,7 +108,8 @@ def test_a_job_runs_with_its_inputs_and_every_output_file_is_collected(backend: 
     names = events.names()
     assert names[:2] == ["execution_start", "execution_cached"]
     assert names.count("progress") == 3 and names.count("progress_state") == 3
-    assert names[-1] == "execution_success"  # the end of the prompt; its trailing executing{node: null} is not needed
+    assert names[-2:] == ["execution_success", "executing"]  # the end of the prompt: ComfyUI's history is written
+    assert events.events[-1][1] == {"node": None, "prompt_id": run.job_id}
     assert all(data["prompt_id"] == run.job_id for _, data in events.events)
     executed = next(data for event, data in events.events if event == "executed")
     assert executed["output"]["images"] == [{"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -41,6 +42,8 @@ class ComfyUIClient:
             except ValueError:
                 answer = {}
             raise ComfyUIHTTPError(exc.code, answer if isinstance(answer, dict) else {}) from None
+        except http.client.HTTPException as exc:  # the connection broke mid-answer (ComfyUI died)
+            raise ConnectionError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         return json.loads(text) if text.strip() else None
 
     def get(self, path: str, timeout_s: float = HTTP_TIMEOUT_S) -> Any:

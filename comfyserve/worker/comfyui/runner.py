@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import time
+import urllib.error
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -47,10 +48,12 @@ class Died(Exception):
 
 @dataclass
 class Followed:
-    """What the websocket said about one prompt."""
+    """What the websocket said about one prompt. ComfyUI records the history entry after the terminal event and
+    then sends ``executing {node: null}``: the prompt is over (and its history readable) only once both came."""
 
     end: str | None = None  # the terminal event
     end_data: dict[str, Any] = field(default_factory=dict)
+    closed: bool = False  # executing {node: null} seen
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     per_node_s: dict[str, float] = field(default_factory=dict)
@@ -140,6 +143,8 @@ class PromptRun:
             values = self._stage_inputs(job, run_id)
             prompt = prepare_prompt(job.prompt, run_id, values, self.output_classes)
             return self._run(job, run_id, prompt)
+        except (ConnectionError, urllib.error.URLError, TimeoutError) as exc:  # any call, ComfyUI gone
+            raise Died(f"ComfyUI stopped answering: {exc}") from exc
         finally:
             self._free(job.job_id, run_id)
 
@@ -179,9 +184,11 @@ class PromptRun:
                 if exc.status == 400:
                     return _refused(exc.body)
                 raise
-            except OSError as exc:
-                raise Died(f"POST /prompt failed: {exc}") from exc
             followed = self._follow(websocket, job, prompt_id, run_id)
+        if followed.end is None:  # no terminal message came: the history says how the prompt ended
+            status = self.client.history(prompt_id).get("status") or {}
+            followed.end = "execution_success" if status.get("status_str") == "success" else "execution_error"
+            followed.end_data = {"exception_message": "the prompt ended without a result", "exception_type": ""}
         if followed.end == "execution_success":
             return BackendResult(
                 status="success",
@@ -212,7 +219,7 @@ class PromptRun:
     def _follow(self, websocket: ClientConnection, job: BackendJob, prompt_id: str, run_id: str) -> Followed:
         followed = Followed()
         interrupted_at: float | None = None
-        while followed.end is None:
+        while not followed.closed:
             if interrupted_at is None and job.cancel_check():
                 interrupted_at = time.monotonic()
                 with contextlib.suppress(OSError, ComfyUIHTTPError):
@@ -243,8 +250,7 @@ class PromptRun:
         if event == "executing":
             node = data.get("node")
             followed.node_started(str(node) if node is not None else None)
-            if node is None and followed.end is None:
-                followed.end = "execution_success"  # the end of the prompt without a terminal message seen
+            followed.closed = node is None
         elif event == "execution_cached":
             followed.cached = [str(node) for node in data.get("nodes") or []]
         elif event == "executed" and isinstance(data.get("output"), dict):
