@@ -44,7 +44,7 @@ def add_parser(subparsers: Any) -> None:
 def _target(args: argparse.Namespace) -> tuple[Any, str, str, Any]:
     from comfyserve.model_store.settings import ModelStoreSettings, s3_client
 
-    settings = ModelStoreSettings()
+    settings = ModelStoreSettings.from_env()
     bucket = args.bucket or settings.models_bucket
     if not bucket:
         raise UsageError("no models bucket: pass --bucket or set COMFYSERVE_MODELS_BUCKET")

@@ -272,7 +272,7 @@ def test_sync_publishes_one_inventory_the_api_validates_against(bucket: Bucket, 
     again = sync(bucket.s3, bucket.name, KEY, upload=local)
     assert (again.uploaded, again.hashed, again.inventory.version) == ([], [], inventory.version)
 
-    settings = ModelStoreSettings(models_bucket=bucket.name, inventory_key=KEY)
+    settings = ModelStoreSettings.from_env({"COMFYSERVE_MODELS_BUCKET": bucket.name, "COMFYSERVE_INVENTORY_KEY": KEY})
     api = api_inventory(settings, bucket.client())
     assert api is not None and api.names("checkpoints") == ["a.safetensors"]
     specs = Catalog.packaged().specs

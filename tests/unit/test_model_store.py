@@ -19,9 +19,10 @@ from comfyserve.model_store.errors import LockTimeout
 from comfyserve.model_store.local_cache import LocalCache
 from comfyserve.model_store.lock import LeaseLock
 from comfyserve.model_store.published import ListedInventory, ModelEntry, PublishedInventory
-from comfyserve.model_store.settings import ModelStoreSettings
+from comfyserve.model_store.settings import ModelStoreSettings, worker_inventory
 from comfyserve.model_store.store import LocalModelStore, StoreInventory, resolve
 from comfyserve.model_store.tiers import ModelLoad, Tier, record, recording, seconds_by_tier
+from comfyserve.settings import CloudWorkerSettings
 
 SHA = "0" * 64
 
@@ -186,15 +187,31 @@ def test_loads_are_recorded_per_run_and_summed_by_tier() -> None:
     assert seconds_by_tier(loads) == {"s3": 3.0, "ram": 0.0}
 
 
-def test_settings_read_the_shared_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("COMFYSERVE_MODELS_BUCKET", "models")
-    monkeypatch.setenv("COMFYSERVE_MODEL_ROOT", str(tmp_path))
-    monkeypatch.setenv("COMFYSERVE_LOCAL_CACHE_BYTES", "1000")
-    monkeypatch.setenv("COMFYSERVE_PRELOAD", "checkpoints/a.safetensors, vae/b.safetensors")
-    settings = ModelStoreSettings()
+def test_settings_read_the_shared_environment_names(tmp_path: Path) -> None:
+    env = {
+        "COMFYSERVE_MODELS_BUCKET": "models",
+        "COMFYSERVE_MODEL_ROOT": str(tmp_path),
+        "COMFYSERVE_LOCAL_CACHE_BYTES": "1000",
+        "COMFYSERVE_LOCAL_CACHE_DIR": str(tmp_path / "nvme"),
+        "COMFYSERVE_QUEUE_URL": "not the model store's",
+    }
+    settings = ModelStoreSettings.from_env(env)
     assert settings.models_bucket == "models" and settings.inventory_key == "inventory.json"
     assert (settings.model_root, settings.local_cache_bytes) == (tmp_path, 1000)
-    assert settings.preload == ["checkpoints/a.safetensors", "vae/b.safetensors"]
+    with pytest.raises(ValueError, match="COMFYSERVE_LOCAL_CACHE_BYTES: input should be greater than or equal to 0"):
+        ModelStoreSettings.from_env({"COMFYSERVE_LOCAL_CACHE_BYTES": "-1"})
+    worker = CloudWorkerSettings.from_env(
+        {
+            **env,
+            "COMFYSERVE_BUCKET": "b",
+            "COMFYSERVE_QUEUE_URL": "q",
+            "COMFYSERVE_TABLE": "t",
+            "COMFYSERVE_EVENT_BUS": "e",
+        }
+    )
+    assert isinstance(worker_inventory(worker).store, LocalModelStore) is False  # a bucket: the tiered store
+    plain = ModelStoreSettings.from_env({"COMFYSERVE_MODEL_ROOT": str(tmp_path)})
+    assert isinstance(worker_inventory(plain).store, LocalModelStore)
 
 
 def test_temp_names_are_hidden_beside_the_file(tmp_path: Path) -> None:
