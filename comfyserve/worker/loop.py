@@ -50,7 +50,7 @@ from comfyserve.ports import (
     TransitionConflict,
 )
 from comfyserve.service.completion import Completed, Completion
-from comfyserve.worker.backend import Backend, BackendJob, BackendResult
+from comfyserve.worker.backend import Backend, BackendJob, BackendRestarted, BackendResult
 from comfyserve.worker.heartbeat import Heartbeat
 from comfyserve.worker.inputs import InputError, fetch_inputs, load_extra_data, load_workflow
 from comfyserve.worker.monitor import EventSink, JobMonitor, StopReason
@@ -310,11 +310,12 @@ class Worker:
             external_stop=self._drain_expired,
             forward=forward,
         )
-        with self._heartbeat.watch(received.receipt, monitor):
+        with self._heartbeat.watch(received.receipt, monitor):  # until the manifest is written
             started = time.perf_counter()
             result = self._execute(record, prompt, extra_pnginfo, meta, job_dir, monitor)
             execution_s = time.perf_counter() - started
-        return self._conclude(record, result, monitor, execution_s)
+            monitor.run_ended()
+            return self._conclude(record, result, monitor, execution_s)
 
     def _execute(
         self,
@@ -346,6 +347,10 @@ class Worker:
         )
         try:
             return self.backend.run(job)
+        except BackendRestarted as exc:
+            log.warning("the backend restarted under the job, which is released: %s", exc)
+            monitor.stop(StopReason.RESTARTED)
+            return BackendResult(status="interrupted")
         except Exception as exc:
             log.exception("the run raised")
             return BackendResult(
@@ -363,7 +368,7 @@ class Worker:
         if stop is StopReason.LOST:
             return Outcome.LOST, None
         timings = self._timings(record, result, execution_s)
-        if not succeeded and stop is StopReason.DRAIN:
+        if not succeeded and stop in (StopReason.DRAIN, StopReason.RESTARTED):
             try:
                 self.ports.store.transition(record.job_id, {JobStatus.RUNNING}, JobStatus.QUEUED, timings=timings)
             except TransitionConflict as exc:
@@ -382,6 +387,8 @@ class Worker:
         else:
             status = "failed"
             error = result.error or JobError(type="execution_error", message="the workflow did not complete")
+        if monitor is not None and monitor.stop_reason is StopReason.LOST:  # lost while uploading
+            return Outcome.LOST, None
         manifest = JobManifest(
             job_id=record.job_id,
             tenant=record.tenant,
