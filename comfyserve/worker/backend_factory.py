@@ -6,7 +6,7 @@ from typing import Any
 
 from comfyserve.worker.backend import Backend
 
-BACKENDS = ("builtin",)
+BACKENDS = ("builtin", "comfyui")
 
 
 class UnknownBackend(ValueError):
@@ -21,4 +21,8 @@ def build_backend(name: str, **options: Any) -> Backend:
         from comfyserve.worker.builtin_backend import BuiltinBackend
 
         return BuiltinBackend(**options)
+    if name == "comfyui":
+        from comfyserve.worker.comfyui import ComfyUIBackend, ComfyUIConfig
+
+        return ComfyUIBackend(ComfyUIConfig(**options))
     raise UnknownBackend(name)
