@@ -361,12 +361,17 @@ def settings_markdown() -> str:
     models = settings_models()
     for model in models:
         inherited = {name for base in model.__mro__[1:] if base in models for name in base.model_fields}
-        title = f"{model.doc_title} — `{model.__module__}.{model.__qualname__}`"
-        parts += [f"## {title}", "", "| Variable | Type | Default | Meaning |", "|---|---|---|---|"]
-        for variable, kind, default, description in model.env_table(exclude=inherited):
-            parts.append(f"| `{variable}` | {kind} | {default} | {description} |")
-        parts.append("")
+        parts += [f"## {model.doc_title} — `{model.__module__}.{model.__qualname__}`", ""]
+        parts += [settings_table(model, exclude=inherited), ""]
     return "\n".join(parts)
+
+
+def settings_table(model: type[EnvSettings], exclude: Collection[str] = ()) -> str:
+    """A Markdown table of ``model``'s variables (docs/SETTINGS.md, docs/WORKER.md)."""
+    rows = ["| Variable | Type | Default | Meaning |", "|---|---|---|---|"]
+    for variable, kind, default, description in model.env_table(exclude=exclude):
+        rows.append(f"| `{variable}` | {kind} | {default} | {description} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":  # run as a script, this file is __main__: document the package's own module

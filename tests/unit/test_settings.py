@@ -13,6 +13,7 @@ from comfyserve.settings import (
     ServiceSettings,
     settings_markdown,
     settings_models,
+    settings_table,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,3 +110,9 @@ def test_bad_worker_settings_name_the_variable(environ: dict[str, str], message:
     with pytest.raises(ValueError) as caught:
         CloudWorkerSettings.from_env(environ)
     assert str(caught.value).startswith(message)
+
+
+def test_worker_page_lists_the_worker_settings() -> None:
+    page = (ROOT / "docs" / "WORKER.md").read_text()
+    block = page.split("<!-- worker-settings:begin -->\n", 1)[1].split("<!-- worker-settings:end -->", 1)[0]
+    assert block.strip() == settings_table(CloudWorkerSettings), "regenerate the table in docs/WORKER.md"
