@@ -14,8 +14,10 @@ import pytest
 
 from comfyserve.adapters.aws.clients import aws_client
 from comfyserve.adapters.aws.provision import create_bucket, create_queue
+from comfyserve.contracts.events import JobEvent, JobEventType
+from comfyserve.contracts.jobs import JobRecord
 from comfyserve.service.autoscale import STATE_KEY
-from tests.integration.conftest import AwsClients
+from tests.integration.conftest import AwsAdapters, AwsClients
 from tests.integration.lambda_events import context, fresh_import, scheduled_event
 
 
@@ -175,3 +177,15 @@ def test_the_gpu_group_is_sized_with_the_service_within_its_maximum(
         assert (stopped["desired"], stopped["instances"], scaler.instances(), scaler.desired()) == (0, 0, 0, 0)
     finally:
         scaler.close()
+
+
+def test_a_job_queued_event_from_the_bus_nudges_it(scaler: Scaler, aws_adapters: AwsAdapters) -> None:
+    """The nudge: a rule on the bus matching ``Job Queued`` (here delivered to a queue, as moto can)."""
+    record = JobRecord(job_id="j1", tenant="acme", workflow_key="w")
+    aws_adapters.bus.publish(JobEvent.from_record(JobEventType.JOB_QUEUED, record))
+    [envelope] = aws_adapters.envelopes()
+    scaler.sqs.send_message(QueueUrl=scaler.queue_url, MessageBody="{}")
+
+    result = scaler.module.handler(envelope, context("scaler"))
+
+    assert (result["trigger"], result["desired"], scaler.desired()) == ("Job Queued", 1, 1)
