@@ -130,5 +130,13 @@ class LocalCache:
 
     def _remove(self, relative: str) -> None:
         self._sizes.pop(relative, None)
+        path = self.root / relative
         with contextlib.suppress(FileNotFoundError):
-            (self.root / relative).unlink()
+            path.unlink()
+        for parent in path.parents:  # the empty version folders it leaves
+            if parent == self.root:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break

@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.model_store.errors import ModelStoreError
@@ -39,6 +40,14 @@ class ModelEntry(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     etag: str | None = None
     key: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _relative(cls, name: str) -> str:
+        parts = PurePosixPath(name).parts
+        if name.startswith("/") or "\\" in name or any(part in ("..", ".") for part in parts):
+            raise ValueError(f"model name {name!r} must be a relative path without '..'")
+        return name
 
     def s3_key(self, folder: str) -> str:
         return self.key or f"{folder}/{self.name}"

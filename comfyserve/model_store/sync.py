@@ -31,7 +31,8 @@ def model_key(key: str) -> tuple[str, str] | None:
     """``(folder, name)`` for a key ``<folder or alias>/<name>`` naming a model file, else ``None``."""
     prefix, _, name = key.partition("/")
     folder = FOLDER_OF_PREFIX.get(prefix)
-    if folder is None or not name or PurePosixPath(name).suffix.lower() not in MODEL_SUFFIXES:
+    path = PurePosixPath(name)
+    if folder is None or not name or path.suffix.lower() not in MODEL_SUFFIXES or ".." in path.parts:
         return None
     return folder, name
 

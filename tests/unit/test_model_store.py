@@ -94,6 +94,14 @@ def test_nvme_cache_evicts_least_recently_used_by_bytes(tmp_path: Path) -> None:
     assert not (tmp_path / "nvme" / "b").exists() and cache.evictions == 1
 
 
+def test_nvme_cache_removes_the_folders_an_eviction_empties(tmp_path: Path) -> None:
+    src = _fill(tmp_path / "efs" / "a.safetensors", 100)
+    cache = LocalCache(tmp_path / "nvme", budget_bytes=100)
+    cache.admit("checkpoints/v1/a.safetensors", src, 100)
+    cache.admit("checkpoints/v2/a.safetensors", src, 100)
+    assert [p.name for p in (tmp_path / "nvme" / "checkpoints").iterdir()] == ["v2"]
+
+
 def test_nvme_cache_never_evicts_a_pinned_file_and_skips_what_cannot_fit(tmp_path: Path) -> None:
     efs = tmp_path / "efs"
     files = {n: _fill(efs / f"{n}.safetensors", 100) for n in "abc"}
@@ -132,9 +140,13 @@ def test_published_inventory_round_trip_and_version() -> None:
     assert other.version != inventory.version
 
 
-def test_published_inventory_rejects_a_bad_checksum() -> None:
+def test_published_inventory_rejects_a_bad_checksum_and_names_outside_the_folder() -> None:
     with pytest.raises(ValueError, match="sha256"):
         ModelEntry(name="a.safetensors", size=3, sha256="abc")
+    for name in ("../x.safetensors", "/etc/x.safetensors", "a/../../x.safetensors", "a\\x.safetensors"):
+        with pytest.raises(ValueError, match=r"must be a relative path without '\.\.'"):
+            ModelEntry(name=name, size=3, sha256=SHA)
+    assert ModelEntry(name="sd/xl/a.safetensors", size=3, sha256=SHA).s3_key("loras") == "loras/sd/xl/a.safetensors"
 
 
 def _loader(ckpt: str) -> dict[str, object]:
