@@ -33,7 +33,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("source") == "aws.s3":
         created = S3EventBridgeNotificationEvent(event).detail.object
         version = created.version_id or created.etag or created.sequencer or ""
-        result = drop_folder.on_object_created(created.key, version)
+        result = drop_folder.on_object_created(created.key, version, created.size)
         logger.info("drop", extra={"key": created.key, "outcome": result.outcome, "job_id": result.job_id})
         return asdict(result)
     delivered = outbox.on_job_event(JobEvent.model_validate(event["detail"]))

@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError
 from comfyserve.contracts.jobs import TENANT_PATTERN
 from comfyserve.engine.errors import WorkflowFormatError
 from comfyserve.engine.prompt_format import workflow_from_json
-from comfyserve.ports import BlobNotFound, BlobStore
+from comfyserve.ports import BlobNotFound, BlobStore, InvalidKey, validate_key
 from comfyserve.service.errors import Busy, Conflict, Invalid, ServiceError, TooLarge, Unavailable
 from comfyserve.service.job_service import JobService
 from comfyserve.service.models import InputSource, JobSubmission
@@ -65,6 +65,10 @@ class DropPath:
     def parse(cls, key: str) -> DropPath | None:
         if not key.startswith(INBOX) or not key.endswith(REQUEST_SUFFIX):
             return None
+        try:
+            validate_key(key)
+        except InvalidKey:
+            return None
         prefix, sep, rest = key[len(INBOX) :].partition("/")
         name = rest[: -len(REQUEST_SUFFIX)]
         if not prefix or not sep or not name or name.endswith("/"):
@@ -98,11 +102,15 @@ class DropFolder:
         self._inbox = inbox
         self._tenants = tenants
 
-    def on_object_created(self, key: str, version: str) -> DropResult:
-        """Submit the request at ``key`` (``version``: its version id, else its ETag)."""
+    def on_object_created(self, key: str, version: str, size: int | None = None) -> DropResult:
+        """Submit the request at ``key`` (``version``: its version id, else its ETag; ``size`` from the event)."""
         path = DropPath.parse(key)
         if path is None:
             return DropResult("ignored")  # an input image, or not in a tenant's folder
+        limit = self._service.settings.max_body_bytes
+        if size is not None and size > limit:
+            too_large = TooLarge("Request too large", type_="request_too_large", details=f"over {limit} bytes")
+            return self._refuse(path, too_large)
         try:
             data = self._inbox.get(key)
         except BlobNotFound:

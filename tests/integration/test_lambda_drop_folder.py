@@ -102,6 +102,7 @@ def test_a_request_json_keeps_its_own_fields(
             "Cannot execute because node NoSuchNode does not exist.",
         ),
         ("inbox/gamma/bad.json", json.dumps({"1": EMPTY, "2": SAVE}).encode(), "unknown_tenant", "Unknown drop folder"),
+        ("inbox/acme/bad.json", b" " * (5 * 1024 * 1024 + 1), "request_too_large", "Request too large"),
     ],
 )
 def test_a_bad_file_gets_an_error_beside_it_and_nothing_is_enqueued(
@@ -163,7 +164,8 @@ def test_results_of_a_finished_drop_job_are_copied_to_the_outbox(
 def test_paths_tenants_and_keys() -> None:
     assert DropPath.parse("inbox/acme/a/b.json") == DropPath("inbox/acme/a/b.json", "acme", "a/b")
     assert DropPath.parse("inbox/acme/a/b.json").directory == "inbox/acme/a/"  # type: ignore[union-attr]
-    for key in ("inbox/acme.json", "inbox/acme/cat.png", "outbox/acme/x.json", "inbox//x.json", "inbox/a/.json"):
+    invalid = ("inbox/acme.json", "inbox/acme/cat.png", "outbox/acme/x.json", "inbox//x.json", "inbox/a/.json")
+    for key in (*invalid, "inbox/a/b//c.json", "inbox/a/../b.json"):
         assert DropPath.parse(key) is None, key
     assert TenantMap("").tenant_of("anyone") == "anyone"
     assert TenantMap("a:t1, b:t2").tenant_of("b") == "t2" and TenantMap("a:t1").tenant_of("b") is None
