@@ -385,3 +385,35 @@ def test_large_objects_come_in_parallel_ranged_gets_and_are_verified_the_same(
         _fetch(store)
     assert message in str(caught.value)
     assert _listing(tmp_path / "efs" / "checkpoints") == []  # no half file, no temporary, no stamp
+
+
+def test_the_api_refuses_a_model_the_published_inventory_lacks_and_queues_nothing(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    from tests.api_stack import make_stack, workflow
+    from tests.integration.test_service_local import rewired
+
+    _published(bucket, ("checkpoints/v1-5.safetensors", b"weights"))
+    settings = ModelStoreSettings.from_env({"COMFYSERVE_MODELS_BUCKET": bucket.name})
+    stack = rewired(make_stack(tmp_path), inventory=api_inventory(settings, bucket.client()))
+
+    accepted = stack.call("POST", "/v1/jobs", body={"workflow": workflow()})
+    assert accepted.status == 202
+
+    unknown = workflow()
+    unknown["4"]["inputs"]["ckpt_name"] = "sdxl.safetensors"
+    refused = stack.call("POST", "/v1/jobs", body={"workflow": unknown})
+    assert refused.status == 400
+    [error] = refused.json()["node_errors"]["4"]["errors"]
+    assert error == {
+        "type": "value_not_in_list",
+        "message": "Value not in list",
+        "details": "ckpt_name: 'sdxl.safetensors' not in ['v1-5.safetensors']",
+        "extra_info": {
+            "input_name": "ckpt_name",
+            "input_config": error["extra_info"]["input_config"],
+            "received_value": "sdxl.safetensors",
+        },
+    }
+    assert len(stack.jobs.list("tenant-a")[0]) == 1 and stack.queue.approximate_depth().visible == 1
+    assert bucket.model_gets("checkpoints/v1-5.safetensors") == 0  # the API never touches model files
