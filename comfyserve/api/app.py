@@ -14,7 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
-from comfyserve.api import routes_comfyui, routes_comfyui_more, routes_v1
+from comfyserve.api import routes_comfyui, routes_comfyui_more, routes_v1, routes_v2
 from comfyserve.api.auth import Authenticator
 from comfyserve.api.bodies import loads_json
 from comfyserve.api.errors import register_error_handlers
@@ -44,4 +44,5 @@ def build_app(service: JobService, auth: Authenticator) -> APIGatewayRestResolve
     routes_v1.register(app, service)
     routes_comfyui.register(app, service)
     routes_comfyui_more.register(app, service)
+    routes_v2.register(app, service)
     return app

@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 
 from comfyserve.api.gate import RequestGate
 from comfyserve.api.models import ErrorBody
+from comfyserve.api.v2_errors import is_v2, v2_error_response
 from comfyserve.service.errors import Invalid, MethodNotAllowed, NotFound, ServiceError, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
@@ -56,16 +57,22 @@ def allowed_methods(app: APIGatewayRestResolver, path: str) -> list[str]:
 
 
 def register_error_handlers(app: APIGatewayRestResolver, gate: RequestGate) -> None:
+    def respond(error: ServiceError) -> Response:
+        """The error in the route's family's shape: Comfy API v2's envelope on /api/v2, ComfyUI's elsewhere."""
+        if is_v2(str(app.context.get("_path", app.current_event.path))):
+            return v2_error_response(error)
+        return error_response(error)
+
     def gated(error: ServiceError) -> Response:
         try:
             gate.check(app)
         except ServiceError as first:
-            return error_response(first)
-        return error_response(error)
+            return respond(first)
+        return respond(error)
 
     @app.exception_handler(ServiceError)
     def _service_error(error: ServiceError) -> Response:
-        return error_response(error)
+        return respond(error)
 
     @app.exception_handler(RequestValidationError)
     def _request_invalid(error: RequestValidationError) -> Response:
@@ -89,8 +96,8 @@ def register_error_handlers(app: APIGatewayRestResolver, gate: RequestGate) -> N
         details = f"{event.http_method} {event.path}"
         allow = allowed_methods(app, str(app.context.get("_path", event.path)))
         if allow:
-            return error_response(MethodNotAllowed("Method not allowed", allow=allow, details=details))
-        return error_response(NotFound("Not found", type_="no_route", details=details))
+            return respond(MethodNotAllowed("Method not allowed", allow=allow, details=details))
+        return respond(NotFound("Not found", type_="no_route", details=details))
 
     @app.exception_handler(Exception)
     def _unexpected(error: Exception) -> Response:
@@ -99,7 +106,7 @@ def register_error_handlers(app: APIGatewayRestResolver, gate: RequestGate) -> N
         try:
             gate.check(app)
         except ServiceError as first:
-            return error_response(first)
+            return respond(first)
         except Exception:
             log.exception("the request gate failed")
         log.error("unhandled error", exc_info=error)

@@ -24,8 +24,10 @@ DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 DESCRIPTION = (
     "Run ComfyUI API-format workflows as jobs. Every route but /v1/health needs an API key: in x-api-key, as "
     "Authorization: Bearer <key>, or as the password of Authorization: Basic. "
-    "ComfyUI's own routes are also served under /api/. Errors use ComfyUI's {error, node_errors} shape; "
-    "request validation errors are 400, not 422."
+    "ComfyUI's own routes are also served under /api/; the Comfy API v2 routes (/v2/...) are called as "
+    "/api/v2/.... Errors use ComfyUI's {error, node_errors} shape; "
+    "request validation errors are 400, not 422. The /v2 routes answer errors in Comfy API v2's envelope "
+    "{error: {code, message, details}}."
 )
 
 

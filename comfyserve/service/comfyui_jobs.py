@@ -97,7 +97,8 @@ def get_job(deps: ServiceDeps, tenant: str, job_id: str) -> dict[str, Any]:
     raise NotFound("Job not found", type_="job_not_found", details=f"no job {job_id!r}")
 
 
-def _cancel(deps: ServiceDeps, record: JobRecord) -> JobRecord:
+def cancel_record(deps: ServiceDeps, record: JobRecord) -> JobRecord:
+    """Dequeue a queued job or flag a running one for interruption; a finished job stays as it is."""
     with contextlib.suppress(TransitionConflict):
         if record.status is JobStatus.QUEUED:
             return cancel_queued(deps, record)
@@ -109,7 +110,7 @@ def _cancel(deps: ServiceDeps, record: JobRecord) -> JobRecord:
 def cancel(deps: ServiceDeps, tenant: str, job_id: str) -> dict[str, Any]:
     """Dequeue a pending job or interrupt a running one; ``{"id", "status"}`` after it (``unknown`` ids too)."""
     for record in records_of(deps, tenant, [job_id]):
-        return {"id": job_id, "status": STATUS[_cancel(deps, record).status]}
+        return {"id": job_id, "status": STATUS[cancel_record(deps, record).status]}
     return {"id": job_id, "status": "unknown"}
 
 
@@ -118,4 +119,4 @@ def cancel_many(deps: ServiceDeps, tenant: str, job_ids: list[str]) -> dict[str,
     unknown = sorted(set(job_ids) - {record.job_id for record in records})
     if unknown:
         raise NotFound("Job not found", type_="job_not_found", details=f"no job {unknown[0]!r}; nothing was cancelled")
-    return {"jobs": [{"id": record.job_id, "status": STATUS[_cancel(deps, record).status]} for record in records]}
+    return {"jobs": [{"id": record.job_id, "status": STATUS[cancel_record(deps, record).status]} for record in records]}

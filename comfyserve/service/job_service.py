@@ -8,10 +8,20 @@ from typing import Any
 from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
 from comfyserve.engine.validation import ValidationResult
 from comfyserve.ports import BlobNotFound
-from comfyserve.service import comfyui, comfyui_info, comfyui_jobs, comfyui_uploads, history, jobs, uploads
+from comfyserve.service import (
+    assets,
+    comfyui,
+    comfyui_info,
+    comfyui_jobs,
+    comfyui_uploads,
+    history,
+    jobs,
+    uploads,
+    v2_jobs,
+)
 from comfyserve.service.comfyui_uploads import ImageUpload, UploadedImage
 from comfyserve.service.deps import ServiceDeps
-from comfyserve.service.errors import NotFound
+from comfyserve.service.errors import Conflict, NotFound
 from comfyserve.service.idempotency import body_hash
 from comfyserve.service.models import JobSubmission, PromptRequest, UploadRequest, ValidateRequest
 from comfyserve.service.settings import ServiceSettings
@@ -133,6 +143,77 @@ class JobService:
 
     def comfyui_job(self, tenant: str, job_id: str) -> dict[str, Any]:
         return comfyui_jobs.get_job(self.deps, tenant, job_id)
+
+    # Comfy API v2
+    def submit_v2(self, tenant: str, request: v2_jobs.JobRequest, idempotency_key: str | None) -> Submitted:
+        """As :meth:`submit`, but Comfy API v2 refuses any reuse of an Idempotency-Key, naming the job."""
+        submitted = self._submitter.submit(tenant, v2_jobs.draft(self.deps, tenant, request, idempotency_key))
+        if submitted.replayed:
+            job_id = submitted.record.job_id
+            raise Conflict(
+                "Idempotency-Key already used",
+                type_="idempotency_key_reused",
+                details=f"job {job_id} was created with this key",
+                extra_info={"job_id": job_id},
+            )
+        return submitted
+
+    def v2_job(self, record: JobRecord, base: str) -> dict[str, Any]:
+        return v2_jobs.job_view(self.deps, record, base)
+
+    def v2_jobs(
+        self, tenant: str, filters: dict[str, str], limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        records, next_cursor = v2_jobs.list_jobs(self.deps, tenant, filters, limit, cursor)
+        return [v2_jobs.list_item(self.deps, record) for record in records], next_cursor
+
+    def v2_cancel(self, tenant: str, job_id: str) -> JobRecord:
+        return comfyui_jobs.cancel_record(self.deps, self.get(tenant, job_id))
+
+    def v2_events(self, tenant: str, job_id: str, base: str) -> str:
+        return v2_jobs.events(self.deps, self.get(tenant, job_id), base)
+
+    def v2_workflow(self, tenant: str, job_id: str) -> dict[str, Any]:
+        return v2_jobs.workflow_of(self.deps, tenant, job_id)
+
+    def asset_create(
+        self,
+        tenant: str,
+        data: bytes,
+        content_type: str,
+        file_path: str | None,
+        expected_hash: str | None,
+        tags: list[str],
+    ) -> dict[str, Any]:
+        record, created_new = assets.create(self.deps, tenant, data, content_type, file_path, expected_hash, tags)
+        return assets.view(self.deps, tenant, record, created_new)
+
+    def asset_from_hash(self, tenant: str, hash_text: str, file_path: str | None, tags: list[str]) -> dict[str, Any]:
+        return assets.view(self.deps, tenant, assets.from_hash(self.deps, tenant, hash_text, file_path, tags), False)
+
+    def asset_exists(self, tenant: str, hash_text: str) -> bool:
+        return assets.exists(self.deps, tenant, hash_text)
+
+    def asset(self, tenant: str, asset_id: str) -> dict[str, Any]:
+        output = v2_jobs.output_asset(self.deps, tenant, asset_id)
+        if output is not None:
+            return v2_jobs.output_asset_view(self.deps, *output)
+        return assets.view(self.deps, tenant, assets.get(self.deps, tenant, asset_id))
+
+    def asset_blob(self, tenant: str, asset_id: str) -> OutputRef:
+        """Where an asset's bytes are (an output's, or an uploaded asset's content)."""
+        output = v2_jobs.output_asset(self.deps, tenant, asset_id)
+        if output is not None:
+            return output[2]
+        record = assets.get(self.deps, tenant, asset_id)
+        key = assets.content_key(tenant, record.hex)
+        name = record.file_path or record.id
+        return OutputRef(node_id="", key=key, filename=name, content_type=record.content_type, size=record.size_bytes)
+
+    def asset_delete(self, tenant: str, asset_id: str) -> None:
+        if v2_jobs.output_asset(self.deps, tenant, asset_id) is not None:
+            raise Conflict("Outputs are deleted with their job", type_="invalid_request", details=asset_id)
+        assets.delete(self.deps, tenant, asset_id)
 
     def comfyui_cancel(self, tenant: str, job_ids: list[str], *, batch: bool) -> dict[str, Any]:
         if batch:

@@ -449,6 +449,6 @@ def test_health_needs_no_key(stack: Stack) -> None:
 
 def test_api_prefix_and_unknown_routes(stack: Stack) -> None:
     assert stack.call("GET", "/api/v1/health").status == 200
-    response = stack.call("GET", "/v2/things")
+    response = stack.call("GET", "/v3/things")
     assert response.status == 404
-    assert response.json() == error_body("no_route", "Not found", "GET /v2/things")
+    assert response.json() == error_body("no_route", "Not found", "GET /v3/things")

@@ -44,6 +44,16 @@ def test_document_lists_every_route_with_our_error_shapes() -> None:
         "/v1/nodes",
         "/v1/uploads",
         "/v1/validate",
+        "/v2/assets",
+        "/v2/assets/by-hash/{hash_text}",
+        "/v2/assets/from-hash",
+        "/v2/assets/{asset_id}",
+        "/v2/assets/{asset_id}/content",
+        "/v2/jobs",
+        "/v2/jobs/{job_id}",
+        "/v2/jobs/{job_id}/cancel",
+        "/v2/jobs/{job_id}/events",
+        "/v2/jobs/{job_id}/workflow",
         "/view",
     ]
     submit = document["paths"]["/v1/jobs"]["post"]
