@@ -26,9 +26,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 from comfyserve.model_store.errors import LockTimeout
 
@@ -53,7 +51,6 @@ class LeaseLock:
         heartbeat_s: float | None = None,
         timeout_s: float = 3600.0,
         poll_s: float = 0.05,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.path = path
         self.holder = new_holder_id()
@@ -63,7 +60,6 @@ class LeaseLock:
         self.poll_s = poll_s
         self.taken_over: str | None = None
         self.lost = False
-        self._sleep = sleep
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -90,7 +86,7 @@ class LeaseLock:
                 raise LockTimeout(
                     f"{self.path.name}: held by {state[0]} for more than {self.timeout_s:.0f} s and still alive"
                 )
-            self._sleep(self.poll_s)
+            time.sleep(self.poll_s)
 
     def release(self) -> None:
         self._stop.set()
@@ -104,7 +100,7 @@ class LeaseLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
     def _create(self) -> bool:
