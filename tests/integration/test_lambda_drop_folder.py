@@ -12,7 +12,7 @@ import pytest
 from comfyserve.adapters.aws.dynamodb import DynamoJobStore
 from comfyserve.adapters.aws.eventbridge import EventBridgeBus
 from comfyserve.contracts.events import JobEvent, JobEventType
-from comfyserve.contracts.jobs import JobStatus, OutputRef
+from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
 from comfyserve.service.drop_folder import DropPath, idempotency_key
 from comfyserve.service.outbox import TenantMap
 from tests.integration.conftest import AwsClients
@@ -173,3 +173,21 @@ def test_paths_tenants_and_keys() -> None:
         TenantMap("a")
     key = idempotency_key("inbox/" + "é" * 600 + ".json", "v1")
     assert key.isascii() and len(key) == 53 and key != idempotency_key("inbox/" + "é" * 600 + ".json", "v2")
+
+
+def test_a_job_cannot_write_into_another_tenants_outbox(
+    stack: DropStack, lambda_module: ModuleType, aws_clients: AwsClients
+) -> None:
+    """An API caller may put any ``drop_folder`` metadata on a job: only a folder mapped to its own tenant counts."""
+    record = JobRecord(
+        job_id="j1",
+        tenant="tenant-acme",
+        workflow_key="w",
+        status=JobStatus.SUCCEEDED,
+        metadata={"drop_folder": {"prefix": "beta", "name": "x", "key": "inbox/beta/x.json"}},
+    )
+    bus = EventBridgeBus(aws_clients.client("events"), stack.resources.bus)
+    bus.publish(JobEvent.from_record(JobEventType.JOB_SUCCEEDED, record))
+
+    assert run(lambda_module, stack.drain(stack.job_events)) == [{"outbox": None, "keys": []}]
+    assert stack.outbox_keys() == []
