@@ -310,11 +310,12 @@ class Worker:
             external_stop=self._drain_expired,
             forward=forward,
         )
-        with self._heartbeat.watch(received.receipt, monitor):
+        with self._heartbeat.watch(received.receipt, monitor):  # until the manifest is written
             started = time.perf_counter()
             result = self._execute(record, prompt, extra_pnginfo, meta, job_dir, monitor)
             execution_s = time.perf_counter() - started
-        return self._conclude(record, result, monitor, execution_s)
+            monitor.run_ended()
+            return self._conclude(record, result, monitor, execution_s)
 
     def _execute(
         self,
@@ -386,6 +387,8 @@ class Worker:
         else:
             status = "failed"
             error = result.error or JobError(type="execution_error", message="the workflow did not complete")
+        if monitor is not None and monitor.stop_reason is StopReason.LOST:  # lost while uploading
+            return Outcome.LOST, None
         manifest = JobManifest(
             job_id=record.job_id,
             tenant=record.tenant,

@@ -57,6 +57,7 @@ class JobMonitor:
         self._deadline = now + record.timeout_s if record.timeout_s else None
         self.progress = Progress(nodes_total=nodes_total)
         self.stop_reason: StopReason | None = None
+        self._ended = False
 
     # -- the executor's callbacks (memory only) -----------------------------------------------------------
 
@@ -92,10 +93,17 @@ class JobMonitor:
     def stop(self, reason: StopReason) -> None:
         self.stop_reason = self.stop_reason or reason
 
+    def run_ended(self) -> None:
+        """The backend returned: no more progress writes or cancellation polls (the heartbeat still keeps the
+        message invisible while the outputs and the manifest are written)."""
+        self._ended = True
+
     # -- the heartbeat thread ------------------------------------------------------------------------------
 
     def sync(self, store: JobStore, bus: EventBus) -> None:
         """Write progress if it changed and is due, else poll for cancellation if due."""
+        if self._ended:
+            return
         now = time.monotonic()
         with self._lock:
             progress = self.progress
