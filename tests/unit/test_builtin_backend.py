@@ -1,0 +1,54 @@
+"""The built-in backend behind the Backend port, and choosing a backend by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from comfyserve.engine.registry import build_registry
+from comfyserve.worker.backend import BackendJob
+from comfyserve.worker.backend_factory import UnknownBackend, build_backend
+from comfyserve.worker.builtin_backend import BuiltinBackend
+
+PACKS = ("comfyserve.nodes.primitives", "comfyserve.nodes.image", "comfyserve.nodes.image_io")
+
+
+def test_an_unknown_backend_name_is_a_clear_error() -> None:
+    with pytest.raises(UnknownBackend, match=r"unknown backend 'gpu': choose one of builtin, comfyui"):
+        build_backend("gpu")
+
+
+def test_builtin_runs_a_job_into_its_folder_and_lists_its_files(tmp_path: Path) -> None:
+    backend = build_backend("builtin", node_packs=PACKS)
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "sub/x"}},
+    }
+    events: list[str] = []
+    try:
+        result = backend.run(BackendJob("job1", prompt, tmp_path, on_event=lambda event, _: events.append(event)))
+        again = backend.run(BackendJob("job2", prompt, tmp_path / "2"))
+    finally:
+        backend.close()
+
+    assert result.status == "success" and result.error is None
+    assert [(o.node_id, o.relative_name) for o in result.outputs] == [("2", "sub/x_00001_.png")]
+    assert result.outputs[0].path == tmp_path / "out" / "sub" / "x_00001_.png" and result.outputs[0].path.is_file()
+    assert set(result.per_node_s) == {"1", "2"} and result.executed == ["1", "2"]
+    assert "executing" in events
+    assert again.cached == ["1"] and again.executed == ["2"]  # warm across jobs; output nodes always run
+
+
+def test_builtin_refuses_an_invalid_workflow_with_the_validation_error(tmp_path: Path) -> None:
+    backend = BuiltinBackend(build_registry(PACKS))
+    result = backend.run(BackendJob("job1", {"1": {"class_type": "NoSuchNode", "inputs": {}}}, tmp_path))
+    assert result.status == "error" and result.outputs == []
+    assert result.error is not None and result.error.type == "invalid_prompt" and "NoSuchNode" in result.error.message
+    assert not (tmp_path / "out").exists()
+
+
+def test_builtin_object_info_is_its_registry_catalog() -> None:
+    info = BuiltinBackend(build_registry(PACKS)).object_info()
+    assert "SaveImage" in info and info["EmptyImage"]["output"] == ["IMAGE"]
+    assert "KSampler" not in info
