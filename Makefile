@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit catalog openapi bench clean gpu-lock test-comfyui
+.PHONY: install demo test lint typecheck unit catalog openapi bench clean gpu-lock test-comfyui test-comfyui-suite
 
 install: $(STAMP)
 
@@ -48,6 +48,16 @@ bench: install
 # Pin the GPU image's requirements for Linux x86_64 (needs PyPI); tests check the committed lock offline.
 gpu-lock: install
 	$(PY) gpu_container/lock.py
+
+# ComfyUI's own execution suite against `comfyserve serve` (docs/COMFYUI_SUITE.md): never part of `make test`.
+# Copies the suite out of a ComfyUI checkout into SUITE_DIR; nothing is fetched. SUITE_ARGS go to pytest.
+SUITE_DIR ?= .comfyui-suite
+test-comfyui-suite: install
+	test -d "$(COMFYUI_DIR)/tests/execution" || { echo "usage: make test-comfyui-suite COMFYUI_DIR=<a ComfyUI checkout>"; exit 2; }
+	rm -rf "$(SUITE_DIR)" && mkdir -p "$(SUITE_DIR)/tests"
+	cp -R "$(COMFYUI_DIR)/tests/execution" "$(COMFYUI_DIR)/tests/conftest.py" "$(SUITE_DIR)/tests/"
+	cp tests/comfyui_suite/pytest.ini "$(SUITE_DIR)/"
+	cd "$(SUITE_DIR)" && PYTHONPATH="$(CURDIR)/tests/comfyui_suite" "$(CURDIR)/$(PY)" -m pytest tests/execution $(SUITE_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -66,7 +66,8 @@ class GraphNode:
         self.override_display_id = display_id
 
     def serialize(self) -> dict[str, Any]:
-        node: dict[str, Any] = {"class_type": self.class_type, "inputs": dict(self.inputs)}
+        """The prompt entry; its ``inputs`` is this node's own dict, as in ComfyUI (later edits show)."""
+        node: dict[str, Any] = {"class_type": self.class_type, "inputs": self.inputs}
         if self.override_display_id is not None:
             node["override_display_id"] = self.override_display_id
         return node
@@ -105,6 +106,9 @@ class GraphBuilder:
 
     def lookup_node(self, node_id: str) -> GraphNode | None:
         return self.nodes.get(self.prefix + node_id)
+
+    def remove_node(self, node_id: str) -> None:
+        del self.nodes[self.prefix + node_id]
 
     def finalize(self) -> dict[str, Any]:
         return {node_id: node.serialize() for node_id, node in self.nodes.items()}

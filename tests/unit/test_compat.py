@@ -111,3 +111,17 @@ def test_folder_paths_outside_a_job_is_a_clear_error(name: str) -> None:
 
     with pytest.raises(RuntimeError, match="no job is running"):
         getattr(folder_paths, name)()
+
+
+def test_graph_builder_behaves_as_comfyuis() -> None:
+    """ComfyUI's own tests edit a node's inputs after ``finalize()`` and remove nodes by id."""
+    from comfy_execution.graph_utils import GraphBuilder
+
+    g = GraphBuilder(prefix="t.")
+    image = g.node("PackSolid", value=0.5, size=4)
+    g.node("PackSolid", value=0.1, size=4)
+    prompt = g.finalize()
+    image.inputs["size"] = 16
+    assert prompt["t.0"]["inputs"]["size"] == 16
+    g.remove_node("1")
+    assert list(g.finalize()) == ["t.0"] and g.lookup_node("0") is image
