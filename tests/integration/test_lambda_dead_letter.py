@@ -18,7 +18,9 @@ from tests.integration.conftest import AwsAdapters
 from tests.integration.lambda_events import context, fresh_import, sqs_event
 
 TENANT = "acme"
-WORKFLOW = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}}
+WORKFLOW: dict[str, Any] = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}
+}
 
 
 class DeadLetterStack:
@@ -145,5 +147,5 @@ def test_a_passing_failure_reports_only_its_record(stack: DeadLetterStack, monke
 
     assert response == {"batchItemFailures": [{"itemIdentifier": records[1]["message"]["MessageId"]}]}
     assert stack.a.store.get_by_id("ok").status is JobStatus.FAILED  # type: ignore[union-attr]
-    assert real_get("flaky").status is JobStatus.QUEUED  # type: ignore[union-attr]
+    assert real_get("flaky").status is JobStatus.QUEUED
     assert json.loads(records[1]["message"]["Body"])["job_id"] == "flaky"
