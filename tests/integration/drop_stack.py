@@ -42,8 +42,8 @@ class DropStack:
             Bucket=self.inbox, NotificationConfiguration={"EventBridgeConfiguration": {}}
         )
         inbox_rule = {**INBOX_RULE, "detail": {**INBOX_RULE["detail"], "bucket": {"name": [self.inbox]}}}
-        self.inbox_events = self._rule_to_queue("default", f"{self.prefix}-inbox", inbox_rule)
-        self.job_events = self._rule_to_queue(self.resources.bus, f"{self.prefix}-outbox", OUTBOX_RULE)
+        self.inbox_events = self.rule_to_queue("default", f"{self.prefix}-inbox", inbox_rule)
+        self.job_events = self.rule_to_queue(self.resources.bus, f"{self.prefix}-outbox", OUTBOX_RULE)
         self.env = {
             "AWS_ENDPOINT_URL": moto_endpoint,
             "COMFYSERVE_BUCKET": self.resources.bucket,
@@ -54,7 +54,7 @@ class DropStack:
             "COMFYSERVE_INBOX_BUCKET": self.inbox,
         }
 
-    def _rule_to_queue(self, bus: str, name: str, pattern: dict[str, Any]) -> str:
+    def rule_to_queue(self, bus: str, name: str, pattern: dict[str, Any]) -> str:
         url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         self.events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))

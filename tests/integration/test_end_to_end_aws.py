@@ -50,8 +50,8 @@ class Deployment:
         stack.s3.put_bucket_notification_configuration(
             Bucket=stack.resources.bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
         )
-        self.manifest_events = stack._rule_to_queue("default", f"{stack.prefix}-manifests", rule)
-        self.subscriber = stack._rule_to_queue(stack.resources.bus, f"{stack.prefix}-subscriber", SUCCEEDED)
+        self.manifest_events = stack.rule_to_queue("default", f"{stack.prefix}-manifests", rule)
+        self.subscriber = stack.rule_to_queue(stack.resources.bus, f"{stack.prefix}-subscriber", SUCCEEDED)
         self.lambdas: dict[str, ModuleType] = {}
         self.worker: subprocess.Popen[bytes] | None = None
 
