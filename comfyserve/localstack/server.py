@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from comfyserve.adapters.local.blobs import LocalBlobStore, PresignedUrlInvalid
+from comfyserve.engine.errors import ComfyServeError
 from comfyserve.localstack.apigw import LambdaContextStub, build_event, parse_response
 from comfyserve.localstack.websocket import HandshakeError, WebSocket, check_upgrade
 from comfyserve.localstack.ws_hub import WebsocketHub
@@ -79,6 +80,10 @@ class Mount:
     authenticate: Authenticate
 
 
+class ListenError(ComfyServeError):
+    """The server cannot bind its address (the port is taken, or the address is not this machine's)."""
+
+
 class LocalServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -91,7 +96,10 @@ class LocalServer(ThreadingHTTPServer):
         read_timeout_s: float = READ_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
     ) -> None:
-        super().__init__(address, _Handler)
+        try:
+            super().__init__(address, _Handler)
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}") from None
         self.routes: Mount | None = None
         self.resolve_lock = threading.Lock()
         self.read_timeout_s = read_timeout_s

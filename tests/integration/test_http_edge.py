@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 import requests
 
-from comfyserve.localstack.server import MAX_API_BODY, LocalServer, Mount
+from comfyserve.localstack.server import MAX_API_BODY, ListenError, LocalServer, Mount
 from comfyserve.localstack.ws_hub import WebsocketHub
 from tests.api_stack import KEYS, Stack, make_stack, workflow
 
@@ -207,3 +207,10 @@ def test_an_announced_body_over_the_limit_is_answered_before_it_is_sent(server: 
     assert response.status == 413 and b"larger than" in response.read()
     assert response.getheader("Connection") == "close"
     connection.close()
+
+
+def test_a_taken_port_is_a_one_line_error(server: LocalServer) -> None:
+    host, port = server.server_address[:2]
+
+    with pytest.raises(ListenError, match=f"^cannot listen on {host}:{port}: Address already in use$"):
+        LocalServer((str(host), port))
