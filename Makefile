@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit catalog openapi bench clean gpu-lock test-comfyui test-comfyui-suite
+.PHONY: install demo test lint typecheck unit catalog openapi bench clean gpu-lock test-comfyui test-comfyui-suite lambda-bundle synth
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-unit: install
+unit: install lambda-bundle
 	$(VENV)/bin/pytest tests -m "not comfyui"
 
 # The ComfyUI backend against a real ComfyUI on the CPU (docs/COMFYUI_BACKEND.md): never part of `make test`.
@@ -34,6 +34,15 @@ test-comfyui: install
 	COMFYUI_DIR="$(COMFYUI_DIR)" $(VENV)/bin/pytest tests/comfyui_real -m comfyui -p no:cacheprovider
 
 test: lint typecheck unit
+
+# The Lambda bundle for arm64 Lambda, built by pip without Docker (infra/lambda_bundle.py; needs the package index).
+lambda-bundle: install
+	$(PY) -m infra.lambda_bundle
+
+# The CloudFormation template in cdk.out (no AWS credentials, no Docker), then cfn-lint on it.
+synth: lambda-bundle
+	JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1 $(PY) app.py
+	$(VENV)/bin/cfn-lint cdk.out/*.template.json
 
 catalog: install
 	$(PY) -m comfyserve catalog > comfyserve/engine/catalog.json

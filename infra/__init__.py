@@ -1,0 +1,1 @@
+"""The AWS CDK app: one stack (``stack.py``) composed of one construct per concern (``constructs/``)."""

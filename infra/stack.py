@@ -1,0 +1,241 @@
+"""The comfyserve stack: composes one construct per concern, wires the settings contract (the environment
+every component reads, ``comfyserve.settings``) and the grants between them, and adds the cdk-nag checks'
+acknowledgements with their reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import CfnOutput, Duration, IgnoreMode, RemovalPolicy, Stack, Tags
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.constructs.api import Api, UsageLimits
+from infra.constructs.drop_folder import DropFolder
+from infra.constructs.functions import lambda_code
+from infra.constructs.model_cache import ModelCache
+from infra.constructs.network import Network
+from infra.constructs.notifications import Notifications
+from infra.constructs.observability import Observability
+from infra.constructs.pipeline import Pipeline
+from infra.constructs.scaling import Scaling
+from infra.constructs.workers import WorkerCapacity, Workers
+from infra.nag import acknowledge, acknowledge_bucket_grant, acknowledge_table_grant
+from infra.settings import StackSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+# The worker's heartbeat extends a claimed message by this much at a time (COMFYSERVE_VISIBILITY_TIMEOUT_S).
+VISIBILITY_TIMEOUT = Duration.seconds(120)
+# Only these reach the image build context (gpu_container/Dockerfile builds from the repository root).
+IMAGE_CONTEXT = ["*", "!pyproject.toml", "!README.md", "!comfyserve", "!gpu_container", "**/__pycache__"]
+_RETENTION_DAYS = sorted(
+    (int(member.value), member) for member in logs.RetentionDays if isinstance(member.value, int) and member.value > 0
+)
+
+
+def log_retention(days: int) -> logs.RetentionDays:
+    """The shortest CloudWatch Logs retention that keeps at least ``days``."""
+    return next((member for value, member in _RETENTION_DAYS if value >= days), logs.RetentionDays.TEN_YEARS)
+
+
+class ComfyServeStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings, **kwargs: object) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        Tags.of(self).add("project", "comfyserve")
+        retention = Duration.days(settings.retention_days)
+        log_days = log_retention(settings.retention_days)
+        code = lambda_code()
+
+        vpc = ec2.Vpc.from_lookup(self, "ExistingVpc", vpc_id=settings.vpc_id) if settings.vpc_id is not None else None
+        network = Network(self, "Network", vpc=vpc, max_azs=settings.max_azs, open_egress=settings.open_egress)
+        access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(max(90, settings.retention_days)))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        models = ModelCache(
+            self, "ModelCache", vpc=network.vpc, subnets=network.worker_subnets, access_logs=access_logs
+        )
+        pipeline = Pipeline(
+            self,
+            "Pipeline",
+            visibility_timeout=VISIBILITY_TIMEOUT,
+            max_receive_count=settings.max_receive_count,
+            code=code,
+            log_retention=log_days,
+        )
+        notifications = Notifications(
+            self,
+            "Notifications",
+            pipeline=pipeline,
+            bus_name=settings.stack_name,
+            retention=retention,
+            access_logs=access_logs,
+            code=code,
+            log_retention=log_days,
+        )
+        bucket, table, bus = notifications.bucket, pipeline.table, notifications.bus
+        # AwsResourceNames: what every Lambda and the worker talk to.
+        environment = {
+            **pipeline.resource_environment,
+            "COMFYSERVE_BUCKET": bucket.bucket_name,
+            "COMFYSERVE_EVENT_BUS": bus.event_bus_name,
+            "COMFYSERVE_MODELS_BUCKET": models.bucket.bucket_name,
+        }
+        dead_letter = pipeline.dead_letter.function
+        for name, value in environment.items():
+            dead_letter.add_environment(name, value)
+        table.grant_read_write_data(dead_letter)
+        bucket.grant_read(dead_letter)
+        bucket.grant_put(dead_letter, "outputs/*")  # a dead job's failure manifest completes it
+        bus.grant_put_events_to(dead_letter)
+        acknowledge_bucket_grant(
+            pipeline.dead_letter, bucket, "reads a dead job's outputs, writes its failure manifest", "*", "outputs/*"
+        )
+        acknowledge_table_grant(pipeline.dead_letter, table)
+
+        image = (
+            ecs.ContainerImage.from_registry(settings.worker_image)
+            if settings.worker_image
+            else ecs.ContainerImage.from_asset(
+                str(ROOT), file="gpu_container/Dockerfile", exclude=IMAGE_CONTEXT, ignore_mode=IgnoreMode.DOCKER
+            )
+        )
+        workers = Workers(
+            self,
+            "Workers",
+            vpc=network.vpc,
+            subnets=network.worker_subnets,
+            capacity=WorkerCapacity(
+                families=settings.instance_families,
+                instance_size=settings.instance_size,
+                spot=settings.spot,
+                warm_pool_size=settings.warm_pool,
+                max_instances=settings.max_workers,
+                root_volume_gib=settings.root_volume_gib,
+            ),
+            image=image,
+            environment={
+                **environment,
+                "COMFYSERVE_JOB_TIMEOUT_S": str(settings.job_timeout_s),
+                "COMFYSERVE_VISIBILITY_TIMEOUT_S": str(int(VISIBILITY_TIMEOUT.to_seconds())),
+            },
+            model_cache=models,
+            local_cache_bytes=settings.local_cache_gib * 1024**3,
+            log_retention=log_days,
+        )
+        network.allow_endpoints_from(workers.security_group)
+        worker_role = workers.task_definition.task_role
+        bucket.grant_read_write(worker_role)
+        table.grant_read_write_data(worker_role)
+        pipeline.queue.grant_consume_messages(worker_role)
+        bus.grant_put_events_to(worker_role)
+        acknowledge_bucket_grant(
+            workers.task_definition, bucket, "a worker reads inputs and writes outputs and manifests of any job"
+        )
+        acknowledge_table_grant(workers.task_definition, table)
+        models.add_sync_task(image=image, environment={}, log_retention=log_days)
+        network.allow_endpoints_from(models.sync_security_group)
+
+        scaling = Scaling(
+            self,
+            "Scaling",
+            workers=workers,
+            queue=pipeline.queue,
+            state_bucket=bucket,
+            bus=bus,
+            environment=environment,
+            seconds_per_job=settings.seconds_per_job,
+            max_workers=settings.max_workers,
+            code=code,
+            log_retention=log_days,
+        )
+        api = Api(
+            self,
+            "Api",
+            environment=environment,
+            limits=UsageLimits(
+                rate_limit=settings.api_rate_limit,
+                burst_limit=settings.api_burst_limit,
+                quota_per_day=settings.api_quota_per_day,
+            ),
+            code=code,
+            log_retention=log_days,
+            cloud_watch_role=settings.api_cloudwatch_role,
+        )
+        drop_folder = DropFolder(
+            self,
+            "DropFolder",
+            environment=environment,
+            bus=bus,
+            access_logs=access_logs,
+            retention=retention,
+            tenants=settings.drop_tenants,
+            code=code,
+            log_retention=log_days,
+        )
+        for submitter in (api.handler.function, drop_folder.handler.function):
+            bucket.grant_read_write(submitter)
+            table.grant_read_write_data(submitter)
+            pipeline.queue.grant_send_messages(submitter)
+            bus.grant_put_events_to(submitter)
+            models.bucket.grant_read(submitter, models.environment["COMFYSERVE_INVENTORY_KEY"])
+        for submitter_scope in (api.handler, drop_folder.handler):
+            acknowledge_bucket_grant(
+                submitter_scope, bucket, "the submit path stores inputs and uploads and serves outputs of any job"
+            )
+            acknowledge_bucket_grant(submitter_scope, models.bucket, "reads the published inventory only")
+            acknowledge_table_grant(submitter_scope, table)
+        for child in self.node.children:
+            if child.node.id.startswith("BucketNotificationsHandler"):
+                acknowledge(
+                    child,
+                    "CDK's own handler that turns on the buckets' EventBridge notifications at deploy time",
+                    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+                    "AwsSolutions-IAM5[Resource::*]",
+                )
+
+        functions = [
+            api.handler.function,
+            notifications.completion.function,
+            notifications.webhooks.function,
+            dead_letter,
+            scaling.scaler.function,
+            drop_folder.handler.function,
+        ]
+        Observability(
+            self,
+            "Observability",
+            queue=pipeline.queue,
+            dead_letter_queue=pipeline.dead_letter_queue,
+            service=workers.service,
+            functions=functions,
+            worker_logs=workers.log_group,
+            alarm_email=settings.alarm_email,
+        )
+
+        outputs = {
+            "ApiUrl": api.rest_api.url,
+            "UsagePlanId": api.usage_plan.usage_plan_id,
+            "RestApiId": api.rest_api.rest_api_id,
+            "JobsBucket": bucket.bucket_name,
+            "InboxBucket": drop_folder.bucket.bucket_name,
+            "ModelsBucket": models.bucket.bucket_name,
+            "EventBus": bus.event_bus_name,
+            "Cluster": workers.cluster.cluster_name,
+            "WorkerService": workers.service.service_name,
+            "ModelsSyncTask": models.sync_task.task_definition_arn,
+            "ModelsSyncSubnets": ",".join(network.worker_subnet_ids),
+            "ModelsSyncSecurityGroup": models.sync_security_group.security_group_id,
+            "WebhookSecretArn": notifications.webhook_secret.secret_arn,
+        }
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)
