@@ -55,8 +55,7 @@ class EmptyLatentImage:
         }
 
     def generate(self, width: int, height: int, batch_size: int = 1) -> tuple[dict[str, torch.Tensor]]:
-        if width % DOWNSCALE or height % DOWNSCALE:
-            raise NodeInputError(f"width and height must be multiples of {DOWNSCALE}, got {width}x{height}")
+        """A size that is not a multiple of 8 rounds down, as ComfyUI's does (``step`` is not enforced)."""
         samples = torch.zeros([batch_size, LATENT_CHANNELS, height // DOWNSCALE, width // DOWNSCALE])
         return ({"samples": samples},)
 
