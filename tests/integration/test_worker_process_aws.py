@@ -265,18 +265,18 @@ def test_sigterm_while_busy_lets_the_job_finish_within_the_drain_window(cloud: C
     dead_agent = FakeAgent()
     dead_uri = dead_agent.uri
     dead_agent.server_close()  # task protection asked of an agent that is down: the job runs all the same
-    worker = cloud.start_worker("w1", COMFYSERVE_DRAIN_TIMEOUT_S="10", ECS_AGENT_URI=dead_uri)
+    worker = cloud.start_worker("w1", COMFYSERVE_DRAIN_TIMEOUT_S="15", ECS_AGENT_URI=dead_uri)
     job_id = cloud.submit(wait_workflow(2.0, steps=20))
     wait_for(lambda: cloud.record(job_id).status is JobStatus.RUNNING, 60, "the job to run")
 
     signalled = time.monotonic()
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=15) == 0
+    assert worker.wait(timeout=20) == 0
     exited_s = time.monotonic() - signalled
 
     [record] = cloud.wait_finished([job_id], timeout_s=10)
     assert record.status is JobStatus.SUCCEEDED and record.attempts == 1
-    assert exited_s < 10  # within the drain window
+    assert exited_s < 15  # within the drain window
     assert cloud.manifest_writes == {job_id: 1}
     assert lifecycles(cloud) == {job_id: {JobEventType.JOB_STARTED: 1, JobEventType.JOB_SUCCEEDED: 1}}
     assert cloud.queue.approximate_depth().total == 0
@@ -290,18 +290,20 @@ def test_a_spot_style_stop_mid_job_hands_the_job_to_another_worker(cloud: Cloud,
     }
     for name in workers:
         wait_for(lambda n=name: "cold start" in cloud.log(n), 60, f"{name}'s cold start")
-    job_id = cloud.submit(wait_workflow(3.0, steps=30))
+    job_id = cloud.submit(wait_workflow(6.0, steps=60))
     holder = wait_for(lambda: next((n for n in workers if True in protection_states(agent, n)), None), 30, "a claim")
     other = "b" if holder == "a" else "a"
     time.sleep(0.5)  # mid-job
 
     signalled = time.monotonic()
     workers[holder].send_signal(signal.SIGTERM)  # the Spot interruption notice: ECS stops the task
-    assert workers[holder].wait(timeout=15) == 0
+    wait_for(lambda: cloud.record(job_id).status is not JobStatus.RUNNING or cloud.record(job_id).attempts == 2)
     released_s = time.monotonic() - signalled
+    assert workers[holder].wait(timeout=15) == 0
 
     [record] = cloud.wait_finished([job_id], timeout_s=60)
-    assert released_s < 2.5  # the 0.5 s window, then interrupted and released, not run to its end
+    # The 0.5 s window, then interrupted and put back: seconds before the 6 s job could have ended on its own.
+    assert released_s < 4, released_s
     assert record.status is JobStatus.SUCCEEDED and record.attempts == 2
     assert cloud.manifest(job_id).worker_id == other
     assert cloud.manifest_writes == {job_id: 1}
