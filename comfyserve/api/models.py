@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from comfyserve.contracts.jobs import JobError, JobRecord, JobStatus, OutputRef, Progress, Timings
+from comfyserve.service.errors import public_text
 from comfyserve.service.models import COMFYUI_META_KEY
 from comfyserve.service.submit import Submitted
 from comfyserve.service.uploads import UploadTicket
@@ -54,6 +55,10 @@ class OutputView(_Response):
     url: str = Field(description="A presigned URL to GET the file from (expires).")
 
 
+def _public(error: JobError | None) -> JobError | None:
+    return None if error is None else error.model_copy(update={"message": public_text(error.message)})
+
+
 class JobView(_Response):
     job_id: str
     status: JobStatus
@@ -90,7 +95,7 @@ class JobView(_Response):
                 )
                 for ref in record.outputs
             ],
-            error=record.error,
+            error=_public(record.error),
             cancel_requested=record.cancel_requested,
             metadata={k: v for k, v in record.metadata.items() if k != COMFYUI_META_KEY},
             links=Links.of(record.job_id),

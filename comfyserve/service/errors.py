@@ -6,11 +6,14 @@ shape ComfyUI answers an invalid prompt with (reference §1.2), so ComfyUI clien
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from comfyserve.engine.validation import ValidationResult
 
 MAX_ERROR_TEXT = 1024
+# An absolute path of two or more segments (POSIX, or Windows with a drive), not inside a URL or a relative path.
+_HOST_PATH = re.compile(r"(?<![\w.:/\\])(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"]+){2,}")
 
 
 def bounded(value: Any) -> Any:
@@ -22,6 +25,12 @@ def bounded(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [bounded(item) for item in value]
     return value
+
+
+def public_text(text: str) -> str:
+    """A message fit for a client: each absolute host path cut to its last component (a worker's paths say
+    nothing to a client and tell too much), at most :data:`MAX_ERROR_TEXT` characters."""
+    return str(bounded(_HOST_PATH.sub(lambda match: re.split(r"[\\/]", match.group())[-1], text)))
 
 
 class ServiceError(Exception):

@@ -16,7 +16,7 @@ from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
 from comfyserve.ports import BlobNotFound
 from comfyserve.service.comfyui_uploads import find_upload
 from comfyserve.service.deps import ServiceDeps
-from comfyserve.service.errors import Invalid, NotFound
+from comfyserve.service.errors import Invalid, NotFound, public_text
 from comfyserve.service.jobs import get_job
 
 VIEW_TYPES = ("output", "input", "temp")
@@ -116,7 +116,7 @@ def _messages(record: JobRecord) -> list[list[Any]]:
         )
     elif record.status is JobStatus.FAILED:
         details = {
-            "exception_message": error.message if error else "",
+            "exception_message": public_text(error.message) if error else "",
             "exception_type": error.type if error else "",
             "traceback": [],
             "current_inputs": {},

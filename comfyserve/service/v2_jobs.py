@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
 from comfyserve.service import assets
 from comfyserve.service.deps import ServiceDeps
-from comfyserve.service.errors import Invalid, NotFound
+from comfyserve.service.errors import Invalid, NotFound, public_text
 from comfyserve.service.history import load_prompt
 from comfyserve.service.idempotency import body_hash
 from comfyserve.service.jobs import PAGE_LIMIT, get_job
@@ -128,7 +128,12 @@ def job_view(deps: ServiceDeps, record: JobRecord, base: str) -> dict[str, Any]:
         "outputs": [output_view(deps, record, i, ref) for i, ref in enumerate(record.outputs)],
         "error": None
         if error is None
-        else {"code": error.type, "message": error.message, "node_id": error.node_id, "class_type": error.node_type},
+        else {
+            "code": error.type,
+            "message": public_text(error.message),
+            "node_id": error.node_id,
+            "class_type": error.node_type,
+        },
         "metrics": {
             "queue_ms": None if timings.queued_s is None else int(timings.queued_s * 1000),
             "execution_ms": None if timings.execution_s is None else int(timings.execution_s * 1000),

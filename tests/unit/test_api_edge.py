@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from comfyserve.api.bodies import MAX_JSON_DEPTH, loads_json
-from tests.api_stack import Stack, error_body, make_stack, workflow
+from comfyserve.contracts.jobs import JobError
+from tests.api_stack import Stack, error_body, make_stack, run_job, workflow
 
 JSON = {"Content-Type": "application/json"}
 ROUTES = ["/v1/jobs", "/v1/validate", "/prompt", "/api/prompt", "/queue", "/interrupt"]
@@ -204,3 +205,16 @@ def test_image_inputs_get_the_upload_checks(stack: Stack, data: bytes, type_: st
     )
     assert not stack.jobs.list("tenant-a")[0] and stack.queue.approximate_depth().total == 0
     assert [key for key in stack.blobs.list() if not key.startswith("uploads/")] == []
+
+
+def test_failed_jobs_show_no_host_paths(stack: Stack) -> None:
+    job_id = stack.call("POST", "/prompt", body={"prompt": workflow()}).json()["prompt_id"]
+    message = "cannot open '/var/lib/comfyserve/models/checkpoints/v1-5.safetensors': " + "x" * 5000
+    run_job(stack, job_id, error=JobError(type="node_error", message=message, node_id="4", node_type="Loader"))
+    shown = ("cannot open 'v1-5.safetensors': " + "x" * 5000)[:1024] + "…"
+
+    v1 = stack.call("GET", f"/v1/jobs/{job_id}").json()["error"]["message"]
+    history = stack.call("GET", f"/history/{job_id}").json()[job_id]["status"]["messages"][-1][1]
+    v2 = stack.call("GET", f"/api/v2/jobs/{job_id}").json()["error"]["message"]
+
+    assert v1 == history["exception_message"] == v2 == shown
