@@ -190,10 +190,9 @@ def build_backend(settings: CloudWorkerSettings, inventory: ModelInventory) -> B
 
     if settings.backend == "builtin":
         return build("builtin", registry=node_registry(settings), models=inventory)
-    from comfyserve.worker.comfyui.config import ComfyUIConfig
-
     assert settings.comfyui_dir is not None  # the settings refuse comfyui without it
-    config = ComfyUIConfig(
+    return build(
+        "comfyui",
         comfyui_dir=settings.comfyui_dir,
         work_dir=settings.work_dir / "comfyui",
         python=settings.comfyui_python,
@@ -202,7 +201,28 @@ def build_backend(settings: CloudWorkerSettings, inventory: ModelInventory) -> B
         node_allow=settings.node_allow or None,
         node_deny=settings.node_deny,
     )
-    return build("comfyui", config=config)
+
+
+def preload_models(settings: CloudWorkerSettings, inventory: ModelInventory) -> dict[str, float]:
+    """``COMFYSERVE_PRELOAD`` before the first receive; seconds per tier the models came from. The builtin
+    backend loads them into memory; ComfyUI runs in its own process, so for it they are only made local on the
+    model root it reads (its warm-up workflow loads them there)."""
+    from comfyserve.model_store.errors import ModelStoreError
+    from comfyserve.model_store.preload import preload, split_model
+    from comfyserve.model_store.store import resolve
+    from comfyserve.model_store.tiers import ModelLoad, record, recording, seconds_by_tier
+
+    if settings.backend == "builtin":
+        return preload(inventory, settings.preload)[0]
+    with recording() as loads:
+        for spec in settings.preload:
+            folder, name = split_model(spec)
+            try:
+                with resolve(inventory, folder, name) as found:
+                    record(ModelLoad(model=spec, tier=found.tier, fetch_s=found.seconds, load_s=0))
+            except FileNotFoundError as exc:
+                raise ModelStoreError(f"preloading {spec} failed: {exc}") from exc
+    return seconds_by_tier(loads)
 
 
 def warm_up(backend: Backend, workflow: Path, work_dir: Path) -> None:
@@ -232,7 +252,6 @@ def run_worker(settings: CloudWorkerSettings) -> int:
     with _timed(seconds, "clients_s"):
         aws = aws_ports(settings.resources(), client_config=CLIENT_CONFIG)
     device = _init_torch(seconds)
-    from comfyserve.model_store.preload import preload
     from comfyserve.model_store.settings import worker_inventory
 
     inventory = worker_inventory(model_settings(settings))
@@ -240,7 +259,7 @@ def run_worker(settings: CloudWorkerSettings) -> int:
         backend = build_backend(settings, inventory)
         backend.start()
     try:
-        model_load_s, _ = preload(inventory, settings.preload)
+        model_load_s = preload_models(settings, inventory)
         with _timed(seconds, "warmup_s"):
             if settings.warmup_workflow is not None and not drain.requested.is_set():
                 warm_up(backend, settings.warmup_workflow, settings.work_dir)

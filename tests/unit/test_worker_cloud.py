@@ -1,0 +1,91 @@
+"""The worker's composition root, piece by piece: the backend it builds from the settings, preloading for a
+backend in another process, and the worker id from the ECS task metadata endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from comfyserve.model_store.errors import ModelStoreError
+from comfyserve.model_store.store import LocalModelStore, StoreInventory
+from comfyserve.settings import CloudWorkerSettings
+from comfyserve.worker.cloud import build_backend, default_worker_id, preload_models
+from comfyserve.worker.comfyui import ComfyUIBackend
+
+RESOURCES = {"bucket": "b", "queue_url": "q", "table": "t", "event_bus": "e"}
+
+
+def comfyui_settings(tmp_path: Path, **fields: Any) -> CloudWorkerSettings:
+    checkout, models, nodes = tmp_path / "ComfyUI", tmp_path / "models", tmp_path / "nodes"
+    for folder in (checkout, models / "upscale_models", nodes):
+        folder.mkdir(parents=True)
+    (checkout / "main.py").write_text("")
+    return CloudWorkerSettings(
+        **RESOURCES,
+        backend="comfyui",
+        comfyui_dir=checkout,
+        model_root=models,
+        work_dir=tmp_path / "work",
+        custom_nodes=(str(nodes),),
+        **fields,
+    )
+
+
+def test_the_comfyui_backend_gets_the_workers_folders_and_lists(tmp_path: Path) -> None:
+    settings = comfyui_settings(tmp_path, node_deny=("SaveImageWebsocket",))
+    backend = build_backend(settings, StoreInventory(LocalModelStore(settings.model_root)))
+
+    assert isinstance(backend, ComfyUIBackend) and not backend.process.alive()  # built, not started
+    config = backend.config
+    assert (config.comfyui_dir, config.model_root) == ((tmp_path / "ComfyUI").resolve(), (tmp_path / "models"))
+    assert config.work_dir == (tmp_path / "work" / "comfyui").resolve()
+    assert config.custom_nodes == ((tmp_path / "nodes").resolve(),)
+    assert (config.node_allow, config.node_deny) == (None, ("SaveImageWebsocket",))
+
+
+def test_preloading_for_comfyui_makes_files_local_without_loading_them(tmp_path: Path) -> None:
+    settings = comfyui_settings(tmp_path, preload=("upscale_models/x4.pth",))
+    (settings.model_root / "upscale_models" / "x4.pth").write_bytes(b"weights")
+    inventory = StoreInventory(LocalModelStore(settings.model_root))
+
+    assert set(preload_models(settings, inventory)) == {"local"}
+    missing = settings.model_copy(update={"preload": ("upscale_models/absent.pth",)})
+    with pytest.raises(ModelStoreError, match=r"preloading upscale_models/absent\.pth failed"):
+        preload_models(missing, inventory)
+
+
+class _Metadata(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"TaskARN": "arn:aws:ecs:us-east-1:123456789012:task/gpu/0f1e2d3c4b5a"}).encode()
+        self.send_response(200 if self.path == "/v4/abc/task" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def metadata() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Metadata)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v4/abc"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_worker_id_is_the_ecs_task_id(metadata: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", metadata)
+    assert default_worker_id() == "0f1e2d3c4b5a"
+    monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", metadata + "/gone")  # 404: the host name and pid
+    assert default_worker_id().endswith(f":{os.getpid()}")
+    monkeypatch.delenv("ECS_CONTAINER_METADATA_URI_V4")
+    assert default_worker_id().endswith(f":{os.getpid()}")
