@@ -116,12 +116,14 @@ class Progress(_Contract):
 
 
 class Timings(_Contract):
-    """Seconds. ``queued_s``: submit to claim; ``cold_start_s``: model loading; ``per_node``: node id -> wall."""
+    """Seconds. ``queued_s``: submit to claim; ``cold_start_s``: model loading; ``per_node``: node id -> wall;
+    ``model_load_s``: the job's model loads per tier they came from (``s3``, ``efs``, ``nvme``, ``local``, ``ram``)."""
 
     queued_s: float | None = None
     cold_start_s: float | None = None
     execution_s: float | None = None
     per_node: dict[str, float] = Field(default_factory=dict)
+    model_load_s: dict[str, float] = Field(default_factory=dict)
 
 
 class OutputRef(_Contract):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from comfyserve.contracts.jobs import JobError
+from comfyserve.model_store.tiers import ModelLoad
 from comfyserve.worker.outputs import LocalOutput
 
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -48,6 +49,7 @@ class BackendResult:
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     error: JobError | None = None
+    model_loads: list[ModelLoad] = field(default_factory=list)  # the models the run loaded, each with its tier
 
 
 class Backend(Protocol):

@@ -15,6 +15,7 @@ from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.registry import NodeRegistry
 from comfyserve.engine.report import ExecutionResult
 from comfyserve.engine.validation import Limits
+from comfyserve.model_store.tiers import recording
 from comfyserve.worker.backend import BackendJob, BackendResult
 from comfyserve.worker.output_cache import JobOutputCache
 from comfyserve.worker.run_local import LocalRun, WorkflowInvalid, execute_workflow, output_files
@@ -68,15 +69,16 @@ class BuiltinBackend:
             cancel_check=job.cancel_check,
         )
         try:
-            result, _ = execute_workflow(
-                job.prompt,
-                local,
-                self.registry,
-                self._executor,
-                prompt_id=job.job_id,
-                extra_pnginfo=job.extra_pnginfo,
-                on_event=job.on_event,
-            )
+            with recording() as loads:
+                result, _ = execute_workflow(
+                    job.prompt,
+                    local,
+                    self.registry,
+                    self._executor,
+                    prompt_id=job.job_id,
+                    extra_pnginfo=job.extra_pnginfo,
+                    on_event=job.on_event,
+                )
         except WorkflowInvalid as exc:
             return BackendResult(status="error", error=invalid_error(exc))
         return BackendResult(
@@ -86,6 +88,7 @@ class BuiltinBackend:
             executed=list(result.executed),
             cached=list(result.cached),
             error=execution_error(result) if result.status == "error" else None,
+            model_loads=list(loads),
         )
 
     def object_info(self) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from comfyserve.contracts.comfyui import ComfyUIMeta
 from comfyserve.contracts.events import JobEvent, JobEventType
 from comfyserve.contracts.jobs import JobError, JobRecord, JobStatus, OutputRef, Progress, Timings, utc_now
 from comfyserve.contracts.manifest import JobManifest, ManifestStatus, manifest_key
+from comfyserve.model_store.tiers import seconds_by_tier
 from comfyserve.ports import (
     BlobStore,
     EventBus,
@@ -315,6 +316,8 @@ class Worker:
             result = self._execute(record, prompt, extra_pnginfo, meta, job_dir, monitor)
             execution_s = time.perf_counter() - started
             monitor.run_ended()
+            for load in result.model_loads:
+                self._telemetry.model_load(load.tier.value, load.seconds)
             return self._conclude(record, result, monitor, execution_s)
 
     def _execute(
@@ -418,6 +421,7 @@ class Worker:
             cold_start_s=round(cold_start_s, 6) if cold_start_s is not None else None,
             execution_s=round(execution_s, 6),
             per_node={node: round(seconds, 6) for node, seconds in result.per_node_s.items()},
+            model_load_s=seconds_by_tier(result.model_loads),
         )
 
     def _publish(self, event_type: JobEventType, record: JobRecord) -> None:

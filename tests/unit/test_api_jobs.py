@@ -138,6 +138,7 @@ def test_get_job_maps_progress_timings_and_error(stack: Stack) -> None:
         "cold_start_s": None,
         "execution_s": 1.5,
         "per_node": {"3": 1.2},
+        "model_load_s": {},
     }
     assert "comfyui" not in failed["metadata"]
 
