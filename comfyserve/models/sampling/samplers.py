@@ -147,6 +147,77 @@ def dpmpp_2s_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def ipndm(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """Improved PNDM (Zhang & Chen 2022): Adams-Bashforth in sigma on the ODE derivative, with the fixed
+    coefficients of orders 1-4 (the order grows with the history), the data prediction into sigma 0."""
+    bashforth = ((1.0,), (1.5, -0.5), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
+    history: list[torch.Tensor] = []  # newest first
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        denoised = run.denoise(x, i)
+        d = _derivative(x, denoised, sigma)
+        history = [d, *history[:3]]
+        if sigma_next == 0:
+            x = denoised
+        else:
+            weights = bashforth[len(history) - 1]
+            x = x + (sigma_next - sigma) * sum(w * h for w, h in zip(weights, history, strict=True))
+    return x
+
+
+def _res_multistep(run: Run, x: torch.Tensor, eta: float) -> torch.Tensor:
+    """RES second-order multistep (Zhang et al. 2023, arXiv 2308.02157) in t = -log sigma: the step is
+    ``e^-h x + h (b1 D_i + b2 D_i-1)`` with ``b2 = phi2(-h) / c2``, ``b1 = phi1(-h) - b2``; Euler on the first
+    step and into sigma 0. With ``eta`` the step goes to ``sigma_down`` and fresh noise of ``sigma_up`` follows."""
+    previous: tuple[torch.Tensor, float] | None = None  # (denoised, sigma_down) of the last step
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        denoised = run.denoise(x, i)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        if sigma_down == 0 or previous is None:
+            x = x + _derivative(x, denoised, sigma) * (sigma_down - sigma)
+        else:
+            old_denoised, old_sigma_down = previous
+            h = math.log(sigma) - math.log(sigma_down)
+            c2 = (math.log(old_sigma_down) - math.log(run.sigmas[i - 1])) / h
+            phi1 = math.expm1(-h) / -h
+            phi2 = (phi1 - 1.0) / -h
+            b2 = phi2 / c2 if c2 else 0.0
+            b1 = phi1 - b2
+            x = math.exp(-h) * x + h * (b1 * denoised + b2 * old_denoised)
+        if sigma_next > 0 and eta:
+            x = x + run.noise(sigma, sigma_next) * sigma_up
+        previous = (denoised, sigma_down)
+    return x
+
+
+def res_multistep(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return _res_multistep(run, x, eta=0.0)
+
+
+def res_multistep_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return _res_multistep(run, x, eta=1.0)
+
+
+def gradient_estimation(run: Run, x: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Euler with gradient estimation (Permenter & Yuan 2024): from the second step the derivative is
+    extrapolated as ``d + (gamma - 1) (d - d_previous)``."""
+    previous: torch.Tensor | None = None
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        denoised = run.denoise(x, i)
+        d = _derivative(x, denoised, sigma)
+        if sigma_next == 0:
+            x = denoised
+        else:
+            dt = sigma_next - sigma
+            x = x + d * dt
+            if previous is not None:
+                x = x + (gamma - 1) * (d - previous) * dt
+        previous = d
+    return x
+
+
 def dpmpp_sde(run: Run, x: torch.Tensor, r: float = 0.5) -> torch.Tensor:
     """DPM-Solver++ stochastic, two stages per step (the midpoint at fraction ``r`` in log sigma)."""
     for i in range(run.steps):
@@ -311,6 +382,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "dpmpp_3m_sde_gpu": SamplerSpec(dpmpp_3m_sde, noise="brownian"),
     "ddpm": SamplerSpec(ddpm, noise="gaussian"),
     "lcm": SamplerSpec(lcm, noise="gaussian"),
+    "ipndm": SamplerSpec(ipndm),
+    "res_multistep": SamplerSpec(res_multistep),
+    "res_multistep_ancestral": SamplerSpec(res_multistep_ancestral, noise="gaussian"),
+    "gradient_estimation": SamplerSpec(gradient_estimation),
     "ddim": SamplerSpec(euler, random_inpaint=True),
     "uni_pc": SamplerSpec(uni_pc, discard_penultimate=True),
     "uni_pc_bh2": SamplerSpec(uni_pc_bh2, discard_penultimate=True),

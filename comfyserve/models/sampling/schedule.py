@@ -8,7 +8,6 @@ fractional timestep maps back by interpolating log-sigma between its neighbours.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import torch
@@ -65,18 +64,21 @@ class DiscreteSchedule:
         return float(self.sigmas[-1])
 
     def timestep(self, sigma: float) -> float:
-        """The training timestep whose sigma is nearest in log space (what the UNet is called with)."""
-        index = int((self.log_sigmas - math.log(sigma)).abs().argmin())
+        """The training timestep whose sigma is nearest in log space (what the UNet is called with); float32
+        arithmetic as ComfyUI's, so a sigma halfway between two entries resolves to the same one."""
+        log_sigma = torch.tensor(sigma, dtype=torch.float32).log()
+        index = int((log_sigma - self.log_sigmas).abs().argmin())
         return float(index * self.skip + self.skip - 1)
 
     def sigma(self, timestep: float) -> float:
-        """The sigma at a (possibly fractional) timestep, interpolating log-sigma linearly."""
-        position = (timestep - (self.skip - 1)) / self.skip
-        position = min(max(position, 0.0), len(self.sigmas) - 1.0)
-        low, high = math.floor(position), math.ceil(position)
-        weight = position - low
-        log_sigma = (1.0 - weight) * float(self.log_sigmas[low]) + weight * float(self.log_sigmas[high])
-        return math.exp(log_sigma)
+        """The sigma at a (possibly fractional) timestep, interpolating log-sigma linearly (in float32, as
+        ComfyUI does)."""
+        position = (torch.tensor(timestep, dtype=torch.float32) - (self.skip - 1)) / self.skip
+        position = position.clamp(0.0, len(self.sigmas) - 1.0)
+        low, high = int(position.floor()), int(position.ceil())
+        weight = position.frac()
+        log_sigma = (1 - weight) * self.log_sigmas[low] + weight * self.log_sigmas[high]
+        return float(log_sigma.exp())
 
     def percent_to_sigma(self, percent: float) -> float:
         """ComfyUI's mapping of a sampling percentage (0 = start) to a sigma, for timestep ranges."""
