@@ -182,7 +182,7 @@ def protection_states(agent: FakeAgent, worker: str) -> list[bool]:
     return [body["ProtectionEnabled"] for path, body in agent.requests if path.startswith(f"/api/{worker}/")]
 
 
-def test_the_entrypoint_preloads_warms_up_and_processes_a_job(cloud: Cloud, agent: FakeAgent) -> None:
+def test_the_entrypoint_preloads_warms_up_processes_jobs_and_drains(cloud: Cloud, agent: FakeAgent) -> None:
     models_bucket = f"{cloud.adapters.prefix}-models"
     create_bucket(cloud.adapters.s3, models_bucket)
     weights = os.urandom(256 * 1024)
@@ -196,6 +196,7 @@ def test_the_entrypoint_preloads_warms_up_and_processes_a_job(cloud: Cloud, agen
     worker = cloud.start_worker(
         "w1",
         COMFYSERVE_RECEIVE_WAIT_S="5",
+        COMFYSERVE_DRAIN_TIMEOUT_S="15",
         COMFYSERVE_MODELS_BUCKET=models_bucket,
         COMFYSERVE_PRELOAD=PRELOADED,
         COMFYSERVE_WARMUP_WORKFLOW=str(warmup),
@@ -225,14 +226,26 @@ def test_the_entrypoint_preloads_warms_up_and_processes_a_job(cloud: Cloud, agen
     assert parts["worker_id"] == "w1" and parts["device"] == "cpu" and parts["backend"] == "builtin"
     assert 0 < parts["backend_start_s"] < parts["total_s"]
 
-    worker.send_signal(signal.SIGTERM)  # idle, in a long poll: gone once that poll returns
-    assert worker.wait(timeout=15) == 0
+    # SIGTERM while busy, the job fitting the drain window: it finishes, then the worker leaves.
+    second = cloud.submit(wait_workflow(2.0, steps=20, color=7))
+    wait_for(lambda: cloud.record(second).status is JobStatus.RUNNING, 30, "the second job to run")
+    signalled = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    exited_s = time.monotonic() - signalled
+    [drained] = cloud.wait_finished([second], timeout_s=10)
+    assert drained.status is JobStatus.SUCCEEDED and drained.attempts == 1
+    assert exited_s < 15  # within the drain window
+    assert cloud.manifest_writes == {job_id: 1, second: 1}
+    assert protection_states(agent, "w1") == [True, False, True, False]
     assert cloud.queue.approximate_depth().total == 0
 
 
 def test_repeated_kill_9_with_a_second_worker_completes_every_job_exactly_once(cloud: Cloud, agent: FakeAgent) -> None:
     base = agent.uri.rsplit("/", 1)[0]
-    cloud.start_worker("steady", ECS_AGENT_URI=f"{base}/steady")
+    down = FakeAgent()
+    down.server_close()  # the steady worker asks an agent that is down: its jobs run all the same
+    cloud.start_worker("steady", ECS_AGENT_URI=down.uri)
     jobs: list[str] = []
     kills = 0
     for attempt in range(3):
@@ -258,27 +271,6 @@ def test_repeated_kill_9_with_a_second_worker_completes_every_job_exactly_once(c
         events = all_events[job_id]
         assert sum(events[kind] for kind in TERMINAL_EVENTS) == events[JobEventType.JOB_SUCCEEDED] == 1
         assert cloud.manifest(job_id).status == "succeeded"
-    assert cloud.queue.approximate_depth().total == 0
-
-
-def test_sigterm_while_busy_lets_the_job_finish_within_the_drain_window(cloud: Cloud) -> None:
-    dead_agent = FakeAgent()
-    dead_uri = dead_agent.uri
-    dead_agent.server_close()  # task protection asked of an agent that is down: the job runs all the same
-    worker = cloud.start_worker("w1", COMFYSERVE_DRAIN_TIMEOUT_S="15", ECS_AGENT_URI=dead_uri)
-    job_id = cloud.submit(wait_workflow(2.0, steps=20))
-    wait_for(lambda: cloud.record(job_id).status is JobStatus.RUNNING, 60, "the job to run")
-
-    signalled = time.monotonic()
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=20) == 0
-    exited_s = time.monotonic() - signalled
-
-    [record] = cloud.wait_finished([job_id], timeout_s=10)
-    assert record.status is JobStatus.SUCCEEDED and record.attempts == 1
-    assert exited_s < 15  # within the drain window
-    assert cloud.manifest_writes == {job_id: 1}
-    assert lifecycles(cloud) == {job_id: {JobEventType.JOB_STARTED: 1, JobEventType.JOB_SUCCEEDED: 1}}
     assert cloud.queue.approximate_depth().total == 0
 
 
