@@ -108,7 +108,7 @@ def test_feed_messages_rename_outputs_and_close_a_prompt_that_failed_before_runn
         ("acme", "c1", "job1", "status"),
         ("acme", "c1", "job1", "executing"),
     ]
-    assert rows[0].data["output"] == {"images": [{"filename": "a.png", "subfolder": "job1/x", "type": "output"}]}
+    assert rows[0].data["output"] == {"images": [{"filename": "a.png", "subfolder": "job1/x", "type": "temp"}]}
     assert (rows[1].data["exception_type"], rows[1].data["exception_message"]) == ("input_error", "m")
     assert rows[3].data == {"node": None, "prompt_id": "job1"}
     assert feed.after(rows[-1].seq) == []
