@@ -223,6 +223,8 @@ def test_the_entrypoint_preloads_warms_up_processes_jobs_and_drains(cloud: Cloud
     assert cloud.manifest_writes == {job_id: 1}
     assert lifecycles(cloud) == {job_id: {JobEventType.JOB_STARTED: 1, JobEventType.JOB_SUCCEEDED: 1}}
     wait_for(lambda: protection_states(agent, "w1") == [True, False], 30, "protection dropped when idle")
+    health = subprocess.run([str(ENTRYPOINT), "worker", "--health"], env=cloud.environment("w1"), check=False)
+    assert health.returncode == 0  # the image's HEALTHCHECK: the loop touched its liveness file lately
     assert parts["worker_id"] == "w1" and parts["device"] == "cpu" and parts["backend"] == "builtin"
     assert 0 < parts["backend_start_s"] < parts["total_s"]
 
