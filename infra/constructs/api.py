@@ -118,7 +118,7 @@ class Api(Construct):
         self.validator = self.rest_api.add_request_validator(
             "BodyValidator", validate_request_body=True, validate_request_parameters=True
         )
-        self._integration = apigw.LambdaIntegration(self.handler.function)
+        self._integration = apigw.LambdaIntegration(self.handler.function, allow_test_invoke=False)
         keyed = apigw.MethodOptions(api_key_required=True)
         self.rest_api.root.add_method("ANY", self._integration, api_key_required=True)
         self.rest_api.root.add_proxy(default_integration=self._integration, default_method_options=keyed)

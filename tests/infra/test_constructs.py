@@ -1,0 +1,98 @@
+"""The constructs as a library in another stack (small synths): Spot workers, open egress, and cdk-nag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from aws_cdk.assertions import Match, Template
+from cdk_nag import AwsSolutionsChecks
+
+from infra.constructs.model_cache import ModelCache
+from infra.constructs.network import Network
+from infra.constructs.workers import WorkerCapacity, Workers
+from infra.nag import acknowledge
+
+ENV = cdk.Environment(account="123456789012", region="us-east-1")
+CONTEXT = {
+    "ssm:account=123456789012:parameterName=/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/"
+    "image_id:region=us-east-1": "ami-0123456789abcdef0",
+    "availability-zones:account=123456789012:region=us-east-1": ["us-east-1a", "us-east-1b"],
+    "@aws-cdk/aws-autoscaling:generateLaunchTemplateInsteadOfLaunchConfig": True,
+}
+
+
+@pytest.fixture(scope="module")
+def spot_stack() -> Any:
+    app = cdk.App(context=CONTEXT)
+    stack = cdk.Stack(app, "Library", env=ENV)
+    network = Network(stack, "Network", open_egress=True, max_azs=2)
+    logs_bucket = s3.Bucket(stack, "Logs")
+    models = ModelCache(stack, "Models", vpc=network.vpc, subnets=network.worker_subnets, access_logs=logs_bucket)
+    Workers(
+        stack,
+        "Workers",
+        vpc=network.vpc,
+        subnets=network.worker_subnets,
+        capacity=WorkerCapacity(
+            families=("g6e",), instance_size="2xlarge", spot=True, warm_pool_size=0, max_instances=3, root_volume_gib=80
+        ),
+        image=ecs.ContainerImage.from_registry("public.ecr.aws/example/worker:1"),
+        environment={"COMFYSERVE_BUCKET": "b"},
+        model_cache=models,
+        local_cache_bytes=1,
+        log_retention=logs.RetentionDays.ONE_WEEK,
+    )
+    return Template.from_stack(stack)
+
+
+def test_spot_groups_use_price_capacity_optimized_with_capacity_rebalance_and_no_warm_pool(spot_stack: Any) -> None:
+    spot_stack.has_resource_properties(
+        "AWS::AutoScaling::AutoScalingGroup",
+        {
+            "CapacityRebalance": True,
+            "MinSize": "0",
+            "MixedInstancesPolicy": {
+                "InstancesDistribution": {
+                    "OnDemandBaseCapacity": 0,
+                    "OnDemandPercentageAboveBaseCapacity": 0,
+                    "SpotAllocationStrategy": "price-capacity-optimized",
+                },
+                "LaunchTemplate": Match.any_value(),
+            },
+        },
+    )
+    spot_stack.resource_count_is("AWS::AutoScaling::WarmPool", 0)
+    spot_stack.has_resource_properties(
+        "AWS::EC2::LaunchTemplate",
+        {"LaunchTemplateData": Match.object_like({"InstanceType": "g6e.2xlarge"})},
+    )
+
+
+def test_open_egress_puts_workers_behind_one_nat_gateway(spot_stack: Any) -> None:
+    spot_stack.resource_count_is("AWS::EC2::NatGateway", 1)
+    spot_stack.resource_count_is("AWS::EC2::InternetGateway", 1)
+    spot_stack.has_resource_properties(
+        "AWS::EC2::Route", {"DestinationCidrBlock": "0.0.0.0/0", "NatGatewayId": Match.any_value()}
+    )
+
+
+def _nag_app(acknowledged: bool, outdir: str) -> cdk.App:
+    app = cdk.App(outdir=outdir)
+    stack = cdk.Stack(app, "Nag")
+    queue = sqs.Queue(stack, "Plain", encryption=sqs.QueueEncryption.SQS_MANAGED)  # no DLQ, no TLS-only policy
+    if acknowledged:
+        acknowledge(queue, "test: a queue kept plain on purpose", "AwsSolutions-SQS3", "AwsSolutions-SQS4")
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app
+
+
+def test_cdk_nag_fails_a_synth_and_an_acknowledgement_with_a_reason_lets_it_pass(tmp_path: Any) -> None:
+    with pytest.raises(RuntimeError, match="AwsSolutions-SQS4"):
+        _nag_app(acknowledged=False, outdir=str(tmp_path / "plain")).synth()
+    _nag_app(acknowledged=True, outdir=str(tmp_path / "acknowledged")).synth()

@@ -1,0 +1,79 @@
+"""The stack speaks the settings contract (comfyserve.settings): every component's environment reads, with
+the models the component itself uses, and no variable is one that nothing reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from comfyserve.service.autoscale import ScalerTarget
+from comfyserve.service.drop_folder import DropFolderSettings
+from comfyserve.service.scaling import ScalingPolicy
+from comfyserve.service.webhook_delivery import WebhookSettings
+from comfyserve.settings import AwsResourceNames, CloudWorkerSettings, EnvSettings, ServiceSettings, settings_models
+from tests.infra.conftest import Synth, function_id, only
+
+READERS: dict[str, tuple[type[EnvSettings], ...]] = {
+    "api": (AwsResourceNames, ServiceSettings),
+    "completion": (AwsResourceNames,),
+    "dead_letter": (AwsResourceNames,),
+    "drop_folder": (AwsResourceNames, ServiceSettings, DropFolderSettings),
+    "scaler": (AwsResourceNames, ScalingPolicy, ScalerTarget),
+    "webhooks": (WebhookSettings,),
+}
+_OTHER_VARIABLES = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL"}
+
+
+def _as_text(environment: dict[str, Any]) -> dict[str, str]:
+    """Deploy-time references (a queue URL, a table name) stand in as names."""
+    return {
+        name: value if isinstance(value, str) else f"deployed-{name.lower()}" for name, value in environment.items()
+    }
+
+
+def _function_environment(synth: Synth, handler: str) -> dict[str, str]:
+    properties = synth.template["Resources"][function_id(synth, handler)]["Properties"]
+    return _as_text(properties["Environment"]["Variables"])
+
+
+def _worker_environment(synth: Synth) -> dict[str, str]:
+    _, service = only(synth, "AWS::ECS::Service")
+    task = synth.template["Resources"][service["TaskDefinition"]["Ref"]]["Properties"]
+    (container,) = task["ContainerDefinitions"]
+    return _as_text({item["Name"]: item["Value"] for item in container["Environment"]})
+
+
+def _known_variables() -> set[str]:
+    return {row[0] for model in settings_models() for row in model.env_table()} | _OTHER_VARIABLES
+
+
+@pytest.mark.parametrize("handler", sorted(READERS))
+def test_each_function_reads_its_settings_from_the_environment_the_stack_gives_it(synth: Synth, handler: str) -> None:
+    environment = _function_environment(synth, handler)
+    for model in READERS[handler]:
+        model.from_env(environment)  # raises naming the variable when one is missing or unreadable
+    assert set(environment) <= _known_variables()
+
+
+def test_api_trusts_api_gateway_for_the_tenant(synth: Synth) -> None:
+    environment = _function_environment(synth, "api")
+    assert ServiceSettings.from_env(environment).auth == "api_gateway"
+
+
+def test_scaler_is_capped_at_max_workers_and_the_drop_folder_names_its_inbox(synth: Synth) -> None:
+    assert ScalingPolicy.from_env(_function_environment(synth, "scaler")).max_workers == 6
+    assert AwsResourceNames.from_env(_function_environment(synth, "drop_folder")).inbox_bucket
+
+
+def test_worker_reads_its_settings_and_the_stack_sizes_match(synth: Synth) -> None:
+    environment = _worker_environment(synth)
+    settings = CloudWorkerSettings.from_env(environment)
+    assert set(environment) <= _known_variables()
+    assert str(settings.model_root) == "/mnt/models"
+    assert str(settings.local_cache_dir) == "/var/cache/comfyserve/models"
+    assert settings.local_cache_bytes == 200 * 1024**3
+    assert settings.drain_timeout_s < 120  # the job in hand finishes within the ECS stop timeout
+    assert settings.visibility_timeout_s == 120  # the queue's own visibility timeout
+    assert settings.models_bucket and settings.dlq_url
+    assert environment["POWERTOOLS_METRICS_NAMESPACE"] == "comfyserve"

@@ -1,0 +1,75 @@
+"""Queue, dead-letter queue and jobs table: the shapes the AWS adapters expect (comfyserve.adapters.aws)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk.assertions import Match
+
+from comfyserve.adapters.aws.dynamodb import ORDER_ATTR, PARTITION_KEY, TENANT_ATTR, TENANT_INDEX
+from comfyserve.settings import CloudWorkerSettings
+from infra.constructs.pipeline import TTL_ATTRIBUTE
+from tests.infra.conftest import Synth, function_id, only
+
+
+def _queues(synth: Synth) -> tuple[dict[str, Any], dict[str, Any], str]:
+    queues = synth.resources("AWS::SQS::Queue")
+    (jobs_id,) = [name for name, q in queues.items() if "RedrivePolicy" in q["Properties"]]
+    (dlq_id,) = [name for name in queues if name != jobs_id]
+    return queues[jobs_id]["Properties"], queues[dlq_id]["Properties"], dlq_id
+
+
+def test_jobs_queue_is_encrypted_redrives_and_keeps_the_heartbeat_visibility(synth: Synth) -> None:
+    jobs, dead, dead_id = _queues(synth)
+    visibility = CloudWorkerSettings.model_fields["visibility_timeout_s"].default
+    assert jobs["VisibilityTimeout"] == visibility == 120
+    assert jobs["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dead_id, "Arn"]}, "maxReceiveCount": 3}
+    assert jobs["SqsManagedSseEnabled"] is True and dead["SqsManagedSseEnabled"] is True
+    assert dead["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_queues_refuse_requests_without_tls(template: Any) -> None:
+    template.resource_count_is("AWS::SQS::QueuePolicy", 2)
+    template.all_resources_properties(
+        "AWS::SQS::QueuePolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                )
+            }
+        },
+    )
+
+
+def test_jobs_table_matches_the_adapter(template: Any) -> None:
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "KeySchema": [{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
+            "BillingMode": "PAY_PER_REQUEST",
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
+            "SSESpecification": {"SSEEnabled": True},
+            "GlobalSecondaryIndexes": [
+                {
+                    "IndexName": TENANT_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": TENANT_ATTR, "KeyType": "HASH"},
+                        {"AttributeName": ORDER_ATTR, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+        },
+    )
+    template.has_resource("AWS::DynamoDB::Table", {"DeletionPolicy": "Retain"})
+
+
+def test_dead_letter_function_reads_the_dlq_with_partial_batch_failures(synth: Synth) -> None:
+    _, _, dead_id = _queues(synth)
+    _, mapping = only(synth, "AWS::Lambda::EventSourceMapping")
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": [dead_id, "Arn"]}
+    assert mapping["FunctionName"] == {"Ref": function_id(synth, "dead_letter")}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BatchSize"] == 10
