@@ -17,6 +17,7 @@ from comfyserve.adapters.aws.ports import aws_ports
 from comfyserve.api.app import build_app
 from comfyserve.api.auth import authenticator_from_settings
 from comfyserve.engine.catalog import Catalog
+from comfyserve.model_store.settings import ModelStoreSettings, api_inventory
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.job_service import JobService
 from comfyserve.settings import AwsResourceNames, ServiceSettings
@@ -30,6 +31,9 @@ def aws_service(
     session: boto3.session.Session | None = None,
     client_config: Config | None = None,
 ) -> JobService:
+    """The job service; model names are checked against the published inventory when
+    ``COMFYSERVE_MODELS_BUCKET`` is set (docs/MODELS.md), else any name is accepted and the worker checks it."""
+    session = session or boto3.session.Session()
     ports = aws_ports(names, session=session, client_config=client_config)
     deps = ServiceDeps(
         blobs=ports.blobs,
@@ -38,6 +42,7 @@ def aws_service(
         events=ports.events,
         catalog=catalog or Catalog.packaged(),
         settings=settings,
+        inventory=api_inventory(ModelStoreSettings.from_env(), session.client("s3", config=client_config)),
     )
     return JobService(deps)
 
