@@ -40,7 +40,6 @@ from comfyserve.worker.telemetry import WorkerTelemetry, stdout_sink, worker_log
 
 if TYPE_CHECKING:
     from comfyserve.engine.registry import NodeRegistry
-    from comfyserve.model_store.settings import ModelStoreSettings
 
 log = logging.getLogger(__name__)
 # Long polls wait up to 20 s: the read timeout outlasts them; standard retries ride out throttling and blips.
@@ -162,13 +161,6 @@ def _init_torch(seconds: dict[str, float]) -> str:
     return "cuda"
 
 
-def model_settings(settings: CloudWorkerSettings) -> ModelStoreSettings:
-    """The model store's view of the worker's settings (the same variables)."""
-    from comfyserve.model_store.settings import ModelStoreSettings
-
-    return ModelStoreSettings(**{name: getattr(settings, name) for name in ModelStoreSettings.model_fields})
-
-
 def node_registry(settings: CloudWorkerSettings, packs: Sequence[str] | None = None) -> NodeRegistry:
     """The built-in packs (or ``packs``) and the ``COMFYSERVE_CUSTOM_NODES`` folders, under the allow/deny lists."""
     from comfyserve.engine.registry import NodeFilter, build_registry
@@ -254,7 +246,7 @@ def run_worker(settings: CloudWorkerSettings) -> int:
     device = _init_torch(seconds)
     from comfyserve.model_store.settings import worker_inventory
 
-    inventory = worker_inventory(model_settings(settings))
+    inventory = worker_inventory(settings)
     with _timed(seconds, "backend_start_s"):
         backend = build_backend(settings, inventory)
         backend.start()
