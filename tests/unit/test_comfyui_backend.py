@@ -180,7 +180,7 @@ def test_a_hung_comfyui_is_killed_and_restarted_and_the_job_given_back(backend: 
 def test_a_crash_mid_job_restarts_comfyui_and_the_job_runs_once_after(backend: ComfyUIBackend, tmp_path: Path) -> None:
     pid = backend.process.pid
     released = job(tmp_path, prompt("crash_once"))
-    with pytest.raises(ComfyUIRestarted, match=r"exited|closed"):
+    with pytest.raises(ComfyUIRestarted, match=r"exited|closed|stopped answering"):
         backend.run(released)
     assert backend.process.alive() and backend.process.pid != pid
     again = backend.run(released)  # the worker released the job; its next delivery runs it

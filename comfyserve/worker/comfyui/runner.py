@@ -35,6 +35,7 @@ from comfyserve.worker.outputs import LocalOutput
 
 RUN_INPUT = "comfyserve_run"  # the undeclared input that makes output nodes run for every job
 RECV_POLL_S = 0.25
+REGISTRATION_TIMEOUT_S = 30.0
 TERMINAL = frozenset({"execution_success", "execution_error", "execution_interrupted"})
 
 
@@ -178,6 +179,7 @@ class PromptRun:
         except (OSError, TimeoutError, ConnectionClosed) as exc:
             raise Died(f"cannot open ComfyUI's websocket: {exc}") from exc
         with websocket:
+            self._await_registration(websocket)
             try:
                 self.client.queue_prompt(body)
             except ComfyUIHTTPError as exc:
@@ -215,6 +217,21 @@ class PromptRun:
             executed=followed.executed,
             cached=followed.cached,
         )
+
+    def _await_registration(self, websocket: ClientConnection) -> None:
+        """Wait for the ``status`` message ComfyUI sends once it has registered the socket under our client id;
+        a prompt queued before that could run with its messages sent to the client's previous socket."""
+        deadline = time.monotonic() + REGISTRATION_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                message = websocket.recv(timeout=max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                break
+            except ConnectionClosed as exc:
+                raise Died(f"ComfyUI's websocket closed: {exc}") from exc
+            if isinstance(message, str) and '"status"' in message:
+                return
+        raise Died(f"ComfyUI sent no status on its websocket within {REGISTRATION_TIMEOUT_S} s")
 
     def _follow(self, websocket: ClientConnection, job: BackendJob, prompt_id: str, run_id: str) -> Followed:
         followed = Followed()
