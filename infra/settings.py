@@ -13,6 +13,9 @@ from typing import Any, Literal, get_args
 
 from constructs import Node
 
+from comfyserve.service.scaling import ScalingPolicy
+from comfyserve.settings import CloudWorkerSettings
+
 GpuFamily = Literal["g5", "g6", "g6e"]
 GPU_FAMILIES: tuple[str, ...] = get_args(GpuFamily)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -45,9 +48,9 @@ class StackSettings:
     api_burst_limit: int = 20
     api_quota_per_day: int = 10_000
     # Cap on a job's own timeout (seconds).
-    job_timeout_s: int = 3600
+    job_timeout_s: int = CloudWorkerSettings.model_fields["job_timeout_s"].default
     # Mean GPU seconds of one job: the scaler's backlog-per-task target.
-    seconds_per_job: float = 15.0
+    seconds_per_job: float = ScalingPolicy.model_fields["seconds_per_job"].default
     # Days kept: job records (TTL), outputs, the event archive, logs.
     retention_days: int = 30
     # Receives of a job message before it goes to the dead-letter queue.

@@ -24,7 +24,8 @@ METRICS_NAMESPACE = "comfyserve"
 class _PreparedBundle:
     """Local bundling: the bundle built by pip for the Lambda platform, so synth needs no Docker."""
 
-    def try_bundle(self, output_dir: str, **_options: Any) -> bool:
+    # jsii passes the bundling options as one positional struct, its Python typing as keywords: accept both.
+    def try_bundle(self, output_dir: str, *_options: Any, **_keywords: Any) -> bool:
         lambda_bundle.copy_bundle(Path(output_dir))
         return True
 

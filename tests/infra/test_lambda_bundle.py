@@ -79,3 +79,14 @@ def test_no_heavy_distribution_and_bounded_size() -> None:
     assert size < MAX_BUNDLE_BYTES
     for handler in HANDLERS:
         assert "def handler(" in (BUNDLE_DIR / "lambdas" / f"{handler}.py").read_text(encoding="utf-8")
+
+
+def test_local_bundling_copies_the_bundle_into_the_asset(tmp_path: Path) -> None:
+    from infra.constructs.functions import _PreparedBundle
+
+    asset = tmp_path / "asset"
+    asset.mkdir()
+    assert _PreparedBundle().try_bundle(str(asset), object()) is True  # jsii passes the options positionally
+    assert (asset / "lambdas" / "api.py").is_file() and (asset / "pydantic_core").is_dir()
+    assert not (asset / "comfyserve" / "models").exists()
+    assert not list(asset.glob(".dependencies-stamp"))

@@ -51,3 +51,13 @@ def test_cdk_nag_ran_and_every_acknowledgement_has_a_reason(synth: Synth) -> Non
         "AWS::IAM::Role",
         "AWS::Lambda::Permission",
     }
+
+
+def test_worker_image_builds_from_gpu_container_with_only_what_it_copies(synth: Synth) -> None:
+    assets = json.loads((synth.outdir / "comfyserve.assets.json").read_text(encoding="utf-8"))
+    ((image,),) = [list(assets["dockerImages"].values())]
+    assert image["source"]["dockerFile"] == "gpu_container/Dockerfile"
+    context = synth.outdir / image["source"]["directory"]
+    staged = sorted(path.name for path in context.iterdir())
+    assert staged == ["README.md", "comfyserve", "gpu_container", "pyproject.toml"]
+    assert not list(context.rglob("__pycache__"))
