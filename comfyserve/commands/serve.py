@@ -1,4 +1,5 @@
-"""``comfyserve serve [--port P] [--data DIR] [--workers N] [--models DIR]``: the local stack, until Ctrl-C.
+"""``comfyserve serve [--port P] [--data DIR] [--workers N] [--models DIR] [--backend builtin|comfyui]``: the local
+stack, until Ctrl-C. ``--backend comfyui --comfyui-dir DIR`` runs every job on a managed ComfyUI (one per worker).
 
 API keys (``tenant:key``) come from ``COMFYSERVE_API_KEYS`` (comma-separated) or ``--keys-file`` (one a line);
 with neither, a key for tenant ``local`` is created once in ``DIR/api_keys.txt``. Every other
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from comfyserve.commands.comfyui import add_comfyui_options
 from comfyserve.commands.common import UsageError
 from comfyserve.service.settings import ServiceSettings
 
@@ -35,6 +37,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--keys-file", type=Path, help="API keys, one 'tenant:key' a line")
     parser.add_argument("--custom-nodes", type=Path, action="append", default=[], help="a custom_nodes directory")
     parser.add_argument("--anonymous-tenant", help="serve requests without a key as this tenant (unmodified clients)")
+    parser.add_argument(
+        "--backend",
+        choices=("builtin", "comfyui"),
+        default=os.environ.get("COMFYSERVE_BACKEND") or "builtin",
+        help="execution backend (default: $COMFYSERVE_BACKEND, else builtin); comfyui runs a managed ComfyUI",
+    )
+    add_comfyui_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -73,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be 0 or more")
     if args.models is not None and not args.models.is_dir():
         raise UsageError(f"--models {args.models} is not a directory")
+    if args.backend == "comfyui" and (args.comfyui_dir is None or not (args.comfyui_dir / "main.py").is_file()):
+        raise UsageError("--backend comfyui needs --comfyui-dir (or COMFYUI_DIR): a ComfyUI checkout")
     settings, hint = _settings(args)
     stopping = threading.Event()
 
@@ -88,9 +99,18 @@ def run(args: argparse.Namespace) -> int:
         settings=settings,
         models_dir=args.models,
         custom_nodes=args.custom_nodes,
+        backend=args.backend,
+        comfyui_dir=args.comfyui_dir,
+        comfyui_python=args.comfyui_python,
     )
     stack.start()
     try:
+        if args.backend == "comfyui":
+            print("starting ComfyUI in each worker…", flush=True)
+            try:
+                stack.wait_ready()  # the catalog the API validates against is ComfyUI's from here on
+            except (RuntimeError, TimeoutError) as exc:
+                raise UsageError(f"ComfyUI did not start (its log is in {stack.data_dir}/work/): {exc}") from None
         print(f"comfyserve serving on {stack.url} ({args.workers} worker(s), data in {stack.data_dir})")
         print(hint)
         print(f"ComfyUI clients: POST {stack.url}/prompt, websocket {stack.url.replace('http', 'ws', 1)}/ws")

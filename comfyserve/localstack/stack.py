@@ -29,6 +29,7 @@ from comfyserve.localstack.apigw import build_event
 from comfyserve.localstack.server import Authenticate, LocalServer, Mount, Resolver
 from comfyserve.localstack.workers import WorkerProcessConfig, start_worker, worker_metrics
 from comfyserve.localstack.ws_hub import WebsocketHub
+from comfyserve.service.catalog_source import PublishedCatalog
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import ServiceError
 from comfyserve.service.job_service import JobService
@@ -76,6 +77,9 @@ class LocalStack:
         visibility_timeout_s: int = 60,
         drain_timeout_s: float = 20.0,
         max_receives: int = 5,
+        backend: str = "builtin",
+        comfyui_dir: Path | None = None,
+        comfyui_python: Path | None = None,
     ) -> None:
         if workers < 0:
             raise ValueError("workers must be 0 or more")
@@ -92,6 +96,11 @@ class LocalStack:
         self.visibility_timeout_s = visibility_timeout_s
         self.drain_timeout_s = drain_timeout_s
         self.max_receives = max_receives
+        if backend == "comfyui" and comfyui_dir is None:
+            raise ValueError("the comfyui backend needs comfyui_dir (a ComfyUI checkout)")
+        self.backend = backend
+        self.comfyui_dir = comfyui_dir
+        self.comfyui_python = comfyui_python
         self.processes: list[BaseProcess] = []
         self._ready: list[Event] = []
         self._server: LocalServer | None = None
@@ -130,6 +139,8 @@ class LocalStack:
         return Catalog({**catalog.specs, **custom.specs()}, custom.classes)
 
     def start(self) -> LocalStack:
+        """Serve, then start the workers. With the comfyui backend the API validates against the catalog the
+        workers publish once their ComfyUI answers (the packaged one until then)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         server = self._server = LocalServer((self.host, self.port))
         adapters = self._adapters = LocalAdapters.open(
@@ -144,7 +155,9 @@ class LocalStack:
             queue=adapters.queue,
             jobs=adapters.store,
             events=adapters.bus,
-            catalog=self._catalog(),
+            catalog=self._catalog()
+            if self.backend == "builtin"
+            else PublishedCatalog(adapters.blobs, Catalog.packaged(), refresh_s=1.0),
             settings=self.settings,
             inventory=inventory,
             metrics=lambda: worker_metrics(self.data_dir),
@@ -173,6 +186,9 @@ class LocalStack:
             max_receives=self.max_receives,
             allow_private_urls=self.settings.allow_private_urls,
             log_level=logging.getLogger().getEffectiveLevel(),
+            backend=self.backend,
+            comfyui_dir=self.comfyui_dir,
+            comfyui_python=self.comfyui_python,
         )
 
     def add_worker(self, index: int | None = None) -> BaseProcess:

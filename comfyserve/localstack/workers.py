@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.validation import Limits
+from comfyserve.worker.backend import Backend
 
 SPAWN = multiprocessing.get_context("spawn")
 METRICS_FILE = "metrics.jsonl"
@@ -43,6 +45,9 @@ class WorkerProcessConfig:
     receive_wait_s: int = 1
     allow_private_urls: bool = False
     log_level: int = logging.WARNING
+    backend: str = "builtin"  # or "comfyui": a managed ComfyUI per worker process
+    comfyui_dir: Path | None = None
+    comfyui_python: Path | None = None
 
 
 def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
@@ -52,7 +57,6 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
     from comfyserve.adapters.local.jsonl import JsonLinesFile
     from comfyserve.localstack.adapters import LocalAdapters
     from comfyserve.localstack.prompt_messages import feed_messages
-    from comfyserve.worker.backend_factory import build_backend
     from comfyserve.worker.loop import Worker, WorkerPorts, WorkerSettings
     from comfyserve.worker.telemetry import WorkerTelemetry, worker_logger
 
@@ -63,14 +67,12 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
         max_receives=config.max_receives,
         allow_private_urls=config.allow_private_urls,
     )
-    backend = build_backend(
-        "builtin",
-        models=ModelInventory.scan(config.models_dir) if config.models_dir else ModelInventory(),
-        limits=config.limits,
-        node_packs=config.node_packs,
-        custom_nodes=config.custom_nodes,
-    )
+    backend = _backend(config, adapters.work_dir)
     backend.start()
+    if config.backend == "comfyui":  # the edge validates against what this ComfyUI really serves
+        from comfyserve.service.catalog_source import publish_catalog
+
+        publish_catalog(adapters.blobs, backend.object_info())
     metrics = JsonLinesFile(config.data_dir / METRICS_FILE)
     settings = WorkerSettings(
         work_dir=adapters.work_dir,
@@ -96,6 +98,27 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
         backend.close()
         adapters.webhooks.flush(timeout_s=5.0)
         adapters.close()
+
+
+def _backend(config: WorkerProcessConfig, work_dir: Path) -> Backend:
+    from comfyserve.worker.backend_factory import build_backend
+
+    if config.backend == "comfyui":
+        return build_backend(
+            "comfyui",
+            comfyui_dir=config.comfyui_dir,
+            python=config.comfyui_python,
+            work_dir=work_dir / f"comfyui-{os.getpid()}",
+            model_root=config.models_dir,
+            custom_nodes=config.custom_nodes,
+        )
+    return build_backend(
+        "builtin",
+        models=ModelInventory.scan(config.models_dir) if config.models_dir else ModelInventory(),
+        limits=config.limits,
+        node_packs=config.node_packs,
+        custom_nodes=config.custom_nodes,
+    )
 
 
 def worker_metrics(data_dir: Path) -> dict[str, Any]:

@@ -1,0 +1,65 @@
+"""``comfyserve serve --backend comfyui`` on the fake ComfyUI (tests/unit/fake_comfyui): the workers run a managed
+ComfyUI each and publish its catalog; the edge then accepts ComfyUI's node classes and refuses unknown ones with
+ComfyUI's error before anything is queued."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from comfyserve.localstack.stack import LocalStack
+from comfyserve.service.catalog_source import DEFAULT_CATALOG_KEY
+from tests.integration.stack_helpers import Api
+
+KEY = "alice-key"
+FAKE_DIR = Path(__file__).parents[1] / "unit" / "fake_comfyui"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    data_dir = tmp_path_factory.mktemp("comfyui-stack")
+    with LocalStack(
+        data_dir, port=0, workers=1, api_keys={"alice": KEY}, backend="comfyui", comfyui_dir=FAKE_DIR
+    ) as local:
+        local.wait_ready()
+        yield local
+
+
+@pytest.fixture(scope="module")
+def alice(stack: LocalStack) -> Api:
+    return Api(stack.url, KEY)
+
+
+def workflow(mode: str = "ok") -> dict[str, Any]:
+    return {
+        "2": {"class_type": "FakeGenerate", "inputs": {"mode": mode, "steps": 2}},
+        "3": {"class_type": "FakeSave", "inputs": {"images": ["2", 0], "filename_prefix": "out"}},
+    }
+
+
+def test_a_job_runs_on_the_workers_comfyui(stack: LocalStack, alice: Api) -> None:
+    assert stack.adapters.blobs.head(DEFAULT_CATALOG_KEY) is not None  # published by the worker at start
+    job_id = alice.submit(workflow())  # FakeGenerate and FakeSave are only in the published catalog
+    view = alice.wait_status(job_id)
+    assert view["status"] == "succeeded", view
+    assert [o["filename"] for o in view["outputs"]] == ["out_00001_.png"]
+    download = requests.get(view["outputs"][0]["url"], timeout=10)
+    assert download.status_code == 200 and download.content.startswith(b"\x89PNG")
+
+
+def test_the_edge_refuses_a_node_comfyui_does_not_have(stack: LocalStack, alice: Api) -> None:
+    depth = stack.adapters.queue.approximate_depth().total
+    prompt = {**workflow(), "9": {"class_type": "KSampler", "inputs": {}}}  # comfyserve's, not this ComfyUI's
+    answer = alice.http.post(f"{stack.url}/prompt", json={"prompt": prompt}, timeout=10)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == {
+        "type": "invalid_prompt",
+        "message": "Cannot execute because node KSampler does not exist.",
+        "details": "Node ID '#9'",
+        "extra_info": {},
+    }
+    assert stack.adapters.queue.approximate_depth().total == depth
