@@ -21,7 +21,7 @@ BUNDLE_DIR = ROOT / "build" / "lambda"
 RUNTIME_VERSION = "3.13"
 PLATFORM = "manylinux2014_aarch64"
 # comfyserve packages the Lambdas never import: they need torch or run only on the worker or locally.
-HEAVY_PACKAGES = ("nodes", "models", "worker", "localstack", "model_store", "compat", "commands")
+HEAVY_PACKAGES = ("nodes", "models", "worker", "localstack", "compat", "commands")
 FORBIDDEN_DISTRIBUTIONS = ("torch", "numpy", "diffusers", "transformers", "safetensors", "scipy")
 _STAMP = ".dependencies-stamp"
 _SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")

@@ -8,13 +8,19 @@ from pathlib import Path
 import pytest
 
 from infra.constructs.functions import HANDLERS
-from infra.lambda_bundle import BUNDLE_DIR, FORBIDDEN_DISTRIBUTIONS, RUNTIME_VERSION
+from infra.lambda_bundle import BUNDLE_DIR, FORBIDDEN_DISTRIBUTIONS, RUNTIME_VERSION, build
 
 MAX_BUNDLE_BYTES = 120 * 1024 * 1024  # Lambda's limit is 250 MB unzipped; today's bundle is about 66 MB
 
 pytestmark = pytest.mark.skipif(
     not (BUNDLE_DIR / "lambdas").is_dir(), reason="no Lambda bundle: run `make lambda-bundle` (make test does)"
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_bundle() -> None:
+    """Today's sources in the bundle (the dependencies are reinstalled only if pyproject.toml changed them)."""
+    build()
 
 
 def _first_party_imports(path: Path) -> set[str]:
