@@ -18,6 +18,7 @@ from comfyserve.api.app import build_app
 from comfyserve.api.auth import authenticator_from_settings
 from comfyserve.engine.catalog import Catalog
 from comfyserve.model_store.settings import ModelStoreSettings, api_inventory
+from comfyserve.service.catalog_source import PublishedCatalog
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.job_service import JobService
 from comfyserve.settings import AwsResourceNames, ServiceSettings
@@ -32,7 +33,9 @@ def aws_service(
     client_config: Config | None = None,
 ) -> JobService:
     """The job service; model names are checked against the published inventory when
-    ``COMFYSERVE_MODELS_BUCKET`` is set (docs/MODELS.md), else any name is accepted and the worker checks it."""
+    ``COMFYSERVE_MODELS_BUCKET`` is set (docs/MODELS.md), else any name is accepted and the worker checks it.
+    Workflows are validated against ``catalog``, by default the catalog the workers published under
+    ``COMFYSERVE_CATALOG_KEY`` (the packaged one until they have)."""
     session = session or boto3.session.Session()
     ports = aws_ports(names, session=session, client_config=client_config)
     deps = ServiceDeps(
@@ -40,7 +43,7 @@ def aws_service(
         queue=ports.queue,
         jobs=ports.jobs,
         events=ports.events,
-        catalog=catalog or Catalog.packaged(),
+        catalog=catalog or PublishedCatalog(ports.blobs, Catalog.packaged(), key=names.catalog_key),
         settings=settings,
         inventory=api_inventory(ModelStoreSettings.from_env(), session.client("s3", config=client_config)),
     )
