@@ -250,6 +250,10 @@ def run_worker(settings: CloudWorkerSettings) -> int:
     with _timed(seconds, "backend_start_s"):
         backend = build_backend(settings, inventory)
         backend.start()
+        if settings.backend == "comfyui":  # the API validates against what this ComfyUI really serves
+            from comfyserve.service.catalog_source import publish_catalog
+
+            publish_catalog(aws.blobs, backend.object_info(), settings.catalog_key)
     try:
         model_load_s = preload_models(settings, inventory)
         with _timed(seconds, "warmup_s"):
