@@ -1,6 +1,7 @@
-"""The real ``comfyserve worker`` process on the session's moto server: the entrypoint processes a job (with its
-cold start, long polling and task protection), survives repeated ``kill -9`` with a second worker (every job
-completes exactly once), drains on SIGTERM, and hands a job stopped Spot-style to another worker.
+"""The real ``comfyserve worker`` process on the session's moto server: the entrypoint preloads, warms up,
+processes jobs (long polling, task protection, health check) and drains on SIGTERM; repeated ``kill -9`` with a
+second worker leaves every job completed exactly once; a Spot-style stop hands the job to another worker; a
+poison job that kills every worker that takes it ends in the dead-letter queue and fails once.
 
 The cloud's completion path runs as it does on AWS: the manifest's S3 "Object Created" event goes through
 EventBridge (default bus, a rule on manifest keys) to an SQS queue standing in for the Lambda trigger, and the
@@ -35,6 +36,7 @@ from comfyserve.contracts.jobs import JobRecord, JobStatus, QueueMessage
 from comfyserve.contracts.manifest import JobManifest, manifest_key
 from comfyserve.model_store.sync import sync
 from comfyserve.service.completion import Completion
+from comfyserve.service.dead_letter import DEAD_LETTER_ERROR, DeadLetterOutcome, DeadLetters
 from tests.integration.conftest import REGION, AwsAdapters
 from tests.integration.stack_helpers import ROOT, STACK_NODES, wait_for, wait_workflow
 from tests.unit.test_ecs_protection import FakeAgent
@@ -42,6 +44,7 @@ from tests.unit.test_ecs_protection import FakeAgent
 TENANT = "acme"
 PRELOADED = "upscale_models/tiny.pth"  # a folder without a loader: preloading makes the file local
 ENTRYPOINT = Path(sys.executable).parent / "comfyserve"  # the console script the image's ENTRYPOINT runs
+PROCESS_NODES = Path(__file__).resolve().parent / "process_nodes"  # a node that kills its worker
 TERMINAL_EVENTS = {JobEventType.JOB_SUCCEEDED, JobEventType.JOB_FAILED, JobEventType.JOB_CANCELLED}
 
 
@@ -69,7 +72,7 @@ class Cloud:
                 "COMFYSERVE_EVENT_BUS": a.bus.bus_name,
                 "COMFYSERVE_MODEL_ROOT": str(self.root / "models"),
                 "COMFYSERVE_WORK_DIR": str(self.root / name),
-                "COMFYSERVE_CUSTOM_NODES": str(STACK_NODES),
+                "COMFYSERVE_CUSTOM_NODES": f"{STACK_NODES},{PROCESS_NODES}",
                 "COMFYSERVE_WORKER_ID": name,
                 "COMFYSERVE_RECEIVE_WAIT_S": "1",
                 "COMFYSERVE_VISIBILITY_TIMEOUT_S": "3",
@@ -122,14 +125,31 @@ class Cloud:
 
         return wait_for(probe, timeout_s, f"{len(job_ids)} job(s) to finish")
 
+    def dead_letters(self) -> list[DeadLetterOutcome]:
+        """Hand every message in the dead-letter queue to the dead-letter use case, as Lambda ``dead_letter``
+        does."""
+        a, dlq = self.adapters, self.queue.dead_letters
+        assert dlq is not None
+        completion = Completion(a.store, a.bus, a.blobs)
+        handler, outcomes = DeadLetters(a.store, a.blobs, completion), []
+        while messages := a.sqs.receive_message(
+            QueueUrl=dlq.queue_url, MaxNumberOfMessages=10, MessageSystemAttributeNames=["ApproximateReceiveCount"]
+        ).get("Messages"):
+            for message in messages:
+                count = int(message["Attributes"]["ApproximateReceiveCount"])
+                outcomes.append(handler.on_dead_letter(message["Body"], count))
+                a.sqs.delete_message(QueueUrl=dlq.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return outcomes
+
     def manifest(self, job_id: str) -> JobManifest:
         return JobManifest.model_validate_json(self.adapters.blobs.get(manifest_key(TENANT, job_id)))
 
 
 @pytest.fixture
-def cloud(aws_adapters: AwsAdapters, tmp_path: Path) -> Iterator[Cloud]:
+def cloud(aws_adapters: AwsAdapters, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cloud]:
     a = aws_adapters
-    queue = a.queue(max_receives=10)  # kills redeliver a job's message: it must not reach the DLQ for that
+    # Kills redeliver a job's message: only the poison test lets it reach the dead-letter queue.
+    queue = a.queue(max_receives=2 if "poison" in request.node.name else 10)
     a.s3.put_bucket_notification_configuration(
         Bucket=a.blobs.bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
     )
@@ -305,3 +325,26 @@ def test_a_spot_style_stop_mid_job_hands_the_job_to_another_worker(cloud: Cloud,
     assert protection_states(agent, holder) == [True, False]  # dropped on the way out
     workers[other].send_signal(signal.SIGTERM)
     assert workers[other].wait(timeout=15) == 0
+
+
+def test_a_poison_job_that_kills_every_worker_fails_once_from_the_dead_letter_queue(cloud: Cloud) -> None:
+    poison = wait_workflow(0.0, steps=1)
+    poison["2"] = {"class_type": "ProcessTestKillWorker", "inputs": {"image": ["1", 0]}}
+    job_id = cloud.submit(poison)
+    first, second = cloud.start_worker("p1"), cloud.start_worker("p2")  # the queue moves it after 2 receives
+
+    assert first.wait(timeout=60) == -signal.SIGKILL
+    assert second.wait(timeout=60) == -signal.SIGKILL
+    survivor = cloud.start_worker("p3")  # its receive finds the message over the limit: SQS moves it
+    wait_for(lambda: cloud.queue.approximate_depth().total == 0, 60, "the message to leave the jobs queue")
+    assert cloud.dead_letters() == [DeadLetterOutcome.FAILED]
+
+    [record] = cloud.wait_finished([job_id], timeout_s=10)
+    assert record.status is JobStatus.FAILED and record.error is not None
+    assert record.error.type == DEAD_LETTER_ERROR and "moved to the dead-letter queue" in record.error.message
+    assert cloud.manifest_writes == {job_id: 1} and cloud.manifest(job_id).status == "failed"
+    events = lifecycles(cloud)[job_id]
+    assert events[JobEventType.JOB_FAILED] == 1 and sum(events[kind] for kind in TERMINAL_EVENTS) == 1
+    assert survivor.poll() is None  # the worker that did not receive the poison serves on
+    survivor.send_signal(signal.SIGTERM)
+    assert survivor.wait(timeout=15) == 0
