@@ -22,6 +22,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from comfyserve.adapters.local.blobs import LocalBlobStore, PresignedUrlInvalid
 from comfyserve.engine.errors import ComfyServeError
-from comfyserve.localstack.apigw import LambdaContextStub, build_event, parse_response
+from comfyserve.localstack import sse
+from comfyserve.localstack.apigw import HttpResponse, LambdaContextStub, build_event, parse_response
 from comfyserve.localstack.websocket import HandshakeError, WebSocket, check_upgrade
 from comfyserve.localstack.ws_hub import WebsocketHub
 from comfyserve.ports import BlobNotFound, InvalidKey, validate_key
@@ -57,6 +59,7 @@ class Resolver(Protocol):
     def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]: ...
 
 
+SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("Connection", "close")]
 CLOSE_HEADERS = [("Content-Type", "application/json"), ("Connection", "close")]
 
 
@@ -95,6 +98,7 @@ class LocalServer(ThreadingHTTPServer):
         *,
         read_timeout_s: float = READ_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
+        events_poll_s: float = sse.POLL_S,
     ) -> None:
         try:
             super().__init__(address, _Handler)
@@ -104,6 +108,7 @@ class LocalServer(ThreadingHTTPServer):
         self.resolve_lock = threading.Lock()
         self.read_timeout_s = read_timeout_s
         self.slots = threading.BoundedSemaphore(max_connections)
+        self.events_poll_s = events_poll_s
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away is a line in the log, not a traceback."""
@@ -303,17 +308,57 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD" and body:
             self.wfile.write(body)
 
-    def _api(self, app: Resolver, path: str, query: str, body: bytes) -> None:
+    def _resolve(
+        self, app: Resolver, path: str, query: str, body: bytes, *, answer: bool = True
+    ) -> HttpResponse | None:
+        """The route table's answer; ``None`` when it raised (after answering a 500, with ``answer``)."""
         event = build_event(self.command, path, query, list(self.headers.items()), body, self.client_address[0])
         try:
             with self.server.resolve_lock:
                 raw = app.resolve(event, LambdaContextStub())
-            response = parse_response(raw)
+            return parse_response(raw)
         except Exception:
             log.exception("the route table raised on %s %s", self.command, path)
-            self._reply(500, error_body("internal_error", "the server failed to handle the request"))
+            if answer:
+                self._reply(500, error_body("internal_error", "the server failed to handle the request"))
+            return None
+
+    def _api(self, app: Resolver, path: str, query: str, body: bytes) -> None:
+        response = self._resolve(app, path, query, body)
+        if response is None:
+            return
+        live = response.status == 200 and self.command == "GET" and sse.EVENTS_PATH.match(path) is not None
+        if live and not sse.is_terminal(response.body):
+            self._stream_events(app, path, query, response.body)
             return
         self._reply(response.status, response.body, response.headers)
+
+    def _stream_events(self, app: Resolver, path: str, query: str, first: bytes) -> None:
+        """Keep a job's event stream open until it finishes (see :mod:`comfyserve.localstack.sse`)."""
+        self._release_slot()  # a stream lives long: it does not hold a request slot
+        self.close_connection = True
+        self.send_response(200)
+        for name, value in SSE_HEADERS:
+            self.send_header(name, value)
+        self.end_headers()
+        sent = sse.FrameFilter()
+        poll_s, deadline = self.server.events_poll_s, time.monotonic() + sse.MAX_S
+        body: bytes | None = first
+        quiet_since = time.monotonic()
+        try:
+            while body is not None:
+                fresh = sent.new(body)
+                if fresh or time.monotonic() - quiet_since > sse.KEEPALIVE_S:
+                    self.wfile.write(fresh or sse.KEEPALIVE)
+                    self.wfile.flush()
+                    quiet_since = time.monotonic()
+                if sse.is_terminal(body) or time.monotonic() > deadline:
+                    return
+                time.sleep(poll_s)
+                response = self._resolve(app, path, query, b"", answer=False)
+                body = response.body if response is not None and response.status == 200 else None
+        except OSError:
+            log.debug("event stream of %s closed by the client", path)
 
     def _blob(self, blobs: LocalBlobStore, key: str, query: str, body: bytes) -> None:
         params = {name: values[-1] for name, values in parse_qs(query).items()}

@@ -9,17 +9,20 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import requests
 
+from comfyserve.contracts.jobs import JobStatus, Progress
 from comfyserve.localstack.server import MAX_API_BODY, ListenError, LocalServer, Mount
 from comfyserve.localstack.ws_hub import WebsocketHub
-from tests.api_stack import KEYS, Stack, make_stack, workflow
+from tests.api_stack import KEYS, Stack, make_stack, run_job, workflow
 
 KEY = KEYS["tenant-a"]
 
@@ -210,7 +213,35 @@ def test_an_announced_body_over_the_limit_is_answered_before_it_is_sent(server: 
 
 
 def test_a_taken_port_is_a_one_line_error(server: LocalServer) -> None:
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), server.server_address[1]
 
     with pytest.raises(ListenError, match=f"^cannot listen on {host}:{port}: Address already in use$"):
-        LocalServer((str(host), port))
+        LocalServer((host, port))
+
+
+def test_the_v2_event_stream_stays_open_locally_until_the_job_finishes(stack: Stack) -> None:
+    for server in serve(stack, events_poll_s=0.05):
+        job_id = requests.post(
+            f"{server.url}/api/v2/jobs", json={"workflow": workflow()}, headers={"x-api-key": KEY}, timeout=5
+        ).json()["id"]
+        host, port = server.server_address[:2]
+        connection = http.client.HTTPConnection(str(host), port, timeout=10)
+        connection.request("GET", f"/api/v2/jobs/{job_id}/events", headers={"Authorization": f"Bearer {KEY}"})
+        response = connection.getresponse()
+        first = response.readline() + response.readline() + response.readline()
+
+        run_job(stack, job_id)  # the worker claims it …
+        time.sleep(0.2)
+        stack.jobs.update_progress(job_id, Progress(node="3", step=1, max=4, nodes_done=1, nodes_total=3))
+        time.sleep(0.2)
+        stack.jobs.transition(  # … and finishes it
+            job_id, {JobStatus.RUNNING}, JobStatus.SUCCEEDED, finished_at=datetime.now(UTC), outputs=[]
+        )
+        rest = response.read()
+
+        assert response.status == 200 and response.getheader("Content-Type") == "text/event-stream"
+        assert first == b'event: status\ndata: {"status":"queued","queue_position":1}\n\n'
+        events = [frame.split(b"\n")[0] for frame in rest.strip().split(b"\n\n")]
+        assert events == [b"event: status", b"event: progress", b"event: status"]
+        assert rest.endswith(b'data: {"status":"succeeded","queue_position":null}\n\n')
+        connection.close()
