@@ -337,14 +337,15 @@ class CloudWorkerSettings(AwsResourceNames):
 
 
 def settings_models() -> list[type[EnvSettings]]:
-    """Every documented settings model (one with a ``doc_title``), this module's first: the modules of the
-    ``comfyserve`` package that subclass :class:`EnvSettings` are imported to find them."""
+    """Every documented settings model (one with a ``doc_title``): the modules of the ``comfyserve`` package
+    that subclass :class:`EnvSettings` are imported to find them."""
     package = Path(__file__).resolve().parent
     for path in sorted(package.rglob("*.py")):
         if path.name != "settings.py" and "(EnvSettings)" in path.read_text(encoding="utf-8"):
             module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
             importlib.import_module(module)
-    return list(_DOCUMENTED)
+    # This module's first, then by module; a module's own in the order it defines them (the sort is stable).
+    return sorted(_DOCUMENTED, key=lambda model: (model.__module__ != __name__, model.__module__))
 
 
 def settings_markdown() -> str:
