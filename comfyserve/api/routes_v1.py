@@ -1,4 +1,8 @@
-"""The service's own routes: ``/v1/jobs``, ``/v1/validate``, ``/v1/nodes``, ``/v1/uploads``, ``/v1/health``"""
+"""The service's own routes: ``/v1/jobs``, ``/v1/validate``, ``/v1/nodes``, ``/v1/uploads``, ``/v1/health``
+
+A route that knows the request's job (submit, get, cancel) puts ``job_id`` in the resolver's context (cleared
+after each request); the Lambda ``api`` handler adds it to its log lines.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
     ) -> Response[JobAccepted]:
         submitted = service.submit(tenant_of(app), body, idempotency_key)
         job_id = submitted.record.job_id
+        app.append_context(job_id=job_id)
         headers = {"Location": f"/v1/jobs/{job_id}"}
         if submitted.replayed:
             headers["Idempotent-Replayed"] = "true"
@@ -54,6 +59,7 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
         responses={**ok(200, JobView, "The job"), **error_responses(*AUTH, 404)},
     )
     def get_job(job_id: str) -> JobView:
+        app.append_context(job_id=job_id)
         return view(service.get(tenant_of(app), job_id))
 
     @app.get(
@@ -84,6 +90,7 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
         },
     )
     def cancel_job(job_id: str) -> Response[JobView]:
+        app.append_context(job_id=job_id)
         record = service.cancel(tenant_of(app), job_id)
         return Response(200 if record.status is JobStatus.CANCELLED else 202, JSON, view(record))
 
