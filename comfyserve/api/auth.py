@@ -20,6 +20,7 @@ from typing import Protocol
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from comfyserve.contracts.jobs import TENANT_PATTERN
+from comfyserve.engine.errors import ComfyServeError
 from comfyserve.service.errors import Forbidden, Unauthorized
 from comfyserve.service.settings import ServiceSettings
 
@@ -65,27 +66,34 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+class KeyConfigError(ComfyServeError, ValueError):
+    """The configured API keys cannot be read; the message never quotes a key."""
+
+
+TENANT_RULE = "letters, digits, '_', '.', '-'"
+
+
 class ApiKeyAuthenticator:
     """Keys are kept only as SHA-256 digests (a lookup by digest leaks nothing about the keys)."""
 
     def __init__(self, tenants_by_key: Mapping[str, str], anonymous_tenant: str | None = None) -> None:
-        for tenant in [*tenants_by_key.values(), *([anonymous_tenant] if anonymous_tenant else [])]:
+        for index, tenant in enumerate(tenants_by_key.values(), 1):
             if not _tenant.match(tenant):
-                raise ValueError(f"invalid tenant name {tenant!r} (letters, digits, '_', '.', '-')")
+                raise KeyConfigError(f"API key entry {index}: a tenant name is {TENANT_RULE}")
+        if anonymous_tenant is not None and not _tenant.match(anonymous_tenant):
+            raise KeyConfigError(f"invalid anonymous tenant name {anonymous_tenant!r} ({TENANT_RULE})")
         self._tenants = {_digest(key): tenant for key, tenant in tenants_by_key.items()}
         self._anonymous = anonymous_tenant
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[str], anonymous_tenant: str | None = None) -> ApiKeyAuthenticator:
-        """From ``tenant:key`` strings (blank ones and ``#`` comments skipped)."""
+        """From ``tenant:key`` strings (blank ones and ``#`` comments skipped); entries are counted from 1."""
         keys: dict[str, str] = {}
-        for pair in pairs:
-            text = pair.strip()
-            if not text or text.startswith("#"):
-                continue
+        entries = (pair.strip() for pair in pairs)
+        for index, text in enumerate((text for text in entries if text and not text.startswith("#")), 1):
             tenant, sep, key = text.partition(":")
             if not sep or not tenant.strip() or not key.strip():
-                raise ValueError(f"an API key entry is 'tenant:key', got {text[:20]!r}…")
+                raise KeyConfigError(f"API key entry {index} is not 'tenant:key'")
             keys[key.strip()] = tenant.strip()
         return cls(keys, anonymous_tenant)
 
@@ -93,7 +101,11 @@ class ApiKeyAuthenticator:
     def from_settings(cls, settings: ServiceSettings) -> ApiKeyAuthenticator:
         pairs = settings.api_keys.split(",")
         if settings.api_keys_file is not None:
-            pairs += Path(settings.api_keys_file).read_text(encoding="utf-8").splitlines()
+            path = Path(settings.api_keys_file)
+            try:
+                pairs += path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise KeyConfigError(f"cannot read the API keys file {path}: {getattr(exc, 'strerror', exc)}") from None
         return cls.from_pairs(pairs, settings.anonymous_tenant)
 
     def authenticate(self, event: BaseProxyEvent) -> str:

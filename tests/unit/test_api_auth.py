@@ -14,8 +14,10 @@ from comfyserve.api.auth import (
     HOW_TO_SEND,
     ApiGatewayAuthenticator,
     ApiKeyAuthenticator,
+    KeyConfigError,
     authenticator_from_settings,
 )
+from comfyserve.engine.errors import ComfyServeError
 from comfyserve.service.errors import Forbidden, Unauthorized
 from comfyserve.service.settings import ServiceSettings
 from tests.api_stack import Stack, error_body, make_stack, workflow
@@ -43,14 +45,27 @@ def test_keys_from_pairs_and_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("pairs", "message"),
     [
-        (["no-colon"], "an API key entry is 'tenant:key'"),
-        (["tenant:"], "an API key entry is 'tenant:key'"),
-        (["bad tenant:key"], "invalid tenant name 'bad tenant'"),
+        (["alice:key-1", "no-colon-secret-key"], "API key entry 2 is not 'tenant:key'"),
+        (["# comment", "", "tenant:"], "API key entry 1 is not 'tenant:key'"),
+        (["bad tenant:key"], "API key entry 1: a tenant name is letters, digits, '_', '.', '-'"),
+        (["sec ret:alice"], "API key entry 1: a tenant name is letters, digits, '_', '.', '-'"),
     ],
 )
-def test_malformed_key_entries_fail_at_start(pairs: list[str], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_malformed_key_entries_fail_at_start_without_quoting_them(pairs: list[str], message: str) -> None:
+    with pytest.raises(KeyConfigError) as raised:
         ApiKeyAuthenticator.from_pairs(pairs)
+
+    assert str(raised.value) == message
+    assert isinstance(raised.value, ComfyServeError)  # the CLI prints it as one line
+
+
+def test_an_unreadable_keys_file_is_one_line(tmp_path: Path) -> None:
+    settings = ServiceSettings(api_keys_file=tmp_path / "missing.txt")
+
+    with pytest.raises(KeyConfigError) as raised:
+        authenticator_from_settings(settings)
+
+    assert str(raised.value) == f"cannot read the API keys file {tmp_path / 'missing.txt'}: No such file or directory"
 
 
 def test_missing_key_is_401_unknown_key_403() -> None:
