@@ -13,7 +13,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from comfyserve.adapters.aws.eventbridge import EVENT_SOURCE
+from comfyserve.adapters.aws.eventbridge import DETAIL_TYPES, EVENT_SOURCE
+from comfyserve.contracts.events import JobEventType
 from infra.constructs.buckets import secure_bucket
 from infra.constructs.functions import ServiceFunction
 from infra.constructs.pipeline import Pipeline
@@ -105,8 +106,12 @@ class Notifications(Construct):
         self.webhook_rule = events.Rule(
             self,
             "JobWebhooks",
-            description="Events of jobs that carry a webhook",
+            description="Events of jobs that carry a webhook (progress events are not POSTed)",
             event_bus=self.bus,
-            event_pattern=events.EventPattern(source=[EVENT_SOURCE], detail={"webhook": {"url": [{"exists": True}]}}),
+            event_pattern=events.EventPattern(
+                source=[EVENT_SOURCE],
+                detail_type=events.Match.anything_but(DETAIL_TYPES[JobEventType.JOB_PROGRESS]),
+                detail={"webhook": {"url": [{"exists": True}]}},
+            ),
             targets=[targets.LambdaFunction(self.webhooks.function, retry_attempts=2)],
         )

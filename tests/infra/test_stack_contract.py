@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from comfyserve.model_store.settings import ModelStoreSettings
 from comfyserve.service.autoscale import ScalerTarget
 from comfyserve.service.drop_folder import DropFolderSettings
 from comfyserve.service.scaling import ScalingPolicy
@@ -59,6 +60,13 @@ def test_each_function_reads_its_settings_from_the_environment_the_stack_gives_i
 def test_api_trusts_api_gateway_for_the_tenant(synth: Synth) -> None:
     environment = _function_environment(synth, "api")
     assert ServiceSettings.from_env(environment).auth == "api_gateway"
+
+
+def test_submitters_validate_model_names_against_the_published_inventory(synth: Synth) -> None:
+    for handler in ("api", "drop_folder"):
+        store = ModelStoreSettings.from_env(_function_environment(synth, handler))
+        assert store.models_bucket == "deployed-comfyserve_models_bucket"
+        assert store.inventory_key == "inventory.json"
 
 
 def test_scaler_is_capped_at_max_workers_and_the_drop_folder_names_its_inbox(synth: Synth) -> None:

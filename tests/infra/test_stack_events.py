@@ -55,7 +55,11 @@ def test_inbox_objects_reach_the_drop_folder_and_its_outbox_never_does(synth: Sy
 
 def test_webhooks_get_the_events_of_jobs_with_a_webhook(synth: Synth) -> None:
     (rule,) = _rules_targeting(synth, "webhooks")
-    assert rule["EventPattern"] == {"source": [EVENT_SOURCE], "detail": {"webhook": {"url": [{"exists": True}]}}}
+    assert rule["EventPattern"] == {
+        "source": [EVENT_SOURCE],
+        "detail-type": [{"anything-but": ["Job Progress"]}],
+        "detail": {"webhook": {"url": [{"exists": True}]}},
+    }
     bus, _ = only(synth, "AWS::Events::EventBus")
     assert rule["EventBusName"] == {"Ref": bus}
 
