@@ -29,8 +29,9 @@ from pydantic import BaseModel, Field
 
 from comfyserve.adapters.aws.ports import aws_ports
 from comfyserve.contracts.jobs import QueueMessage
+from comfyserve.engine.errors import ComfyServeError
 from comfyserve.engine.inventory import ModelInventory
-from comfyserve.ports import JobQueue, QueueDepth, ReceivedMessage
+from comfyserve.ports import BlobStore, JobQueue, PortError, QueueDepth, ReceivedMessage
 from comfyserve.settings import CloudWorkerSettings
 from comfyserve.worker.backend import Backend, BackendJob
 from comfyserve.worker.ecs_protection import task_protection
@@ -56,7 +57,9 @@ class ColdStart(BaseModel):
     clients_s: float = Field(description="the AWS clients made (boto3)")
     imports_s: float = Field(description="torch imported (0 without torch)")
     cuda_init_s: float = Field(description="the CUDA context made (0 on CPU)")
-    backend_start_s: float = Field(description="node packs imported and registered, or ComfyUI started and answering")
+    backend_start_s: float = Field(
+        description="node packs imported and registered, or ComfyUI started and answering; its catalog published"
+    )
     model_load_s: dict[str, float] = Field(description="the preloaded models: seconds per tier they came from")
     warmup_s: float = Field(description="the warm-up workflow's run (0 without one)")
     total_s: float = Field(description="process start to the first receive")
@@ -217,6 +220,17 @@ def preload_models(settings: CloudWorkerSettings, inventory: ModelInventory) -> 
     return seconds_by_tier(loads)
 
 
+def publish_served_catalog(backend: Backend, blobs: BlobStore, key: str) -> None:
+    """Publish the catalog this worker really serves (its packs, custom nodes and allow/deny lists, or what its
+    ComfyUI loaded): the API validates against it. A failure is logged; the worker serves all the same."""
+    from comfyserve.service.catalog_source import publish_catalog
+
+    try:
+        publish_catalog(blobs, backend.object_info(), key)
+    except (ComfyServeError, PortError) as exc:
+        log.warning("the node catalog was not published: %s", exc)
+
+
 def warm_up(backend: Backend, workflow: Path, work_dir: Path) -> None:
     """Run ``workflow`` once; a failure is logged (the worker serves all the same)."""
     from comfyserve.engine.prompt_format import parse_workflow_document
@@ -250,10 +264,7 @@ def run_worker(settings: CloudWorkerSettings) -> int:
     with _timed(seconds, "backend_start_s"):
         backend = build_backend(settings, inventory)
         backend.start()
-        if settings.backend == "comfyui":  # the API validates against what this ComfyUI really serves
-            from comfyserve.service.catalog_source import publish_catalog
-
-            publish_catalog(aws.blobs, backend.object_info(), settings.catalog_key)
+        publish_served_catalog(backend, aws.blobs, settings.catalog_key)
     try:
         model_load_s = preload_models(settings, inventory)
         with _timed(seconds, "warmup_s"):

@@ -228,6 +228,8 @@ def test_the_entrypoint_preloads_warms_up_processes_jobs_and_drains(cloud: Cloud
     assert set(parts["model_load_s"]) == {"s3"} and parts["model_load_s"]["s3"] > 0
     assert parts["warmup_s"] >= 0.3 and not (cloud.root / "w1" / "warmup").exists()
     assert not agent.requests  # nothing protected before the first job
+    catalog = json.loads(cloud.adapters.blobs.get("catalog/object_info.json"))  # what the API validates against
+    assert {"StackTestWait", "ProcessTestKillWorker", "SaveImage"} <= set(catalog)
     time.sleep(0.5)  # a long poll is waiting: the job arrives during it
     submitted = time.monotonic()
     job_id = cloud.submit(wait_workflow(0.2, steps=2))

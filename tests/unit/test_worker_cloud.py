@@ -16,8 +16,16 @@ import pytest
 from comfyserve.model_store.errors import ModelStoreError
 from comfyserve.model_store.store import LocalModelStore, StoreInventory
 from comfyserve.settings import CloudWorkerSettings
-from comfyserve.worker.cloud import build_backend, default_worker_id, preload_models
+from comfyserve.worker.builtin_backend import BuiltinBackend
+from comfyserve.worker.cloud import (
+    build_backend,
+    default_worker_id,
+    node_registry,
+    preload_models,
+    publish_served_catalog,
+)
 from comfyserve.worker.comfyui import ComfyUIBackend
+from comfyserve.worker.comfyui.config import ComfyUIError
 
 RESOURCES = {"bucket": "b", "queue_url": "q", "table": "t", "event_bus": "e"}
 
@@ -89,3 +97,35 @@ def test_the_worker_id_is_the_ecs_task_id(metadata: str, monkeypatch: pytest.Mon
     assert default_worker_id().endswith(f":{os.getpid()}")
     monkeypatch.delenv("ECS_CONTAINER_METADATA_URI_V4")
     assert default_worker_id().endswith(f":{os.getpid()}")
+
+
+class _Blobs:
+    def __init__(self) -> None:
+        self.puts: dict[str, bytes] = {}
+
+    def put(self, key: str, data: bytes, content_type: str = "") -> None:
+        self.puts[key] = data
+
+
+class _Backend:
+    name = "builtin"
+
+    def __init__(self, object_info: dict[str, Any] | Exception) -> None:
+        self._object_info = object_info
+
+    def object_info(self) -> dict[str, Any]:
+        if isinstance(self._object_info, Exception):
+            raise self._object_info
+        return self._object_info
+
+
+def test_the_served_catalog_is_published_and_a_failure_only_logged(caplog: pytest.LogCaptureFixture) -> None:
+    blobs = _Blobs()
+    served = BuiltinBackend(node_registry(CloudWorkerSettings(**RESOURCES), ("comfyserve.nodes.primitives",)))
+    publish_served_catalog(served, blobs, "catalog/served.json")  # type: ignore[arg-type]
+    assert set(json.loads(blobs.puts["catalog/served.json"])) == set(served.object_info())
+
+    broken = _Backend(ComfyUIError("ComfyUI answered /object_info with HTTP 500"))
+    publish_served_catalog(broken, blobs, "catalog/broken.json")  # type: ignore[arg-type]
+    assert "catalog/broken.json" not in blobs.puts
+    assert "the node catalog was not published: ComfyUI answered" in caplog.text
