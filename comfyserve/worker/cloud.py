@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
 from pydantic import BaseModel, Field
@@ -231,11 +231,38 @@ def publish_served_catalog(backend: Backend, blobs: BlobStore, key: str) -> None
         log.warning("the node catalog was not published: %s", exc)
 
 
-def warm_up(backend: Backend, workflow: Path, work_dir: Path) -> None:
-    """Run ``workflow`` once; a failure is logged (the worker serves all the same)."""
+class WorkerStartError(ComfyServeError):
+    """A setting names a file or folder the worker cannot use."""
+
+
+def read_warmup(settings: CloudWorkerSettings) -> dict[str, Any] | None:
+    """The warm-up workflow, read before anything slow (a bad one stops the worker at once, naming it)."""
     from comfyserve.engine.prompt_format import parse_workflow_document
 
-    prompt = parse_workflow_document(workflow.read_bytes())
+    path = settings.warmup_workflow
+    if path is None:
+        return None
+    try:
+        return parse_workflow_document(path.read_bytes())
+    except OSError as exc:
+        raise WorkerStartError(f"COMFYSERVE_WARMUP_WORKFLOW {path}: {exc.strerror or exc}") from None
+    except ComfyServeError as exc:
+        raise WorkerStartError(f"COMFYSERVE_WARMUP_WORKFLOW {path}: {exc}") from None
+
+
+def check_folders(settings: CloudWorkerSettings) -> None:
+    """The scratch folder can be made, every custom nodes folder is there."""
+    try:
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WorkerStartError(f"COMFYSERVE_WORK_DIR {settings.work_dir}: {exc.strerror or exc}") from None
+    missing = [folder for folder in settings.custom_nodes if not Path(folder).is_dir()]
+    if missing:
+        raise WorkerStartError(f"COMFYSERVE_CUSTOM_NODES: not a folder: {', '.join(missing)}")
+
+
+def warm_up(backend: Backend, prompt: dict[str, Any], work_dir: Path) -> None:
+    """Run the warm-up workflow once; a failure is logged (the worker serves all the same)."""
     scratch = work_dir / "warmup"
     try:
         result = backend.run(BackendJob(job_id="warmup", prompt=prompt, work_dir=scratch))
@@ -247,11 +274,12 @@ def warm_up(backend: Backend, workflow: Path, work_dir: Path) -> None:
 
 def run_worker(settings: CloudWorkerSettings) -> int:
     """Get ready, then serve jobs until a drain; returns the exit status."""
+    check_folders(settings)
+    warmup = read_warmup(settings)
     drain = DrainSignal()
     seconds = {"process_s": round(process_age_s(), 6)}
     started = time.perf_counter()
     logger = worker_logger(settings.log_level.upper())
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
     liveness = Liveness(settings)
     liveness.touch()
     worker_id = settings.worker_id or default_worker_id()
@@ -268,8 +296,8 @@ def run_worker(settings: CloudWorkerSettings) -> int:
     try:
         model_load_s = preload_models(settings, inventory)
         with _timed(seconds, "warmup_s"):
-            if settings.warmup_workflow is not None and not drain.requested.is_set():
-                warm_up(backend, settings.warmup_workflow, settings.work_dir)
+            if warmup is not None and not drain.requested.is_set():
+                warm_up(backend, warmup, settings.work_dir)
         total_s = round(seconds["process_s"] + time.perf_counter() - started, 6)
         cold = ColdStart(
             worker_id=worker_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,29 @@ def test_the_model_store_reads_the_workers_variables() -> None:
     for name in ModelStoreSettings.model_fields:
         assert name in worker_fields, f"COMFYSERVE_{name.upper()} is not a worker setting"
         assert CloudWorkerSettings.env_name(name) == f"COMFYSERVE_{name.upper()}"
+
+
+@pytest.mark.parametrize(
+    ("setting", "make", "message"),
+    [
+        ("COMFYSERVE_WARMUP_WORKFLOW", lambda root: root / "absent.json", "absent.json: No such file or directory"),
+        ("COMFYSERVE_WARMUP_WORKFLOW", lambda root: _write(root / "bad.json", "{"), "the workflow is not valid JSON"),
+        ("COMFYSERVE_WORK_DIR", lambda root: _write(root / "file", "") / "work", "work: Not a directory"),
+        ("COMFYSERVE_CUSTOM_NODES", lambda root: root / "no-such-pack-folder", "not a folder: "),
+    ],
+)
+def test_unusable_paths_stop_the_worker_before_it_starts(
+    setting: str, make: Any, message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Any
+) -> None:
+    for name, value in {**RESOURCES, "COMFYSERVE_WORK_DIR": str(tmp_path / "w"), setting: str(make(tmp_path))}.items():
+        monkeypatch.setenv(name, value)
+
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"comfyserve worker: {setting}") and message in err
+    assert not (tmp_path / "w" / "alive").exists()  # nothing started
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
