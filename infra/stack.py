@@ -179,6 +179,7 @@ class ComfyServeStack(Stack):
             access_logs=access_logs,
             retention=retention,
             tenants=settings.drop_tenants,
+            failures=pipeline.failed_events,
             code=code,
             log_retention=log_days,
         )
@@ -216,6 +217,7 @@ class ComfyServeStack(Stack):
             "Observability",
             queue=pipeline.queue,
             dead_letter_queue=pipeline.dead_letter_queue,
+            failed_events=pipeline.failed_events,
             service=workers.service,
             functions=functions,
             worker_logs=workers.log_group,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from comfyserve.adapters.aws.eventbridge import DETAIL_TYPES, EVENT_SOURCE
@@ -35,6 +35,7 @@ class DropFolder(Construct):
         access_logs: s3.IBucket,
         retention: Duration,
         tenants: str | None,
+        failures: sqs.IQueue,
         code: lambda_.Code,
         log_retention: logs.RetentionDays,
     ) -> None:
@@ -54,6 +55,7 @@ class DropFolder(Construct):
             description="Submits jobs dropped in the inbox and copies their results to the outbox",
             memory_mib=1024,
             timeout=Duration.minutes(2),
+            failures=failures,
         )
         self.bucket.grant_read(self.handler.function, f"{INBOX_PREFIX}*")
         self.bucket.grant_put(self.handler.function, "outbox/*")
@@ -72,7 +74,7 @@ class DropFolder(Construct):
                     "object": {"key": [{"prefix": INBOX_PREFIX}]},
                 },
             ),
-            targets=[targets.LambdaFunction(self.handler.function, retry_attempts=20)],
+            targets=[self.handler.rule_target(retry_attempts=20)],
         )
         self.results_rule = events.Rule(
             self,
@@ -84,5 +86,5 @@ class DropFolder(Construct):
                 detail_type=[DETAIL_TYPES[event] for event in TERMINAL],
                 detail={"metadata": {DROP_META_KEY: {"key": [{"exists": True}]}}},
             ),
-            targets=[targets.LambdaFunction(self.handler.function, retry_attempts=20)],
+            targets=[self.handler.rule_target(retry_attempts=20)],
         )

@@ -7,8 +7,11 @@ from typing import Any
 
 import jsii
 from aws_cdk import AssetHashType, BundlingOptions, DockerImage, Duration, ILocalBundling, RemovalPolicy
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import lambda_bundle
@@ -43,7 +46,10 @@ def lambda_code() -> lambda_.Code:
 
 
 class ServiceFunction(Construct):
-    """A handler of lambdas/ on arm64 with Powertools settings, X-Ray tracing and its own log group."""
+    """A handler of lambdas/ on arm64 with Powertools settings, X-Ray tracing and its own log group.
+
+    With ``failures``, an event that still fails after the retries (an asynchronous invocation, or a rule that
+    could not invoke the function) is kept in that queue instead of being dropped."""
 
     def __init__(
         self,
@@ -57,8 +63,10 @@ class ServiceFunction(Construct):
         description: str,
         memory_mib: int = 512,
         timeout: Duration | None = None,
+        failures: sqs.IQueue | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.failures = failures
         if handler not in HANDLERS:
             raise ValueError(f"unknown handler module {handler!r} (one of {', '.join(HANDLERS)})")
         self.log_group = logs.LogGroup(self, "Logs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
@@ -74,6 +82,7 @@ class ServiceFunction(Construct):
             description=description,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
+            on_failure=destinations.SqsDestination(failures) if failures is not None else None,
             environment={
                 "POWERTOOLS_SERVICE_NAME": f"comfyserve-{handler.replace('_', '-')}",
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
@@ -93,3 +102,7 @@ class ServiceFunction(Construct):
             " (infra.lambda_bundle.RUNTIME_VERSION); supported by Lambda, one constant to move",
             "AwsSolutions-L1",
         )
+
+    def rule_target(self, *, retry_attempts: int) -> targets.LambdaFunction:
+        """This function as a rule's target; events the rule cannot deliver go to ``failures``."""
+        return targets.LambdaFunction(self.function, retry_attempts=retry_attempts, dead_letter_queue=self.failures)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -58,6 +57,7 @@ class Notifications(Construct):
             environment=environment,
             log_retention=log_retention,
             description="Records a job's terminal state from its manifest.json and publishes the job event",
+            failures=pipeline.failed_events,
         )
         self.bucket.grant_read(self.completion.function)
         pipeline.table.grant_read_write_data(self.completion.function)
@@ -77,7 +77,7 @@ class Notifications(Construct):
                     "object": {"key": [{"wildcard": MANIFEST_KEYS}]},
                 },
             ),
-            targets=[targets.LambdaFunction(self.completion.function, retry_attempts=20)],
+            targets=[self.completion.rule_target(retry_attempts=20)],
         )
 
         self.webhook_secret = secretsmanager.Secret(
@@ -95,6 +95,7 @@ class Notifications(Construct):
             log_retention=log_retention,
             description="POSTs job events to the job's webhook with Standard Webhooks signatures",
             timeout=Duration.minutes(2),
+            failures=pipeline.failed_events,
         )
         self.webhook_secret.grant_read(self.webhooks.function)
         acknowledge(
@@ -113,5 +114,5 @@ class Notifications(Construct):
                 detail_type=events.Match.anything_but(DETAIL_TYPES[JobEventType.JOB_PROGRESS]),
                 detail={"webhook": {"url": [{"exists": True}]}},
             ),
-            targets=[targets.LambdaFunction(self.webhooks.function, retry_attempts=2)],
+            targets=[self.webhooks.rule_target(retry_attempts=2)],
         )

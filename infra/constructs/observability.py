@@ -48,6 +48,7 @@ class Observability(Construct):
         *,
         queue: sqs.IQueue,
         dead_letter_queue: sqs.IQueue,
+        failed_events: sqs.IQueue,
         service: ecs.Ec2Service,
         functions: Sequence[lambda_.IFunction],
         worker_logs: logs.ILogGroup,
@@ -66,6 +67,7 @@ class Observability(Construct):
         in_flight = queue.metric_approximate_number_of_messages_not_visible(period=PERIOD, statistic="Maximum")
         oldest = queue.metric_approximate_age_of_oldest_message(period=PERIOD, statistic="Maximum")
         dead = dead_letter_queue.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
+        failed = failed_events.metric_approximate_number_of_messages_visible(period=PERIOD, statistic="Maximum")
         running = cloudwatch.Metric(
             namespace="ECS/ContainerInsights",
             metric_name="RunningTaskCount",
@@ -111,6 +113,14 @@ class Observability(Construct):
                 evaluation_periods=1,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 alarm_description="A job message reached the dead-letter queue",
+            ),
+            "FailedEvents": failed.create_alarm(
+                self,
+                "FailedEventsAlarm",
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                alarm_description="A completion, drop-folder or webhook event failed after its retries (FailedEvents)",
             ),
             "OldestMessage": oldest.create_alarm(
                 self,

@@ -13,6 +13,7 @@ from constructs import Construct
 
 from comfyserve.adapters.aws.dynamodb import ORDER_ATTR, PARTITION_KEY, TENANT_ATTR, TENANT_INDEX
 from infra.constructs.functions import ServiceFunction
+from infra.nag import acknowledge
 
 # Epoch seconds after which DynamoDB deletes an item (items without it are kept).
 TTL_ATTRIBUTE = "expires_at"
@@ -47,6 +48,20 @@ class Pipeline(Construct):
             visibility_timeout=visibility_timeout,
             retention_period=Duration.days(4),
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter_queue, max_receive_count=max_receive_count),
+        )
+        # Events a function could not handle after its retries (completion, drop folder, webhooks): kept here
+        # for an operator to inspect and replay; an alarm fires on the first one.
+        self.failed_events = sqs.Queue(
+            self,
+            "FailedEvents",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=DLQ_RETENTION,
+        )
+        acknowledge(
+            self.failed_events,
+            "This queue is itself the dead letter of the functions' asynchronous invocations and rule targets",
+            "AwsSolutions-SQS3",
         )
         self.table = dynamodb.Table(
             self,

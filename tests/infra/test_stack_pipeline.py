@@ -15,7 +15,7 @@ from tests.infra.conftest import Synth, function_id, only
 def _queues(synth: Synth) -> tuple[dict[str, Any], dict[str, Any], str]:
     queues = synth.resources("AWS::SQS::Queue")
     (jobs_id,) = [name for name, q in queues.items() if "RedrivePolicy" in q["Properties"]]
-    (dlq_id,) = [name for name in queues if name != jobs_id]
+    dlq_id = queues[jobs_id]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
     return queues[jobs_id]["Properties"], queues[dlq_id]["Properties"], dlq_id
 
 
@@ -29,7 +29,7 @@ def test_jobs_queue_is_encrypted_redrives_and_keeps_the_heartbeat_visibility(syn
 
 
 def test_queues_refuse_requests_without_tls(template: Any) -> None:
-    template.resource_count_is("AWS::SQS::QueuePolicy", 2)
+    template.resource_count_is("AWS::SQS::QueuePolicy", 3)
     template.all_resources_properties(
         "AWS::SQS::QueuePolicy",
         {
@@ -73,3 +73,22 @@ def test_dead_letter_function_reads_the_dlq_with_partial_batch_failures(synth: S
     assert mapping["FunctionName"] == {"Ref": function_id(synth, "dead_letter")}
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BatchSize"] == 10
+
+
+def test_events_a_function_cannot_handle_are_kept_not_dropped(synth: Synth) -> None:
+    queues = synth.resources("AWS::SQS::Queue")
+    (failed,) = [name for name in queues if name.startswith("PipelineFailedEvents")]
+    assert queues[failed]["Properties"]["SqsManagedSseEnabled"] is True
+    kept = {"Fn::GetAtt": [failed, "Arn"]}
+    for handler in ("completion", "drop_folder", "webhooks"):
+        function = function_id(synth, handler)
+        (invoke_config,) = [
+            c["Properties"]
+            for c in synth.resources("AWS::Lambda::EventInvokeConfig").values()
+            if c["Properties"]["FunctionName"] == {"Ref": function}
+        ]
+        assert invoke_config["DestinationConfig"] == {"OnFailure": {"Destination": kept}}
+        for rule in synth.resources("AWS::Events::Rule").values():
+            for target in rule["Properties"].get("Targets", []):
+                if target["Arn"] == {"Fn::GetAtt": [function, "Arn"]}:
+                    assert target["DeadLetterConfig"] == {"Arn": kept}

@@ -21,8 +21,7 @@ def _ref_ids(resources: list[Any]) -> set[str]:
 def _queue_ids(synth: Synth) -> tuple[str, str]:
     queues = synth.resources("AWS::SQS::Queue")
     (jobs,) = [name for name, q in queues.items() if "RedrivePolicy" in q["Properties"]]
-    (dead,) = [name for name in queues if name != jobs]
-    return jobs, dead
+    return jobs, queues[jobs]["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
 
 
 def _worker_task_role(synth: Synth) -> str:
@@ -129,9 +128,9 @@ def test_alarms_notify_an_encrypted_topic_with_the_e_mail_subscription(synth: Sy
     _, subscription = only(synth, "AWS::SNS::Subscription")
     assert subscription == {"Endpoint": "gpu-oncall@example.com", "Protocol": "email", "TopicArn": {"Ref": topic}}
     alarms = synth.resources("AWS::CloudWatch::Alarm").values()
-    assert len(alarms) == 7
+    assert len(alarms) == 8
     assert all(alarm["Properties"]["AlarmActions"] == [{"Ref": topic}] for alarm in alarms)
     names = json.dumps([alarm["Properties"] for alarm in alarms])
-    for metric in ("ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible", "ModelLoadFailures"):
+    for metric in ("ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible", "ModelLoadFailures", "p95"):
         assert metric in names
     template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
