@@ -152,6 +152,8 @@ class Workers(Construct):
             enable_ecs_managed_tags=True,
             propagate_tags=ecs.PropagatedTagSource.SERVICE,
         )
+        # A strategy may only name providers already associated with the cluster: create the association first.
+        self.service.node.add_dependency(self.cluster)
 
     def _capacity_provider(
         self, family: str, vpc: ec2.IVpc, subnets: ec2.SubnetSelection, capacity: WorkerCapacity

@@ -69,7 +69,9 @@ def test_each_family_has_a_managed_capacity_provider_in_the_service_strategy(syn
     strategy = service["CapacityProviderStrategy"]
     assert sorted(entry["CapacityProvider"]["Ref"] for entry in strategy) == sorted(providers)
     assert {entry["Weight"] for entry in strategy} == {1}
-    _, associations = only(synth, "AWS::ECS::ClusterCapacityProviderAssociations")
+    association, associations = only(synth, "AWS::ECS::ClusterCapacityProviderAssociations")
+    service_id, _ = only(synth, "AWS::ECS::Service")
+    assert association in synth.template["Resources"][service_id]["DependsOn"]
     assert sorted(p["Ref"] for p in associations["CapacityProviders"]) == sorted(providers)
 
 
