@@ -7,6 +7,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel
 
 from comfyserve.api.models import ErrorBody
+from comfyserve.api.models_v2 import V2ErrorEnvelope
 
 JSON = content_types.APPLICATION_JSON
 AUTH_ERRORS = (401, 403, 413)
@@ -36,5 +37,29 @@ def error_responses(*statuses: int) -> dict[int, OpenAPIResponse]:
     """OpenAPI response entries for the given error statuses."""
     return {
         status: {"description": ERROR_DESCRIPTIONS[status], "content": {JSON: {"model": ErrorBody}}}
+        for status in statuses
+    }
+
+
+V2_ERROR_DESCRIPTIONS = {
+    400: "invalid_request (also invalid_cursor)",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found, or blob_not_found",
+    409: "hash_mismatch; deleting a job's output",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "invalid_workflow (ComfyUI's node_errors in details), workflow_format_ui, missing_asset, "
+    "metadata_invalid, idempotency_key_reuse",
+    429: "queue_full; retry after Retry-After seconds",
+    503: "service_unavailable; nothing was accepted, retry",
+}
+
+
+def v2_errors(*statuses: int) -> dict[int, OpenAPIResponse]:
+    """OpenAPI entries for Comfy API v2 errors (its {error: {code, message, details}} envelope)."""
+    return {
+        status: {"description": V2_ERROR_DESCRIPTIONS[status], "content": {JSON: {"model": V2ErrorEnvelope}}}
         for status in statuses
     }

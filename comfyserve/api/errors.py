@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 
 from comfyserve.api.gate import RequestGate
 from comfyserve.api.models import ErrorBody
-from comfyserve.api.v2_errors import is_v2, v2_error_response
+from comfyserve.api.v2_errors import V2_INTERNAL, is_v2, v2_error_response
 from comfyserve.service.errors import Invalid, MethodNotAllowed, NotFound, ServiceError, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
@@ -110,5 +110,7 @@ def register_error_handlers(app: APIGatewayRestResolver, gate: RequestGate) -> N
         except Exception:
             log.exception("the request gate failed")
         log.error("unhandled error", exc_info=error)
+        if is_v2(str(app.context.get("_path", app.current_event.path))):
+            return Response(500, content_types.APPLICATION_JSON, json.dumps(V2_INTERNAL))
         body = ErrorBody.model_validate({"error": {"type": "internal_error", "message": "Internal error"}})
         return Response(500, content_types.APPLICATION_JSON, body.model_dump_json())

@@ -16,6 +16,7 @@ from comfyserve import __version__
 from comfyserve.api.app import build_app
 from comfyserve.api.auth import ApiKeyAuthenticator
 from comfyserve.api.gate import PUBLIC_ROUTES
+from comfyserve.api.v2_errors import is_v2
 from comfyserve.engine.catalog import Catalog
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.job_service import JobService
@@ -68,12 +69,17 @@ def _document_error_bodies(document: dict[str, Any]) -> None:
         "description": "Internal error",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
     }
-    for operations in document["paths"].values():
+    v2_internal = {
+        "description": "Internal error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/V2ErrorEnvelope"}}},
+    }
+    for path, operations in document["paths"].items():
         for operation in operations.values():
             responses = operation.get("responses", {})
-            responses.pop("422", None)
+            if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+                responses.pop("422")
             if "500" in responses:
-                responses["500"] = internal
+                responses["500"] = v2_internal if is_v2(path) else internal
     schemas = document.get("components", {}).get("schemas", {})
     for name in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
         schemas.pop(name, None)

@@ -11,8 +11,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Que
 from pydantic import BaseModel, Field
 
 from comfyserve.api.bodies import form_body, parse, raw_json
-from comfyserve.api.docs import JSON
+from comfyserve.api.docs import JSON, ok, v2_errors
 from comfyserve.api.gate import tenant_of
+from comfyserve.api.models_v2 import V2Asset, V2Job, V2JobList, V2Workflow
 from comfyserve.api.routes_comfyui import binary_response
 from comfyserve.service.errors import Invalid, ServiceError
 from comfyserve.service.job_service import JobService
@@ -20,6 +21,7 @@ from comfyserve.service.jobs import PAGE_LIMIT
 from comfyserve.service.v2_jobs import JobRequest
 
 TAGS = ["comfy api v2"]
+TEXT = {"type": "string"}
 _METADATA_PARAM = re.compile(r"^metadata\[(.{1,128})\]$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -70,7 +72,12 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
     def job(record: Any, status: int = 200) -> Response[dict[str, Any]]:
         return Response(status, JSON, service.v2_job(record, mount_base(app)))
 
-    @app.post("/v2/jobs", summary="Submit a job (Comfy API v2)", tags=TAGS)
+    @app.post(
+        "/v2/jobs",
+        summary="Submit a job (Comfy API v2)",
+        tags=TAGS,
+        responses={**ok(201, V2Job, "The job"), **v2_errors(400, 401, 403, 413, 415, 422, 429, 503)},
+    )
     def submit(
         body: Annotated[JobRequest, Body()],
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
@@ -83,6 +90,7 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
         summary="List jobs (Comfy API v2)",
         description="Newest first; filter with metadata[<key>]=<value>; next_cursor is absent on the last page.",
         tags=TAGS,
+        responses={**ok(200, V2JobList, "A page of jobs"), **v2_errors(400, 401, 403)},
     )
     def list_jobs(
         limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT)] = 50,
@@ -93,7 +101,12 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
         jobs, next_cursor = service.v2_jobs(tenant_of(app), filters, limit, cursor)
         return {"jobs": jobs, **({"next_cursor": next_cursor} if next_cursor else {})}
 
-    @app.get("/v2/jobs/<job_id>", summary="A job (Comfy API v2)", tags=TAGS)
+    @app.get(
+        "/v2/jobs/<job_id>",
+        summary="A job (Comfy API v2)",
+        tags=TAGS,
+        responses={**ok(200, V2Job, "The job"), **v2_errors(401, 403, 404)},
+    )
     def get_job(job_id: str) -> Response[dict[str, Any]]:
         return job(service.get(tenant_of(app), job_id))
 
@@ -102,6 +115,7 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
         summary="Cancel a job (Comfy API v2)",
         description="Idempotent: a queued job is canceled, a running one is canceling until its worker stops it.",
         tags=TAGS,
+        responses={**ok(200, V2Job, "The job after the request"), **v2_errors(401, 403, 404)},
     )
     def cancel(job_id: str) -> Response[dict[str, Any]]:
         return job(service.v2_cancel(tenant_of(app), job_id))
@@ -112,12 +126,21 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
         description="A snapshot: the current status and progress while the job runs; its outputs and its terminal "
         "status once finished. The stream then ends; reconnect for more (API Gateway buffers responses).",
         tags=TAGS,
+        responses={
+            200: {"description": "Server-sent events", "content": {"text/event-stream": {"schema": TEXT}}},
+            **v2_errors(401, 403, 404),
+        },
     )
     def events(job_id: str) -> Response[str]:
         text = service.v2_events(tenant_of(app), job_id, mount_base(app))
         return Response(200, "text/event-stream", text, headers={"Cache-Control": "no-cache"})
 
-    @app.get("/v2/jobs/<job_id>/workflow", summary="The workflow a job ran (Comfy API v2)", tags=TAGS)
+    @app.get(
+        "/v2/jobs/<job_id>/workflow",
+        summary="The workflow a job ran (Comfy API v2)",
+        tags=TAGS,
+        responses={**ok(200, V2Workflow, "The workflow"), **v2_errors(401, 403, 404)},
+    )
     def workflow(job_id: str) -> dict[str, Any]:
         return service.v2_workflow(tenant_of(app), job_id)
 
@@ -126,6 +149,7 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
         summary="Upload an asset (Comfy API v2)",
         description="multipart/form-data: file, content_type, file_path, expected_hash (blake3:<hex>), tags.",
         tags=TAGS,
+        responses={**ok(201, V2Asset, "The asset"), **v2_errors(400, 401, 403, 409, 413, 415)},
     )
     def upload() -> Response[dict[str, Any]]:
         form = form_body(app)
@@ -144,22 +168,43 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
         )
         return Response(201, JSON, body)
 
-    @app.post("/v2/assets/from-hash", summary="An asset over bytes you uploaded (Comfy API v2)", tags=TAGS)
+    @app.post(
+        "/v2/assets/from-hash",
+        summary="An asset over bytes you uploaded (Comfy API v2)",
+        tags=TAGS,
+        responses={**ok(201, V2Asset, "The asset"), **v2_errors(400, 401, 403, 404)},
+    )
     def from_hash() -> Response[dict[str, Any]]:
         request = parse(FromHash, raw_json(app))
         body = service.asset_from_hash(tenant_of(app), request.hash, request.file_path, request.tags)
         return Response(201, JSON, body)
 
-    @app.route("/v2/assets/by-hash/<hash_text>", method=["HEAD", "GET"], summary="Do you have these bytes?", tags=TAGS)
+    @app.route(
+        "/v2/assets/by-hash/<hash_text>",
+        method=["HEAD", "GET"],
+        summary="Do you have these bytes? (Comfy API v2)",
+        tags=TAGS,
+        responses={200: {"description": "Yes"}, 404: {"description": "No"}, **v2_errors(400, 401, 403)},
+    )
     def by_hash(hash_text: str) -> Response[str]:
         found = service.asset_exists(tenant_of(app), hash_text)
         return Response(200 if found else 404, content_types.TEXT_PLAIN, "")
 
-    @app.get("/v2/assets/<asset_id>", summary="An asset (Comfy API v2)", tags=TAGS)
+    @app.get(
+        "/v2/assets/<asset_id>",
+        summary="An asset (Comfy API v2)",
+        tags=TAGS,
+        responses={**ok(200, V2Asset, "The asset"), **v2_errors(401, 403, 404)},
+    )
     def get_asset(asset_id: str) -> dict[str, Any]:
         return service.asset(tenant_of(app), asset_id)
 
-    @app.delete("/v2/assets/<asset_id>", summary="Delete an asset (Comfy API v2)", tags=TAGS)
+    @app.delete(
+        "/v2/assets/<asset_id>",
+        summary="Delete an asset (Comfy API v2)",
+        tags=TAGS,
+        responses={204: {"description": "Deleted"}, **v2_errors(401, 403, 404, 409)},
+    )
     def delete_asset(asset_id: str) -> Response[str]:
         service.asset_delete(tenant_of(app), asset_id)
         return Response(204, content_types.TEXT_PLAIN, "")
@@ -169,6 +214,12 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
         summary="An asset's bytes (Comfy API v2)",
         description="Honours a single bytes= Range (206); large assets redirect to a presigned URL.",
         tags=TAGS,
+        responses={
+            200: {"description": "The bytes", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+            206: {"description": "The requested range"},
+            307: {"description": "Redirect to a presigned URL"},
+            **v2_errors(401, 403, 404, 416),
+        },
     )
     def content(asset_id: str) -> Response[str]:
         ref = service.asset_blob(tenant_of(app), asset_id)

@@ -24,6 +24,7 @@ BY_TYPE: dict[str, tuple[int, str]] = {
     "metadata_invalid": (422, "metadata_invalid"),
     "invalid_cursor": (400, "invalid_cursor"),
 }
+V2_INTERNAL = {"error": {"code": "internal_error", "message": "Internal error", "details": {}}}
 BY_STATUS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 429: "queue_full"}
 
 

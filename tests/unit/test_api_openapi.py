@@ -72,7 +72,11 @@ def test_document_lists_every_route_with_our_error_shapes() -> None:
     assert submit["requestBody"]["content"]["application/json"]["schema"]["$ref"] == (
         "#/components/schemas/JobSubmission"
     )
-    assert "422" not in json.dumps(document["paths"])
+    comfy_paths = {path: item for path, item in document["paths"].items() if not path.startswith("/v2/")}
+    assert "422" not in json.dumps(comfy_paths)  # request validation failures are 400 there
+    v2_submit = document["paths"]["/v2/jobs"]["post"]["responses"]
+    assert v2_submit["422"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/V2ErrorEnvelope"
+    assert "HTTPValidationError" not in json.dumps(document)
     assert document["components"]["securitySchemes"] == {
         "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
         "bearer": {"type": "http", "scheme": "bearer"},
