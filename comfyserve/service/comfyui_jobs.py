@@ -16,7 +16,7 @@ from comfyserve.ports import TransitionConflict
 from comfyserve.service.comfyui import HISTORY_LIMIT, records_of, scan
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import NotFound
-from comfyserve.service.history import _ms, history_entry, load_extra_data, load_prompt, prompt_number
+from comfyserve.service.history import epoch_ms, history_entry, load_extra_data, load_prompt, prompt_number
 from comfyserve.service.jobs import cancel_queued, request_interrupt
 
 STATUS = {
@@ -36,9 +36,9 @@ def job_summary(deps: ServiceDeps, record: JobRecord) -> dict[str, Any]:
         "id": record.job_id,
         "status": STATUS[record.status],
         "priority": prompt_number(record),
-        "create_time": _ms(record.created_at),
-        "execution_start_time": _ms(record.started_at),
-        "execution_end_time": _ms(record.finished_at) if record.status.is_terminal else None,
+        "create_time": epoch_ms(record.created_at),
+        "execution_start_time": epoch_ms(record.started_at),
+        "execution_end_time": epoch_ms(record.finished_at) if record.status.is_terminal else None,
         "outputs_count": len(record.outputs),
     }
     if record.status is JobStatus.FAILED:

@@ -27,7 +27,7 @@ def prompt_number(record: JobRecord) -> int:
     return int(record.created_at.timestamp() * 1000)
 
 
-def _ms(moment: datetime | None) -> int | None:
+def epoch_ms(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
 
 
@@ -99,12 +99,12 @@ def history_entry(deps: ServiceDeps, record: JobRecord) -> dict[str, Any]:
 
 def _messages(record: JobRecord) -> list[list[Any]]:
     prompt_id = record.job_id
-    finished = _ms(record.finished_at or record.updated_at)
+    finished = epoch_ms(record.finished_at or record.updated_at)
     messages: list[list[Any]] = []
     if record.started_at is not None:
-        messages.append(["execution_start", {"prompt_id": prompt_id, "timestamp": _ms(record.started_at)}])
+        messages.append(["execution_start", {"prompt_id": prompt_id, "timestamp": epoch_ms(record.started_at)}])
         messages.append(
-            ["execution_cached", {"nodes": [], "prompt_id": prompt_id, "timestamp": _ms(record.started_at)}]
+            ["execution_cached", {"nodes": [], "prompt_id": prompt_id, "timestamp": epoch_ms(record.started_at)}]
         )
     error = record.error
     node = {"node_id": error.node_id if error else None, "node_type": error.node_type if error else None}
