@@ -18,24 +18,22 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
-from pydantic import BaseModel, Field
 
 from comfyserve.adapters.aws.ports import aws_ports
-from comfyserve.contracts.jobs import QueueMessage
 from comfyserve.engine.errors import ComfyServeError
 from comfyserve.engine.inventory import ModelInventory
-from comfyserve.ports import BlobStore, JobQueue, PortError, QueueDepth, ReceivedMessage
+from comfyserve.ports import BlobStore, PortError
 from comfyserve.settings import CloudWorkerSettings
 from comfyserve.worker.backend import Backend, BackendJob
+from comfyserve.worker.cold_start import ColdStart, init_torch, process_age_s, timed
 from comfyserve.worker.ecs_protection import task_protection
-from comfyserve.worker.liveness import Liveness
+from comfyserve.worker.liveness import Liveness, LivenessQueue
 from comfyserve.worker.loop import Worker, WorkerPorts, WorkerSettings
 from comfyserve.worker.telemetry import WorkerTelemetry, stdout_sink, worker_logger
 
@@ -45,34 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # Long polls wait up to 20 s: the read timeout outlasts them; standard retries ride out throttling and blips.
 CLIENT_CONFIG = Config(read_timeout=60, connect_timeout=10, retries={"mode": "standard", "max_attempts": 5})
-
-
-class ColdStart(BaseModel):
-    """From the process's start to its first receive, in seconds, with its parts."""
-
-    worker_id: str
-    backend: str
-    device: str = Field(description="cuda or cpu")
-    process_s: float = Field(description="interpreter start, command line, settings")
-    clients_s: float = Field(description="the AWS clients made (boto3)")
-    imports_s: float = Field(description="torch imported (0 without torch)")
-    cuda_init_s: float = Field(description="the CUDA context made (0 on CPU)")
-    backend_start_s: float = Field(
-        description="node packs imported and registered, or ComfyUI started and answering; its catalog published"
-    )
-    model_load_s: dict[str, float] = Field(description="the preloaded models: seconds per tier they came from")
-    warmup_s: float = Field(description="the warm-up workflow's run (0 without one)")
-    total_s: float = Field(description="process start to the first receive")
-
-
-def process_age_s() -> float:
-    """Seconds since this process started (Linux, from /proc; 0 elsewhere)."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return max(uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"), 0.0)
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def default_worker_id() -> str:
@@ -107,61 +77,6 @@ class DrainSignal:
         self._callbacks.append(callback)
         if self.requested.is_set():
             callback()
-
-
-class LivenessQueue:
-    """The job queue, touching the liveness file on every receive and visibility extension."""
-
-    def __init__(self, queue: JobQueue, liveness: Liveness) -> None:
-        self._queue, self._liveness = queue, liveness
-
-    def send(self, message: QueueMessage) -> str:
-        return self._queue.send(message)
-
-    def receive(self, max_messages: int = 1, visibility_timeout_s: int = 30, wait_s: int = 0) -> list[ReceivedMessage]:
-        received = self._queue.receive(max_messages, visibility_timeout_s, wait_s)
-        self._liveness.touch()
-        return received
-
-    def extend_visibility(self, receipt: str, seconds: int) -> None:
-        self._queue.extend_visibility(receipt, seconds)
-        self._liveness.touch()
-
-    def delete(self, receipt: str) -> None:
-        self._queue.delete(receipt)
-
-    def release(self, receipt: str) -> None:
-        self._queue.release(receipt)
-
-    def approximate_depth(self) -> QueueDepth:
-        return self._queue.approximate_depth()
-
-    @property
-    def dead_letters(self) -> JobQueue | None:
-        return self._queue.dead_letters
-
-
-@contextmanager
-def _timed(seconds: dict[str, float], part: str) -> Iterator[None]:
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds[part] = round(time.perf_counter() - started, 6)
-
-
-def _init_torch(seconds: dict[str, float]) -> str:
-    """Import torch (when installed) and make the CUDA context; returns the device."""
-    with _timed(seconds, "imports_s"):
-        try:
-            import torch
-        except ImportError:
-            return "cpu"
-    with _timed(seconds, "cuda_init_s"):
-        if not torch.cuda.is_available():
-            return "cpu"
-        torch.empty(1, device="cuda")  # the context is made on first use
-    return "cuda"
 
 
 def node_registry(settings: CloudWorkerSettings, packs: Sequence[str] | None = None) -> NodeRegistry:
@@ -283,19 +198,19 @@ def run_worker(settings: CloudWorkerSettings) -> int:
     liveness = Liveness(settings)
     liveness.touch()
     worker_id = settings.worker_id or default_worker_id()
-    with _timed(seconds, "clients_s"):
+    with timed(seconds, "clients_s"):
         aws = aws_ports(settings.resources(), client_config=CLIENT_CONFIG)
-    device = _init_torch(seconds)
+    device = init_torch(seconds)
     from comfyserve.model_store.settings import worker_inventory
 
     inventory = worker_inventory(settings)
-    with _timed(seconds, "backend_start_s"):
+    with timed(seconds, "backend_start_s"):
         backend = build_backend(settings, inventory)
         backend.start()
         publish_served_catalog(backend, aws.blobs, settings.catalog_key)
     try:
         model_load_s = preload_models(settings, inventory)
-        with _timed(seconds, "warmup_s"):
+        with timed(seconds, "warmup_s"):
             if warmup is not None and not drain.requested.is_set():
                 warm_up(backend, warmup, settings.work_dir)
         total_s = round(seconds["process_s"] + time.perf_counter() - started, 6)

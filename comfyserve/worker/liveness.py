@@ -5,8 +5,13 @@ its age. Light on purpose: the health check runs it every 30 s."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from comfyserve.settings import CloudWorkerSettings
+
+if TYPE_CHECKING:  # the health check imports this module: it stays light
+    from comfyserve.contracts.jobs import QueueMessage
+    from comfyserve.ports import JobQueue, QueueDepth, ReceivedMessage
 
 ALIVE_FILE = "alive"
 
@@ -25,3 +30,35 @@ class Liveness:
             return time.time() - self.path.stat().st_mtime < self.window_s
         except OSError:
             return False
+
+
+class LivenessQueue:
+    """The job queue, touching the liveness file on every receive and visibility extension."""
+
+    def __init__(self, queue: JobQueue, liveness: Liveness) -> None:
+        self._queue, self._liveness = queue, liveness
+
+    def send(self, message: QueueMessage) -> str:
+        return self._queue.send(message)
+
+    def receive(self, max_messages: int = 1, visibility_timeout_s: int = 30, wait_s: int = 0) -> list[ReceivedMessage]:
+        received = self._queue.receive(max_messages, visibility_timeout_s, wait_s)
+        self._liveness.touch()
+        return received
+
+    def extend_visibility(self, receipt: str, seconds: int) -> None:
+        self._queue.extend_visibility(receipt, seconds)
+        self._liveness.touch()
+
+    def delete(self, receipt: str) -> None:
+        self._queue.delete(receipt)
+
+    def release(self, receipt: str) -> None:
+        self._queue.release(receipt)
+
+    def approximate_depth(self) -> QueueDepth:
+        return self._queue.approximate_depth()
+
+    @property
+    def dead_letters(self) -> JobQueue | None:
+        return self._queue.dead_letters
