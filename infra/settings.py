@@ -51,7 +51,7 @@ class StackSettings:
     job_timeout_s: int = CloudWorkerSettings.model_fields["job_timeout_s"].default
     # Mean GPU seconds of one job: the scaler's backlog-per-task target.
     seconds_per_job: float = ScalingPolicy.model_fields["seconds_per_job"].default
-    # Days kept: job records (TTL), outputs, the event archive, logs.
+    # Days kept: outputs, dropped files, the event archive, logs.
     retention_days: int = 30
     # Receives of a job message before it goes to the dead-letter queue.
     max_receive_count: int = 3

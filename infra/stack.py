@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aws_cdk import CfnOutput, Duration, IgnoreMode, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -106,7 +107,11 @@ class ComfyServeStack(Stack):
             ecs.ContainerImage.from_registry(settings.worker_image)
             if settings.worker_image
             else ecs.ContainerImage.from_asset(
-                str(ROOT), file="gpu_container/Dockerfile", exclude=IMAGE_CONTEXT, ignore_mode=IgnoreMode.DOCKER
+                str(ROOT),
+                file="gpu_container/Dockerfile",
+                exclude=IMAGE_CONTEXT,
+                ignore_mode=IgnoreMode.DOCKER,
+                platform=ecr_assets.Platform.LINUX_AMD64,  # the GPU instances, whatever machine builds it
             )
         )
         workers = Workers(

@@ -6,6 +6,7 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -80,6 +81,34 @@ def test_open_egress_puts_workers_behind_one_nat_gateway(spot_stack: Any) -> Non
     spot_stack.has_resource_properties(
         "AWS::EC2::Route", {"DestinationCidrBlock": "0.0.0.0/0", "NatGatewayId": Match.any_value()}
     )
+
+
+def test_an_existing_vpc_gets_the_endpoints_and_its_isolated_subnets_host_the_workers() -> None:
+    app = cdk.App(context=CONTEXT)
+    stack = cdk.Stack(app, "Existing", env=ENV)
+    vpc = ec2.Vpc.from_vpc_attributes(
+        stack,
+        "Theirs",
+        vpc_id="vpc-0abc1234def567890",
+        availability_zones=["us-east-1a", "us-east-1b"],
+        isolated_subnet_ids=["subnet-0aaa1111bbbb2222c", "subnet-0ddd3333eeee4444f"],
+        isolated_subnet_route_table_ids=["rtb-0aaa1111bbbb2222c", "rtb-0ddd3333eeee4444f"],
+        vpc_cidr_block="10.9.0.0/16",
+    )
+    network = Network(stack, "Network", vpc=vpc)
+    template = Template.from_stack(stack)
+    template.resource_count_is("AWS::EC2::VPC", 0)
+    template.resource_count_is("AWS::EC2::FlowLog", 0)  # their VPC, their flow logs
+    template.resource_count_is("AWS::EC2::VPCEndpoint", 11)
+    template.has_resource_properties(
+        "AWS::EC2::VPCEndpoint",
+        {"VpcId": "vpc-0abc1234def567890", "SubnetIds": ["subnet-0aaa1111bbbb2222c", "subnet-0ddd3333eeee4444f"]},
+    )
+    template.has_resource_properties(
+        "AWS::EC2::VPCEndpoint",
+        {"VpcEndpointType": "Gateway", "RouteTableIds": ["rtb-0aaa1111bbbb2222c", "rtb-0ddd3333eeee4444f"]},
+    )
+    assert network.worker_subnet_ids == ["subnet-0aaa1111bbbb2222c", "subnet-0ddd3333eeee4444f"]
 
 
 def _nag_app(acknowledged: bool, outdir: str) -> cdk.App:

@@ -57,6 +57,7 @@ def test_worker_image_builds_from_gpu_container_with_only_what_it_copies(synth: 
     assets = json.loads((synth.outdir / "comfyserve.assets.json").read_text(encoding="utf-8"))
     ((image,),) = [list(assets["dockerImages"].values())]
     assert image["source"]["dockerFile"] == "gpu_container/Dockerfile"
+    assert image["source"]["platform"] == "linux/amd64"
     context = synth.outdir / image["source"]["directory"]
     staged = sorted(path.name for path in context.iterdir())
     assert staged == ["README.md", "comfyserve", "gpu_container", "pyproject.toml"]
