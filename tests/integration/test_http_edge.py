@@ -4,6 +4,7 @@ client can read, nothing recorded, and the server healthy after."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
@@ -180,18 +181,73 @@ def test_60_concurrent_clients_are_all_answered(stack: Stack, server: LocalServe
     assert len(stack.jobs.list("tenant-a", limit=1000)[0]) == 300
 
 
-def test_no_tracebacks_in_the_log(stack: Stack, server: LocalServer, caplog: pytest.LogCaptureFixture) -> None:
+def picture(value: object) -> dict[str, object]:
+    return {
+        "5": {"class_type": "LoadPicture", "inputs": {"image": value}},
+        "8": {"class_type": "Save", "inputs": {"images": ["5", 0], "filename_prefix": "pic"}},
+    }
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+ESCAPING = {**workflow(), "9": {**workflow()["9"], "inputs": {"images": ["3", 0], "filename_prefix": "../x"}}}
+NOT_AN_IMAGE = {"cat.png": {"base64": base64.b64encode(b"GIF89a not really").decode()}}
+UNKNOWN_ASSET = {"__type": "core/ASSET", "info": {"id": "00000000-0000-0000-0000-000000000000"}}
+INVALID = "prompt_outputs_failed_validation"
+# (method, path, body, status, error type or v2 code): every refusal of the edge, over real HTTP.
+BAD_REQUESTS: list[tuple[str, str, bytes, int, str]] = [
+    ("POST", "/v1/jobs", DEEP, 400, "invalid_json"),
+    ("POST", "/prompt", DEEP, 400, "invalid_json"),
+    ("POST", "/v1/validate", DEEP, 400, "invalid_json"),
+    ("POST", "/v1/jobs", b'{"workflow": "\xff"}', 400, "invalid_json"),
+    ("POST", "/prompt", b'{"prompt": "\xff"}', 400, "invalid_json"),
+    ("POST", "/prompt", json.dumps({"prompt": ESCAPING}).encode(), 400, INVALID),
+    (
+        "POST",
+        "/prompt",
+        json.dumps({"prompt": picture("/etc/passwd")}).encode(),
+        400,
+        "prompt_outputs_failed_validation",
+    ),
+    (
+        "POST",
+        "/prompt",
+        json.dumps({"prompt": picture("../../x.png")}).encode(),
+        400,
+        "prompt_outputs_failed_validation",
+    ),
+    ("POST", "/prompt", json.dumps({"prompt": picture("http://10.0.0.1/x.png")}).encode(), 400, "invalid_input"),
+    (
+        "POST",
+        "/v1/jobs",
+        json.dumps({"workflow": picture("cat.png"), "inputs": NOT_AN_IMAGE}).encode(),
+        400,
+        "invalid_image",
+    ),
+    ("POST", "/api/v2/jobs", json.dumps({"workflow": picture(UNKNOWN_ASSET)}).encode(), 422, "missing_asset"),
+    ("POST", "/api/v2/jobs", json.dumps({"workflow": {"nodes": [], "links": []}}).encode(), 422, "workflow_format_ui"),
+    ("PATCH", "/v1/jobs", b"{}", 405, "method_not_allowed"),
+    ("BREW", "/prompt", b"{}", 405, "method_not_allowed"),
+    ("POST", "/v1/jobs", b"x" * (MAX_API_BODY + 1), 413, "payload_too_large"),
+]
+
+
+def test_every_bad_request_is_refused_cleanly(
+    stack: Stack, server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each refusal is the exact 4xx, nothing is stored, queued or published, the server answers the next
+    request, and the log holds no traceback."""
     caplog.set_level(logging.DEBUG)
-    deep = b"[" * 100_000 + b"]" * 100_000
-    for path in ("/v1/jobs", "/prompt", "/v1/validate"):
-        for data in (deep, b'{"prompt": "\xff"}'):
-            response = requests.post(
-                f"{server.url}{path}",
-                data=data,
-                headers={"x-api-key": KEY, "Content-Type": "application/json"},
-                timeout=10,
-            )
-            assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_json"
+    for method, path, body, status, type_ in BAD_REQUESTS:
+        response = requests.request(
+            method,
+            f"{server.url}{path}",
+            data=body,
+            headers={"x-api-key": KEY, "Content-Type": "application/json"},
+            timeout=30,
+        )
+        error = response.json()["error"]
+        assert (response.status_code, error.get("type", error.get("code"))) == (status, type_), (path, error)
+        assert healthy(server)
 
     assert not [record for record in caplog.records if record.exc_info]
     assert stack.nothing_recorded()
