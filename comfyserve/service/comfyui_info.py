@@ -59,9 +59,11 @@ def with_choices(object_info: dict[str, Any], models: dict[str, list[str]], imag
 
 def model_files(inventory: ModelInventory | None) -> dict[str, list[str]]:
     """Model file names by ComfyUI folder (every known folder, empty without an inventory)."""
-    files: dict[str, list[str]] = {folder: [] for folder in FOLDER_ALIASES}
-    if inventory is not None:
-        files.update({folder: list(names) for folder, names in inventory.files.items()})
+    if inventory is None:
+        return {folder: [] for folder in FOLDER_ALIASES}
+    # names() first: a published inventory refreshes its listing there, and only then are its folders known.
+    files = {folder: list(inventory.names(folder)) for folder in FOLDER_ALIASES}
+    files.update({folder: list(inventory.names(folder)) for folder in inventory.files})
     return files
 
 

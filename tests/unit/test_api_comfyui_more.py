@@ -16,6 +16,7 @@ from comfyserve.api.auth import ApiKeyAuthenticator
 from comfyserve.contracts.jobs import JobError
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.inventory import ModelInventory
+from comfyserve.model_store.published import ListedInventory
 from comfyserve.service.job_service import JobService
 from tests.api_stack import KEYS, Stack, error_body, make_stack, output_ref, run_job, workflow
 
@@ -25,11 +26,19 @@ def stack(tmp_path: Path) -> Stack:
     return make_stack(tmp_path)
 
 
-def with_models(stack: Stack) -> Stack:
+LISTING = {"checkpoints": ["sd15.safetensors", "xl/base.safetensors"], "embeddings": ["easyneg.pt"], "loras": []}
+
+
+@pytest.fixture(params=["scanned", "published"])
+def inventory(request: pytest.FixtureRequest) -> ModelInventory:
+    """A local scan's inventory, or the cloud's published one (its names are read on demand)."""
+    if request.param == "published":
+        return ListedInventory(lambda: LISTING)
+    return ModelInventory.from_listing(LISTING)
+
+
+def with_models(stack: Stack, inventory: ModelInventory) -> Stack:
     """The stack with the packaged catalog and an inventory of model files."""
-    inventory = ModelInventory.from_listing(
-        {"checkpoints": ["sd15.safetensors", "xl/base.safetensors"], "embeddings": ["easyneg.pt"], "loras": []}
-    )
     deps = dataclasses.replace(stack.service.deps, catalog=Catalog.packaged(), inventory=inventory)
     service = JobService(deps)
     auth = ApiKeyAuthenticator({key: tenant for tenant, key in KEYS.items()})
@@ -57,8 +66,10 @@ def upload(stack: Stack, name: str, tenant: str = "tenant-a") -> None:
     assert response.status == 200, response.json()
 
 
-def test_object_info_lists_the_inventorys_models_and_the_tenants_uploads(stack: Stack) -> None:
-    stack = with_models(stack)
+def test_object_info_lists_the_inventorys_models_and_the_tenants_uploads(
+    stack: Stack, inventory: ModelInventory
+) -> None:
+    stack = with_models(stack, inventory)
     upload(stack, "cat.png")
     upload(stack, "dog.png", tenant="tenant-b")
 
@@ -73,8 +84,8 @@ def test_object_info_lists_the_inventorys_models_and_the_tenants_uploads(stack: 
     assert stack.service.object_info()["LoadImage"]["input"]["required"]["image"][0] == []  # cache untouched
 
 
-def test_model_routes(stack: Stack) -> None:
-    stack = with_models(stack)
+def test_model_routes(stack: Stack, inventory: ModelInventory) -> None:
+    stack = with_models(stack, inventory)
 
     assert stack.call("GET", "/models").json() == [
         "checkpoints",
