@@ -87,6 +87,18 @@ def test_cfg_one_never_runs_the_negative() -> None:
     assert [call["sample"].shape[0] for call in _unet(model).calls] == [2, 2]
 
 
+def test_cfg_pp_samplers_get_the_unguided_prediction_even_at_cfg_one() -> None:
+    model = fake_model()
+    uncond_only = _guider(model, cond(-1.0), cond(1.0), 1.0)(X, 2.0)
+    _unet(model).calls.clear()
+    guider = _guider(model, cond(1.0), cond(-1.0), 1.0)
+    guider.keep_uncond()
+    guided = guider(X, 2.0)
+    assert [call["sample"].shape[0] for call in _unet(model).calls] == [4]  # the negative runs too
+    torch.testing.assert_close(guider.last_uncond(), uncond_only)
+    torch.testing.assert_close(guided, uncond_only + (guided - uncond_only) * 1.0)
+
+
 def test_entries_average_by_strength_and_unequal_shapes_run_apart() -> None:
     model = fake_model()
     a = _guider(model, cond(1.0), [], 1.0)(X, 2.0)

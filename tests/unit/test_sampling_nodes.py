@@ -196,6 +196,16 @@ def test_bad_latents_are_clear_errors() -> None:
     assert EmptyLatentImage().generate(519, 512, 1)[0]["samples"].shape == (1, 4, 64, 64)  # rounds down
 
 
+def test_a_cfg_pp_sampler_runs_through_ksampler_and_evaluates_the_negative_at_cfg_one() -> None:
+    model = fake_model()
+    plain = _sample(model, _latent(), sampler_name="euler", cfg=1.0, steps=3)
+    rows_plain = [call["sample"].shape[0] for call in _calls(model)]
+    _calls(model).clear()
+    cfg_pp = _sample(model, _latent(), sampler_name="euler_cfg_pp", cfg=1.0, steps=3)
+    assert cfg_pp.shape == plain.shape and torch.isfinite(cfg_pp).all()
+    assert [call["sample"].shape[0] for call in _calls(model)] == [2 * rows for rows in rows_plain]
+
+
 def test_model_sampling_discrete_returns_a_changed_clone() -> None:
     assert ModelSamplingDiscrete.INPUT_TYPES()["required"]["sampling"][0] == [
         "eps",

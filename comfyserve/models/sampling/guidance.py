@@ -47,8 +47,18 @@ class Guider:
         self.negative = negative
         self.cfg = cfg
         self.skip_negative = math.isclose(cfg, 1.0)
+        self.uncond: torch.Tensor | None = None  # the last unguided prediction, kept when keep_uncond() was called
         self.unet_dtype = next(model.unet.parameters()).dtype
         self._batches: dict[tuple[int, ...], _Batch] = {}
+
+    def keep_uncond(self) -> None:
+        """Keep each call's unguided (negative) prediction in :attr:`uncond`, evaluating it even at cfg 1 (what
+        CFG++ samplers step on; ComfyUI's post-CFG hook with the cfg-1 shortcut disabled)."""
+        self.skip_negative = False
+
+    def last_uncond(self) -> torch.Tensor:
+        assert self.uncond is not None, "keep_uncond() was not called, or the model was not called yet"
+        return self.uncond
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         entries = [c for c in self.positive if c.active(sigma)]
@@ -59,7 +69,7 @@ class Guider:
         cond = _average(x, entries[:count_positive], predictions[:count_positive])
         if self.skip_negative:
             return cond
-        uncond = _average(x, entries[count_positive:], predictions[count_positive:])
+        uncond = self.uncond = _average(x, entries[count_positive:], predictions[count_positive:])
         return uncond + (cond - uncond) * self.cfg
 
     def _predict(self, x: torch.Tensor, sigma: float, entries: list[PreparedCond]) -> list[torch.Tensor]:

@@ -174,6 +174,8 @@ def _sample(
         prepare_conds(job.model, schedule, job.negative, "negative", inputs),
         job.cfg,
     )
+    if spec.needs_uncond:
+        guider.keep_uncond()
     denoiser: Denoiser = guider
     if denoise_mask is not None:
         inpaint_noise = gaussian_noise(latent, job.seed + 1)(0.0, 0.0) if spec.random_inpaint else noise
@@ -188,4 +190,11 @@ def _sample(
     sigma_0 = sigmas[0]
     max_denoise = math.isclose(schedule.sigma_max, sigma_0, rel_tol=1e-5) or sigma_0 > schedule.sigma_max
     x = noise * (math.sqrt(1.0 + sigma_0**2) if max_denoise else sigma_0) + latent
-    return spec.fn(Run(denoiser, sigmas, _noise_sampler(spec, x, sigmas, job.seed), callback), x)
+    run = Run(
+        denoiser,
+        sigmas,
+        _noise_sampler(spec, x, sigmas, job.seed),
+        callback,
+        guider.last_uncond if spec.needs_uncond else None,
+    )
+    return spec.fn(run, x)

@@ -21,6 +21,12 @@ class Run:
     sigmas: list[float]
     noise: NoiseSampler
     callback: StepCallback
+    unguided: Callable[[], torch.Tensor] | None = None  # the last model call's unguided prediction (CFG++)
+
+    def uncond(self) -> torch.Tensor:
+        """The unguided prediction of the last model call (samplers whose spec asks for it)."""
+        assert self.unguided is not None, "this sampler's spec must set needs_uncond"
+        return self.unguided()
 
     @property
     def steps(self) -> int:

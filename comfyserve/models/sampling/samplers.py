@@ -54,6 +54,30 @@ def euler_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _euler_cfg_pp(run: Run, x: torch.Tensor, eta: float) -> torch.Tensor:
+    """CFG++ (Chung et al. 2024) Euler: renoise the guided prediction with the unguided one's noise direction,
+    ``x = D + sigma_down * (x - D_uncond) / sigma``; with ``eta`` fresh noise of ``sigma_up`` follows."""
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        denoised = run.denoise(x, i)
+        if sigma_next == 0:
+            x = denoised
+            continue
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        x = denoised + sigma_down * _derivative(x, run.uncond(), sigma)
+        if eta:
+            x = x + run.noise(sigma, sigma_next) * sigma_up
+    return x
+
+
+def euler_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return _euler_cfg_pp(run, x, eta=0.0)
+
+
+def euler_ancestral_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return _euler_cfg_pp(run, x, eta=1.0)
+
+
 def heun(run: Run, x: torch.Tensor) -> torch.Tensor:
     """Karras et al. 2022, Algorithm 1/2 without churn: Heun's second-order steps, Euler into sigma 0."""
     for i in range(run.steps):
@@ -165,18 +189,23 @@ def ipndm(run: Run, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _res_multistep(run: Run, x: torch.Tensor, eta: float) -> torch.Tensor:
+def _res_multistep(run: Run, x: torch.Tensor, eta: float, cfg_pp: bool = False) -> torch.Tensor:
     """RES second-order multistep (Zhang et al. 2023, arXiv 2308.02157) in t = -log sigma: the step is
     ``e^-h x + h (b1 D_i + b2 D_i-1)`` with ``b2 = phi2(-h) / c2``, ``b1 = phi1(-h) - b2``; Euler on the first
-    step and into sigma 0. With ``eta`` the step goes to ``sigma_down`` and fresh noise of ``sigma_up`` follows."""
-    previous: tuple[torch.Tensor, float] | None = None  # (denoised, sigma_down) of the last step
+    step and into sigma 0. With ``eta`` the step goes to ``sigma_down`` and fresh noise of ``sigma_up`` follows.
+    With ``cfg_pp`` the steps run on the unguided prediction from ``x + D - D_uncond`` (CFG++)."""
+    previous: tuple[torch.Tensor, float] | None = None  # (prediction, sigma_down) of the last step
     for i in range(run.steps):
         sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
-        denoised = run.denoise(x, i)
+        guided = run.denoise(x, i)
+        denoised = run.uncond() if cfg_pp else guided
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         if sigma_down == 0 or previous is None:
-            x = x + _derivative(x, denoised, sigma) * (sigma_down - sigma)
+            d = _derivative(x, denoised, sigma)
+            x = guided + d * sigma_down if cfg_pp else x + d * (sigma_down - sigma)
         else:
+            if cfg_pp:
+                x = x + (guided - denoised)
             old_denoised, old_sigma_down = previous
             h = math.log(sigma) - math.log(sigma_down)
             c2 = (math.log(old_sigma_down) - math.log(run.sigmas[i - 1])) / h
@@ -195,26 +224,59 @@ def res_multistep(run: Run, x: torch.Tensor) -> torch.Tensor:
     return _res_multistep(run, x, eta=0.0)
 
 
+def res_multistep_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return _res_multistep(run, x, eta=0.0, cfg_pp=True)
+
+
 def res_multistep_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
     return _res_multistep(run, x, eta=1.0)
 
 
-def gradient_estimation(run: Run, x: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+def res_multistep_ancestral_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return _res_multistep(run, x, eta=1.0, cfg_pp=True)
+
+
+def gradient_estimation(run: Run, x: torch.Tensor, gamma: float = 2.0, cfg_pp: bool = False) -> torch.Tensor:
     """Euler with gradient estimation (Permenter & Yuan 2024): from the second step the derivative is
-    extrapolated as ``d + (gamma - 1) (d - d_previous)``."""
+    extrapolated as ``d + (gamma - 1) (d - d_previous)``. With ``cfg_pp`` the derivative is the unguided
+    prediction's and the Euler step renoises the guided one (CFG++)."""
     previous: torch.Tensor | None = None
     for i in range(run.steps):
         sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
         denoised = run.denoise(x, i)
-        d = _derivative(x, denoised, sigma)
+        d = _derivative(x, run.uncond() if cfg_pp else denoised, sigma)
         if sigma_next == 0:
             x = denoised
         else:
             dt = sigma_next - sigma
-            x = x + d * dt
+            x = denoised + d * sigma_next if cfg_pp else x + d * dt
             if previous is not None:
                 x = x + (gamma - 1) * (d - previous) * dt
         previous = d
+    return x
+
+
+def gradient_estimation_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
+    return gradient_estimation(run, x, cfg_pp=True)
+
+
+def dpmpp_2s_ancestral_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver++(2S) ancestral with CFG++: each exponential step starts from ``x + D - D_uncond`` (the
+    unguided prediction of the model call just made)."""
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        denoised = run.denoise(x, i)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next)
+        if sigma_down == 0:
+            x = denoised
+        else:
+            h = math.log(sigma) - math.log(sigma_down)
+            sigma_mid = math.exp(-(-math.log(sigma) + h / 2))
+            x_2 = (sigma_mid / sigma) * (x + (denoised - run.uncond())) - math.expm1(-h / 2) * denoised
+            denoised_2 = run.model(x_2, sigma_mid)
+            x = (sigma_down / sigma) * (x + (denoised - run.uncond())) - math.expm1(-h) * denoised_2
+        if sigma_next > 0:
+            x = x + run.noise(sigma, sigma_next) * sigma_up
     return x
 
 
@@ -256,6 +318,25 @@ def dpmpp_2m(run: Run, x: torch.Tensor) -> torch.Tensor:
                 target = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous
             x = (sigma_next / sigma) * x - math.expm1(-h) * target
         previous = denoised
+    return x
+
+
+def dpmpp_2m_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver++(2M) with CFG++: the exponential step keeps the guided prediction and decays the unguided
+    one (its multistep correction uses the previous unguided prediction)."""
+    previous: torch.Tensor | None = None
+    for i in range(run.steps):
+        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
+        denoised = run.denoise(x, i)
+        uncond = run.uncond()
+        decay = sigma_next / sigma  # e^-h, with e^-h = 0 into sigma 0
+        h = math.log(sigma) - math.log(sigma_next) if sigma_next > 0 else math.inf
+        mix = -decay * uncond
+        if previous is not None and sigma_next > 0:
+            r = (math.log(run.sigmas[i - 1]) - math.log(sigma)) / h
+            mix = mix - math.expm1(-h) * (1 / (2 * r)) * (denoised - previous)
+        x = denoised + mix + decay * x
+        previous = uncond
     return x
 
 
@@ -351,13 +432,15 @@ class SamplerSpec:
 
     ``noise``: the noise source it draws from. ``random_inpaint``: the noise used to re-noise a masked
     latent's kept region is a separate draw (ComfyUI's ``ddim``). ``discard_penultimate``: the schedule is
-    computed for one step more and its second-to-last sigma dropped.
+    computed for one step more and its second-to-last sigma dropped. ``needs_uncond``: it steps on the unguided
+    prediction too (CFG++), so the guider keeps it (and evaluates it even at cfg 1).
     """
 
     fn: Callable[[Run, torch.Tensor], torch.Tensor]
     noise: NoiseKind = "none"
     random_inpaint: bool = False
     discard_penultimate: bool = False
+    needs_uncond: bool = False
 
 
 # ComfyUI's order (KSAMPLER_NAMES, then ddim, uni_pc, uni_pc_bh2), keeping the samplers implemented here.
@@ -365,15 +448,19 @@ class SamplerSpec:
 # drawn on the CPU, so they are the same sampler under another name.
 SAMPLERS: dict[str, SamplerSpec] = {
     "euler": SamplerSpec(euler),
+    "euler_cfg_pp": SamplerSpec(euler_cfg_pp, needs_uncond=True),
     "euler_ancestral": SamplerSpec(euler_ancestral, noise="gaussian"),
+    "euler_ancestral_cfg_pp": SamplerSpec(euler_ancestral_cfg_pp, noise="gaussian", needs_uncond=True),
     "heun": SamplerSpec(heun),
     "dpm_2": SamplerSpec(dpm_2, discard_penultimate=True),
     "dpm_2_ancestral": SamplerSpec(dpm_2_ancestral, noise="gaussian", discard_penultimate=True),
     "lms": SamplerSpec(lms),
     "dpmpp_2s_ancestral": SamplerSpec(dpmpp_2s_ancestral, noise="gaussian"),
+    "dpmpp_2s_ancestral_cfg_pp": SamplerSpec(dpmpp_2s_ancestral_cfg_pp, noise="gaussian", needs_uncond=True),
     "dpmpp_sde": SamplerSpec(dpmpp_sde, noise="brownian"),
     "dpmpp_sde_gpu": SamplerSpec(dpmpp_sde, noise="brownian"),
     "dpmpp_2m": SamplerSpec(dpmpp_2m),
+    "dpmpp_2m_cfg_pp": SamplerSpec(dpmpp_2m_cfg_pp, needs_uncond=True),
     "dpmpp_2m_sde": SamplerSpec(dpmpp_2m_sde, noise="brownian"),
     "dpmpp_2m_sde_gpu": SamplerSpec(dpmpp_2m_sde, noise="brownian"),
     "dpmpp_2m_sde_heun": SamplerSpec(dpmpp_2m_sde_heun, noise="brownian"),
@@ -384,8 +471,11 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "lcm": SamplerSpec(lcm, noise="gaussian"),
     "ipndm": SamplerSpec(ipndm),
     "res_multistep": SamplerSpec(res_multistep),
+    "res_multistep_cfg_pp": SamplerSpec(res_multistep_cfg_pp, needs_uncond=True),
     "res_multistep_ancestral": SamplerSpec(res_multistep_ancestral, noise="gaussian"),
+    "res_multistep_ancestral_cfg_pp": SamplerSpec(res_multistep_ancestral_cfg_pp, noise="gaussian", needs_uncond=True),
     "gradient_estimation": SamplerSpec(gradient_estimation),
+    "gradient_estimation_cfg_pp": SamplerSpec(gradient_estimation_cfg_pp, needs_uncond=True),
     "ddim": SamplerSpec(euler, random_inpaint=True),
     "uni_pc": SamplerSpec(uni_pc, discard_penultimate=True),
     "uni_pc_bh2": SamplerSpec(uni_pc_bh2, discard_penultimate=True),
