@@ -23,6 +23,7 @@ from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Conflict, Invalid, NotFound
 
 HASH_PREFIX = "blake3:"
+ASSETS_FOLDER = "assets/"  # inside the tenant's uploads
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _ASSET_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_FILE_PATH_CHARS = 255
@@ -44,7 +45,7 @@ class AssetRecord(BaseModel):
 
 
 def content_key(tenant: str, hex_digest: str) -> str:
-    return f"{keys.uploads_prefix(tenant)}assets/{hex_digest}"
+    return f"{keys.uploads_prefix(tenant)}{ASSETS_FOLDER}{hex_digest}"
 
 
 def _record_key(tenant: str, asset_id: str) -> str:

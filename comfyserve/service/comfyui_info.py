@@ -6,6 +6,7 @@ The API runs apart from the GPU workers, so ``/system_stats`` describes the API 
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import posixpath
@@ -16,6 +17,7 @@ from comfyserve import __version__
 from comfyserve.engine.inventory import FOLDER_ALIASES, ModelInventory
 from comfyserve.engine.node_api import IMAGE_UPLOAD
 from comfyserve.service import keys
+from comfyserve.service.assets import ASSETS_FOLDER
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import NotFound
 
@@ -68,9 +70,11 @@ def model_files(inventory: ModelInventory | None) -> dict[str, list[str]]:
 
 
 def uploaded_images(deps: ServiceDeps, tenant: str) -> list[str]:
-    """The tenant's uploads as a ``LoadImage`` names them (``subfolder/name``), at most ``MAX_LISTED_UPLOADS``."""
+    """The tenant's uploads as a ``LoadImage`` names them (``subfolder/name``), at most ``MAX_LISTED_UPLOADS``;
+    Comfy API v2 asset bytes (named by hash, referenced by asset id) are not listed."""
     prefix = keys.uploads_prefix(tenant)
-    return [key[len(prefix) :] for key in deps.blobs.list(prefix)[:MAX_LISTED_UPLOADS]]
+    names = (key[len(prefix) :] for key in deps.blobs.list(prefix))
+    return list(itertools.islice((name for name in names if not name.startswith(ASSETS_FOLDER)), MAX_LISTED_UPLOADS))
 
 
 def folder_files(inventory: ModelInventory | None, folder: str) -> list[str]:

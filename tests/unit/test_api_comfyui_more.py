@@ -72,6 +72,7 @@ def test_object_info_lists_the_inventorys_models_and_the_tenants_uploads(
     stack = with_models(stack, inventory)
     upload(stack, "cat.png")
     upload(stack, "dog.png", tenant="tenant-b")
+    stack.blobs.put("uploads/tenant-a/assets/" + "0" * 64, png(), "image/png")  # a v2 asset's bytes: not listed
 
     info = stack.call("GET", "/object_info").json()
     one = stack.call("GET", "/object_info/LoadImage", tenant="tenant-b").json()
