@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from infra.constructs.api import BINARY_MEDIA_TYPES, VALIDATED_BODIES
-from tests.infra.conftest import Synth, function_id, only
+from tests.infra.conftest import ROOT, Synth, function_id, only
 
 
 def _paths(synth: Synth) -> dict[str, str]:
@@ -126,3 +127,52 @@ def test_only_api_gateway_may_invoke_the_api_function(synth: Synth) -> None:
     ]
     assert permissions and {p["Principal"] for p in permissions} == {"apigateway.amazonaws.com"}
     assert not any("test-invoke-stage" in json.dumps(p["SourceArn"]) for p in permissions)
+
+
+def _route(synth: Synth, path: str, http_method: str) -> dict[str, Any] | None:
+    """The method API Gateway picks for a request: at each level a literal child first, else the greedy
+    ``{proxy+}`` child (which takes the rest of the path); on the resource reached, the method or ANY."""
+    rest_api, _ = only(synth, "AWS::ApiGateway::RestApi")
+    resources = synth.resources("AWS::ApiGateway::Resource")
+
+    def children(parent: str | None) -> dict[str, str]:
+        found = {}
+        for name, resource in resources.items():
+            ref = resource["Properties"]["ParentId"]
+            is_root_child = "Fn::GetAtt" in ref and ref["Fn::GetAtt"][0] == rest_api
+            if (parent is None and is_root_child) or (parent is not None and ref.get("Ref") == parent):
+                found[resource["Properties"]["PathPart"]] = name
+        return found
+
+    current: str | None = None
+    parts = [part for part in path.split("/") if part]
+    while parts:
+        level = children(current)
+        if parts[0] in level:
+            current = level[parts.pop(0)]
+        elif "{proxy+}" in level:
+            current, parts = level["{proxy+}"], []
+        else:
+            return None
+    methods = {}
+    for method in synth.resources("AWS::ApiGateway::Method").values():
+        properties = method["Properties"]
+        resource = properties["ResourceId"]
+        on_root = "Fn::GetAtt" in resource
+        if (current is None and on_root) or (current is not None and resource.get("Ref") == current):
+            methods[properties["HttpMethod"]] = properties
+    return methods.get(http_method) or methods.get("ANY")
+
+
+def test_every_route_of_the_route_table_reaches_the_function_with_the_right_key_requirement(synth: Synth) -> None:
+    document = json.loads((ROOT / "docs" / "openapi.json").read_text(encoding="utf-8"))
+    checked = 0
+    for path, operations in document["paths"].items():
+        concrete = re.sub(r"\{[^}]+\}", "some-id", path)
+        for http_method, operation in operations.items():
+            method = _route(synth, concrete, http_method.upper())
+            assert method is not None, f"{http_method.upper()} {path} matches no API Gateway method"
+            assert method["ApiKeyRequired"] is (operation.get("security") != []), path
+            checked += 1
+    assert checked > 20
+    assert _route(synth, "/api/prompt", "POST") is not None  # ComfyUI's /api prefix reaches the function too
