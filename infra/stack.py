@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import CfnOutput, Duration, IgnoreMode, RemovalPolicy, Stack, Tags
+from aws_cdk import CfnOutput, Duration, Environment, IgnoreMode, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
@@ -43,8 +43,16 @@ def log_retention(days: int) -> logs.RetentionDays:
 
 
 class ComfyServeStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, settings: StackSettings, **kwargs: object) -> None:
-        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: StackSettings,
+        env: Environment | None = None,
+        description: str | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id, env=env, description=description)
         Tags.of(self).add("project", "comfyserve")
         retention = Duration.days(settings.retention_days)
         log_days = log_retention(settings.retention_days)
@@ -147,7 +155,7 @@ class ComfyServeStack(Stack):
             workers.task_definition, bucket, "a worker reads inputs and writes outputs and manifests of any job"
         )
         acknowledge_table_grant(workers.task_definition, table)
-        models.add_sync_task(image=image, environment={}, log_retention=log_days)
+        models.add_sync_task(image=image, log_retention=log_days)
         network.allow_endpoints_from(models.sync_security_group)
 
         scaling = Scaling(

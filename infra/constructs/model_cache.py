@@ -88,7 +88,7 @@ class ModelCache(Construct):
         )
 
     def add_sync_task(
-        self, *, image: ecs.ContainerImage, environment: dict[str, str], log_retention: logs.RetentionDays
+        self, *, image: ecs.ContainerImage, log_retention: logs.RetentionDays
     ) -> ecs.FargateTaskDefinition:
         """``comfyserve models sync --warm`` as a Fargate task a user runs (docs/DEPLOY.md shows the command)."""
         task = ecs.FargateTaskDefinition(
@@ -107,7 +107,7 @@ class ModelCache(Construct):
             image=image,
             entry_point=["comfyserve"],
             command=["models", "sync", "--warm"],
-            environment={**environment, **self.environment},
+            environment=self.environment,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="sync", log_group=log_group),
         )
         self.mount(task, container, writer=True)
