@@ -52,6 +52,7 @@ from comfyserve.ports import (
 )
 from comfyserve.service.completion import Completed, Completion
 from comfyserve.worker.backend import Backend, BackendJob, BackendRestarted, BackendResult
+from comfyserve.worker.ecs_protection import MAX_EXPIRY_MINUTES
 from comfyserve.worker.heartbeat import Heartbeat
 from comfyserve.worker.inputs import InputError, fetch_inputs, load_extra_data, load_workflow
 from comfyserve.worker.monitor import EventSink, JobMonitor, StopReason
@@ -87,10 +88,14 @@ class WorkerSettings:
     progress_interval_s: float = 1.0
     cancel_poll_s: float = 2.0
     drain_timeout_s: float = 90.0
-    job_timeout_s: int = 3600  # a job without its own timeout_s: how long scale-in protection is asked for
+    job_timeout_s: int | None = None  # cap on a job's own timeout_s (None: no cap)
     protection_margin_s: int = 120
     allow_private_urls: bool = False
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def timeout_for(self, record: JobRecord) -> int | None:
+        """The job's effective timeout: its own ``timeout_s`` capped at ``job_timeout_s`` (None: unbounded)."""
+        return min((s for s in (record.timeout_s, self.job_timeout_s) if s is not None), default=None)
 
     @property
     def tick_s(self) -> float:
@@ -264,8 +269,9 @@ class Worker:
             return None
 
     def _protect(self, record: JobRecord) -> None:
-        timeout_s = min(record.timeout_s or self.settings.job_timeout_s, self.settings.job_timeout_s)
-        self._protection.protect(timeout_s + self.settings.protection_margin_s)
+        timeout_s = self.settings.timeout_for(record)
+        expires_in_s = timeout_s if timeout_s is not None else MAX_EXPIRY_MINUTES * 60
+        self._protection.protect(expires_in_s + self.settings.protection_margin_s)
         self._protected = True
 
     def _release_protection(self) -> None:
@@ -306,6 +312,7 @@ class Worker:
         monitor = JobMonitor(
             record,
             nodes_total=len(prompt),
+            timeout_s=self.settings.timeout_for(record),
             progress_interval_s=self.settings.progress_interval_s,
             cancel_poll_s=self.settings.cancel_poll_s,
             external_stop=self._drain_expired,
@@ -384,9 +391,9 @@ class Worker:
             outputs = upload_outputs(self.ports.blobs, record.tenant, record.job_id, result.outputs, record.output)
         elif stop is StopReason.CANCELLED:
             status = "cancelled"
-        elif result.error is None and stop is StopReason.TIMEOUT:
+        elif result.error is None and stop is StopReason.TIMEOUT and monitor is not None:
             status = "failed"
-            error = JobError(type="timeout", message=f"the job ran longer than its timeout of {record.timeout_s} s")
+            error = JobError(type="timeout", message=f"the job ran longer than its timeout of {monitor.timeout_s} s")
         else:
             status = "failed"
             error = result.error or JobError(type="execution_error", message="the workflow did not complete")

@@ -27,7 +27,7 @@ EventSink = Callable[[str, dict[str, Any]], None]
 
 class StopReason(enum.Enum):
     CANCELLED = "cancelled"  # the client cancelled the job
-    TIMEOUT = "timeout"  # the job ran past its timeout_s
+    TIMEOUT = "timeout"  # the job ran past its effective timeout (its timeout_s, capped by the worker)
     DRAIN = "drain"  # the worker is shutting down and its grace period ran out
     LOST = "lost"  # the message's visibility ran out: another worker owns the job now
     RESTARTED = "restarted"  # the backend died under the job and was restarted: the job is released, run again
@@ -39,6 +39,7 @@ class JobMonitor:
         record: JobRecord,
         *,
         nodes_total: int,
+        timeout_s: int | None,
         progress_interval_s: float,
         cancel_poll_s: float,
         external_stop: Callable[[], StopReason | None],
@@ -54,7 +55,8 @@ class JobMonitor:
         self._last_write = now
         self._last_read = now
         self._written: Progress | None = None
-        self._deadline = now + record.timeout_s if record.timeout_s else None
+        self.timeout_s = timeout_s  # the job's effective timeout (None: unbounded)
+        self._deadline = now + timeout_s if timeout_s else None
         self.progress = Progress(nodes_total=nodes_total)
         self.stop_reason: StopReason | None = None
         self._ended = False

@@ -338,6 +338,20 @@ def test_a_job_past_its_timeout_fails(stack_adapters: LocalAdapters, registry: N
     assert (final.error.type, final.error.message) == ("timeout", "the job ran longer than its timeout of 1 s")
 
 
+@pytest.mark.parametrize("own_timeout_s", [None, 60])
+def test_the_worker_caps_a_jobs_timeout(
+    stack_adapters: LocalAdapters, registry: NodeRegistry, own_timeout_s: int | None
+) -> None:
+    record = enqueue(stack_adapters, wait_workflow(10.0, steps=100), timeout_s=own_timeout_s)
+    started = time.monotonic()
+    assert poll_until_processed(make_worker(stack_adapters, registry, job_timeout_s=1)) == [Outcome.FAILED]
+    assert time.monotonic() - started < 4
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None and final.status is JobStatus.FAILED and final.error is not None
+    assert (final.error.type, final.error.message) == ("timeout", "the job ran longer than its timeout of 1 s")
+    assert final.timeout_s == own_timeout_s  # the record keeps what the client asked for
+
+
 def test_a_failing_node_fails_the_job_with_its_error(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
     record = enqueue(stack_adapters, fail_workflow("the node broke"))
     assert poll_until_processed(make_worker(stack_adapters, registry)) == [Outcome.FAILED]
