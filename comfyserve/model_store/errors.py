@@ -9,6 +9,10 @@ class ModelStoreError(ComfyServeError):
     """A model could not be made local: missing from the bucket, corrupt, or the inventory is unavailable."""
 
 
+class InventoryNotPublished(ModelStoreError):
+    """The models bucket has no published inventory yet (``comfyserve models sync`` writes it)."""
+
+
 class ModelVerifyError(ModelStoreError):
     """A copy of a model does not match the size or checksum the inventory records; it was discarded."""
 

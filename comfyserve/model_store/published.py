@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from comfyserve.engine.inventory import ModelInventory
-from comfyserve.model_store.errors import ModelStoreError
+from comfyserve.model_store.errors import InventoryNotPublished, ModelStoreError
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def read_inventory(s3: Any, bucket: str, key: str) -> PublishedInventory:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
-        raise ModelStoreError(f"no model inventory at {where}: run `comfyserve models sync`") from None
+        raise InventoryNotPublished(f"no model inventory at {where}: run `comfyserve models sync`") from None
     try:
         return PublishedInventory.model_validate_json(body)
     except ValidationError as exc:

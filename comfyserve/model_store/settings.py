@@ -7,15 +7,18 @@ so a sync task or the API can read it without the worker's required resources.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from copy import copy
 from pathlib import Path
 from typing import Annotated, Any
 
 from comfyserve.engine.inventory import ModelInventory
+from comfyserve.model_store.errors import InventoryNotPublished
 from comfyserve.model_store.local_cache import LocalCache
 from comfyserve.model_store.published import ListedInventory, PublishedSource
 from comfyserve.model_store.store import LocalModelStore, ModelStore, StoreInventory
 from comfyserve.model_store.tiered import TieredModelStore
+from comfyserve.service.errors import Unavailable
 from comfyserve.settings import CloudWorkerSettings, EnvSettings
 
 _WORKER = CloudWorkerSettings.model_fields
@@ -66,4 +69,13 @@ def api_inventory(settings: Settings, s3: Any | None = None) -> ModelInventory |
         return None
     s3 = s3 if s3 is not None else s3_client()
     source = PublishedSource(s3, settings.models_bucket, settings.inventory_key, ttl_s=settings.inventory_ttl_s)
-    return ListedInventory(source.listing)
+
+    def listing() -> Mapping[str, list[str]]:
+        """Until an inventory is published, a request that needs it is refused with a 503 (retryable)."""
+        try:
+            return source.listing()
+        except InventoryNotPublished as exc:
+            message = "The model inventory is not published yet"
+            raise Unavailable(message, details="run `comfyserve models sync`") from exc
+
+    return ListedInventory(listing)

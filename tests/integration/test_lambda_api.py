@@ -18,7 +18,7 @@ import pytest
 
 from comfyserve.adapters.aws.provision import create_bucket
 from comfyserve.model_store.sync import sync
-from tests.apigw import rest_event
+from tests.apigw import read_response, rest_event
 from tests.integration.conftest import AwsClients
 from tests.integration.drop_stack import DropStack
 from tests.integration.lambda_events import context, fresh_import
@@ -101,6 +101,31 @@ def test_an_unknown_checkpoint_is_refused_and_a_published_one_accepted(
 
     assert status == 202 and body["status"] == "queued"
     assert stack.queue_depth() == 1
+
+
+def test_a_models_bucket_without_a_published_inventory_is_a_retryable_503(
+    stack: DropStack, lambda_api: LambdaApi, aws_clients: AwsClients
+) -> None:
+    models = f"{stack.prefix}-models"
+    create_bucket(stack.s3, models)  # no `comfyserve models sync` yet
+    api = lambda_api(COMFYSERVE_MODELS_BUCKET=models)
+
+    event = rest_event("POST", "/v1/jobs", body={"workflow": checkpoint_workflow(PUBLISHED)}, api_key_id=TENANT)
+    answer = read_response(api.handler(event, context("api")))
+
+    assert (answer.status, answer.header("Retry-After")) == (503, "1")
+    assert answer.json() == {
+        "error": {
+            "type": "service_unavailable",
+            "message": "The model inventory is not published yet",
+            "details": "run `comfyserve models sync`",
+            "extra_info": {},
+        },
+        "node_errors": {},
+    }
+    table = stack.resources.table
+    assert stack.queue_depth() == 0 and aws_clients.client("dynamodb").scan(TableName=table)["Count"] == 0
+    assert stack.s3.list_objects_v2(Bucket=stack.resources.bucket)["KeyCount"] == 0
 
 
 def test_a_log_line_carries_the_job_id_once_the_route_knows_it(stack: DropStack, lambda_api: LambdaApi) -> None:
