@@ -125,12 +125,14 @@ class Workers(Construct):
         acknowledge_bucket_grant(self.task_definition, model_cache.bucket, "a worker copies any model a job names")
         acknowledge(self.task_definition, ENV_REASON, "AwsSolutions-ECS2")
         acknowledge(self.task_definition, EXECUTION_ROLE_REASON, "AwsSolutions-IAM5[Resource::*]")
+        stack = Stack.of(self)
+        tasks = f"ecs:{stack.region}:{stack.account}:task/<{stack.get_logical_id(self.cluster.node.default_child)}>/*"  # type: ignore[arg-type]
         acknowledge(
             self.task_definition,
             "Task scale-in protection of this cluster's tasks: a worker protects itself while a job runs, and its"
             " task id is known only at run time",
-            f"AwsSolutions-IAM5[Resource::arn:aws:ecs:{Stack.of(self).region}:{Stack.of(self).account}:task/"
-            f"<{Stack.of(self).get_logical_id(self.cluster.node.default_child)}>/*]",  # type: ignore[arg-type]
+            # The partition is literal or a reference depending on the app's feature flags.
+            *(f"AwsSolutions-IAM5[Resource::arn:{partition}:{tasks}]" for partition in ("aws", "<AWS::Partition>")),
         )
 
         self.service = ecs.Ec2Service(
@@ -224,6 +226,13 @@ class Workers(Construct):
             mixed_instances_policy=spot,
             capacity_rebalance=True if spot else None,
         )
+        if spot is not None:
+            acknowledge(
+                group,
+                "The root volume is encrypted on the launch template (Encrypted: true); the rule cannot follow the"
+                " template through a mixed instances policy",
+                "AwsSolutions-EC26",
+            )
         if spot is None and capacity.warm_pool_size:
             group.add_warm_pool(
                 min_size=capacity.warm_pool_size,

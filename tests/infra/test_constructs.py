@@ -29,7 +29,7 @@ CONTEXT = {
 
 
 @pytest.fixture(scope="module")
-def spot_stack() -> Any:
+def spot_app() -> cdk.Stack:
     app = cdk.App(context=CONTEXT)
     stack = cdk.Stack(app, "Library", env=ENV)
     network = Network(stack, "Network", open_egress=True, max_azs=2)
@@ -49,7 +49,12 @@ def spot_stack() -> Any:
         local_cache_bytes=1,
         log_retention=logs.RetentionDays.ONE_WEEK,
     )
-    return Template.from_stack(stack)
+    return stack
+
+
+@pytest.fixture(scope="module")
+def spot_stack(spot_app: cdk.Stack) -> Any:
+    return Template.from_stack(spot_app)
 
 
 def test_spot_groups_use_price_capacity_optimized_with_capacity_rebalance_and_no_warm_pool(spot_stack: Any) -> None:
@@ -109,6 +114,11 @@ def test_an_existing_vpc_gets_the_endpoints_and_its_isolated_subnets_host_the_wo
         {"VpcEndpointType": "Gateway", "RouteTableIds": ["rtb-0aaa1111bbbb2222c", "rtb-0ddd3333eeee4444f"]},
     )
     assert network.worker_subnet_ids == ["subnet-0aaa1111bbbb2222c", "subnet-0ddd3333eeee4444f"]
+
+
+def test_spot_workers_pass_cdk_nag_in_a_stack_of_your_own(spot_stack: Any, spot_app: cdk.Stack) -> None:
+    report = AwsSolutionsChecks().validate_scope(spot_app.node.find_child("Workers"))
+    assert [violation.rule_name for violation in report.violations] == []
 
 
 def _nag_app(acknowledged: bool, outdir: str) -> cdk.App:
