@@ -24,6 +24,7 @@ from comfyserve.worker.comfyui import ComfyUIBackend
 from tests.comfyui_real.conftest import FIGURES
 
 CHECKPOINT = "parity-sd15.safetensors"
+FIGURE = "parity {family} {sampler}/{scheduler}: {what}"
 SAMPLERS = [("euler", "normal"), ("dpmpp_2m", "karras"), ("euler_ancestral", "normal")]
 
 
@@ -31,10 +32,7 @@ SAMPLERS = [("euler", "normal"), ("dpmpp_2m", "karras"), ("euler_ancestral", "no
 def sd15(model_root: Path) -> Path:
     """A full-width SD1.5 checkpoint with random weights, written into the model root ComfyUI lists."""
     path = model_root / "checkpoints" / CHECKPOINT
-    started = time.perf_counter()
-    shapes = layout.checkpoint_shapes(ModelFamily.SD1, layout.FULL_SIZE[ModelFamily.SD1])
-    testmodels.save(testmodels._materialise(shapes, seed=1234), path)
-    FIGURES["parity: writing the SD1.5-width checkpoint (s)"] = time.perf_counter() - started
+    write_checkpoint(ModelFamily.SD1, path)
     return path
 
 
@@ -46,9 +44,17 @@ def builtin(model_root: Path, sd15: Path) -> Iterator[BuiltinBackend]:
     backend.close()
 
 
-def txt2img(sampler: str, scheduler: str) -> dict[str, Any]:
+def write_checkpoint(family: ModelFamily, path: Path) -> None:
+    """A random checkpoint of ``family`` with its published widths and key layout."""
+    started = time.perf_counter()
+    shapes = layout.checkpoint_shapes(family, layout.FULL_SIZE[family])
+    testmodels.save(testmodels._materialise(shapes, seed=1234), path)
+    FIGURES[f"parity: writing the {family.value}-width checkpoint (s)"] = time.perf_counter() - started
+
+
+def txt2img(sampler: str, scheduler: str, checkpoint: str = CHECKPOINT) -> dict[str, Any]:
     return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": "a red fox in the snow"}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": "blurry"}},
@@ -92,9 +98,15 @@ def test_sd15_same_image_on_both_backends(
     prompt = txt2img(sampler, scheduler)
     theirs = image(backend, prompt, tmp_path / "comfyui")
     ours = image(builtin, prompt, tmp_path / "builtin")
-    assert theirs.shape == ours.shape == (64, 64, 3)
+    assert theirs.shape == (64, 64, 3)
+    assert_same("SD1.5", sampler, scheduler, theirs, ours)
+
+
+def assert_same(family: str, sampler: str, scheduler: str, theirs: np.ndarray, ours: np.ndarray) -> None:
+    assert theirs.shape == ours.shape
     value = psnr(theirs, ours)
-    FIGURES[f"parity SD1.5 {sampler}/{scheduler}: PSNR (dB, inf = identical)"] = min(value, 999.0)
-    FIGURES[f"parity SD1.5 {sampler}/{scheduler}: max abs diff"] = float(np.max(np.abs(theirs - ours)))
+    names = {"family": family, "sampler": sampler, "scheduler": scheduler}
+    FIGURES[FIGURE.format(**names, what="PSNR (dB)")] = min(value, 999.0)
+    FIGURES[FIGURE.format(**names, what="max abs diff")] = float(np.max(np.abs(theirs - ours)))
     assert value >= 50.0
     assert float(np.std(theirs)) > 1.0  # not a blank image on both sides

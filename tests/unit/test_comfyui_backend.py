@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -239,3 +242,27 @@ def test_close_stops_comfyui(tmp_path: Path) -> None:
     assert not process.alive() and pid is not None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_comfyui_dies_with_a_worker_killed_by_sigkill(tmp_path: Path) -> None:
+    script = (
+        "import sys, time; from pathlib import Path;"
+        "from comfyserve.worker.comfyui import ComfyUIBackend, ComfyUIConfig;"
+        f"b = ComfyUIBackend(ComfyUIConfig(comfyui_dir=Path({str(FAKE_DIR)!r}), work_dir=Path({str(tmp_path)!r})));"
+        "b.start(); print(b.process.pid, flush=True); time.sleep(60)"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None
+    comfyui_pid = int(worker.stdout.readline())
+    os.kill(comfyui_pid, 0)  # running
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(comfyui_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(comfyui_pid, signal.SIGKILL)
+    pytest.fail("ComfyUI outlived its worker")

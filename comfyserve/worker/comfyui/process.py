@@ -7,6 +7,7 @@ ComfyUI runs from its own checkout with its own Python, on loopback at a free po
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -52,6 +53,7 @@ MODEL_FOLDERS = (
     "audio_encoders",
 )
 STOP_GRACE_S = 10.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 IMPORT_FAILED = re.compile(r"IMPORT FAILED\)?: *(\S.*)$")
 
 
@@ -164,6 +166,7 @@ class ComfyUIProcess:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.client = ComfyUIClient(f"http://{self.config.host}:{port}")
         self._wait_ready(started)
@@ -239,6 +242,14 @@ class ComfyUIProcess:
         if self._popen is not None:
             _signal_group(self._popen.pid, signal.SIGKILL)
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the worker dies (even by SIGKILL), so no orphaned ComfyUI keeps
+    a GPU's memory. Linux delivers it when the thread that started ComfyUI ends: the worker starts it from its
+    main thread."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _signal_group(pid: int, signum: signal.Signals) -> None:
