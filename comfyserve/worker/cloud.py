@@ -117,22 +117,9 @@ def preload_models(settings: CloudWorkerSettings, inventory: ModelInventory) -> 
     """``COMFYSERVE_PRELOAD`` before the first receive; seconds per tier the models came from. The builtin
     backend loads them into memory; ComfyUI runs in its own process, so for it they are only made local on the
     model root it reads (its warm-up workflow loads them there)."""
-    from comfyserve.model_store.errors import ModelStoreError
-    from comfyserve.model_store.preload import preload, split_model
-    from comfyserve.model_store.store import resolve
-    from comfyserve.model_store.tiers import ModelLoad, record, recording, seconds_by_tier
+    from comfyserve.model_store.preload import preload
 
-    if settings.backend == "builtin":
-        return preload(inventory, settings.preload)[0]
-    with recording() as loads:
-        for spec in settings.preload:
-            folder, name = split_model(spec)
-            try:
-                with resolve(inventory, folder, name) as found:
-                    record(ModelLoad(model=spec, tier=found.tier, fetch_s=found.seconds, load_s=0))
-            except FileNotFoundError as exc:
-                raise ModelStoreError(f"preloading {spec} failed: {exc}") from exc
-    return seconds_by_tier(loads)
+    return preload(inventory, settings.preload, load=settings.backend == "builtin")[0]
 
 
 def publish_served_catalog(backend: Backend, blobs: BlobStore, key: str) -> None:

@@ -59,8 +59,10 @@ def test_the_comfyui_backend_gets_the_workers_folders_and_lists(tmp_path: Path) 
 
 
 def test_preloading_for_comfyui_makes_files_local_without_loading_them(tmp_path: Path) -> None:
-    settings = comfyui_settings(tmp_path, preload=("upscale_models/x4.pth",))
+    settings = comfyui_settings(tmp_path, preload=("upscale_models/x4.pth", "checkpoints/sd.safetensors"))
     (settings.model_root / "upscale_models" / "x4.pth").write_bytes(b"weights")
+    (settings.model_root / "checkpoints").mkdir()
+    (settings.model_root / "checkpoints" / "sd.safetensors").write_bytes(b"not loadable: only made local")
     inventory = StoreInventory(LocalModelStore(settings.model_root))
 
     assert set(preload_models(settings, inventory)) == {"local"}
