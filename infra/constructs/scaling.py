@@ -1,5 +1,5 @@
 """Scaling from and to zero: the ``scaler`` function sets the worker service's desired count from the queue's
-backlog every minute and whenever a job is queued (target tracking cannot start from zero on one message)."""
+backlog every minute and when jobs are queued (target tracking cannot start from zero on one message)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
@@ -18,9 +19,11 @@ from comfyserve.contracts.events import JobEventType
 from comfyserve.service.autoscale import STATE_KEY
 from infra.constructs.functions import ServiceFunction
 from infra.constructs.workers import Workers
-from infra.nag import acknowledge_bucket_grant
+from infra.nag import acknowledge, acknowledge_bucket_grant
 
 SCHEDULE = Duration.minutes(1)
+NUDGE_RETENTION = Duration.minutes(5)
+NUDGE_CONCURRENCY = 2  # the least an SQS event source allows
 
 
 class Scaling(Construct):
@@ -64,21 +67,45 @@ class Scaling(Construct):
                 actions=["ecs:DescribeServices", "ecs:UpdateService"], resources=[workers.service.service_arn]
             )
         )
-        target = targets.LambdaFunction(function, retry_attempts=0)
         self.schedule = events.Rule(
             self,
             "EveryMinute",
             description="Run the scaler every minute",
             schedule=events.Schedule.rate(SCHEDULE),
-            targets=[target],
+            targets=[targets.LambdaFunction(function, retry_attempts=0)],
+        )
+        # Job Queued events reach the scaler through a queue read in batches by at most NUDGE_CONCURRENCY
+        # invocations: a burst of 500 submissions makes a few scaler runs, not 500 concurrent ones competing with
+        # the API for the account's Lambda concurrency. A nudge older than NUDGE_RETENTION is moot (the schedule).
+        self.nudges = sqs.Queue(
+            self,
+            "Nudges",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=NUDGE_RETENTION,
+            visibility_timeout=Duration.seconds(60),
+        )
+        acknowledge(
+            self.nudges,
+            "A nudge is only a hint to run the scaler now; one that fails expires in minutes and the every-minute"
+            " schedule runs the scaler anyway, so there is nothing to keep in a dead-letter queue",
+            "AwsSolutions-SQS3",
         )
         self.on_enqueue = events.Rule(
             self,
             "OnJobQueued",
-            description="Run the scaler as soon as a job is queued (a start from zero waits for no metric)",
+            description="Nudge the scaler as soon as a job is queued (a start from zero waits for no metric)",
             event_bus=bus,
             event_pattern=events.EventPattern(
                 source=[EVENT_SOURCE], detail_type=[DETAIL_TYPES[JobEventType.JOB_QUEUED]]
             ),
-            targets=[target],
+            targets=[targets.SqsQueue(self.nudges)],
+        )
+        function.add_event_source(
+            sources.SqsEventSource(
+                self.nudges,
+                batch_size=100,
+                max_batching_window=Duration.seconds(1),
+                max_concurrency=NUDGE_CONCURRENCY,
+            )
         )

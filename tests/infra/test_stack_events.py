@@ -64,11 +64,27 @@ def test_webhooks_get_the_events_of_jobs_with_a_webhook(synth: Synth) -> None:
     assert rule["EventBusName"] == {"Ref": bus}
 
 
-def test_scaler_runs_every_minute_and_on_every_queued_job(synth: Synth) -> None:
-    rules = _rules_targeting(synth, "scaler")
-    assert sorted(rule.get("ScheduleExpression", "") for rule in rules) == ["", "rate(1 minute)"]
-    (queued,) = [rule for rule in rules if "EventPattern" in rule]
+def test_scaler_runs_every_minute_and_on_queued_jobs_in_bounded_batches(synth: Synth) -> None:
+    (schedule,) = _rules_targeting(synth, "scaler")
+    assert schedule["ScheduleExpression"] == "rate(1 minute)"
+    (queued,) = [
+        rule["Properties"]
+        for rule in synth.resources("AWS::Events::Rule").values()
+        if rule["Properties"].get("EventPattern", {}).get("detail-type") == ["Job Queued"]
+    ]
     assert queued["EventPattern"] == {"source": [EVENT_SOURCE], "detail-type": ["Job Queued"]}
+    bus, _ = only(synth, "AWS::Events::EventBus")
+    assert queued["EventBusName"] == {"Ref": bus}
+    ((nudges, _),) = [target["Arn"]["Fn::GetAtt"] for target in queued["Targets"]]
+    assert synth.template["Resources"][nudges]["Type"] == "AWS::SQS::Queue"
+    (mapping,) = [
+        m["Properties"]
+        for m in synth.resources("AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["EventSourceArn"] == {"Fn::GetAtt": [nudges, "Arn"]}
+    ]
+    assert mapping["FunctionName"] == {"Ref": function_id(synth, "scaler")}
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}  # a burst of jobs makes a few scaler runs
+    assert mapping["BatchSize"] == 100 and mapping["MaximumBatchingWindowInSeconds"] == 1
 
 
 def test_bus_is_named_comfyserve_and_archived(synth: Synth) -> None:

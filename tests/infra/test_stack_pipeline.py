@@ -9,7 +9,7 @@ from aws_cdk.assertions import Match
 from comfyserve.adapters.aws.dynamodb import ORDER_ATTR, PARTITION_KEY, TENANT_ATTR, TENANT_INDEX
 from comfyserve.settings import CloudWorkerSettings
 from infra.constructs.pipeline import TTL_ATTRIBUTE
-from tests.infra.conftest import Synth, function_id, only
+from tests.infra.conftest import Synth, function_id
 
 
 def _queues(synth: Synth) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -29,7 +29,7 @@ def test_jobs_queue_is_encrypted_redrives_and_keeps_the_heartbeat_visibility(syn
 
 
 def test_queues_refuse_requests_without_tls(template: Any) -> None:
-    template.resource_count_is("AWS::SQS::QueuePolicy", 3)
+    template.resource_count_is("AWS::SQS::QueuePolicy", 4)
     template.all_resources_properties(
         "AWS::SQS::QueuePolicy",
         {
@@ -68,8 +68,11 @@ def test_jobs_table_matches_the_adapter(template: Any) -> None:
 
 def test_dead_letter_function_reads_the_dlq_with_partial_batch_failures(synth: Synth) -> None:
     _, _, dead_id = _queues(synth)
-    _, mapping = only(synth, "AWS::Lambda::EventSourceMapping")
-    assert mapping["EventSourceArn"] == {"Fn::GetAtt": [dead_id, "Arn"]}
+    (mapping,) = [
+        m["Properties"]
+        for m in synth.resources("AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["EventSourceArn"] == {"Fn::GetAtt": [dead_id, "Arn"]}
+    ]
     assert mapping["FunctionName"] == {"Ref": function_id(synth, "dead_letter")}
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BatchSize"] == 10

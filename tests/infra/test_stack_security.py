@@ -61,9 +61,10 @@ def test_the_scaler_may_change_only_the_worker_service_and_read_only_the_queue_d
     service, _ = only(synth, "AWS::ECS::Service")
     assert grants(synth, role, "ecs:UpdateService") == [{"Ref": service}]
     jobs, _ = _queue_ids(synth)
-    assert _ref_ids(grants(synth, role, "sqs:GetQueueAttributes")) == {jobs}
+    (nudges,) = [name for name in synth.resources("AWS::SQS::Queue") if name.startswith("ScalingNudges")]
+    assert _ref_ids(grants(synth, role, "sqs:GetQueueAttributes")) == {jobs, nudges}
     assert grants(synth, role, "sqs:SendMessage") == []
-    assert grants(synth, role, "sqs:ReceiveMessage") == []
+    assert _ref_ids(grants(synth, role, "sqs:ReceiveMessage")) == {nudges}  # its own nudges, never a job
     assert grants(synth, role, "dynamodb:PutItem") == []
     writes = json.dumps(grants(synth, role, "s3:PutObject"))
     assert "/scaler/state.json" in writes and "/*" not in writes
