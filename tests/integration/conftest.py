@@ -6,12 +6,14 @@ Each test gets fresh resources with unique names, so tests share the server but 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
@@ -29,6 +31,7 @@ from comfyserve.adapters.local.events import JsonlEventBus
 from comfyserve.adapters.local.sqlite_jobs import SqliteJobStore
 from comfyserve.adapters.local.sqlite_queue import SqliteJobQueue
 from comfyserve.contracts.events import JobEvent
+from tests.integration.lambda_events import fresh_import
 
 if TYPE_CHECKING:
     from comfyserve.ports import BlobStore, EventBus, JobQueue, JobStore
@@ -191,3 +194,25 @@ def local_adapters(tmp_path: Path) -> LocalAdapters:
 def adapters(request: pytest.FixtureRequest) -> AdapterSet:
     adapter_set: AdapterSet = request.getfixturevalue(f"{request.param}_adapters")
     return adapter_set
+
+
+@pytest.fixture(scope="module")
+def import_lambda_api() -> Iterator[Callable[[], ModuleType]]:
+    """``import_lambda_api()``: Lambda ``api`` imported anew (it reads the environment as it is then). What its
+    imports change in the process's logging (the ``comfyserve`` logger's handlers, level and propagation; the
+    job-id filter on the Powertools handler) is put back once the test module is done."""
+    package = logging.getLogger("comfyserve")
+    saved = dict(package.__dict__)
+    loaded: list[ModuleType] = []
+
+    def load() -> ModuleType:
+        loaded.append(fresh_import("lambdas.api"))
+        return loaded[-1]
+
+    try:
+        yield load
+    finally:
+        for module in loaded:
+            module.logger.registered_handler.removeFilter(module.job_id_key)
+        package.__dict__.clear()
+        package.__dict__.update(saved)

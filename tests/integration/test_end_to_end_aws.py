@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -55,10 +55,11 @@ class Deployment:
         self.lambdas: dict[str, ModuleType] = {}
         self.worker: subprocess.Popen[bytes] | None = None
 
-    def load_lambdas(self) -> None:
+    def load_lambdas(self, import_api: Callable[[], ModuleType]) -> None:
         with pytest.MonkeyPatch.context() as patch:
             self.stack.setenv(patch, COMFYSERVE_DROP_TENANTS=f"studio:{API_KEY_ID}")
-            for name in ("api", "completion", "drop_folder"):
+            self.lambdas["api"] = import_api()
+            for name in ("completion", "drop_folder"):
                 self.lambdas[name] = fresh_import(f"lambdas.{name}")
 
     def start_worker(self) -> None:
@@ -115,11 +116,14 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(
-    moto_endpoint: str, aws_session: boto3.Session, tmp_path_factory: pytest.TempPathFactory
+    moto_endpoint: str,
+    aws_session: boto3.Session,
+    tmp_path_factory: pytest.TempPathFactory,
+    import_lambda_api: Callable[[], ModuleType],
 ) -> Iterator[Deployment]:
     stack = DropStack(AwsClients(moto_endpoint, aws_session), moto_endpoint)
     cloud = Deployment(stack, tmp_path_factory.mktemp("e2e"))
-    cloud.load_lambdas()
+    cloud.load_lambdas(import_lambda_api)
     cloud.start_worker()
     try:
         yield cloud

@@ -7,9 +7,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -21,7 +20,7 @@ from comfyserve.model_store.sync import sync
 from tests.apigw import read_response, rest_event
 from tests.integration.conftest import AwsClients
 from tests.integration.drop_stack import DropStack
-from tests.integration.lambda_events import context, fresh_import
+from tests.integration.lambda_events import context
 from tests.integration.stack_helpers import image_only
 
 TENANT = "apikey1"
@@ -36,27 +35,16 @@ def stack(moto_endpoint: str, aws_session: boto3.Session) -> DropStack:
 
 
 @pytest.fixture
-def lambda_api(stack: DropStack) -> Iterator[LambdaApi]:
-    """``lambda_api(**env)``: Lambda ``api`` imported with the stack's settings and ``env``. What the import
-    changes in the process's logging (the ``comfyserve`` logger, a filter on the Powertools handler) is put back
-    afterwards."""
-    package = logging.getLogger("comfyserve")
-    saved = dict(package.__dict__)
-    loaded: list[ModuleType] = []
+def lambda_api(stack: DropStack, import_lambda_api: Callable[[], ModuleType]) -> LambdaApi:
+    """``lambda_api(**env)``: Lambda ``api`` imported with the stack's settings and ``env`` (the process's
+    logging is put back after the module's tests)."""
 
     def load(**env: str) -> ModuleType:
         with pytest.MonkeyPatch.context() as patch:
             stack.setenv(patch, **env)
-            loaded.append(fresh_import("lambdas.api"))
-            return loaded[-1]
+            return import_lambda_api()
 
-    try:
-        yield load
-    finally:
-        for module in loaded:
-            module.logger.registered_handler.removeFilter(module.job_id_key)
-        package.__dict__.clear()
-        package.__dict__.update(saved)
+    return load
 
 
 def call(api: ModuleType, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -136,7 +135,13 @@ def test_backlog_limit_reads_the_sqs_depth(aws_adapters: AwsAdapters, aws_client
 
 
 @pytest.fixture
-def lambda_env(aws_clients: AwsClients, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def lambda_env(
+    aws_clients: AwsClients,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    import_lambda_api: Callable[[], ModuleType],
+) -> Iterator[Callable[[], ModuleType]]:
+    """Lambda ``api``'s environment on fresh resources; yields its importer (logging put back afterwards)."""
     resources = provision(
         aws_clients.client("s3"),
         aws_clients.client("sqs"),
@@ -154,13 +159,12 @@ def lambda_env(aws_clients: AwsClients, moto_endpoint: str, monkeypatch: pytest.
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    sys.modules.pop("lambdas.api", None)
-    yield
+    yield import_lambda_api
     sys.modules.pop("lambdas.api", None)
 
 
-def test_lambda_handler_serves_the_route_table(lambda_env: None) -> None:
-    handler = importlib.import_module("lambdas.api").handler
+def test_lambda_handler_serves_the_route_table(lambda_env: Callable[[], ModuleType]) -> None:
+    handler = lambda_env().handler
     context = SimpleNamespace(
         function_name="api",
         memory_limit_in_mb=512,
