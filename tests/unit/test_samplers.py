@@ -207,6 +207,8 @@ COMFYUI_RECORDED = {
     "ipndm": [0.65337, 1.58588, 0.24498, 1.39909, 0.94182, 0.42008, 0.26017, 1.0274, 0.44035, 0.7744],
     "ipndm_v": [0.65809, 1.49621, 0.29104, 1.32833, 0.91734, 0.44842, 0.3047, 0.99426, 0.46664, 0.76687],
     "heunpp2": [0.66771, 1.31341, 0.38493, 1.18407, 0.86744, 0.50618, 0.39545, 0.9267, 0.52021, 0.75152],
+    "dpm_fast": [0.64581, 1.72951, 0.1712, 1.51244, 0.98102, 0.3747, 0.18886, 1.08048, 0.39826, 0.78646],
+    "dpm_adaptive": [0.65464, 1.56178, 0.25735, 1.38008, 0.93524, 0.4277, 0.27214, 1.01849, 0.44742, 0.77238],
     "deis": [0.66083, 1.44417, 0.31776, 1.28726, 0.90314, 0.46486, 0.33053, 0.97503, 0.48189, 0.7625],
     "er_sde": [0.84747, 1.06769, 0.16677, 1.22083, 1.00398, 0.21873, -0.26962, 1.01401, 0.17859, 0.88739],
     "seeds_2": [1.06416, 1.25513, 1.05087, -0.04837, 0.61086, 0.57759, -0.27777, 0.81512, 1.0342, 1.0331],
@@ -287,3 +289,19 @@ def test_initial_noise_is_comfyui_prepare_noise() -> None:
     draws = [torch.randn(1, 4, 3, 3, generator=stream) for _ in range(4)]
     assert torch.equal(initial_noise(latent, 7, [3, 1]), torch.cat([draws[3], draws[1]]))
     assert initial_noise(latent, 2**64 - 1).shape == latent.shape
+
+
+def test_dpm_solvers_integrate_to_the_smallest_nonzero_sigma() -> None:
+    """They ignore the schedule's spacing and stop at its smallest non-zero sigma, as ComfyUI's do: dpm_fast
+    with one model call per step at third order, dpm_adaptive within its error tolerance whatever the steps."""
+    x_t = MU + torch.linspace(-3, 3, 13, dtype=torch.float64) * math.sqrt(S * S + SIGMA_MAX**2)
+    errors = []
+    for steps in (12, 24, 48):
+        sigmas = _schedule(steps)
+        out, calls, _ = _drive("dpm_fast", x_t, sigmas)
+        assert calls == steps
+        errors.append(float((out - ode_solution(x_t, SIGMA_MAX, sigmas[-2])).abs().max()))
+        adaptive, _, _ = _drive("dpm_adaptive", x_t, sigmas)
+        assert float((adaptive - ode_solution(x_t, SIGMA_MAX, sigmas[-2])).abs().max()) < 0.2
+    for coarse, fine in itertools.pairwise(errors):
+        assert coarse / fine > 0.8 * 2**3, errors

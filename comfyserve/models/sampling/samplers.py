@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from numpy.polynomial import Polynomial
 
+from comfyserve.models.sampling.dpm_solver import dpm_adaptive, dpm_fast
 from comfyserve.models.sampling.run import Run
 from comfyserve.models.sampling.unipc import unipc
 
@@ -672,6 +673,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "dpm_2": SamplerSpec(dpm_2, discard_penultimate=True),
     "dpm_2_ancestral": SamplerSpec(dpm_2_ancestral, noise="gaussian", discard_penultimate=True),
     "lms": SamplerSpec(lms),
+    "dpm_fast": SamplerSpec(dpm_fast),
+    "dpm_adaptive": SamplerSpec(dpm_adaptive),
     "dpmpp_2s_ancestral": SamplerSpec(dpmpp_2s_ancestral, noise="gaussian"),
     "dpmpp_2s_ancestral_cfg_pp": SamplerSpec(dpmpp_2s_ancestral_cfg_pp, noise="gaussian", needs_uncond=True),
     "dpmpp_sde": SamplerSpec(dpmpp_sde, noise="brownian"),
