@@ -5,14 +5,13 @@ routes, and the edge's refusals, which leave S3, DynamoDB, SQS and the bus untou
 from __future__ import annotations
 
 import base64
-import io
 from typing import Any
 
 import pytest
 from blake3 import blake3
-from PIL import Image
 
 from tests.api_stack import workflow
+from tests.images import png
 from tests.integration.conftest import AwsAdapters, AwsClients
 from tests.integration.test_service_aws import TENANT, AwsStack
 
@@ -33,12 +32,6 @@ def untouched(stack: AwsStack) -> bool:
     )
 
 
-def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (4, 4), (9, 9, 9)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def test_v2_job_lifecycle(stack: AwsStack) -> None:
     submitted = stack.call("POST", "/api/v2/jobs", body={"workflow": workflow(), "metadata": {"run": "moto"}})
     job_id = submitted.json()["id"]
@@ -55,7 +48,7 @@ def test_v2_job_lifecycle(stack: AwsStack) -> None:
 
 
 def test_v2_assets_on_s3(stack: AwsStack) -> None:
-    data = png()
+    data = png(color=(9, 9, 9))
     digest = "blake3:" + blake3(data).hexdigest()
     boundary = "xyz"
     body = (

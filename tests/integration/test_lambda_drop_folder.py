@@ -15,14 +15,12 @@ from comfyserve.contracts.events import JobEvent, JobEventType
 from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
 from comfyserve.service.drop_folder import DropPath, idempotency_key
 from comfyserve.service.outbox import TenantMap
+from tests.images import png
 from tests.integration.conftest import AwsClients
 from tests.integration.drop_stack import DropStack
 from tests.integration.lambda_events import context, fresh_import
 
-PNG = (  # a real 1x1 PNG: images a workflow loads get /upload/image's checks at submit
-    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU"
-    b"\x00\x00\x00\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01H\xaf\xa4q\x00\x00\x00\x00IEND\xaeB`\x82"
-)
+PNG = png()  # images a workflow loads get /upload/image's checks at submit
 SAVE = {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "ComfyUI"}}
 EMPTY = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}
 LOAD = {"class_type": "LoadImage", "inputs": {"image": "refs/cat.png"}}

@@ -26,10 +26,11 @@ from comfyserve.service.job_service import JobService
 from comfyserve.service.settings import ServiceSettings
 from tests.api_stack import tiny_catalog, workflow
 from tests.apigw import ApiResponse, resolve, rest_event
+from tests.images import png
 from tests.integration.conftest import AwsAdapters, AwsClients
 
 TENANT = "k3y1d"
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
+PNG = png()
 
 
 class AwsStack:

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from comfyserve.api.app import build_app
 from comfyserve.api.auth import ApiKeyAuthenticator
@@ -19,6 +17,7 @@ from comfyserve.engine.inventory import ModelInventory
 from comfyserve.model_store.published import ListedInventory
 from comfyserve.service.job_service import JobService
 from tests.api_stack import KEYS, Stack, error_body, make_stack, output_ref, run_job, workflow
+from tests.images import png
 
 
 @pytest.fixture
@@ -43,12 +42,6 @@ def with_models(stack: Stack, inventory: ModelInventory) -> Stack:
     service = JobService(deps)
     auth = ApiKeyAuthenticator({key: tenant for tenant, key in KEYS.items()})
     return dataclasses.replace(stack, service=service, app=build_app(service, auth))
-
-
-def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (4, 4)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def upload(stack: Stack, name: str, tenant: str = "tenant-a") -> None:

@@ -4,15 +4,14 @@ not UTF-8), methods a path does not have. Each answer is exact, and nothing was 
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from comfyserve.api.bodies import MAX_JSON_DEPTH, loads_json
 from comfyserve.contracts.jobs import JobError
 from tests.api_stack import Stack, error_body, make_stack, run_job, workflow
+from tests.images import png
 
 JSON = {"Content-Type": "application/json"}
 ROUTES = ["/v1/jobs", "/v1/validate", "/prompt", "/api/prompt", "/queue", "/interrupt"]
@@ -172,12 +171,6 @@ def test_an_image_url_to_a_private_address_is_refused(stack: Stack) -> None:
     assert response.json()["error"]["type"] == "invalid_input"
     assert response.json()["error"]["message"] == "Input URL refused"
     assert stack.nothing_recorded()
-
-
-def png(size: tuple[int, int] = (4, 4), mode: str = "RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from comfyserve.contracts.jobs import InputRef
 from tests.api_stack import Stack, error_body, make_stack, workflow
-
-
-def png(width: int = 4, height: int = 4, mode: str = "RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, (width, height)).save(buffer, "PNG")
-    return buffer.getvalue()
-
+from tests.images import png
 
 PNG = png()
 

@@ -19,23 +19,18 @@ from comfyserve.contracts.jobs import InputRef
 from comfyserve.service import comfyui_uploads
 from tests.api_stack import Stack, error_body, make_stack, workflow
 from tests.apigw import ApiResponse
-
-
-def png(color: tuple[int, int, int] = (255, 0, 0), size: tuple[int, int] = (4, 3)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "PNG")
-    return buffer.getvalue()
+from tests.images import png
 
 
 def png_claiming(width: int, height: int) -> bytes:
     """A small PNG whose header claims ``width`` x ``height`` (a decompression bomb's header)."""
-    data = bytearray(png())
+    data = bytearray(png((4, 3), color=(255, 0, 0)))
     data[16:24] = struct.pack(">II", width, height)  # IHDR's width and height
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # IHDR's CRC over type and data
     return bytes(data)
 
 
-RED, BLUE, GREEN = png((255, 0, 0)), png((0, 0, 255)), png((0, 255, 0))
+RED, BLUE, GREEN = (png((4, 3), color=c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0)))
 
 
 @pytest.fixture

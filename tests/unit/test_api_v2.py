@@ -5,16 +5,15 @@ tests/e2e/test_comfy_sdk.py."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import pytest
 from blake3 import blake3
-from PIL import Image
 
 from comfyserve.contracts.jobs import JobError, JobStatus, Progress
 from tests.api_stack import Stack, make_stack, output_ref, run_job, workflow
+from tests.images import png
 
 
 @pytest.fixture
@@ -177,12 +176,6 @@ def test_workflow_of_a_job(stack: Stack) -> None:
     body = stack.call("GET", f"/api/v2/jobs/{job_id}/workflow").json()
 
     assert body["format"] == "api" and body["workflow"]["3"]["inputs"]["steps"] == 20
-
-
-def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (4, 4)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def upload(stack: Stack, data: bytes, expected: str | None = None, tenant: str = "tenant-a") -> Any:
