@@ -15,12 +15,15 @@ import pytest
 import torch
 import torchsde
 
+from comfyserve.models.handles import SamplingSettings
 from comfyserve.models.sampling.noise import BrownianNoise, gaussian_noise, initial_noise
 from comfyserve.models.sampling.run import Run
 from comfyserve.models.sampling.samplers import SAMPLER_NAMES, SAMPLERS, ancestral_step
+from comfyserve.models.sampling.schedule import schedule_for
 from comfyserve.models.sampling.schedulers import karras
 
 MU, S = 0.7, 0.5
+SD_SCHEDULE = schedule_for(SamplingSettings())  # sa_solver's noise window comes from the model's schedule
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
 # Convergence order each deterministic sampler must show on this problem, and its model calls for n steps.
@@ -74,7 +77,8 @@ def _drive(name: str, x: torch.Tensor, sigmas: list[float], seed: int = 3) -> tu
 
     noise = BrownianNoise(x, sigmas[-2], sigmas[0], seed) if spec.noise == "brownian" else gaussian_noise(x, seed)
     # CFG++ samplers at cfg 1: the unguided prediction is the prediction itself
-    out = spec.fn(Run(model, sigmas, noise, steps_seen.append, lambda: last[0]), x.clone())
+    run = Run(model, sigmas, noise, steps_seen.append, lambda: last[0], SD_SCHEDULE.percent_to_sigma)
+    out = spec.fn(run, x.clone())
     return out, calls[0], steps_seen
 
 
@@ -210,6 +214,8 @@ COMFYUI_RECORDED = {
     "dpm_fast": [0.64581, 1.72951, 0.1712, 1.51244, 0.98102, 0.3747, 0.18886, 1.08048, 0.39826, 0.78646],
     "dpm_adaptive": [0.65464, 1.56178, 0.25735, 1.38008, 0.93524, 0.4277, 0.27214, 1.01849, 0.44742, 0.77238],
     "deis": [0.66083, 1.44417, 0.31776, 1.28726, 0.90314, 0.46486, 0.33053, 0.97503, 0.48189, 0.7625],
+    "sa_solver": [0.93975, 0.52181, 0.22966, 0.74564, 1.13404, 0.20823, -0.26716, 0.77351, 0.16827, 1.16382],
+    "sa_solver_pece": [0.94501, 0.53514, 0.20851, 0.76094, 1.15008, 0.19006, -0.30071, 0.78204, 0.14948, 1.17725],
     "er_sde": [0.84747, 1.06769, 0.16677, 1.22083, 1.00398, 0.21873, -0.26962, 1.01401, 0.17859, 0.88739],
     "seeds_2": [1.06416, 1.25513, 1.05087, -0.04837, 0.61086, 0.57759, -0.27777, 0.81512, 1.0342, 1.0331],
     "seeds_3": [1.03334, 1.24125, 0.72095, 0.69979, -0.22089, 0.65452, -0.08115, 0.91092, 0.32639, 0.8917],
@@ -226,7 +232,8 @@ def test_samplers_give_comfyuis_sample(name: str) -> None:
     x = torch.randn(1, 2, 2, 3, generator=torch.Generator().manual_seed(2024)) * sigmas[0]
     spec = SAMPLERS[name]
     noise = BrownianNoise(x, 0.0292, sigmas[0], 2024) if spec.noise == "brownian" else gaussian_noise(x, 2024)
-    out = spec.fn(Run(exact_denoiser, sigmas, noise, lambda step: None), x).flatten().tolist()
+    run = Run(exact_denoiser, sigmas, noise, lambda step: None, percent_to_sigma=SD_SCHEDULE.percent_to_sigma)
+    out = spec.fn(run, x).flatten().tolist()
     assert out[: len(COMFYUI_RECORDED[name])] == pytest.approx(COMFYUI_RECORDED[name], abs=2e-5)
 
 

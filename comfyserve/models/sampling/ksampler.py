@@ -196,5 +196,6 @@ def _sample(
         _noise_sampler(spec, x, sigmas, job.seed),
         callback,
         guider.last_uncond if spec.needs_uncond else None,
+        schedule.percent_to_sigma,
     )
     return spec.fn(run, x)

@@ -22,6 +22,7 @@ class Run:
     noise: NoiseSampler
     callback: StepCallback
     unguided: Callable[[], torch.Tensor] | None = None  # the last model call's unguided prediction (CFG++)
+    percent_to_sigma: Callable[[float], float] | None = None  # the model schedule's (sa_solver's noise window)
 
     def uncond(self) -> torch.Tensor:
         """The unguided prediction of the last model call (samplers whose spec asks for it)."""

@@ -17,6 +17,7 @@ from numpy.polynomial import Polynomial
 
 from comfyserve.models.sampling.dpm_solver import dpm_adaptive, dpm_fast
 from comfyserve.models.sampling.run import Run
+from comfyserve.models.sampling.sa_solver import sa_solver, sa_solver_pece
 from comfyserve.models.sampling.unipc import unipc
 
 NoiseKind = Literal["none", "gaussian", "brownian"]
@@ -701,6 +702,8 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "er_sde": SamplerSpec(er_sde, noise="gaussian"),
     "seeds_2": SamplerSpec(seeds_2, noise="gaussian"),
     "seeds_3": SamplerSpec(seeds_3, noise="gaussian"),
+    "sa_solver": SamplerSpec(sa_solver, noise="gaussian"),
+    "sa_solver_pece": SamplerSpec(sa_solver_pece, noise="gaussian"),
     "ddim": SamplerSpec(euler, random_inpaint=True),
     "uni_pc": SamplerSpec(uni_pc, discard_penultimate=True),
     "uni_pc_bh2": SamplerSpec(uni_pc_bh2, discard_penultimate=True),
