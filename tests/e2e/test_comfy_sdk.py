@@ -1,24 +1,23 @@
 """comfy-sdk (Comfy's own SDK for the Comfy API v2), unchanged, against the local server: submit, events,
 outputs, assets (upload, dedup by hash, as a workflow input), list with metadata, cancel and errors.
 
-comfy-sdk selects a self-hosted deployment with COMFY_BASE_URL and sends its key as a Bearer token. The test
-is skipped where comfy-sdk is not installed (pin it in the dev dependencies to run it)."""
+comfy-sdk (pinned in the dev dependencies) selects a self-hosted deployment with COMFY_BASE_URL and sends its
+key as a Bearer token."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import comfy_sdk
 import pytest
 from PIL import Image
 
 from comfyserve.localstack.stack import LocalStack
+from tests.images import png
 from tests.integration.stack_helpers import IMAGE_ONLY, IMAGE_PACKS, STACK_NODES, wait_for, wait_workflow
-
-comfy_sdk = pytest.importorskip("comfy_sdk")
 
 KEY = "sdk-key"
 
@@ -35,12 +34,6 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             env.setenv("COMFY_API_KEY", KEY)
             with comfy_sdk.Comfy() as comfy:
                 yield comfy
-
-
-def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 40, 10)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def test_submit_stream_events_and_download_outputs(client: Any, tmp_path: Path) -> None:
@@ -61,8 +54,8 @@ def test_submit_stream_events_and_download_outputs(client: Any, tmp_path: Path) 
 
 
 def test_an_uploaded_asset_feeds_a_workflow(client: Any) -> None:
-    asset = client.assets.from_bytes(png(), filename="red.png", content_type="image/png")
-    twin = client.assets.from_bytes(png(), filename="again.png", content_type="image/png")
+    asset = client.assets.from_bytes(png((8, 8), color=(200, 40, 10)), filename="red.png", content_type="image/png")
+    twin = client.assets.from_bytes(png((8, 8), color=(200, 40, 10)), filename="again.png", content_type="image/png")
     graph = {
         "1": {"class_type": "LoadImage", "inputs": {"image": asset}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "from_asset"}},

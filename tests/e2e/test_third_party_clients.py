@@ -1,7 +1,6 @@
 """Third-party ComfyUI clients from PyPI, unchanged, against the local server: comfy-toolkit (no key: the
 anonymous tenant; it checks /system_stats before it submits) and comfy-api-simplified (HTTP Basic with the
-API key as the password, on HTTP and on the websocket). Each test is skipped where its client is not
-installed (pin them in the dev dependencies to run them)."""
+API key as the password, on HTTP and on the websocket). Both are pinned in the dev dependencies."""
 
 from __future__ import annotations
 
@@ -20,12 +19,16 @@ KEY = "client-key"
 
 @pytest.fixture(scope="module")
 def toolkit() -> Any:
-    return pytest.importorskip("comfy_toolkit")
+    import comfy_toolkit
+
+    return comfy_toolkit
 
 
 @pytest.fixture(scope="module")
 def simplified() -> Any:
-    return pytest.importorskip("comfy_api_simplified")
+    import comfy_api_simplified
+
+    return comfy_api_simplified
 
 
 @pytest.fixture(scope="module")
