@@ -1,5 +1,6 @@
-"""Lambda ``scaler``: every minute (EventBridge schedule) and on every ``Job Queued`` event (a rule on the
-``comfyserve`` bus), set the worker service's desired count from the queue (comfyserve.service.autoscale)."""
+"""Lambda ``scaler``: every minute (EventBridge schedule) and when jobs are queued (``Job Queued`` events on the
+``comfyserve`` bus go to an SQS nudge queue read in batches, infra/constructs/scaling.py), set the worker service's
+desired count from the queue (comfyserve.service.autoscale)."""
 
 from typing import Any
 
@@ -27,7 +28,8 @@ capacity = AsgCapacity(aws_client("autoscaling"), target.asg_name) if target.asg
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """The event (scheduled or a job event) only triggers a run; its content does not matter."""
+    """The event (the schedule's, or a batch of nudges from the queue) only triggers a run; its content does not
+    matter."""
     result = run_scaler(queue, service, state, policy, capacity=capacity)
     return {
         "trigger": event.get("detail-type", "unknown"),
