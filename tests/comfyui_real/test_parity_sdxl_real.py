@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from comfyserve.worker.comfyui import ComfyUIBackend
@@ -34,6 +35,7 @@ def builtin_image(model_root: Path, sampler: str, scheduler: str, work: Path) ->
     return png
 
 
+@pytest.mark.timeout(1800)  # two engines loading and running a full-width SDXL on 2 CPU cores, one at a time
 def test_sdxl_same_image_on_both_backends(backend: ComfyUIBackend, model_root: Path, tmp_path: Path) -> None:
     path = model_root / "checkpoints" / CHECKPOINT
     subprocess.run([sys.executable, "-c", WRITE, str(path)], check=True, timeout=900)
