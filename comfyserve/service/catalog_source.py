@@ -17,9 +17,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from comfyserve.engine.catalog import Catalog
-from comfyserve.engine.errors import CatalogError
 from comfyserve.engine.spec import NodeSpec
-from comfyserve.ports import BlobInfo, BlobNotFound, BlobStore, PortError
+from comfyserve.ports import BlobInfo, BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ class PublishedCatalog(Catalog):
             if info.etag == self._version:
                 return
             catalog = Catalog.from_object_info(json.loads(self._blobs.get(self._key)))
-        except (BlobNotFound, PortError, ValueError, CatalogError):
+        except Exception:  # a storage or document failure must never fail the request that asked
             log.warning("cannot read the published catalog %s; keeping the current one", self._key, exc_info=True)
             return
         self._use(catalog, info.etag)

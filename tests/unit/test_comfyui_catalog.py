@@ -178,3 +178,14 @@ def test_a_catalog_the_api_could_not_read_is_never_published(tmp_path: Path) -> 
     with pytest.raises(CatalogError):
         publish_catalog(blobs, {"Broken": {"input": {"required": {"x": 5}}}})
     assert blobs.head(DEFAULT_CATALOG_KEY) is None
+
+
+class FailingBlobs:
+    def head(self, key: str) -> None:
+        raise RuntimeError("AccessDenied")
+
+
+def test_a_store_that_fails_keeps_the_current_catalog() -> None:
+    fallback = Catalog.from_object_info(export_catalog(FOREIGN))
+    live = PublishedCatalog(FailingBlobs(), fallback, refresh_s=0.0)  # type: ignore[arg-type]
+    assert sorted(live.specs) == sorted(FOREIGN) and live.version is None
