@@ -1,5 +1,6 @@
 """The built-in engine as a :class:`~comfyserve.worker.backend.Backend`: the node registry, its executor (kept
-warm across jobs, with the worker's output cache) and validation against the live registry."""
+warm across jobs; its output cache replays a cached output node's files into the new job's folders) and
+validation against the live registry."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from typing import Any
 from comfyserve.contracts.jobs import JobError
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.executor import Executor
+from comfyserve.engine.file_cache import FileReplayCache
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.registry import NodeRegistry
 from comfyserve.engine.report import ExecutionResult
 from comfyserve.engine.validation import Limits
 from comfyserve.model_store.tiers import recording
 from comfyserve.worker.backend import BackendJob, BackendResult
-from comfyserve.worker.output_cache import JobOutputCache
 from comfyserve.worker.run_local import LocalRun, WorkflowInvalid, execute_workflow, output_files
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class BuiltinBackend:
             for failure in self.registry.failures:
                 log.warning("skipped node pack %s: %s", failure.pack, failure.error)
         if self._executor is None:
-            self._executor = Executor(self.registry, cache=JobOutputCache())
+            self._executor = Executor(self.registry, cache=FileReplayCache())
 
     def run(self, job: BackendJob) -> BackendResult:
         self.start()

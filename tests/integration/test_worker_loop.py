@@ -394,6 +394,35 @@ def test_outputs_are_reencoded_as_the_job_asks(
     assert Image.open(io.BytesIO(data)).size == (8, 8)
 
 
+def test_an_identical_resubmission_serves_the_output_node_from_the_cache_with_the_jobs_own_files(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    workflow = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 4242}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "again"}},
+    }
+    worker = make_worker(stack_adapters, registry)
+    first = enqueue(stack_adapters, workflow)
+    assert poll_until_processed(worker) == [Outcome.SUCCEEDED]
+    second = enqueue(stack_adapters, workflow)
+    assert poll_until_processed(worker) == [Outcome.SUCCEEDED]
+
+    manifests = [
+        JobManifest.model_validate_json(stack_adapters.blobs.get(manifest_key(TENANT, r.job_id)))
+        for r in (first, second)
+    ]
+    assert manifests[0].executed == ["1", "2"] and manifests[0].cache_hits == []
+    assert manifests[1].executed == [] and sorted(manifests[1].cache_hits) == ["1", "2"]
+    blobs = []
+    for record in (first, second):
+        final = stack_adapters.store.get_by_id(record.job_id)
+        assert final is not None and final.status is JobStatus.SUCCEEDED
+        (output,) = final.outputs
+        assert output.key == f"outputs/{TENANT}/{record.job_id}/again_00001_.png"
+        blobs.append(stack_adapters.blobs.get(output.key))
+    assert blobs[0].startswith(b"\x89PNG") and blobs[1] == blobs[0]
+
+
 def test_inputs_are_fetched_from_the_blob_store(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (12, 7), (10, 200, 30)).save(buffer, format="PNG")
