@@ -1,4 +1,4 @@
-"""SSRF guard for URLs the service fetches or calls (webhooks, URL inputs).
+"""SSRF guard for URLs the service fetches or calls (webhooks, URL inputs), and the one way to open them.
 
 A URL passes when its scheme is http(s), it names a host, and every address the host resolves to is a public
 one. Private, loopback, link-local (including 169.254.169.254, the cloud metadata endpoint), multicast,
@@ -9,9 +9,11 @@ afterwards (DNS rebinding) is out of its reach.
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import socket
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -64,3 +66,29 @@ def check_public_url(url: str, *, allow_private: bool = False, resolve: Resolver
     for address in addresses:
         if not is_public_address(address):
             raise UnsafeURL(url, f"{parts.hostname} resolves to non-public address {address}")
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect comes back as its 3xx ``urllib.error.HTTPError``: following it would skip the check."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def open_public(
+    url: str,
+    *,
+    timeout: float,
+    allow_private: bool = False,
+    data: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> http.client.HTTPResponse:
+    """GET ``url`` (POST ``data``) once it passes :func:`check_public_url` (:class:`UnsafeURL` before any
+    connection). Redirects are not followed: a 3xx raises ``urllib.error.HTTPError`` like any error status."""
+    check_public_url(url, allow_private=allow_private)
+    request = urllib.request.Request(url, data=data, headers=dict(headers or {}))
+    response: http.client.HTTPResponse = _opener.open(request, timeout=timeout)
+    return response

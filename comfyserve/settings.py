@@ -198,6 +198,12 @@ class ServiceSettings(EnvSettings):
     )
     max_inline_input_bytes: int = Field(default=4 * MiB, description="decoded size limit of one base64 input")
     max_inputs: int = Field(default=32, description="inputs one job may carry")
+    max_url_input_bytes: int = Field(
+        default=16 * MiB, description="size limit of one URL input (fetched at submit time into the bucket)"
+    )
+    url_fetch_timeout_s: float = Field(
+        default=10.0, gt=0, description="time allowed to fetch one submission's URL inputs, all together"
+    )
     presign_expiry_s: int = Field(default=3600, description="lifetime of presigned output URLs")
     upload_expiry_s: int = Field(default=900, description="lifetime of upload tickets")
     view_inline_max_bytes: int = Field(

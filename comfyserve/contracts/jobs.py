@@ -83,17 +83,10 @@ class _Contract(BaseModel):
 
 
 class InputRef(_Contract):
-    """Where a workflow input lives: a blob key (claim-checked) or a URL the worker fetches."""
+    """Where a workflow input lives: a blob key (claim-checked; URL inputs are fetched at submit time)."""
 
-    key: str | None = None
-    url: str | None = None
+    key: str
     content_type: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> InputRef:
-        if (self.key is None) == (self.url is None):
-            raise ValueError("an input ref needs exactly one of key or url")
-        return self
 
 
 class OutputOptions(_Contract):

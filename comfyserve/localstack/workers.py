@@ -1,5 +1,7 @@
 """Worker processes of the local stack: each opens the data directory's adapters, starts its backend once (kept
-warm across jobs), then runs the worker loop until SIGTERM drains it.
+warm across jobs), then runs the worker loop until SIGTERM drains it; a job that ignores the interruption
+cannot hold the process past the drain window and :data:`~comfyserve.engine.deadline.EXIT_MARGIN_S` (it exits
+with status 1 and the job's message comes back when its visibility runs out).
 
 Each process subscribes the completion use case to its blob store's "object created" signal, so a job's
 manifest completes it in process, as S3 → EventBridge → Lambda ``completion`` does in the cloud. Log lines go
@@ -15,12 +17,14 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
+from comfyserve.engine.deadline import EXIT_MARGIN_S, exit_after
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.validation import Limits
 from comfyserve.worker.backend import Backend
@@ -79,7 +83,6 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
         visibility_timeout_s=config.visibility_timeout_s,
         receive_wait_s=config.receive_wait_s,
         drain_timeout_s=config.drain_timeout_s,
-        allow_private_urls=config.allow_private_urls,
     )
     worker = Worker(
         WorkerPorts(adapters.blobs, adapters.queue, adapters.store, adapters.bus),
@@ -90,10 +93,18 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
         cold_start_s=time.perf_counter() - started,
     )
     adapters.blobs.on_created(worker.completion.on_object_created)
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: worker.request_drain())
+    hard_exit: list[threading.Timer] = []
+
+    def drain(_signum: int, _frame: Any) -> None:
+        worker.request_drain()
+        hard_exit.append(exit_after(config.drain_timeout_s + EXIT_MARGIN_S))
+
+    signal.signal(signal.SIGTERM, drain)
     ready.set()
     try:
         worker.run()
+        for timer in hard_exit:
+            timer.cancel()
     finally:
         backend.close()
         adapters.webhooks.flush(timeout_s=5.0)

@@ -177,8 +177,7 @@ def attach_uploads(
 ) -> dict[str, InputSource]:
     """The inputs an image-upload value of ``prompt`` names without being in ``supplied``: one of the tenant's
     uploads (``{"key": upload}``), or an http(s) URL, as cog-style workflows name images (``{"url": value}``,
-    checked against the SSRF guard with every URL input). Any other value stays as it is (validation refuses
-    it)."""
+    fetched at submit time with every URL input). Any other value stays as it is (validation refuses it)."""
     attached: dict[str, InputSource] = {}
     for value in dict.fromkeys(image_values(deps, prompt)):
         if value in supplied:

@@ -1,9 +1,10 @@
-"""Input resolution: ``{url | key | base64}`` per input name → :class:`InputRef` (a blob key or a URL).
+"""Input resolution: ``{url | key | base64}`` per input name → :class:`InputRef` (a blob key).
 
-Every input is checked before anything is written, so a bad input leaves nothing behind: URLs must pass the
-SSRF guard (the worker checks again before fetching), keys must be the tenant's own existing uploads, base64
-must decode within the size limit. Then base64 inputs are claim-checked into the blob store under
-deterministic per-job keys.
+Every input is checked before anything is written, so a bad input leaves nothing behind: keys must be the
+tenant's own existing uploads, base64 must decode within the size limit, and once those cheap checks pass, URLs
+are fetched here, at submit time (comfyserve.service.url_inputs: the SSRF guard, no redirects, a size cap, a
+deadline), never by a worker. Then base64 and URL inputs are claim-checked into the blob store under
+deterministic per-job keys, so the record and the queue message carry keys only.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from comfyserve.contracts.jobs import InputRef
-from comfyserve.netguard import UnsafeURL, check_public_url
-from comfyserve.service import keys
+from comfyserve.netguard import UnsafeURL
+from comfyserve.service import keys, url_inputs
 from comfyserve.service.comfyui_uploads import image_content_type
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Invalid, TooLarge
@@ -54,26 +56,26 @@ def resolve_inputs(
     written: list[str],
     images: Collection[str] = (),
 ) -> dict[str, InputRef]:
-    """Check every input, then write the inline ones (appending their keys to ``written`` as it goes);
-    :class:`Invalid`, :class:`Forbidden` or :class:`TooLarge`, naming the input, before any write. Inputs named
-    in ``images`` (the images nodes load) that arrive inline or as uploads get ``POST /upload/image``'s checks:
+    """Check every input and fetch the URL ones, then write the inline and fetched ones (appending their keys
+    to ``written`` as it goes); :class:`Invalid`, :class:`Forbidden` or :class:`TooLarge`, naming the input,
+    before any write. Inputs named in ``images`` (the images nodes load) get ``POST /upload/image``'s checks:
     a readable image, not truncated, not a decompression bomb."""
     if len(sources) > deps.settings.max_inputs:
         raise Invalid("Too many inputs", type_="invalid_input", details=f"at most {deps.settings.max_inputs}")
     refs: dict[str, InputRef] = {}
     blobs: list[_Blob] = []
+    urls: dict[str, str] = {}
     for name, source in sources.items():
         _check_name(name)
         if source.url is not None:
-            _check_url(deps, name, source.url)
-            refs[name] = InputRef(url=source.url, content_type=source.content_type)
+            urls[name] = source.url  # fetched once every other input has passed its checks
         elif source.key is not None:
             refs[name] = _upload_ref(deps, tenant, name, source.key, source.content_type, name in images)
         else:
-            blob = _decode(deps, name, source)
-            if name in images:
-                blob = _Blob(name, blob.data, _image_type(name, blob.data))
-            blobs.append(blob)
+            blobs.append(_checked(_decode(deps, name, source), images))
+    deadline = time.monotonic() + deps.settings.url_fetch_timeout_s
+    for name, url in urls.items():
+        blobs.append(_checked(_fetch(deps, name, url, sources[name].content_type, deadline), images))
     for blob in blobs:
         key = keys.input_key(tenant, job_id, blob.name)
         deps.blobs.put(key, blob.data, blob.content_type)
@@ -91,11 +93,19 @@ def _check_name(name: str) -> None:
         raise _invalid(name[:40], "Invalid input name", f"a name is 1-{MAX_NAME_LENGTH} printable characters")
 
 
-def _check_url(deps: ServiceDeps, name: str, url: str) -> None:
+def _fetch(deps: ServiceDeps, name: str, url: str, content_type: str | None, deadline: float) -> _Blob:
+    limit = deps.settings.max_url_input_bytes
     try:
-        check_public_url(url, allow_private=deps.settings.allow_private_urls)
+        fetched = url_inputs.fetch(
+            url, max_bytes=limit, deadline=deadline, allow_private=deps.settings.allow_private_urls
+        )
     except UnsafeURL as exc:
         raise _invalid(name, "Input URL refused", exc.reason) from None
+    except url_inputs.FetchTooLarge:
+        raise _too_large(name, limit) from None
+    except url_inputs.FetchFailed as exc:
+        raise _invalid(name, "Input URL could not be fetched", exc.reason) from None
+    return _Blob(name, fetched.data, content_type or fetched.content_type or sniff_content_type(fetched.data))
 
 
 def _upload_ref(deps: ServiceDeps, tenant: str, name: str, key: str, content_type: str | None, image: bool) -> InputRef:
@@ -105,6 +115,11 @@ def _upload_ref(deps: ServiceDeps, tenant: str, name: str, key: str, content_typ
     if image:
         return InputRef(key=key, content_type=_image_type(name, deps.blobs.get(key)))
     return InputRef(key=key, content_type=content_type or info.content_type)
+
+
+def _checked(blob: _Blob, images: Collection[str]) -> _Blob:
+    """``blob`` with the content type its bytes verify as, when a node loads it as an image."""
+    return _Blob(blob.name, blob.data, _image_type(blob.name, blob.data)) if blob.name in images else blob
 
 
 def _image_type(name: str, data: bytes) -> str:

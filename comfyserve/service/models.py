@@ -25,7 +25,7 @@ class InputSource(_Request):
     url: str | None = Field(
         default=None,
         max_length=2048,
-        description="An http(s) URL the worker fetches; must be a public address.",
+        description="An http(s) URL fetched at submit time (public addresses only, no redirects).",
     )
     key: str | None = Field(
         default=None, max_length=1024, description="The key of one of your uploads (from POST /v1/uploads)."

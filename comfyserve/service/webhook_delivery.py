@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from pydantic import Field, model_validator
 from standardwebhooks import Webhook
 
 from comfyserve.contracts.events import JobEvent, JobEventType
-from comfyserve.netguard import UnsafeURL, check_public_url
+from comfyserve.netguard import UnsafeURL, open_public
 from comfyserve.settings import EnvSettings
 
 RETRIABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -79,28 +78,16 @@ def wants_delivery(event: JobEvent, event_types: frozenset[JobEventType] = DEFAU
     return event.webhook is not None and event.type in event_types
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        return None
-
-
-_opener = urllib.request.build_opener(_NoRedirects)
-
-
 def post_once(
     url: str, body: bytes, headers: dict[str, str], *, timeout_s: float, allow_private: bool
 ) -> tuple[int | None, str | None, bool]:
     """One POST: ``(status code, error, retriable)``. A refused URL is never connected to, nor retried."""
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}
     try:
-        check_public_url(url, allow_private=allow_private)
+        with open_public(url, data=body, headers=headers, timeout=timeout_s, allow_private=allow_private) as response:
+            return int(response.status), None, False
     except UnsafeURL as exc:
         return None, str(exc), False
-    request = urllib.request.Request(url, data=body, method="POST")
-    for name, value in {"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers}.items():
-        request.add_header(name, value)
-    try:
-        with _opener.open(request, timeout=timeout_s) as response:
-            return int(response.status), None, False
     except urllib.error.HTTPError as exc:
         return exc.code, None, exc.code in RETRIABLE_STATUS
     except (OSError, ValueError) as exc:

@@ -1,22 +1,16 @@
-"""Fetching a job's workflow and inputs: claim-checked blobs, or URLs that pass the SSRF guard."""
+"""Fetching a job's workflow and inputs from the blob store (claim checks; URL inputs were fetched at submit)."""
 
 from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from comfyserve.contracts.comfyui import ComfyUIMeta
 from comfyserve.contracts.jobs import InputRef, JobRecord
 from comfyserve.engine.errors import ComfyServeError
-from comfyserve.netguard import UnsafeURL, check_public_url
 from comfyserve.ports import BlobNotFound, BlobStore, PortError
-
-MAX_INPUT_BYTES = 100 * 1024 * 1024
-URL_TIMEOUT_S = 30.0
 
 
 class InputError(ComfyServeError):
@@ -52,37 +46,15 @@ def _local_name(index: int, name: str) -> str:
     return f"{index:03d}_{re.sub(r'[^A-Za-z0-9._-]', '_', tail)[:100] or 'input'}"
 
 
-def fetch_url(url: str, *, allow_private: bool = False, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
-    """GET ``url`` after the SSRF check; redirects are not followed (each hop would need the check)."""
-    check_public_url(url, allow_private=allow_private)
-    opener = urllib.request.build_opener(_NoRedirect)
-    with opener.open(urllib.request.Request(url, method="GET"), timeout=URL_TIMEOUT_S) as response:
-        data: bytes = response.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise InputError(f"input at {url} is larger than {max_bytes} bytes")
-    return data
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def fetch_inputs(
-    inputs: dict[str, InputRef], blobs: BlobStore, folder: Path, *, allow_private_urls: bool = False
-) -> dict[str, Path]:
+def fetch_inputs(inputs: dict[str, InputRef], blobs: BlobStore, folder: Path) -> dict[str, Path]:
     """Write each input to ``folder``; returns the ``LoadImage`` value → local file mapping."""
     files: dict[str, Path] = {}
     if inputs:
         folder.mkdir(parents=True, exist_ok=True)
     for index, (name, ref) in enumerate(sorted(inputs.items())):
         try:
-            if ref.key is not None:
-                data = blobs.get(ref.key)
-            else:
-                assert ref.url is not None  # InputRef guarantees one of the two
-                data = fetch_url(ref.url, allow_private=allow_private_urls)
-        except (PortError, UnsafeURL, urllib.error.URLError, OSError) as exc:
+            data = blobs.get(ref.key)
+        except (PortError, OSError) as exc:
             raise InputError(f"cannot fetch input {name!r}: {exc}") from exc
         path = folder / _local_name(index, name)
         path.write_bytes(data)

@@ -90,7 +90,6 @@ class WorkerSettings:
     drain_timeout_s: float = 90.0
     job_timeout_s: int | None = None  # cap on a job's own timeout_s (None: no cap)
     protection_margin_s: int = 120
-    allow_private_urls: bool = False
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def timeout_for(self, record: JobRecord) -> int | None:
@@ -337,12 +336,7 @@ class Worker:
         monitor: JobMonitor,
     ) -> BackendResult:
         try:
-            files = fetch_inputs(
-                record.inputs,
-                self.ports.blobs,
-                job_dir / "input",
-                allow_private_urls=self.settings.allow_private_urls,
-            )
+            files = fetch_inputs(record.inputs, self.ports.blobs, job_dir / "input")
         except InputError as exc:
             return BackendResult(status="error", error=JobError(type="input_error", message=str(exc)))
         job = BackendJob(

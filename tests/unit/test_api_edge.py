@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from comfyserve.api.bodies import MAX_JSON_DEPTH, loads_json
-from comfyserve.contracts.jobs import JobError
+from comfyserve.contracts.jobs import InputRef, JobError
+from comfyserve.service import keys
 from tests.api_stack import Stack, error_body, make_stack, run_job, workflow
+from tests.file_server import Answer, FileServer, file_server_fixture  # noqa: F401  (the fixture)
 from tests.images import png
 
 JSON = {"Content-Type": "application/json"}
@@ -153,13 +155,19 @@ def test_an_image_the_tenant_does_not_have_is_refused(stack: Stack, value: str) 
     assert stack.nothing_recorded()
 
 
-def test_an_image_url_becomes_a_url_input(stack: Stack) -> None:
-    url = "https://93.184.215.14/cat.png"
+def test_an_image_url_becomes_an_input_fetched_at_submit(tmp_path: Path, file_server: FileServer) -> None:
+    stack = make_stack(tmp_path, allow_private_urls=True)
+    file_server.answers["/cat.png"] = Answer(body=png())
+    url = file_server.url("/cat.png")
+
     response = stack.call("POST", "/prompt", body={"prompt": picture(url)})
 
     assert response.status == 200, response.json()
-    record = stack.jobs.get("tenant-a", response.json()["prompt_id"])
-    assert record is not None and record.inputs[url].url == url
+    job_id = response.json()["prompt_id"]
+    record = stack.jobs.get("tenant-a", job_id)
+    key = keys.input_key("tenant-a", job_id, url)
+    assert record is not None and record.inputs == {url: InputRef(key=key, content_type="image/png")}
+    assert stack.blobs.get(key) == png()
 
 
 def test_an_image_url_to_a_private_address_is_refused(stack: Stack) -> None:

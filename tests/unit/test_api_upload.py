@@ -3,6 +3,7 @@ LoadImage values that name an upload becoming job inputs; GET /view?type=input s
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import subprocess
@@ -16,7 +17,7 @@ from PIL import Image
 from urllib3 import encode_multipart_formdata
 
 from comfyserve.contracts.jobs import InputRef
-from comfyserve.service import comfyui_uploads
+from comfyserve.service import comfyui_uploads, keys
 from tests.api_stack import Stack, error_body, make_stack, workflow
 from tests.apigw import ApiResponse
 from tests.images import png
@@ -273,16 +274,18 @@ def test_prompt_loading_uploads_gets_them_as_inputs(stack: Stack) -> None:
 def test_job_inputs_win_over_uploads_and_uploads_pass_strict_validation(stack: Stack) -> None:
     upload(stack, RED, "cat.png")
     upload(stack, BLUE, "dog.png")
-    explicit = {"url": "https://93.184.215.14/cat.png"}
+    explicit = {"base64": base64.b64encode(GREEN).decode()}
 
     response = stack.call(
         "POST", "/v1/jobs", body={"workflow": picture_prompt("cat.png", "dog.png"), "inputs": {"cat.png": explicit}}
     )
 
+    cat = keys.input_key("tenant-a", response.json()["job_id"], "cat.png")
     assert job_inputs(stack, response) == {
-        "cat.png": InputRef(url="https://93.184.215.14/cat.png"),
+        "cat.png": InputRef(key=cat, content_type="image/png"),
         "dog.png": InputRef(key="uploads/tenant-a/dog.png", content_type="image/png"),
     }
+    assert stack.blobs.get(cat) == GREEN
 
 
 def test_another_tenant_cannot_use_or_view_an_upload(stack: Stack) -> None:

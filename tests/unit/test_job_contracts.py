@@ -109,11 +109,10 @@ def test_record_invariants(fields: dict[str, object], message: str) -> None:
         JobRecord.model_validate(data)
 
 
-def test_input_ref_needs_exactly_one_source() -> None:
-    with pytest.raises(ValidationError, match="exactly one of key or url"):
-        InputRef(key="k", url="https://x")
-    with pytest.raises(ValidationError, match="exactly one of key or url"):
-        InputRef()
+def test_input_ref_is_a_blob_key_only() -> None:
+    """URL inputs are fetched at submit time: a record never sends a worker to a URL."""
+    with pytest.raises(ValidationError, match="key\n  Field required"):
+        InputRef.model_validate({"url": "https://x"})
 
 
 def test_update_allows_only_mutable_fields_and_keeps_explicit_nones() -> None:
