@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
+# How long past its drain window a worker told to stop may take before the hard deadline ends it.
+EXIT_MARGIN_S = 5.0
 
 
 def exit_after(seconds: float, code: int = 1, *, _exit: Callable[[int], None] = os._exit) -> threading.Timer:

@@ -4,7 +4,9 @@ the execution backend, the model store, ECS task protection and the worker loop,
 Before the first receive the worker gets everything a job needs ready — torch and CUDA, the backend, the
 preloaded models, one warm-up run — and logs that cold start with its parts. SIGTERM and SIGINT (ECS scale-in,
 a deployment, a Spot interruption) turn into a drain: no new message is received, the job in hand finishes
-within ``COMFYSERVE_DRAIN_TIMEOUT_S`` or is put back to the queue at once.
+within ``COMFYSERVE_DRAIN_TIMEOUT_S`` or is put back to the queue at once. A job whose node ignores the
+interruption cannot hold the process: it exits (status 1) :data:`~comfyserve.engine.deadline.EXIT_MARGIN_S`
+after the drain window, and the job's message comes back when its visibility runs out.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.config import Config
 
 from comfyserve.adapters.aws.ports import aws_ports
+from comfyserve.engine.deadline import EXIT_MARGIN_S, exit_after
 from comfyserve.engine.errors import ComfyServeError
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.ports import BlobStore, PortError
@@ -230,8 +233,12 @@ def run_worker(settings: CloudWorkerSettings) -> int:
             cold_start_s=total_s,
         )
         logger.info("cold start", extra={"cold_start": cold.model_dump()})
+        hard_exit: list[threading.Timer] = []
         drain.then(worker.request_drain)
+        drain.then(lambda: hard_exit.append(exit_after(settings.drain_timeout_s + EXIT_MARGIN_S)))
         worker.run()
+        for timer in hard_exit:
+            timer.cancel()
     finally:
         backend.close()
     logger.info("drained")

@@ -1,7 +1,8 @@
 """The real ``comfyserve worker`` process on the session's moto server: the entrypoint preloads, warms up,
 processes jobs (long polling, task protection, health check) and drains on SIGTERM; repeated ``kill -9`` with a
 second worker leaves every job completed exactly once; a Spot-style stop hands the job to another worker; a
-poison job that kills every worker that takes it ends in the dead-letter queue and fails once.
+job that ignores the stop cannot hold its worker past the drain window and is redelivered; a poison job that
+kills every worker that takes it ends in the dead-letter queue and fails once.
 
 The cloud's completion path runs as it does on AWS: the manifest's S3 "Object Created" event goes through
 EventBridge (default bus, a rule on manifest keys) to an SQS queue standing in for the Lambda trigger, and the
@@ -34,6 +35,7 @@ from comfyserve.adapters.aws.sqs import SqsJobQueue
 from comfyserve.contracts.events import JobEventType
 from comfyserve.contracts.jobs import JobRecord, JobStatus, QueueMessage
 from comfyserve.contracts.manifest import JobManifest, manifest_key
+from comfyserve.engine.deadline import EXIT_MARGIN_S
 from comfyserve.model_store.sync import sync
 from comfyserve.service.completion import Completion
 from comfyserve.service.dead_letter import DEAD_LETTER_ERROR, DeadLetterOutcome, DeadLetters
@@ -44,7 +46,7 @@ from tests.unit.test_ecs_protection import FakeAgent
 TENANT = "acme"
 PRELOADED = "upscale_models/tiny.pth"  # a folder without a loader: preloading makes the file local
 ENTRYPOINT = Path(sys.executable).parent / "comfyserve"  # the console script the image's ENTRYPOINT runs
-PROCESS_NODES = Path(__file__).resolve().parent / "process_nodes"  # a node that kills its worker
+PROCESS_NODES = Path(__file__).resolve().parent / "process_nodes"  # nodes that kill their worker or ignore a stop
 TERMINAL_EVENTS = {JobEventType.JOB_SUCCEEDED, JobEventType.JOB_FAILED, JobEventType.JOB_CANCELLED}
 
 
@@ -327,6 +329,35 @@ def test_a_spot_style_stop_mid_job_hands_the_job_to_another_worker(cloud: Cloud,
     assert protection_states(agent, holder) == [True, False]  # dropped on the way out
     workers[other].send_signal(signal.SIGTERM)
     assert workers[other].wait(timeout=15) == 0
+
+
+def test_a_job_that_ignores_the_stop_cannot_hold_its_worker_and_is_redelivered(cloud: Cloud) -> None:
+    marker = cloud.root / "stubborn-started"
+    stubborn = wait_workflow(0.0, steps=1)
+    stubborn["2"] = {
+        "class_type": "ProcessTestIgnoreStop",
+        "inputs": {"image": ["1", 0], "seconds": 300.0, "marker": str(marker)},
+    }
+    job_id = cloud.submit(stubborn)
+    drain_s = 0.5
+    holder = cloud.start_worker("h", COMFYSERVE_DRAIN_TIMEOUT_S=str(drain_s))
+    wait_for(marker.exists, 60, "the node's uninterruptible sleep")
+
+    signalled = time.monotonic()
+    holder.send_signal(signal.SIGTERM)
+    assert holder.wait(timeout=drain_s + EXIT_MARGIN_S + 10) == 1
+    exited_s = time.monotonic() - signalled
+    assert drain_s + EXIT_MARGIN_S - 0.5 < exited_s < drain_s + EXIT_MARGIN_S + 3, exited_s
+    assert "exiting now" in cloud.log("h")
+    assert cloud.record(job_id).status is JobStatus.RUNNING  # the worker wrote nothing on its way out
+
+    rescuer = cloud.start_worker("r")  # receives the message once its visibility runs out
+    [record] = cloud.wait_finished([job_id], timeout_s=60)
+    assert record.status is JobStatus.SUCCEEDED and record.attempts == 2
+    assert cloud.manifest(job_id).worker_id == "r" and cloud.manifest_writes == {job_id: 1}
+    assert lifecycles(cloud)[job_id][JobEventType.JOB_SUCCEEDED] == 1
+    rescuer.send_signal(signal.SIGTERM)
+    assert rescuer.wait(timeout=15) == 0
 
 
 def test_a_poison_job_that_kills_every_worker_fails_once_from_the_dead_letter_queue(cloud: Cloud) -> None:
