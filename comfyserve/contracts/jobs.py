@@ -119,12 +119,16 @@ class Timings(_Contract):
     model_load_s: dict[str, float] = Field(default_factory=dict)
 
 
+OutputType = Literal["output", "temp"]  # ComfyUI's folder of an output file: SaveImage's or PreviewImage's
+
+
 class OutputRef(_Contract):
     node_id: str
     key: str
     filename: str
     content_type: str
     size: int = Field(ge=0)
+    type: OutputType = "output"
 
 
 class JobError(_Contract):

@@ -52,11 +52,12 @@ def _load_json(deps: ServiceDeps, key: str | None) -> dict[str, Any]:
 
 
 def output_location(ref: OutputRef, job_id: str) -> dict[str, str]:
-    """``{"filename", "subfolder", "type"}`` as ComfyUI's ``ui.images`` entries have them."""
+    """``{"filename", "subfolder", "type"}`` as ComfyUI's ``ui.images`` entries have them (``temp`` for
+    previews)."""
     path = PurePosixPath(ref.filename)
     parent = path.parent.as_posix()
     subfolder = job_id if parent == "." else f"{job_id}/{parent}"
-    return {"filename": path.name, "subfolder": subfolder, "type": "output"}
+    return {"filename": path.name, "subfolder": subfolder, "type": ref.type}
 
 
 def queue_item(deps: ServiceDeps, record: JobRecord) -> list[Any]:

@@ -13,7 +13,7 @@ import mimetypes
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from comfyserve.contracts.jobs import OutputOptions, OutputRef
+from comfyserve.contracts.jobs import OutputOptions, OutputRef, OutputType
 from comfyserve.contracts.manifest import JobManifest, job_prefix, manifest_key
 from comfyserve.ports import BlobStore
 
@@ -24,11 +24,13 @@ SUFFIXES = {"webp": ".webp", "jpeg": ".jpg"}
 
 @dataclass(frozen=True)
 class LocalOutput:
-    """One file a run wrote: its node, its file, and its name relative to the job (``subfolder/filename``)."""
+    """One file a run wrote: its node, its file, its name relative to the job (``subfolder/filename``) and
+    ComfyUI's folder type (``temp`` for previews)."""
 
     node_id: str
     path: Path
     relative_name: str
+    type: OutputType = "output"
 
 
 def encode(output: LocalOutput, options: OutputOptions) -> tuple[str, bytes, str]:
@@ -59,7 +61,14 @@ def upload_outputs(
         key = job_prefix(tenant, job_id) + name
         info = blobs.put(key, data, content_type)
         refs.append(
-            OutputRef(node_id=output.node_id, key=key, filename=name, content_type=content_type, size=info.size)
+            OutputRef(
+                node_id=output.node_id,
+                key=key,
+                filename=name,
+                content_type=content_type,
+                size=info.size,
+                type=output.type,
+            )
         )
     return refs
 

@@ -129,10 +129,11 @@ def output_files(result: ExecutionResult, out_dir: Path) -> list[LocalOutput]:
         for items in ui.values():
             for item in items if isinstance(items, list) else []:
                 if isinstance(item, dict) and isinstance(item.get("filename"), str):
-                    folder = out_dir / "temp" if item.get("type") == "temp" else out_dir
+                    temp = item.get("type") == "temp"
+                    folder = out_dir / "temp" if temp else out_dir
                     subfolder = str(item.get("subfolder") or "")
                     name = f"{subfolder}/{item['filename']}" if subfolder else item["filename"]
-                    files.append(LocalOutput(node_id, folder / name, name))
+                    files.append(LocalOutput(node_id, folder / name, name, "temp" if temp else "output"))
     return files
 
 

@@ -423,6 +423,21 @@ def test_an_identical_resubmission_serves_the_output_node_from_the_cache_with_th
     assert blobs[0].startswith(b"\x89PNG") and blobs[1] == blobs[0]
 
 
+def test_a_preview_is_published_with_its_temp_folder_type(
+    stack_adapters: LocalAdapters, registry: NodeRegistry
+) -> None:
+    workflow = wait_workflow(0.0, steps=1)
+    workflow["3"] = {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}
+    record = enqueue(stack_adapters, workflow)
+    assert poll_until_processed(make_worker(stack_adapters, registry)) == [Outcome.SUCCEEDED]
+    final = stack_adapters.store.get_by_id(record.job_id)
+    assert final is not None
+    (output,) = final.outputs
+    assert (output.type, output.node_id) == ("temp", "3") and output.filename.startswith("ComfyUI_temp_")
+    assert output.key == f"outputs/{TENANT}/{record.job_id}/{output.filename}"
+    assert stack_adapters.blobs.get(output.key).startswith(b"\x89PNG")
+
+
 def test_inputs_are_fetched_from_the_blob_store(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (12, 7), (10, 200, 30)).save(buffer, format="PNG")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from comfyserve.api.auth import HOW_TO_SEND
-from comfyserve.contracts.jobs import JobError, JobStatus
+from comfyserve.contracts.jobs import JobError, JobStatus, OutputRef
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.validation import validate_prompt
 from comfyserve.service.history import prompt_number
@@ -262,6 +262,21 @@ def test_view_serves_the_output_bytes(stack: Stack) -> None:
     assert response.status == 200
     assert response.header("Content-Type") == "image/png"
     assert response.body == stack.blobs.get(ref.key)
+
+
+def test_a_preview_is_listed_as_temp_and_view_serves_it(stack: Stack) -> None:
+    job_id = queue_prompt(stack)
+    ref = output_ref("tenant-a", job_id, "ComfyUI_temp_abcde_00001_.png").model_copy(update={"type": "temp"})
+    run_job(stack, job_id, outputs=[ref])
+
+    images = stack.call("GET", f"/history/{job_id}").json()[job_id]["outputs"]["9"]["images"]
+    response = stack.call("GET", f"/view?filename=ComfyUI_temp_abcde_00001_.png&subfolder={job_id}&type=temp")
+
+    assert images == [{"filename": "ComfyUI_temp_abcde_00001_.png", "subfolder": job_id, "type": "temp"}]
+    assert response.status == 200 and response.body == stack.blobs.get(ref.key)
+    stored = ref.model_dump(mode="json")
+    del stored["type"]  # a record written before outputs carried their folder type
+    assert OutputRef.model_validate(stored).type == "output"
 
 
 def test_view_redirects_large_outputs(tmp_path: Path) -> None:
