@@ -248,7 +248,8 @@ class JobStore(Protocol):
         """Move the job to ``to_status`` if its status is one of ``from_statuses``, setting ``fields`` in the
         same write; returns the new record. Raises ``InvalidTransition`` (a ValueError) if an edge is not in the
         state machine, :class:`TransitionConflict` (with the current status) if the job is elsewhere,
-        :class:`JobNotFound`."""
+        :class:`JobNotFound`. A store may expire a record some time after it reaches a terminal state (the
+        DynamoDB store's retention); the record it returns is the same either way."""
         ...
 
     def update_progress(self, job_id: str, progress: Progress) -> JobRecord:

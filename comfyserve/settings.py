@@ -259,6 +259,11 @@ class AwsResourceNames(EnvSettings):
     inbox_bucket: str | None = Field(
         default=None, description="drop-folder bucket (inbox/{tenant}/…, outbox/{tenant}/…)"
     )
+    record_retention_days: int | None = Field(
+        default=30,
+        ge=1,
+        description="days a job's record is kept once finished (the table's TTL attribute expires_at); none keeps it",
+    )
 
     def resources(self) -> AwsResourceNames:
         """Only the resource names (for a subclass that carries more)."""

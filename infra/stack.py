@@ -80,6 +80,7 @@ class ComfyServeStack(Stack):
             max_receive_count=settings.max_receive_count,
             code=code,
             log_retention=log_days,
+            record_retention_days=settings.retention_days,
         )
         notifications = Notifications(
             self,

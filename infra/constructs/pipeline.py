@@ -11,12 +11,10 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from comfyserve.adapters.aws.dynamodb import ORDER_ATTR, PARTITION_KEY, TENANT_ATTR, TENANT_INDEX
+from comfyserve.adapters.aws.dynamodb import ORDER_ATTR, PARTITION_KEY, TENANT_ATTR, TENANT_INDEX, TTL_ATTRIBUTE
 from infra.constructs.functions import ServiceFunction
 from infra.nag import acknowledge
 
-# Epoch seconds after which DynamoDB deletes an item (items without it are kept).
-TTL_ATTRIBUTE = "expires_at"
 DLQ_RETENTION = Duration.days(14)
 
 
@@ -30,8 +28,11 @@ class Pipeline(Construct):
         max_receive_count: int,
         code: lambda_.Code,
         log_retention: logs.RetentionDays,
+        record_retention_days: int | None = None,
     ) -> None:
+        """``record_retention_days``: how long a finished job's record stays in the table (None: for good)."""
         super().__init__(scope, construct_id)
+        self.record_retention_days = record_retention_days
         self.dead_letter_queue = sqs.Queue(
             self,
             "DeadLetters",
@@ -96,9 +97,12 @@ class Pipeline(Construct):
 
     @property
     def resource_environment(self) -> dict[str, str]:
-        """The variables of the queue and table (``AwsResourceNames``)."""
+        """The variables of the queue and table (``AwsResourceNames``), with the records' retention: whatever
+        moves a job to a terminal state (completion, dead_letter, api, drop_folder, worker) writes its expiry."""
+        retention = str(self.record_retention_days) if self.record_retention_days is not None else "none"
         return {
             "COMFYSERVE_QUEUE_URL": self.queue.queue_url,
             "COMFYSERVE_DLQ_URL": self.dead_letter_queue.queue_url,
             "COMFYSERVE_TABLE": self.table.table_name,
+            "COMFYSERVE_RECORD_RETENTION_DAYS": retention,
         }

@@ -74,6 +74,13 @@ def test_scaler_is_capped_at_max_workers_and_the_drop_folder_names_its_inbox(syn
     assert AwsResourceNames.from_env(_function_environment(synth, "drop_folder")).inbox_bucket
 
 
+@pytest.mark.parametrize("handler", ["api", "completion", "dead_letter", "drop_folder"])
+def test_what_finishes_jobs_keeps_records_for_the_stacks_retention(synth: Synth, handler: str) -> None:
+    """Whatever moves a job to a terminal state writes ``expires_at`` (the table's TTL) from this setting."""
+    assert AwsResourceNames.from_env(_function_environment(synth, handler)).record_retention_days == 30
+    assert CloudWorkerSettings.from_env(_worker_environment(synth)).record_retention_days == 30  # cancels queued jobs
+
+
 def test_worker_reads_its_settings_and_the_stack_sizes_match(synth: Synth) -> None:
     environment = _worker_environment(synth)
     settings = CloudWorkerSettings.from_env(environment)

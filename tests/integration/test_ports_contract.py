@@ -13,6 +13,7 @@ import pytest
 import requests
 from pydantic import ValidationError
 
+from comfyserve.adapters.aws.dynamodb import PARTITION_KEY, TTL_ATTRIBUTE, DynamoJobStore
 from comfyserve.adapters.local.blobs import PresignedUrlInvalid
 from comfyserve.contracts.events import JobEvent, JobEventType
 from comfyserve.contracts.jobs import (
@@ -385,6 +386,31 @@ def test_eventbridge_envelope(aws_adapters: AwsAdapters) -> None:
     [envelope] = aws_adapters.envelopes()
     assert (envelope["source"], envelope["detail-type"]) == ("comfyserve.job", "Job Failed")
     assert JobEvent.model_validate(envelope["detail"]) == event
+
+
+def test_dynamodb_finished_records_expire_after_the_retention(aws_adapters: AwsAdapters) -> None:
+    """``expires_at`` (the table's TTL attribute) is written by the terminal transition only, and only with a
+    retention; the records the store returns are the same either way."""
+    table = aws_adapters.store.table_name
+    kept = aws_adapters.store
+    expiring = DynamoJobStore(aws_adapters.dynamodb, table, retention_days=30)
+
+    def expires_at(job_id: str) -> int | None:
+        item = aws_adapters.dynamodb.get_item(TableName=table, Key={PARTITION_KEY: {"S": job_id}})["Item"]
+        return int(item[TTL_ATTRIBUTE]["N"]) if TTL_ATTRIBUTE in item else None
+
+    for store, job_id in ((expiring, "j1"), (kept, "j2")):
+        store.create(job(job_id))
+        store.transition(job_id, {JobStatus.QUEUED}, JobStatus.RUNNING)
+        assert expires_at(job_id) is None
+    before = int(time.time())
+    done = expiring.transition("j1", {JobStatus.RUNNING}, JobStatus.FAILED, error=JobError(type="x", message="y"))
+    kept.transition("j2", {JobStatus.RUNNING}, JobStatus.SUCCEEDED)
+
+    expiry = expires_at("j1")
+    assert expiry is not None and before + 30 * 86400 <= expiry <= int(time.time()) + 30 * 86400
+    assert expires_at("j2") is None
+    assert expiring.get_by_id("j1") == done == kept.get_by_id("j1")
 
 
 def test_s3_presigned_urls_work_over_http(aws_adapters: AwsAdapters) -> None:

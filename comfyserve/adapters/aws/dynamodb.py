@@ -7,6 +7,8 @@ Table design (created by ``provision.create_jobs_table`` here and by the CDK sta
   ``JobRecord.list_order_key``). Job ids cannot contain ``#``, so they never collide with other items.
 - idempotency item ``pk = IDEMP#<tenant>#<key>`` holding ``job_id`` and ``body_hash``; created in the same
   transaction as its job, so a key is claimed exactly when its job exists.
+- ``expires_at`` (epoch seconds), written when a job reaches a terminal state if the store has a retention
+  (``COMFYSERVE_RECORD_RETENTION_DAYS``): the table's TTL attribute, so DynamoDB deletes finished records.
 - GSI ``by_tenant``: partition ``tenant``, sort ``order_key``, projection ALL. Only job items carry both
   attributes (sparse index). Listing queries it newest first; a status filter is a FilterExpression (pages
   are refilled until full, so a filtered page may read more items than it returns). GSI reads are
@@ -43,6 +45,8 @@ PARTITION_KEY = "pk"
 TENANT_INDEX = "by_tenant"
 TENANT_ATTR = "tenant"
 ORDER_ATTR = "order_key"
+TTL_ATTRIBUTE = "expires_at"
+DAY_S = 24 * 3600
 FILTERED_PAGE_SIZE = 100
 CREATE_ATTEMPTS = 3
 
@@ -77,9 +81,12 @@ def _to_record(item: Mapping[str, Any]) -> JobRecord:
 
 
 class DynamoJobStore:
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+    """``retention_days``: a job reaching a terminal state gets ``expires_at`` that many days later (None: never)."""
+
+    def __init__(self, client: DynamoDBClient, table_name: str, *, retention_days: int | None = None) -> None:
         self._ddb = client
         self.table_name = table_name
+        self.retention_days = retention_days
 
     def create(self, record: JobRecord) -> None:
         item = _to_attributes(
@@ -188,6 +195,8 @@ class DynamoJobStore:
     ) -> JobRecord:
         changes = transition_changes(from_statuses, to_status, fields)
         changes["status"] = to_status.value
+        if to_status.is_terminal and self.retention_days is not None:
+            changes[TTL_ATTRIBUTE] = int(utc_now().timestamp()) + self.retention_days * DAY_S
         return self._update(job_id, from_statuses, changes, f"move to {to_status.value}")
 
     def update_progress(self, job_id: str, progress: Progress) -> JobRecord:

@@ -41,6 +41,6 @@ def aws_ports(
     return AwsPorts(
         blobs=S3BlobStore(client("s3", Config(signature_version="s3v4")), names.bucket),
         queue=SqsJobQueue(client("sqs"), names.queue_url, names.dlq_url),
-        jobs=DynamoJobStore(client("dynamodb"), names.table),
+        jobs=DynamoJobStore(client("dynamodb"), names.table, retention_days=names.record_retention_days),
         events=EventBridgeBus(client("events"), names.event_bus),
     )
