@@ -24,6 +24,16 @@ from infra.nag import ENV_REASON, EXECUTION_ROLE_REASON, acknowledge, acknowledg
 LOCAL_CACHE_DIR = "/var/cache/comfyserve/models"
 _HOST_CACHE_MOUNT = "/var/cache/comfyserve"
 STOP_TIMEOUT = Duration.seconds(120)
+# ECS ignores the image's HEALTHCHECK: the container definition carries its own (the same command). The worker
+# touches its liveness file on every receive and heartbeat; the start period covers the model preload, capped
+# at 300 s by ECS (so a task is first judged after 300 s + 3 failed checks 30 s apart).
+HEALTH_CHECK = ecs.HealthCheck(
+    command=["CMD", "comfyserve", "worker", "--health"],
+    interval=Duration.seconds(30),
+    timeout=Duration.seconds(5),
+    start_period=Duration.seconds(300),
+    retries=3,
+)
 DRAIN_TIMEOUT_S = 90  # the job in hand may finish within the stop timeout
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -104,6 +114,7 @@ class Workers(Construct):
             gpu_count=1,
             memory_reservation_mib=12 * 1024,
             stop_timeout=STOP_TIMEOUT,
+            health_check=HEALTH_CHECK,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="worker", log_group=self.log_group),
             environment={
                 **environment,

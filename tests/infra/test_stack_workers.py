@@ -8,7 +8,7 @@ from typing import Any
 from aws_cdk.assertions import Match
 
 from infra.constructs.workers import LOCAL_CACHE_DIR
-from tests.infra.conftest import Synth, only
+from tests.infra.conftest import ROOT, Synth, only
 
 FAMILIES = ("g5", "g6", "g6e")
 PLACEHOLDER_AMI = "ami-0123456789abcdef0"  # cdk.json's cached look-up of the ECS GPU AMI (placeholder account)
@@ -113,6 +113,22 @@ def test_worker_task_has_a_gpu_efs_through_the_access_point_nvme_and_a_120_s_sto
             "RootDirectory": Match.object_like({"Path": "/comfyserve/models"}),
         },
     )
+
+
+def test_worker_container_has_its_own_health_check_as_ecs_ignores_the_images(synth: Synth) -> None:
+    _, service = only(synth, "AWS::ECS::Service")
+    task = synth.template["Resources"][service["TaskDefinition"]["Ref"]]["Properties"]
+    (container,) = task["ContainerDefinitions"]
+    command = ["CMD", "comfyserve", "worker", "--health"]
+    assert container["HealthCheck"] == {
+        "Command": command,
+        "Interval": 30,
+        "Timeout": 5,
+        "StartPeriod": 300,  # ECS's maximum: the model preload's grace
+        "Retries": 3,
+    }
+    dockerfile = (ROOT / "gpu_container" / "Dockerfile").read_text(encoding="utf-8")
+    assert f"CMD {json.dumps(command[1:])}" in dockerfile  # the command the image declares
 
 
 def test_cluster_has_container_insights(template: Any) -> None:
