@@ -32,7 +32,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     matter."""
     result = run_scaler(queue, service, state, policy, capacity=capacity)
     return {
-        "trigger": event.get("detail-type", "unknown"),
+        "trigger": "nudge" if "Records" in event else event.get("detail-type", "unknown"),
         "previous": result.previous,
         "desired": result.decision.desired,
         "updated": result.updated,

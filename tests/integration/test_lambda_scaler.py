@@ -18,7 +18,7 @@ from comfyserve.contracts.events import JobEvent, JobEventType
 from comfyserve.contracts.jobs import JobRecord
 from comfyserve.service.autoscale import STATE_KEY
 from tests.integration.conftest import AwsAdapters, AwsClients
-from tests.integration.lambda_events import context, fresh_import, scheduled_event
+from tests.integration.lambda_events import context, fresh_import, scheduled_event, sqs_event
 
 
 class Scaler:
@@ -180,12 +180,18 @@ def test_the_gpu_group_is_sized_with_the_service_within_its_maximum(
 
 
 def test_a_job_queued_event_from_the_bus_nudges_it(scaler: Scaler, aws_adapters: AwsAdapters) -> None:
-    """The nudge: a rule on the bus matching ``Job Queued`` (here delivered to a queue, as moto can)."""
+    """The nudge as the stack delivers it: ``Job Queued`` from the bus into the nudge queue, read as an SQS batch."""
     record = JobRecord(job_id="j1", tenant="acme", workflow_key="w")
     aws_adapters.bus.publish(JobEvent.from_record(JobEventType.JOB_QUEUED, record))
     [envelope] = aws_adapters.envelopes()
+    nudges_url = scaler.sqs.create_queue(QueueName=f"{scaler.cluster}-nudges")["QueueUrl"]
+    nudges_arn = scaler.sqs.get_queue_attributes(QueueUrl=nudges_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    scaler.sqs.send_message(QueueUrl=nudges_url, MessageBody=json.dumps(envelope))
+    [nudge] = scaler.sqs.receive_message(QueueUrl=nudges_url, MessageSystemAttributeNames=["All"])["Messages"]
     scaler.sqs.send_message(QueueUrl=scaler.queue_url, MessageBody="{}")
 
-    result = scaler.module.handler(envelope, context("scaler"))
+    result = scaler.module.handler(sqs_event([{"message": nudge, "arn": nudges_arn}]), context("scaler"))
 
-    assert (result["trigger"], result["desired"], scaler.desired()) == ("Job Queued", 1, 1)
+    assert (result["trigger"], result["desired"], scaler.desired()) == ("nudge", 1, 1)
