@@ -194,15 +194,16 @@ def run_worker(settings: CloudWorkerSettings) -> int:
     from comfyserve.model_store.settings import worker_inventory
 
     inventory = worker_inventory(settings)
-    with timed(seconds, "backend_start_s"):
+    with timed(seconds, "backend_start_s"), liveness.held():
         backend = build_backend(settings, inventory)
         backend.start()
         publish_served_catalog(backend, aws.blobs, settings.catalog_key)
     try:
-        model_load_s = preload_models(settings, inventory)
-        with timed(seconds, "warmup_s"):
-            if warmup is not None and not drain.requested.is_set():
-                warm_up(backend, warmup, settings.work_dir)
+        with liveness.held():
+            model_load_s = preload_models(settings, inventory)
+            with timed(seconds, "warmup_s"):
+                if warmup is not None and not drain.requested.is_set():
+                    warm_up(backend, warmup, settings.work_dir)
         total_s = round(seconds["process_s"] + time.perf_counter() - started, 6)
         cold = ColdStart(
             worker_id=worker_id,

@@ -4,7 +4,10 @@ its age. Light on purpose: the health check runs it every 30 s."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from comfyserve.settings import CloudWorkerSettings
@@ -24,6 +27,25 @@ class Liveness:
 
     def touch(self) -> None:
         self.path.touch()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Alive while the block runs: the cold start (a ComfyUI start, model copies, the warm-up) may outlast the
+        window, and ECS judges a task at most 300 s after it starts."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.window_s / 3):
+                self.touch()
+
+        self.touch()
+        thread = threading.Thread(target=beat, name="liveness", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def healthy(self) -> bool:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +27,7 @@ from comfyserve.worker.cloud import (
 )
 from comfyserve.worker.comfyui import ComfyUIBackend
 from comfyserve.worker.comfyui.config import ComfyUIError
+from comfyserve.worker.liveness import Liveness
 
 RESOURCES = {"bucket": "b", "queue_url": "q", "table": "t", "event_bus": "e"}
 
@@ -131,3 +133,15 @@ def test_the_served_catalog_is_published_and_a_failure_only_logged(caplog: pytes
     publish_served_catalog(broken, blobs, "catalog/broken.json")  # type: ignore[arg-type]
     assert "catalog/broken.json" not in blobs.puts
     assert "the node catalog was not published: ComfyUI answered" in caplog.text
+
+
+def test_the_worker_stays_alive_through_a_cold_start_longer_than_its_window(tmp_path: Path) -> None:
+    """ECS judges health at most 300 s after a task starts; a long model copy must not look like a hang."""
+    (tmp_path / "work").mkdir()
+    liveness = Liveness(CloudWorkerSettings(**RESOURCES, work_dir=tmp_path / "work"))
+    liveness.window_s = 0.3
+    with liveness.held():
+        time.sleep(1.0)  # three windows without a receive or a heartbeat
+        assert liveness.healthy()
+    time.sleep(0.5)
+    assert not liveness.healthy()
