@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
+
+from tests.loopback import QuietHandler, base_url, serving
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class FileServer:
 def file_server_fixture() -> Iterator[FileServer]:
     state = FileServer()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             state.requested.append(self.path)
             answer = state.answers.get(self.path, Answer(404))
@@ -46,14 +47,6 @@ def file_server_fixture() -> Iterator[FileServer]:
             time.sleep(answer.delay_s)
             self.wfile.write(answer.body)
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    thread.join()
-    server.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
+        state.base = base_url(server)
+        yield state

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from comfyserve.worker.ecs_protection import EcsTaskProtection, task_protection
 from comfyserve.worker.protection import NoProtection
+from tests.loopback import QuietHandler, base_url, serving
 
 
 class FakeAgent(ThreadingHTTPServer):
@@ -24,10 +24,10 @@ class FakeAgent(ThreadingHTTPServer):
 
     @property
     def uri(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/api/task-1"
+        return base_url(self) + "/api/task-1"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: FakeAgent
 
     def do_PUT(self) -> None:
@@ -43,18 +43,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, *_: Any) -> None:
-        return None
-
 
 @pytest.fixture
 def agent() -> Iterator[FakeAgent]:
-    server = FakeAgent()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(FakeAgent()) as server:
+        yield server
 
 
 def test_protection_is_set_while_busy_and_cleared_when_idle(agent: FakeAgent) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from comfyserve.worker.cloud import (
 from comfyserve.worker.comfyui import ComfyUIBackend
 from comfyserve.worker.comfyui.config import ComfyUIError
 from comfyserve.worker.liveness import Liveness
+from tests.loopback import QuietHandler, base_url, serving
 
 RESOURCES = {"bucket": "b", "queue_url": "q", "table": "t", "event_bus": "e"}
 
@@ -73,7 +73,7 @@ def test_preloading_for_comfyui_makes_files_local_without_loading_them(tmp_path:
         preload_models(missing, inventory)
 
 
-class _Metadata(BaseHTTPRequestHandler):
+class _Metadata(QuietHandler):
     def do_GET(self) -> None:
         body = json.dumps({"TaskARN": "arn:aws:ecs:us-east-1:123456789012:task/gpu/0f1e2d3c4b5a"}).encode()
         self.send_response(200 if self.path == "/v4/abc/task" else 404)
@@ -81,17 +81,11 @@ class _Metadata(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, *_: Any) -> None:
-        return None
-
 
 @pytest.fixture
 def metadata() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Metadata)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v4/abc"
-    server.shutdown()
-    server.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _Metadata)) as server:
+        yield base_url(server) + "/v4/abc"
 
 
 def test_the_worker_id_is_the_ecs_task_id(metadata: str, monkeypatch: pytest.MonkeyPatch) -> None:
