@@ -11,11 +11,13 @@ import json
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfyserve.engine.errors import CatalogError
-from comfyserve.engine.registry import NodeRegistry
 from comfyserve.engine.spec import NodeSpec
+
+if TYPE_CHECKING:  # the registry imports node machinery (asyncio): not needed to read a catalog document
+    from comfyserve.engine.registry import NodeRegistry
 
 PACKAGED_CATALOG = "catalog.json"
 

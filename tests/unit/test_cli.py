@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from comfyserve.cli import main
+from comfyserve.cli import COMMANDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPAT = ROOT / "tests" / "data" / "compat_workflows"
@@ -118,3 +119,41 @@ def test_catalog_command_matches_the_packaged_catalog() -> None:
     )
     packaged = (ROOT / "comfyserve" / "engine" / "catalog.json").read_text()
     assert json.loads(out.stdout) == json.loads(packaged), "run `make catalog` to refresh the packaged catalog"
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_command_table_matches_each_module(name: str) -> None:
+    """The table's one-line help is the module's own, and the module registers the command it is listed under."""
+    subcommands = _subcommands(build_parser(name))
+    helps = {action.dest: action.help for action in subcommands._choices_actions}
+    assert helps == {other: summary for other, (_, summary) in COMMANDS.items()}
+    assert len(subcommands.choices[name]._actions) > 1  # the module's parser, not the table's placeholder
+    assert all(len(subcommands.choices[other]._actions) == 1 for other in COMMANDS if other != name)
+
+
+def test_help_lists_every_command_and_imports_none(capsys: pytest.CaptureFixture[str]) -> None:
+    probe = (
+        "import sys\nfrom comfyserve.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('comfyserve.commands.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.splitlines()[-1] == "[]"
+    listed = " ".join(out.split())
+    for name, (_, summary) in COMMANDS.items():
+        assert f"{name} {summary}" in listed
+
+
+def test_validate_imports_only_its_own_command() -> None:
+    probe = (
+        "import sys\nfrom comfyserve.cli import main\n"
+        f"main(['validate', {str(IMAGE_ONLY)!r}])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('comfyserve.commands.', 'comfyserve.localstack',"
+        " 'comfyserve.engine.executor', 'comfyserve.engine.registry'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.splitlines() == ["valid: outputs 6, 8", "['comfyserve.commands.common', 'comfyserve.commands.validate']"]
