@@ -4,14 +4,21 @@ table behind the local HTTP server, and N worker processes (spawned) running the
 ``LocalStack(data_dir, port, workers, api_keys).start()`` … ``.stop()`` (or use it as a context manager).
 Stopping drains the workers (SIGTERM: each finishes or releases its job), then closes the server. Everything
 durable lives in the data directory, so a stack started again on it carries on with the queued jobs.
+
+A supervisor thread replaces a worker that dies (``kill -9``, out of memory: any exit but a drained one's 0) at
+once; its job comes back when the message's visibility runs out, as it always did. A worker that keeps dying
+while it starts is restarted after a delay that doubles up to :data:`RESTART_DELAY_MAX_S`. The workers, for
+their part, stop once the stack's process is gone (:func:`~comfyserve.localstack.workers.watch_parent`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -39,6 +46,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8188  # ComfyUI's port, so its clients find us where they look
 READY_TIMEOUT_S = 120.0
+SUPERVISE_TICK_S = 0.5
+RESTART_DELAY_MAX_S = 30.0
+SHORT_LIFE_S = 10.0  # a worker that dies sooner than this after starting is restarted after a delay
 
 
 def key_pairs(api_keys: str | Mapping[str, str]) -> str:
@@ -103,6 +113,11 @@ class LocalStack:
         self.comfyui_python = comfyui_python
         self.processes: list[BaseProcess] = []
         self._ready: list[Event] = []
+        self._started_at: list[float] = []
+        self._restart_delay: list[float] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
         self._server: LocalServer | None = None
         self._thread: threading.Thread | None = None
         self._adapters: LocalAdapters | None = None
@@ -171,6 +186,9 @@ class LocalStack:
         self._thread.start()
         for index in range(self.workers):
             self.add_worker(index)
+        self._stopping.clear()
+        self._supervisor = threading.Thread(target=self._supervise, name="comfyserve-supervisor", daemon=True)
+        self._supervisor.start()
         return self
 
     def worker_config(self) -> WorkerProcessConfig:
@@ -189,14 +207,54 @@ class LocalStack:
             backend=self.backend,
             comfyui_dir=self.comfyui_dir,
             comfyui_python=self.comfyui_python,
+            parent_pid=os.getpid(),
         )
 
     def add_worker(self, index: int | None = None) -> BaseProcess:
-        """Start one more worker process (tests use it to replace one they killed)."""
-        process, ready = start_worker(self.worker_config(), len(self.processes) if index is None else index)
-        self.processes.append(process)
-        self._ready.append(ready)
+        """Start one more worker process, supervised like the others."""
+        with self._lock:
+            process, ready = start_worker(self.worker_config(), len(self.processes) if index is None else index)
+            self.processes.append(process)
+            self._ready.append(ready)
+            self._started_at.append(time.monotonic())
+            self._restart_delay.append(0.0)
         return process
+
+    def _supervise(self) -> None:
+        """Replace each worker that died, until the stack stops."""
+        restart_at: dict[int, float] = {}
+        while not self._stopping.is_set():
+            with self._lock:
+                sentinels = [p.sentinel for p in self.processes if p.is_alive()]
+            if sentinels:
+                wait(sentinels, timeout=SUPERVISE_TICK_S)  # wakes as soon as one exits
+            else:
+                self._stopping.wait(SUPERVISE_TICK_S)
+            with self._lock:
+                for slot, process in enumerate(self.processes):
+                    if self._stopping.is_set() or process.is_alive() or process.exitcode == 0:
+                        continue  # a worker that exits 0 was drained on purpose
+                    now = time.monotonic()
+                    if slot not in restart_at:
+                        restart_at[slot] = now + self._backoff(slot, now)
+                        log.warning(
+                            "worker %s (pid %s) died with exit code %s; starting a replacement",
+                            process.name,
+                            process.pid,
+                            process.exitcode,
+                        )
+                    if now >= restart_at[slot]:
+                        del restart_at[slot]
+                        process.join()
+                        self.processes[slot], self._ready[slot] = start_worker(self.worker_config(), slot)
+                        self._started_at[slot] = time.monotonic()
+
+    def _backoff(self, slot: int, now: float) -> float:
+        """0 for a worker that had run a while; else a delay doubling up to RESTART_DELAY_MAX_S (a crash loop)."""
+        short_lived = now - self._started_at[slot] < SHORT_LIFE_S
+        delay = min(max(1.0, 2 * self._restart_delay[slot]), RESTART_DELAY_MAX_S) if short_lived else 0.0
+        self._restart_delay[slot] = delay
+        return delay
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Block until every worker started so far has built its registry and is receiving."""
@@ -210,6 +268,10 @@ class LocalStack:
 
     def stop(self) -> None:
         """Drain the workers, then stop serving; safe to call twice."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
         for process in self.processes:
             if process.is_alive():
                 process.terminate()  # SIGTERM: the worker finishes or releases its job
@@ -221,6 +283,8 @@ class LocalStack:
                 process.join()
         self.processes.clear()
         self._ready.clear()
+        self._started_at.clear()
+        self._restart_delay.clear()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

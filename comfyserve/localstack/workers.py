@@ -7,6 +7,9 @@ Each process subscribes the completion use case to its blob store's "object crea
 manifest completes it in process, as S3 → EventBridge → Lambda ``completion`` does in the cloud. Log lines go
 through the Powertools Logger (JSON on stderr, with the job id); figures are appended as EMF documents to
 ``data_dir/metrics.jsonl`` (``GET /v1/metrics``).
+
+A worker dies with its stack: it watches its parent process, and once that is gone (``kill -9`` of ``serve``) it
+drains as on SIGTERM, so no orphan keeps taking jobs with the settings of a stack that no longer runs.
 """
 
 from __future__ import annotations
@@ -52,11 +55,30 @@ class WorkerProcessConfig:
     backend: str = "builtin"  # or "comfyui": a managed ComfyUI per worker process
     comfyui_dir: Path | None = None
     comfyui_python: Path | None = None
+    parent_pid: int | None = None  # the stack's process: the worker stops once it is gone
+    parent_check_s: float = 0.25
+
+
+def watch_parent(parent_pid: int, interval_s: float) -> threading.Thread:
+    """A daemon thread that sends this process SIGTERM once its parent is no longer ``parent_pid`` (the parent
+    died and the process was reparented): the drain handler stops it, or, while it is still starting, the
+    default action ends it."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="comfyserve-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
     """A worker process's body; returns once drained (the process then exits 0)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stack stops its workers with SIGTERM
+    if config.parent_pid is not None:
+        watch_parent(config.parent_pid, config.parent_check_s)
     started = time.perf_counter()
     from comfyserve.adapters.local.jsonl import JsonLinesFile
     from comfyserve.localstack.adapters import LocalAdapters

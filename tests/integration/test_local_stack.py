@@ -1,6 +1,7 @@
 """The local stack over real HTTP: one stack (server + 2 spawned workers) for the module, on a free loopback
 port. Submit → succeeded with downloadable outputs, uploads, cancellation of queued and running jobs, a worker
-killed mid-job (the job re-runs elsewhere onto the same keys) and SIGTERM drain."""
+killed mid-job (the job re-runs elsewhere onto the same keys), killed workers replaced by the stack's supervisor,
+and SIGTERM drain."""
 
 from __future__ import annotations
 
@@ -212,8 +213,24 @@ def test_a_worker_killed_mid_job_leaves_the_job_to_another(stack: LocalStack, al
         ]
 
 
+def test_killed_workers_are_replaced_and_the_next_job_runs(stack: LocalStack, alice: Api) -> None:
+    stack.wait_ready()
+    victims = list(stack.processes)
+    for victim in victims:
+        os.kill(victim.pid or 0, signal.SIGKILL)
+    for victim in victims:
+        victim.join(timeout=5)
+
+    wait_for(lambda: all(p.is_alive() and p not in victims for p in stack.processes), what="replacement workers")
+    assert len(stack.processes) == 2
+    assert {p.pid for p in stack.processes}.isdisjoint(v.pid for v in victims)
+    job_id = alice.submit(wait_workflow(0.1, prefix="after-kill", color=7))
+    assert alice.wait_status(job_id, timeout_s=60)["status"] == "succeeded"
+
+
 def test_sigterm_drains_a_worker_after_its_running_job(stack: LocalStack, alice: Api) -> None:
-    """Runs last: it stops the workers still alive (one, after the previous test killed the other)."""
+    """Runs last: it stops the workers (a drained worker exits 0 and is not replaced)."""
+    stack.wait_ready()
     job_id = alice.submit(wait_workflow(1.0))
     alice.wait_status(job_id, ("running",))
     live = [p for p in stack.processes if p.is_alive()]
@@ -223,3 +240,4 @@ def test_sigterm_drains_a_worker_after_its_running_job(stack: LocalStack, alice:
         process.join(timeout=20)
     assert [p.exitcode for p in live] == [0] * len(live)
     assert alice.job(job_id)["status"] == "succeeded"
+    assert stack.processes == live  # drained on purpose: no replacement
