@@ -99,13 +99,14 @@ def test_a_job_runs_with_its_inputs_and_every_output_file_is_collected(backend: 
     result = backend.run(run)
 
     assert result.status == "success", result.error
-    assert [(o.node_id, o.relative_name) for o in result.outputs] == [
-        ("3", "ComfyUI_00001_.png"),
-        ("3", "ComfyUI_00001_.flac"),
-        ("3", "ComfyUI_00001_.mp4"),
+    assert [(o.node_id, o.relative_name, o.type) for o in result.outputs] == [
+        ("3", "ComfyUI_00001_.png", "output"),
+        ("3", "ComfyUI_temp_fake_00001_.png", "temp"),
+        ("3", "ComfyUI_00001_.flac", "output"),
+        ("3", "ComfyUI_00001_.mp4", "output"),
     ]
     assert all(o.path.is_file() and o.path.is_relative_to(run.work_dir / "out") for o in result.outputs)
-    assert result.outputs[1].path.read_bytes() == b"flac"
+    assert result.outputs[2].path.read_bytes() == b"flac"
     assert result.executed == ["2", "3", "1"]  # the fake runs nodes in prompt order
     assert set(result.per_node_s) == {"1", "2", "3"}
     names = events.names()
@@ -115,7 +116,7 @@ def test_a_job_runs_with_its_inputs_and_every_output_file_is_collected(backend: 
     assert events.events[-1][1] == {"node": None, "prompt_id": run.job_id}
     assert all(data["prompt_id"] == run.job_id for _, data in events.events)
     executed = next(data for event, data in events.events if event == "executed")
-    assert executed["output"]["images"] == [{"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}]
+    assert executed["output"]["images"][0] == {"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}
     # per-job state is freed: no run folders left, the history entry deleted
     folders = backend.process.folders
     assert [p.name for p in folders.input.iterdir()] == []

@@ -27,7 +27,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
-from comfyserve.contracts.jobs import JobError
+from comfyserve.contracts.jobs import JobError, OutputType
 from comfyserve.worker.backend import BackendJob, BackendResult
 from comfyserve.worker.comfyui.client import ComfyUIClient, ComfyUIHTTPError
 from comfyserve.worker.comfyui.process import Folders
@@ -300,7 +300,8 @@ class PromptRun:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.move(source, target)
                     moved[source] = target
-                outputs.append(LocalOutput(str(node_id), moved[source], relative))
+                kind: OutputType = "temp" if item.get("type") == "temp" else "output"
+                outputs.append(LocalOutput(str(node_id), moved[source], relative, kind))
         return outputs
 
     def _free(self, prompt_id: str, run_id: str) -> None:

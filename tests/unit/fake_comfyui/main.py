@@ -85,6 +85,7 @@ class Fake:
     def __init__(self, args: argparse.Namespace) -> None:
         self.input_dir = Path(args.input_directory)
         self.output_dir = Path(args.output_directory)
+        self.temp_dir = Path(args.temp_directory)
         self.sockets: dict[str, WebSocket] = {}
         self.history: dict[str, Any] = {}
         self.interrupted = threading.Event()
@@ -178,6 +179,10 @@ class Fake:
                 name = f"{prefix.name}_{index:05}_.{suffix}"
                 (folder / name).write_bytes(suffix.encode())
                 ui[key] = [{"filename": name, "subfolder": subfolder, "type": "output"}]
+            preview = f"ComfyUI_temp_fake_{index:05}_.png"  # a PreviewImage-style file in the temp folder
+            self.temp_dir.mkdir(parents=True, exist_ok=True)
+            (self.temp_dir / preview).write_bytes(PNG)
+            ui["images"].append({"filename": preview, "subfolder": "", "type": "temp"})
             ui["text"] = ["not a file"]
         return ui
 
@@ -261,6 +266,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8188)
     parser.add_argument("--input-directory", required=True)
     parser.add_argument("--output-directory", required=True)
+    parser.add_argument("--temp-directory", required=True)
     args, _ = parser.parse_known_args()
     if os.environ.get("FAKE_COMFYUI_FAIL_START"):
         print("fake ComfyUI: failing at start as asked", flush=True)
