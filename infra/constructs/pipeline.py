@@ -13,6 +13,7 @@ from constructs import Construct
 
 from comfyserve.adapters.aws.dynamodb import ORDER_ATTR, PARTITION_KEY, TENANT_ATTR, TENANT_INDEX, TTL_ATTRIBUTE
 from infra.constructs.functions import ServiceFunction
+from infra.constructs.queues import secure_queue
 from infra.nag import acknowledge
 
 DLQ_RETENTION = Duration.days(14)
@@ -33,18 +34,10 @@ class Pipeline(Construct):
         """``record_retention_days``: how long a finished job's record stays in the table (None: for good)."""
         super().__init__(scope, construct_id)
         self.record_retention_days = record_retention_days
-        self.dead_letter_queue = sqs.Queue(
-            self,
-            "DeadLetters",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=DLQ_RETENTION,
-        )
-        self.queue = sqs.Queue(
+        self.dead_letter_queue = secure_queue(self, "DeadLetters", retention_period=DLQ_RETENTION)
+        self.queue = secure_queue(
             self,
             "Jobs",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
             # The worker's heartbeat keeps extending a claimed message by this much (COMFYSERVE_VISIBILITY_TIMEOUT_S).
             visibility_timeout=visibility_timeout,
             retention_period=Duration.days(4),
@@ -52,13 +45,7 @@ class Pipeline(Construct):
         )
         # Events a function could not handle after its retries (completion, drop folder, webhooks): kept here
         # for an operator to inspect and replay; an alarm fires on the first one.
-        self.failed_events = sqs.Queue(
-            self,
-            "FailedEvents",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=DLQ_RETENTION,
-        )
+        self.failed_events = secure_queue(self, "FailedEvents", retention_period=DLQ_RETENTION)
         acknowledge(
             self.failed_events,
             "This queue is itself the dead letter of the functions' asynchronous invocations and rule targets",

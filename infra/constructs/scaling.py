@@ -18,6 +18,7 @@ from comfyserve.adapters.aws.eventbridge import DETAIL_TYPES, EVENT_SOURCE
 from comfyserve.contracts.events import JobEventType
 from comfyserve.service.autoscale import STATE_KEY
 from infra.constructs.functions import ServiceFunction
+from infra.constructs.queues import secure_queue
 from infra.constructs.workers import Workers
 from infra.nag import acknowledge, acknowledge_bucket_grant
 
@@ -77,13 +78,8 @@ class Scaling(Construct):
         # Job Queued events reach the scaler through a queue read in batches by at most NUDGE_CONCURRENCY
         # invocations: a burst of 500 submissions makes a few scaler runs, not 500 concurrent ones competing with
         # the API for the account's Lambda concurrency. A nudge older than NUDGE_RETENTION is moot (the schedule).
-        self.nudges = sqs.Queue(
-            self,
-            "Nudges",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=NUDGE_RETENTION,
-            visibility_timeout=Duration.seconds(60),
+        self.nudges = secure_queue(
+            self, "Nudges", retention_period=NUDGE_RETENTION, visibility_timeout=Duration.seconds(60)
         )
         acknowledge(
             self.nudges,
