@@ -40,6 +40,18 @@ def _worker_metric(name: str, statistic: str, label: str | None = None) -> cloud
     )
 
 
+def _on_first(scope: Construct, construct_id: str, metric: cloudwatch.Metric, description: str) -> cloudwatch.Alarm:
+    """An alarm on the first minute the metric reaches 1 (something went where nothing should go)."""
+    return metric.create_alarm(
+        scope,
+        construct_id,
+        threshold=1,
+        evaluation_periods=1,
+        comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        alarm_description=description,
+    )
+
+
 class Observability(Construct):
     def __init__(
         self,
@@ -106,21 +118,12 @@ class Observability(Construct):
 
         alarm_action = actions.SnsAction(self.topic)
         self.alarms = {
-            "DeadLetter": dead.create_alarm(
-                self,
-                "DeadLetterAlarm",
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                alarm_description="A job message reached the dead-letter queue",
-            ),
-            "FailedEvents": failed.create_alarm(
+            "DeadLetter": _on_first(self, "DeadLetterAlarm", dead, "A job message reached the dead-letter queue"),
+            "FailedEvents": _on_first(
                 self,
                 "FailedEventsAlarm",
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                alarm_description="A completion, drop-folder or webhook event failed after its retries (FailedEvents)",
+                failed,
+                "A completion, drop-folder or webhook event failed after its retries (FailedEvents)",
             ),
             "OldestMessage": oldest.create_alarm(
                 self,
@@ -159,13 +162,8 @@ class Observability(Construct):
                 evaluation_periods=5,
                 alarm_description="p95 queue wait above the limit",
             ),
-            "ModelLoadFailures": model_load_failures.create_alarm(
-                self,
-                "ModelLoadFailuresAlarm",
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                alarm_description="A worker could not load a model",
+            "ModelLoadFailures": _on_first(
+                self, "ModelLoadFailuresAlarm", model_load_failures, "A worker could not load a model"
             ),
         }
         for alarm in self.alarms.values():
