@@ -309,7 +309,10 @@ class CloudWorkerSettings(AwsResourceNames):
     comfyui_python: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("COMFYUI_PYTHON", "comfyui_python"),
-        description="Python that runs ComfyUI (comfyui backend; default: this one)",
+        description=(
+            "Python that runs ComfyUI (comfyui backend; default: the checkout's venv/bin/python, else its"
+            " .venv/bin/python, else the worker's own)"
+        ),
     )
     custom_nodes: CommaList = Field(default=(), description="custom_nodes directories whose packs the worker loads")
     node_allow: CommaList = Field(default=(), description="node class allowlist (unset: every class)")
