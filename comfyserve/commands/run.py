@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from comfyserve.commands.common import UsageError, parse_inputs, read_workflow
 from comfyserve.commands.console import ConsoleProgress
+from comfyserve.commands.validate import describe_invalid
 from comfyserve.engine.inventory import ModelInventory
 
 
@@ -25,10 +31,31 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+INTERRUPTED_EXIT = 130
+
+
+@contextmanager
+def stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """The first Ctrl-C sets the event (the run stops between sampling steps); a second one stops at once."""
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("comfyserve run: stopping after the current step (Ctrl-C again to quit at once)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run(args: argparse.Namespace) -> int:
     from comfyserve.engine.executor import Executor
     from comfyserve.nodes import builtin_registry
-    from comfyserve.worker.run_local import LocalRun, run_workflow
+    from comfyserve.worker.run_local import LocalRun, WorkflowInvalid, run_workflow
 
     prompt = read_workflow(args.file)
     if args.models is not None and not args.models.is_dir():
@@ -37,15 +64,25 @@ def run(args: argparse.Namespace) -> int:
     registry = builtin_registry(custom_nodes=args.custom_nodes)
     for failure in registry.failures:
         print(f"comfyserve run: skipped node pack {failure.pack}: {failure.error}", file=sys.stderr)
-    local = LocalRun(out_dir=args.out, models=inventory, inputs=parse_inputs(args.input), keep_going=args.keep_going)
+    inputs = parse_inputs(args.input)
     executor = Executor(registry)
     try:
-        result, manifest = run_workflow(prompt, local, registry, executor, on_event=ConsoleProgress(prompt))
+        with stop_on_ctrl_c() as stop:
+            local = LocalRun(
+                out_dir=args.out, models=inventory, inputs=inputs, keep_going=args.keep_going, cancel_check=stop.is_set
+            )
+            result, manifest = run_workflow(prompt, local, registry, executor, on_event=ConsoleProgress(prompt))
+    except WorkflowInvalid as exc:
+        print(describe_invalid(exc.result.error or {}, exc.result.node_errors), file=sys.stderr)
+        return 1
     finally:
         executor.close()
     for output in manifest["outputs"]:
         print(f"wrote {output['path']}")
     print(f"manifest: {args.out / 'manifest.json'} ({result.status})")
+    if result.status == "interrupted":
+        print("comfyserve run: interrupted by Ctrl-C; the manifest records where it stopped", file=sys.stderr)
+        return INTERRUPTED_EXIT
     if result.status != "success":
         for error in result.errors:
             print(

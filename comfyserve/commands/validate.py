@@ -10,6 +10,7 @@ from typing import Any
 from comfyserve.commands.common import read_workflow
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.inventory import ModelInventory
+from comfyserve.engine.node_api import MODEL_FOLDER
 from comfyserve.engine.validation import ValidationResult, validate_prompt
 
 
@@ -39,17 +40,47 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+MISSING_MODEL_FIX = (
+    "give the folder that holds them with --models DIR (checkpoints/, loras/, vae/ ...), or write random-weight"
+    " stand-ins with: comfyserve make-test-models DIR --for WORKFLOW.json"
+)
+
+
 def describe(result: ValidationResult) -> str:
     """A human-readable account of a validation result, one line per problem."""
-    lines = []
-    if result.ok:
-        lines.append(f"valid: outputs {', '.join(result.outputs)}")
-    else:
-        error = result.error or {}
-        lines.append(
-            f"invalid: {error.get('message', '')}" + (f" ({error['details']})" if error.get("details") else "")
-        )
-    for node_id, entry in result.node_errors.items():
-        for err in entry["errors"]:
-            lines.append(f"  node {node_id} ({entry['class_type']}): {err['type']}: {err['message']}: {err['details']}")
+    if not result.ok:
+        return describe_invalid(result.error or {}, result.node_errors)
+    lines = [f"valid: outputs {', '.join(result.outputs)}", *_node_lines(result.node_errors)]
     return "\n".join(lines)
+
+
+def describe_invalid(error: dict[str, Any], node_errors: dict[str, Any]) -> str:
+    """ComfyUI's ``{error, node_errors}`` as lines: the error, each node's problems, the fix for missing models."""
+    details = f" ({error['details']})" if error.get("details") else ""
+    lines = [f"invalid: {error.get('message', '')}{details}", *_node_lines(node_errors)]
+    missing = missing_models(node_errors)
+    if missing:
+        lines.append(f"missing models: {', '.join(missing)}: {MISSING_MODEL_FIX}")
+    return "\n".join(lines)
+
+
+def missing_models(node_errors: dict[str, Any]) -> list[str]:
+    """``folder/name`` of each model file a node names that the models folder does not hold."""
+    missing = []
+    for entry in node_errors.values():
+        for err in entry.get("errors", []):
+            info = err.get("extra_info") or {}
+            config = info.get("input_config") or []
+            options = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+            folder = options.get(MODEL_FOLDER)
+            if err.get("type") == "value_not_in_list" and isinstance(folder, str):
+                missing.append(f"{folder}/{info.get('received_value')}")
+    return missing
+
+
+def _node_lines(node_errors: dict[str, Any]) -> list[str]:
+    return [
+        f"  node {node_id} ({entry.get('class_type')}): {err['type']}: {err['message']}: {err.get('details', '')}"
+        for node_id, entry in node_errors.items()
+        for err in entry.get("errors", [])
+    ]

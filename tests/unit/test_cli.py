@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,19 +95,6 @@ def test_run_writes_pngs_carrying_the_prompt_and_a_manifest(tmp_path: Path, caps
     assert f"wrote {files['6']}" in printed and "done #5 ImageScaleBy" in printed
 
 
-def test_run_reports_validation_failure_in_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    prompt = json.loads(IMAGE_ONLY.read_text())
-    del prompt["2"]["inputs"]["left"]
-    path = tmp_path / "w.json"
-    path.write_text(json.dumps(prompt))
-    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err == (
-        "comfyserve run: the workflow is invalid (Prompt outputs failed validation): "
-        "node 2 (ImagePadForOutpaint) Required input is missing: left\n"
-    )
-    assert not (tmp_path / "o" / "manifest.json").exists()
-
-
 def test_run_missing_input_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["run", str(IMAGE_ONLY), "--out", str(tmp_path), "--input", "a.png=/nonexistent.png"]
     assert main(args) == 2
@@ -157,3 +145,69 @@ def test_validate_imports_only_its_own_command() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.splitlines() == ["valid: outputs 6, 8", "['comfyserve.commands.common', 'comfyserve.commands.validate']"]
+
+
+def test_run_lists_every_validation_error_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompt = json.loads(IMAGE_ONLY.read_text())
+    del prompt["2"]["inputs"]["left"]
+    prompt["3"]["inputs"]["blur_radius"] = 99
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(prompt))
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 1
+    run_err = capsys.readouterr().err
+    assert run_err == (
+        "invalid: Prompt outputs failed validation\n"
+        "  node 3 (ImageBlur): value_bigger_than_max: Value 99 bigger than max of 31: blur_radius\n"
+        "  node 2 (ImagePadForOutpaint): required_input_missing: Required input is missing: left\n"
+    )
+    assert not (tmp_path / "o").exists()
+    assert main(["validate", str(path)]) == 1
+    assert capsys.readouterr().out == run_err  # one account of an invalid workflow, the same exit status
+
+
+MISSING_FIX = (
+    "missing models: checkpoints/v1-5-pruned-emaonly.safetensors: give the folder that holds them with --models DIR"
+    " (checkpoints/, loras/, vae/ ...), or write random-weight stand-ins with: comfyserve make-test-models DIR"
+    " --for WORKFLOW.json\n"
+)
+
+
+def test_missing_model_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    workflow = str(ROOT / "examples" / "sd15_txt2img.json")
+    assert main(["run", workflow, "--out", str(tmp_path / "o")]) == 1
+    assert capsys.readouterr().err.endswith("not in []\n" + MISSING_FIX)
+    assert main(["validate", workflow, "--models", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.endswith("not in []\n" + MISSING_FIX)
+    assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_stops_run_between_steps_and_records_it(tmp_path: Path) -> None:
+    """SIGINT at a sampling step: the run stops at the next step, says so, exits 130, the manifest records it."""
+    from comfyserve.models.testmodels import make_test_models
+
+    prompt = json.loads((ROOT / "examples" / "sd15_txt2img.json").read_text())
+    prompt["3"]["inputs"]["steps"] = 1000  # minutes on the CPU if the interrupt were ignored
+    prompt["5"]["inputs"].update(width=64, height=64)
+    workflow = tmp_path / "long.json"
+    workflow.write_text(json.dumps(prompt))
+    make_test_models(tmp_path / "models", [workflow])
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "comfyserve", "run", str(workflow), "--out", str(out), "--models"]
+    child = subprocess.Popen(
+        [*command, str(tmp_path / "models")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    for line in child.stdout:
+        if "KSampler step" in line:
+            break
+    child.send_signal(signal.SIGINT)
+    stdout, stderr = child.communicate(timeout=30)
+    assert child.returncode == 130, stderr
+    assert stderr == (
+        "comfyserve run: stopping after the current step (Ctrl-C again to quit at once)\n"
+        "comfyserve run: interrupted by Ctrl-C; the manifest records where it stopped\n"
+    )
+    assert "interrupted\n" in stdout and f"manifest: {out / 'manifest.json'} (interrupted)" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert "3" not in manifest["executed"] and manifest["outputs"] == []
