@@ -1,5 +1,10 @@
 """``comfyserve serve [--port P] [--data DIR] [--workers N] [--models DIR] [--backend builtin|comfyui]``: the local
-stack, until Ctrl-C. ``--backend comfyui --comfyui-dir DIR`` runs every job on a managed ComfyUI (one per worker).
+stack, until Ctrl-C (a second Ctrl-C stops at once, killing the workers: the jobs they held run again at the next
+start). ``--backend comfyui --comfyui-dir DIR`` runs every job on a managed ComfyUI (one per worker).
+
+It prints one line per job state change (queued, started, succeeded, failed, cancelled). Model names are always
+checked at submit, against ``--models`` or else ``DIR/models`` (created empty; scanned when ``serve`` starts).
+A start that fails (API keys, port) leaves no data directory behind if it created it.
 
 API keys (``tenant:key``) come from ``COMFYSERVE_API_KEYS`` (comma-separated) or ``--keys-file`` (one a line);
 with neither, a key for tenant ``local`` is created once in ``DIR/api_keys.txt``. Every other
@@ -11,15 +16,19 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfyserve.commands.comfyui import add_comfyui_options
 from comfyserve.commands.common import UsageError
 from comfyserve.service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from comfyserve.localstack.stack import LocalStack
 
 DEFAULT_DATA = Path("comfyserve-data")
 KEYS_FILE = "api_keys.txt"
@@ -33,7 +42,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"data directory (default ./{DEFAULT_DATA})")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--models", type=Path, help="models directory (checkpoints/, loras/, vae/ ...)")
+    parser.add_argument(
+        "--models", type=Path, help="models directory (checkpoints/, loras/, vae/ ...; default DATA/models)"
+    )
     parser.add_argument("--keys-file", type=Path, help="API keys, one 'tenant:key' a line")
     parser.add_argument("--custom-nodes", type=Path, action="append", default=[], help="a custom_nodes directory")
     parser.add_argument("--anonymous-tenant", help="serve requests without a key as this tenant (unmodified clients)")
@@ -84,26 +95,46 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--models {args.models} is not a directory")
     if args.backend == "comfyui" and (args.comfyui_dir is None or not (args.comfyui_dir / "main.py").is_file()):
         raise UsageError("--backend comfyui needs --comfyui-dir (or COMFYUI_DIR): a ComfyUI checkout")
-    settings, hint = _settings(args)
+    models = args.models if args.models is not None else args.data / "models"
+    fresh = not args.data.exists()
+    try:
+        settings, hint = _settings(args)
+        stack = LocalStack(
+            args.data,
+            args.port,
+            args.workers,
+            host=args.host,
+            settings=settings,
+            models_dir=models,
+            custom_nodes=args.custom_nodes,
+            backend=args.backend,
+            comfyui_dir=args.comfyui_dir,
+            comfyui_python=args.comfyui_python,
+        )
+        stack.start()
+    except BaseException:
+        if fresh:
+            shutil.rmtree(args.data, ignore_errors=True)
+        raise
+    models.mkdir(parents=True, exist_ok=True)
+    return _serve(stack, args, hint, models)
+
+
+def _serve(stack: LocalStack, args: argparse.Namespace, hint: str, models: Path) -> int:
+    """Until the first Ctrl-C (or SIGTERM): print job state changes; then drain, or kill on a second one."""
+    from comfyserve.localstack.job_log import JobLog
+
     stopping = threading.Event()
+    killed = threading.Event()
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
+        if stopping.is_set():
+            killed.set()
+            stack.kill_workers()
         stopping.set()
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-    stack = LocalStack(
-        args.data,
-        args.port,
-        args.workers,
-        host=args.host,
-        settings=settings,
-        models_dir=args.models,
-        custom_nodes=args.custom_nodes,
-        backend=args.backend,
-        comfyui_dir=args.comfyui_dir,
-        comfyui_python=args.comfyui_python,
-    )
-    stack.start()
+    job_log = JobLog(stack.adapters.bus.path, lambda line: print(line, flush=True))
     try:
         if args.backend == "comfyui":
             print("starting ComfyUI in each worker…", flush=True)
@@ -113,13 +144,18 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"ComfyUI did not start (its log is in {stack.data_dir}/work/): {exc}") from None
         print(f"comfyserve serving on {stack.url} ({args.workers} worker(s), data in {stack.data_dir})")
         print(hint)
+        print(f"models: {models.resolve()} (checkpoints/, loras/, vae/ …; read when serve starts)")
         print(f"ComfyUI clients: POST {stack.url}/prompt, websocket {stack.url.replace('http', 'ws', 1)}/ws")
         print("Ctrl-C to stop", flush=True)
+        job_log.start()
         while not stopping.wait(1.0):
             pass
     finally:
-        print("stopping: draining workers…", flush=True)
+        print("stopping: draining workers (Ctrl-C again to stop at once)…", flush=True)
         stack.stop()
+        if killed.is_set():
+            print("stopped at once: the jobs the workers held run again at the next start", flush=True)
+        job_log.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0

@@ -155,16 +155,18 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         """Serve, then start the workers. With the comfyui backend the API validates against the catalog the
-        workers publish once their ComfyUI answers (the packaged one until then)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        workers publish once their ComfyUI answers (the packaged one until then). What can be refused (the API
+        keys, the models folder, the port) is checked before anything is written to the data directory."""
+        auth = authenticator_from_settings(self.settings)
+        inventory = ModelInventory.scan(self.models_dir) if self.models_dir else None
         server = self._server = LocalServer((self.host, self.port))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         adapters = self._adapters = LocalAdapters.open(
             self.data_dir,
             server.url,
             max_receives=self.max_receives,
             allow_private_urls=self.settings.allow_private_urls,
         )
-        inventory = ModelInventory.scan(self.models_dir) if self.models_dir else None
         deps = ServiceDeps(
             blobs=adapters.blobs,
             queue=adapters.queue,
@@ -178,7 +180,6 @@ class LocalStack:
             metrics=lambda: worker_metrics(self.data_dir),
         )
         service = JobService(deps)
-        auth = authenticator_from_settings(self.settings)
         hub = self._hub = WebsocketHub(adapters.feed, service.queue_remaining)
         hub.start()
         server.mount(Mount(build_app(service, auth), adapters.blobs, hub, websocket_authenticator(auth)))
@@ -265,6 +266,15 @@ class LocalStack:
                     raise RuntimeError(f"worker {process.name} exited with code {process.exitcode} while starting")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"worker {process.name} not ready after {timeout_s} s")
+
+    def kill_workers(self) -> None:
+        """SIGKILL every worker, unreplaced: a stop that cannot wait (the jobs they held come back when their
+        messages' visibility runs out)."""
+        self._stopping.set()
+        with self._lock:
+            for process in self.processes:
+                if process.is_alive():
+                    process.kill()
 
     def stop(self) -> None:
         """Drain the workers, then stop serving; safe to call twice."""

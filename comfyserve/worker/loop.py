@@ -377,6 +377,8 @@ class Worker:
                 self.ports.store.transition(record.job_id, {JobStatus.RUNNING}, JobStatus.QUEUED, timings=timings)
             except TransitionConflict as exc:
                 log.info("job changed under the draining worker (%s)", exc)
+            else:
+                log.warning("job %s put back in the queue: the worker stopped before it finished", record.job_id)
             return Outcome.RELEASED, None
         status: ManifestStatus = "succeeded"
         outputs: list[OutputRef] = []

@@ -465,7 +465,9 @@ def test_drain_lets_the_running_job_finish_then_stops(stack_adapters: LocalAdapt
     assert status(stack_adapters, record.job_id) is JobStatus.SUCCEEDED
 
 
-def test_drain_past_its_grace_period_releases_the_job(stack_adapters: LocalAdapters, registry: NodeRegistry) -> None:
+def test_drain_past_its_grace_period_releases_the_job(
+    stack_adapters: LocalAdapters, registry: NodeRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
     worker = make_worker(stack_adapters, registry, drain_timeout_s=0.2)
     record = enqueue(stack_adapters, wait_workflow(10.0, steps=100))
     thread, _ = in_thread(worker.run)
@@ -478,6 +480,9 @@ def test_drain_past_its_grace_period_releases_the_job(stack_adapters: LocalAdapt
     assert released is not None and released.status is JobStatus.QUEUED and released.attempts == 1
     (again,) = stack_adapters.queue.receive(1, 30, 0)
     assert again.message().job_id == record.job_id and again.receive_count == 2
+    assert f"job {record.job_id} put back in the queue: the worker stopped before it finished" in [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+    ]
 
 
 class RecordingProtection:

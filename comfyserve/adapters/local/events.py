@@ -14,6 +14,10 @@ class JsonlEventBus:
         self._log = JsonLinesFile(log_path)
         self._webhooks = webhooks
 
+    @property
+    def path(self) -> Path:
+        return self._log.path
+
     def publish(self, event: JobEvent) -> None:
         """Append the event (durable on return), then queue its webhook delivery without waiting for it."""
         self._log.append(event.model_dump_json())
