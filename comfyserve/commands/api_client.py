@@ -30,9 +30,11 @@ class ApiError(ComfyServeError):
             text = error.get("message") or document.get("message") or body.decode(errors="replace")
             details = f" ({error['details']})" if error.get("details") else ""
             self.type = str(error.get("type", "http_error"))
+            self.error: dict[str, Any] = error
             self.node_errors: dict[str, Any] = document.get("node_errors") or {}
         except (ValueError, AttributeError):
             text, details, self.type, self.node_errors = body.decode(errors="replace")[:500], "", "http_error", {}
+            self.error = {}
         super().__init__(f"HTTP {status} {self.type}: {text}{details}")
 
 
@@ -46,9 +48,17 @@ class Response:
         return json.loads(self.body)
 
 
+def base_url(endpoint: str) -> str:
+    """The endpoint as an http(s) base URL: ``host:port`` means ``http://host:port``; other schemes are refused."""
+    url = endpoint if "://" in endpoint else f"http://{endpoint}"
+    if not url.startswith(("http://", "https://")):
+        raise ComfyServeError(f"endpoint {endpoint!r} is not an http:// or https:// URL")
+    return url.rstrip("/")
+
+
 class Client:
     def __init__(self, endpoint: str, api_key: str | None, timeout_s: float = TIMEOUT_S) -> None:
-        self.endpoint = endpoint.rstrip("/")
+        self.endpoint = base_url(endpoint)
         self.api_key = api_key
         self.timeout_s = timeout_s
 

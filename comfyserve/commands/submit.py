@@ -13,16 +13,20 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from comfyserve.commands.api_client import Client
+from comfyserve.commands.api_client import TERMINAL, ApiError, Client
 from comfyserve.commands.common import UsageError, parse_inputs, read_workflow
+from comfyserve.commands.validate import describe_invalid
 
 API_KEY_ENV = "COMFYSERVE_API_KEY"
+SERVER_MODELS_FIX = "the server does not hold them (a local server takes them from: comfyserve serve --models DIR)"
 
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("submit", help="submit a workflow to a comfyserve endpoint")
     parser.add_argument("file", type=Path, help="workflow JSON (API format, or {'prompt': ...})")
-    parser.add_argument("--endpoint", required=True, help="the API's base URL, e.g. http://127.0.0.1:8188")
+    parser.add_argument(
+        "--endpoint", required=True, help="the API's base URL, e.g. http://127.0.0.1:8188 (host:port means http://)"
+    )
     parser.add_argument("--api-key", help=f"your API key (default: ${API_KEY_ENV})")
     parser.add_argument(
         "--input", action="append", default=[], metavar="NAME=PATH", help="a LoadImage value and its local file"
@@ -46,13 +50,16 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class ProgressPrinter:
-    """Prints a line whenever a polled job view shows a new status or progress."""
+    """Prints a line whenever a polled job view shows a new status or progress; the final status is left to the
+    caller's summary. ``last`` is a line already printed (``queued`` after the submit's own line)."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, last: str = "") -> None:
         self.stream = stream or sys.stdout
-        self.last = ""
+        self.last = last
 
     def __call__(self, view: dict[str, Any]) -> None:
+        if view["status"] in TERMINAL:
+            return
         line = describe(view)
         if line != self.last:
             self.last = line
@@ -78,13 +85,19 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and not args.wait:
         raise UsageError("--out needs --wait")
     client = Client(args.endpoint, api_key)
-    accepted = client.submit(read_workflow(args.file), parse_inputs(args.input), **_options(args))
+    try:
+        accepted = client.submit(read_workflow(args.file), parse_inputs(args.input), **_options(args))
+    except ApiError as exc:
+        if not exc.node_errors:
+            raise
+        print(describe_invalid(exc.error, exc.node_errors, SERVER_MODELS_FIX), file=sys.stderr)  # as validate does
+        return 1
     job_id = accepted["job_id"]
     if not args.wait:
         print(json.dumps(accepted, indent=2))
         return 0
     print(f"job {job_id} queued")
-    view = client.wait(job_id, ProgressPrinter())
+    view = client.wait(job_id, ProgressPrinter(last="queued"))
     timings = view.get("timings") or {}
     if view["status"] == "succeeded":
         print(f"succeeded in {timings.get('execution_s')} s (queued {timings.get('queued_s')} s)")

@@ -54,13 +54,13 @@ def describe(result: ValidationResult) -> str:
     return "\n".join(lines)
 
 
-def describe_invalid(error: dict[str, Any], node_errors: dict[str, Any]) -> str:
+def describe_invalid(error: dict[str, Any], node_errors: dict[str, Any], models_fix: str = MISSING_MODEL_FIX) -> str:
     """ComfyUI's ``{error, node_errors}`` as lines: the error, each node's problems, the fix for missing models."""
     details = f" ({error['details']})" if error.get("details") else ""
     lines = [f"invalid: {error.get('message', '')}{details}", *_node_lines(node_errors)]
     missing = missing_models(node_errors)
     if missing:
-        lines.append(f"missing models: {', '.join(missing)}: {MISSING_MODEL_FIX}")
+        lines.append(f"missing models: {', '.join(missing)}: {models_fix}")
     return "\n".join(lines)
 
 
