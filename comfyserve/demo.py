@@ -3,6 +3,7 @@
 Starts the local stack on a free port with a temporary data directory, writes tiny random-weight models under
 the names ``examples/sd15_txt2img.json`` asks for (ComfyUI's own basic API example, unchanged), submits it over
 HTTP with an API key, shows its progress, prints the completion event and where the PNG is, and stops the stack.
+The models have random weights, so the PNG is noise: the demo ends by saying how to run a real checkpoint.
 """
 
 from __future__ import annotations
@@ -25,11 +26,29 @@ OUTPUT_DIR = Path("demo-data")
 TENANT = "demo"
 
 
-def make_models(models_dir: Path) -> None:
+def make_models(models_dir: Path) -> list[str]:
+    """Write the workflow's models with random weights; their ``folder/name``s."""
     from comfyserve.models.testmodels import make_test_models
 
+    names = []
     for path in make_test_models(models_dir, [WORKFLOW]):
-        print(f"  tiny test model: {path.relative_to(models_dir)} ({path.stat().st_size // 1024} KiB)")
+        names.append(path.relative_to(models_dir).as_posix())
+        print(f"  tiny test model: {names[-1]} ({path.stat().st_size // 1024} KiB, random weights)")
+    return names
+
+
+def real_models_note(names: list[str]) -> str:
+    """What the demo's image is, and how to run the same workflow on real model files."""
+    workflow = f"examples/{WORKFLOW.name}"
+    lines = [
+        "The image is noise: the demo's models have random weights (comfyserve make-test-models wrote them).",
+        "For a real picture, put real model files under the same names in a models folder:",
+        *(f"  models/{name}" for name in names),
+        f"then run the workflow locally:  comfyserve run {workflow} --models models --out out",
+        "or serve it:  comfyserve serve --models models  (it prints your API key), then",
+        f"  comfyserve submit {workflow} --endpoint 127.0.0.1:8188 --api-key KEY --wait --out out",
+    ]
+    return "\n".join(lines)
 
 
 def completion_event(events: list[JobEvent]) -> dict[str, Any]:
@@ -48,7 +67,7 @@ def main() -> int:
         models_dir = data_dir / "models"
         models_dir.mkdir()
         print("comfyserve demo: the local stack end to end")
-        make_models(models_dir)
+        names = make_models(models_dir)
         started = time.perf_counter()
         with LocalStack(data_dir, port=0, workers=1, api_keys={TENANT: key}, models_dir=models_dir) as stack:
             print(f"local stack on {stack.url} (data in {data_dir}); starting a worker…")
@@ -67,6 +86,7 @@ def main() -> int:
             saved = client.download_outputs(view, OUTPUT_DIR.resolve() / job_id)
         for path in saved:
             print(f"image: {path}")
+    print(real_models_note(names))
     return 0
 
 
