@@ -10,7 +10,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "Installing comfyserve and its dependencies (torch among them) into $(VENV): a few minutes the first time, once only."
+	@echo "Installing comfyserve and its dependencies (torch among them) into $(VENV): a few minutes on the first run; skipped afterwards until pyproject.toml or constraints.txt change."
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,infra,dev]'
 	touch $(STAMP)
