@@ -84,7 +84,7 @@ class Stack:
         )
 
 
-def make_stack(root: Path, **settings: Any) -> Stack:
+def make_stack(root: Path, catalog: Catalog | None = None, **settings: Any) -> Stack:
     blobs = LocalBlobStore(root / "blobs", BlobUrlSigner("http://127.0.0.1:8188", b"test-secret"))
     queue = SqliteJobQueue(root / "queue.sqlite")
     jobs = SqliteJobStore(root / "jobs.sqlite")
@@ -94,7 +94,7 @@ def make_stack(root: Path, **settings: Any) -> Stack:
         queue=queue,
         jobs=jobs,
         events=events,
-        catalog=tiny_catalog(),
+        catalog=catalog or tiny_catalog(),
         settings=ServiceSettings(**settings),
     )
     service = JobService(deps)

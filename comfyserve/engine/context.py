@@ -37,6 +37,7 @@ class RunContext:
     progress_hook: ProgressHook | None = None
     cancel_check: Callable[[], bool] = lambda: False
     event_sink: Callable[[str, dict[str, Any]], None] | None = None  # the job's event stream, set by the executor
+    max_pixels: int | None = None  # the run's pixel cap (Limits.max_pixels), checked by nodes before allocating
 
     def resolve_input(self, name: str) -> Path:
         """The local file behind a ``LoadImage`` value; never a path outside ``input_dir``."""
@@ -68,6 +69,15 @@ _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("co
 def active() -> RunContext | None:
     """The running job's context, or ``None`` outside a job (catalog export, validation)."""
     return _current.get()
+
+
+def check_pixels(width: int, height: int) -> None:
+    """Refuse an image of ``width`` x ``height`` over the running job's pixel cap, before it is allocated
+    (validation bounds the sizes it can see; this catches the rest). Outside a job nothing is capped."""
+    ctx = _current.get()
+    cap = ctx.max_pixels if ctx is not None else None
+    if cap is not None and width * height > cap:
+        raise NodeInputError(f"{width}x{height} exceeds this service's limit of {cap:,} pixels")
 
 
 def current() -> RunContext:

@@ -26,16 +26,28 @@ from comfyserve.engine.types import types_compatible
 
 ErrorDict = dict[str, Any]
 _LIMITED_INPUTS = frozenset({"steps", "batch_size", "width", "height"})
+# Nodes whose output is their ``value`` input: caps see the constant behind a link from one of them.
+_PASS_THROUGH = frozenset({"PrimitiveInt", "PrimitiveFloat"})
+_MAX_FOLD_HOPS = 64
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps that keep one request from asking for unbounded GPU work (``None`` disables a cap)."""
+    """Caps that keep one request from asking for unbounded GPU work (``None`` disables a cap).
+
+    Validation checks them on literal values, values behind primitive nodes, and image sizes carried through
+    the graph (a node with ``width``/``height`` sets a size, one with a literal ``scale_by`` multiplies it, the
+    others keep the largest size they receive); nodes that allocate images check ``max_pixels`` again at run
+    time (:func:`comfyserve.engine.context.check_pixels`), for what validation cannot see.
+    """
 
     max_nodes: int | None = 5000
     max_pixels: int | None = 4096 * 4096
     max_steps: int | None = 1000
     max_batch_size: int | None = 64
+
+
+LOCAL_LIMITS = Limits(max_nodes=None)  # a user's own machine (``comfyserve run``): any number of nodes
 
 
 @dataclass
@@ -169,6 +181,7 @@ class _Checker:
         self.limits = limits
         self.node_classes = node_classes or {}
         self.states: dict[str, _NodeState] = {}
+        self.sizes: dict[str, tuple[int, int]] = {}  # the largest image (width, height) a node may produce
         self._source_cache: dict[str, list[str]] = {}
         self.coerced: dict[str, Any] = dict(prompt)  # nodes are copied on first coercion (copy on write)
 
@@ -271,6 +284,8 @@ class _Checker:
                 coerced[name] = new_value
         if not errors and not _LIMITED_INPUTS.isdisjoint(spec.declared):
             errors.extend(self._limit_errors(spec, coerced))
+        if not errors and self.limits.max_pixels is not None:
+            errors.extend(self._size_errors(node_id, spec, coerced))
         if not errors and hook is not None and node["class_type"] in self.node_classes:
             errors.extend(self._run_hook(node["class_type"], spec, coerced, linked_types))
         if errors:
@@ -355,18 +370,55 @@ class _Checker:
             state.ok = False
         return received
 
+    def _folded(self, value: Any) -> Any:
+        """``value``, or for a link from a primitive node the constant behind it (through chains of them);
+        a link that cannot be folded stays a list."""
+        for _ in range(_MAX_FOLD_HOPS):
+            if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
+                return value
+            source = self.coerced.get(value[0])
+            if source is None or source.get("class_type") not in _PASS_THROUGH:
+                return value
+            value = source.get("inputs", {}).get("value")
+        return value
+
     def _limit_errors(self, spec: NodeSpec, inputs: dict[str, Any]) -> list[ErrorDict]:
         errors = []
         caps = (("steps", self.limits.max_steps), ("batch_size", self.limits.max_batch_size))
         for name, cap in caps:
-            value = inputs.get(name)
-            if cap is not None and name in spec.declared and isinstance(value, int) and value > cap:
+            value = self._folded(inputs.get(name))
+            if cap is not None and name in spec.declared and _is_int(value) and value > cap:
                 errors.append(_limit_error(name, f"{value} exceeds this service's limit of {cap}"))
-        width, height = inputs.get("width"), inputs.get("height")
-        cap = self.limits.max_pixels
-        if cap is not None and isinstance(width, int) and isinstance(height, int) and width * height > cap:
-            errors.append(_limit_error("width", f"{width}x{height} exceeds this service's limit of {cap:,} pixels"))
         return errors
+
+    def _size_errors(self, node_id: str, spec: NodeSpec, inputs: dict[str, Any]) -> list[ErrorDict]:
+        """Record the largest image ``node_id`` may produce; refuse one over ``max_pixels`` where it is made."""
+        sizes = self.sizes
+        largest: tuple[int, int] | None = None
+        for source in self._sources(node_id):
+            size = sizes.get(source)
+            if size is not None and (largest is None or size[0] * size[1] > largest[0] * largest[1]):
+                largest = size
+        declared = spec.declared
+        made: tuple[int, int] | None = None
+        name = "width"
+        if "width" in declared:
+            width, height = self._folded(inputs.get("width")), self._folded(inputs.get("height"))
+            if _is_int(width) and _is_int(height) and width > 0 and height > 0:
+                made = (width, height)
+        if made is None and largest is not None and "scale_by" in declared:
+            scale = self._folded(inputs.get("scale_by"))
+            if isinstance(scale, int | float):
+                made, name = (round(largest[0] * scale), round(largest[1] * scale)), "scale_by"
+        if made is None:
+            if largest is not None:
+                sizes[node_id] = largest
+            return []
+        sizes[node_id] = made
+        cap = self.limits.max_pixels
+        if cap is None or made[0] * made[1] <= cap:
+            return []
+        return [_limit_error(name, f"{made[0]}x{made[1]} exceeds this service's limit of {cap:,} pixels")]
 
     def _run_hook(
         self, class_type: str, spec: NodeSpec, inputs: dict[str, Any], linked_types: dict[str, str]
@@ -418,6 +470,10 @@ def _resolve(awaitable: Awaitable[Any]) -> Any:
 
 def _link_info(name: str, input_spec: InputSpec, value: Any) -> dict[str, Any]:
     return {"input_name": name, "input_config": input_spec.config(), "received_value": value}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _limit_error(name: str, details: str) -> ErrorDict:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from comfyserve.engine.context import check_pixels
 from comfyserve.engine.errors import NodeInputError
 from comfyserve.models.sampling.resize import center_crop_to_aspect
 from comfyserve.nodes.imagefile import to_uint8
@@ -31,6 +32,7 @@ def common_upscale(samples: torch.Tensor, width: int, height: int, method: str, 
     ``center`` first crops to the target aspect ratio; ``lanczos`` goes through Pillow at 8 bits."""
     if width < 1 or height < 1:
         raise NodeInputError(f"cannot resize to {width}x{height}: both sides must be at least 1 pixel")
+    check_pixels(width, height)
     if method not in UPSCALE_METHODS:
         raise NodeInputError(f"unknown upscale method {method!r}; expected one of {UPSCALE_METHODS}")
     if crop == "center":
@@ -184,6 +186,7 @@ class ImagePadForOutpaint:
         """Grey (0.5) padding; the mask is 1 on the padding and fades quadratically into the image over
         ``feathering`` pixels from each padded side (only when the image is over twice that size)."""
         batch, height, width, channels = image.shape
+        check_pixels(width + left + right, height + top + bottom)
         shape = (batch, height + top + bottom, width + left + right, channels)
         padded = torch.full(shape, 0.5, dtype=torch.float32, device=image.device)
         padded[:, top : top + height, left : left + width, :] = image
@@ -247,6 +250,7 @@ class EmptyImage:
 
     def generate(self, width: int, height: int, batch_size: int = 1, color: int = 0) -> tuple[torch.Tensor]:
         """``color`` is 0xRRGGBB."""
+        check_pixels(width, height)
         rgb = torch.tensor([((color >> shift) & 0xFF) / 0xFF for shift in (16, 8, 0)], dtype=torch.float32)
         return (rgb.expand(batch_size, height, width, 3).clone(),)
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from comfyserve.engine.context import check_pixels
 from comfyserve.engine.errors import NodeInputError
 from comfyserve.models.handles import Autoencoder
 from comfyserve.models.sampling.resize import CROP_METHODS, UPSCALE_METHODS, upscale
@@ -56,6 +57,7 @@ class EmptyLatentImage:
 
     def generate(self, width: int, height: int, batch_size: int = 1) -> tuple[dict[str, torch.Tensor]]:
         """A size that is not a multiple of 8 rounds down, as ComfyUI's does (``step`` is not enforced)."""
+        check_pixels(width, height)
         samples = torch.zeros([batch_size, LATENT_CHANNELS, height // DOWNSCALE, width // DOWNSCALE])
         return ({"samples": samples},)
 
@@ -93,6 +95,7 @@ class LatentUpscale:
             height = max(64, round(latent.shape[-2] * width / latent.shape[-1]))
         else:
             width, height = max(64, width), max(64, height)
+        check_pixels(width, height)
         out = dict(samples)
         out["samples"] = upscale(latent, width // DOWNSCALE, height // DOWNSCALE, upscale_method, crop)
         return (out,)
@@ -121,6 +124,7 @@ class LatentUpscaleBy:
             raise NodeInputError(
                 f"scale_by {scale_by} shrinks the {latent.shape[-1]}x{latent.shape[-2]} latent to nothing"
             )
+        check_pixels(width * DOWNSCALE, height * DOWNSCALE)
         out = dict(samples)
         out["samples"] = upscale(latent, width, height, upscale_method, "disabled")
         return (out,)

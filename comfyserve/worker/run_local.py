@@ -22,7 +22,7 @@ from comfyserve.engine.errors import ComfyServeError
 from comfyserve.engine.executor import ExecutionResult, Executor
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.registry import NodeRegistry
-from comfyserve.engine.validation import Limits, ValidationResult, validate_prompt
+from comfyserve.engine.validation import LOCAL_LIMITS, Limits, ValidationResult, validate_prompt
 from comfyserve.worker.outputs import LocalOutput
 
 MANIFEST = "manifest.json"
@@ -52,7 +52,7 @@ class LocalRun:
     models: ModelInventory = field(default_factory=ModelInventory)
     inputs: dict[str, Path] = field(default_factory=dict)
     input_dir: Path | None = None
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = LOCAL_LIMITS  # the service passes its own
     keep_going: bool = False
     targets: list[str] | None = None  # ComfyUI's partial_execution_targets: run only these outputs
     cancel_check: Callable[[], bool] = lambda: False
@@ -90,6 +90,7 @@ def execute_workflow(
         prompt=validation.prompt,
         extra_pnginfo=extra_pnginfo,
         cancel_check=run.cancel_check,
+        max_pixels=run.limits.max_pixels,
     )
     result = executor.execute(
         validation.prompt,
