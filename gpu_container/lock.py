@@ -21,6 +21,7 @@ PYPROJECT = HERE.parent / "pyproject.toml"
 LOCK = HERE / "requirements.txt"
 PYTHON_VERSION = "3.12"
 GLIBC_MINORS = range(17, 40)  # Ubuntu 24.04 has glibc 2.39: every manylinux_2_x up to it runs there
+CUDA_STACK = re.compile(r"torch|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+")  # torch's CUDA build and its wheels
 
 
 def canonical_name(name: str) -> str:
@@ -64,7 +65,23 @@ def lock_text(installs: list[dict[str, object]]) -> str:
     return "\n".join([*lines, *sorted(pins)]) + "\n"
 
 
+def comfyui_pins(lock: str) -> tuple[str, str]:
+    """For ComfyUI's own environment in the image's ``comfyui`` target: the lock's CUDA torch stack with its
+    hashes (installed first, hash-checked), and every pin of the lock as a constraint (so ComfyUI's requirements
+    resolve to the worker's versions of the packages they share, torch's CUDA build included)."""
+    blocks = re.findall(r"^([a-z0-9-]+)==(\S+) \\\n(    --hash=sha256:[0-9a-f]{64})$", lock, re.MULTILINE)
+    stack = [f"{name}=={version} \\\n{digest}" for name, version, digest in blocks if CUDA_STACK.fullmatch(name)]
+    constraints = [f"{name}=={version}" for name, version, _ in blocks]
+    return "\n".join(stack) + "\n", "\n".join(constraints) + "\n"
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["comfyui-pins"]:  # comfyui-pins DIR: DIR/cuda-stack.txt and DIR/constraints.txt
+        folder = Path(sys.argv[2])
+        stack, constraints = comfyui_pins(LOCK.read_text())
+        (folder / "cuda-stack.txt").write_text(stack)
+        (folder / "constraints.txt").write_text(constraints)
+        return 0
     LOCK.write_text(lock_text(resolve(runtime_requirements())))
     print(f"wrote {LOCK}")
     return 0

@@ -1,6 +1,7 @@
 """The GPU image, checked without Docker: the Dockerfile lints clean, the committed requirements lock covers every
-runtime dependency with torch's CUDA build matching the base image, and the image's custom_nodes load under the
-allow/deny lists. (The lock itself is resolved against PyPI by `make gpu-lock`; tests never leave loopback.)"""
+runtime dependency with torch's CUDA build matching the base image, the image's custom_nodes load under the
+allow/deny lists, and the ``comfyui`` target carries a pinned ComfyUI with the locked nodes and its catalog.
+(The lock itself is resolved against PyPI by `make gpu-lock`; tests never leave loopback.)"""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from packaging.requirements import Requirement
 
 from comfyserve.settings import CloudWorkerSettings
 from comfyserve.worker.cloud import node_registry
+from comfyserve.worker.comfyui.nodes_lock import parse_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER = ROOT / "gpu_container"
@@ -90,3 +92,59 @@ def test_the_images_custom_nodes_load_under_the_allowlist() -> None:
     assert "TextJoin" not in denied.classes and "PrimitiveInt" in denied.classes
     join = everything.classes["TextJoin"]()
     assert join.join("a", "b", "-") == ("a-b",)
+
+
+def stages() -> dict[str, str]:
+    """Each stage's text by its name, in the Dockerfile's order."""
+    parts = re.split(r"^FROM (\S+) AS (\S+)$", (CONTAINER / "Dockerfile").read_text(), flags=re.MULTILINE)[1:]
+    return {name: f"FROM {base}\n{body}" for base, name, body in zip(*[iter(parts)] * 3, strict=True)}
+
+
+def instructions(stage: str) -> list[str]:
+    return [line for line in stage.splitlines()[1:] if line.strip() and not line.startswith("#")]
+
+
+def test_the_default_target_stays_the_builtin_only_runtime_image() -> None:
+    found = stages()
+    assert list(found) == ["build", "runtime", "comfyui-build", "comfyui", "builtin"]
+    assert found["builtin"].startswith("FROM runtime\n") and instructions(found["builtin"]) == []  # last: default
+    for stage in ("build", "runtime"):
+        assert "comfyui" not in "\n".join(instructions(found[stage])).lower()
+
+
+def test_the_comfyui_target_carries_a_pinned_comfyui_with_the_locked_nodes_and_its_catalog() -> None:
+    found = stages()
+    build, image = found["comfyui-build"], found["comfyui"]
+    assert build.startswith("FROM build\n")  # the worker's environment, for the comfyserve commands
+    assert re.search(r"^ARG COMFYUI_REF=[0-9a-f]{40}$", build, re.MULTILINE)
+    assert 'git fetch --quiet --depth 1 "${COMFYUI_REPO}" "${COMFYUI_REF}"' in build
+    assert "WORKDIR /opt/ComfyUI" in build and "python3 -m venv /opt/ComfyUI/venv" in build
+    assert "/opt/ComfyUI/venv/bin/pip install --require-hashes --no-deps -r /tmp/cuda-stack.txt" in build
+    assert "-c /tmp/constraints.txt" in build
+    assert "comfyserve comfyui install-nodes /opt/comfyserve/custom_nodes.lock --comfyui-dir /opt/ComfyUI" in build
+    assert "comfyserve catalog --from-comfyui /opt/ComfyUI > /opt/comfyserve/catalog.json" in build
+    assert image.startswith("FROM runtime\n")  # uid 10001, the health check and the entrypoint come with it
+    assert "USER" not in image
+    assert "COPY --from=comfyui-build /opt/ComfyUI /opt/ComfyUI" in image
+    assert "/opt/comfyserve/catalog.json /opt/comfyserve/" in image
+    assert re.search(r"COMFYSERVE_BACKEND=comfyui \\\n\s+COMFYUI_DIR=/opt/ComfyUI", image)
+    commands = "\n".join(instructions(build) + instructions(image))
+    assert not re.search(r"(models|\.safetensors|\.ckpt|\.pth)", commands)  # no models baked in
+
+
+def test_comfyuis_environment_gets_the_locks_cuda_torch_hash_checked_and_every_pin_as_a_constraint() -> None:
+    stack, constraints = lock_script().comfyui_pins((CONTAINER / "requirements.txt").read_text())
+    lock = pins()
+    hashed = dict(re.findall(r"^([a-z0-9-]+)==\S+ \\\n    --hash=sha256:([0-9a-f]{64})$", stack, re.MULTILINE))
+    assert {"torch", "triton", "nvidia-cuda-runtime"} <= set(hashed)
+    assert all(name == "torch" or name.startswith(("nvidia-", "cuda-", "triton")) for name in hashed)
+    assert all(lock[name][1] == sha256 for name, sha256 in hashed.items())
+    assert constraints.splitlines() == [f"{name}=={version}" for name, (version, _) in lock.items()]
+
+
+def test_the_custom_nodes_lock_parses_and_its_example_is_a_valid_pack() -> None:
+    text = (CONTAINER / "custom_nodes.lock").read_text()
+    assert parse_lock(text) == []  # the team's packs go here; none by default
+    example = "\n".join(line.removeprefix("# ") for line in text.splitlines() if re.match(r"# (\[\[|\w+ = )", line))
+    [pack] = parse_lock(example)
+    assert pack.name == "ComfyUI_essentials" and len(pack.commit) == 40
