@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +53,7 @@ class Catalog:
     @classmethod
     def packaged(cls) -> Catalog:
         """The catalog shipped with the package (built from the built-in nodes)."""
-        text = resources.files("comfyserve.engine").joinpath(PACKAGED_CATALOG).read_text(encoding="utf-8")
+        text = Path(__file__).with_name(PACKAGED_CATALOG).read_text(encoding="utf-8")  # importlib.resources costs 6 ms
         return cls.from_object_info(json.loads(text))
 
     def to_object_info(self) -> dict[str, Any]:

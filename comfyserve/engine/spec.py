@@ -6,7 +6,6 @@ can validate a workflow without importing a single node module (no torch on the 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -222,6 +221,8 @@ def _validate_hook(node_class: type) -> ValidateHook | None:
     hook = getattr(node_class, "VALIDATE_INPUTS", None)
     if not callable(hook):
         return None
+    import inspect  # only for node classes with a hook: the edge reading a catalog never needs it
+
     spec = inspect.getfullargspec(hook)
     params = frozenset(a for a in spec.args + spec.kwonlyargs if a not in ("self", "cls", "s", "input_types"))
     wants_types = "input_types" in spec.args or "input_types" in spec.kwonlyargs
