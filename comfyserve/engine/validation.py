@@ -8,12 +8,9 @@ Every walk is iterative: a 10,000-node chain validates without touching the recu
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import math
 import traceback
 from collections.abc import Awaitable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -434,7 +431,7 @@ class _Checker:
             kwargs["input_types"] = linked_types
         try:
             result = node_class.VALIDATE_INPUTS(**kwargs)  # type: ignore[attr-defined]
-            if inspect.isawaitable(result):
+            if isinstance(result, Awaitable):
                 result = _resolve(result)
         except Exception as exc:
             return [
@@ -455,7 +452,9 @@ class _Checker:
 
 def _resolve(awaitable: Awaitable[Any]) -> Any:
     """The result of an async ``VALIDATE_INPUTS``, awaited on a loop of its own (a thread's when the caller
-    is itself inside a running loop)."""
+    is itself inside a running loop). asyncio loads only here: the CLI's validate path starts without it."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     async def wait() -> Any:
         return await awaitable

@@ -37,7 +37,10 @@ def test_builtin_runs_a_job_into_its_folder_and_lists_its_files(tmp_path: Path) 
     assert result.outputs[0].path == tmp_path / "out" / "sub" / "x_00001_.png" and result.outputs[0].path.is_file()
     assert set(result.per_node_s) == {"1", "2"} and result.executed == ["1", "2"]
     assert "executing" in events
-    assert again.cached == ["1"] and again.executed == ["2"]  # warm across jobs; output nodes always run
+    # warm across jobs: the output node is replayed from the cache into the second job's own folder
+    assert again.cached == ["1", "2"] and again.executed == []
+    assert [(o.node_id, o.relative_name) for o in again.outputs] == [("2", "sub/x_00001_.png")]
+    assert again.outputs[0].path == tmp_path / "2" / "out" / "sub" / "x_00001_.png" and again.outputs[0].path.is_file()
 
 
 def test_builtin_refuses_an_invalid_workflow_with_the_validation_error(tmp_path: Path) -> None:
