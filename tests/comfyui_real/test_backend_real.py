@@ -17,6 +17,7 @@ from comfyserve.worker.backend import BackendJob
 from comfyserve.worker.comfyui import ComfyUIBackend, ComfyUIRestarted
 from comfyserve.worker.comfyui.client import ComfyUIHTTPError
 from tests.comfyui_real.conftest import COMPAT, FIGURES
+from tests.comfyui_real.prompts import steps_prompt
 
 
 class Recorder:
@@ -32,22 +33,6 @@ class Recorder:
 
 def job(tmp_path: Path, prompt: dict[str, Any], **fields: Any) -> BackendJob:
     return BackendJob(job_id=f"real-{time.monotonic_ns()}", prompt=prompt, work_dir=tmp_path / "job", **fields)
-
-
-def steps_prompt(steps: int = 3, seconds: float = 0.0, value: float = 0.25, crash_marker: str = "") -> dict[str, Any]:
-    return {
-        "1": {
-            "class_type": "ComfyserveTestSteps",
-            "inputs": {
-                "size": 8,
-                "value": value,
-                "steps": steps,
-                "seconds_per_step": seconds,
-                "crash_once_marker": crash_marker,
-            },
-        },
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "pack"}},
-    }
 
 
 def pixel(path: Path) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ import requests
 from websockets.sync.client import connect
 
 from tests.comfyui_real.conftest import COMPAT, FIGURES, PACKS
+from tests.comfyui_real.prompts import steps_prompt
 from tests.integration.stack_helpers import Api
 
 KEY = "alice-key"
@@ -52,22 +53,6 @@ def served(comfyui_dir: Path, model_root: Path, tmp_path_factory: pytest.TempPat
         process.wait(60)
 
 
-def steps_prompt(steps: int, seconds: float, value: float, crash_marker: str = "") -> dict[str, Any]:
-    return {
-        "1": {
-            "class_type": "ComfyserveTestSteps",
-            "inputs": {
-                "size": 8,
-                "value": value,
-                "steps": steps,
-                "seconds_per_step": seconds,
-                "crash_once_marker": crash_marker,
-            },
-        },
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "served"}},
-    }
-
-
 def test_a_comfyui_client_gets_progress_and_its_image(served: Api) -> None:
     client_id = uuid.uuid4().hex
     ws_url = served.url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
@@ -75,7 +60,7 @@ def test_a_comfyui_client_gets_progress_and_its_image(served: Api) -> None:
     with connect(ws_url, additional_headers={"x-api-key": KEY}, open_timeout=10) as websocket:
         answer = served.http.post(
             f"{served.url}/prompt",
-            json={"prompt": steps_prompt(5, 0.05, 0.5), "client_id": client_id},
+            json={"prompt": steps_prompt(5, 0.05, 0.5, prefix="served"), "client_id": client_id},
             timeout=10,
         )
         assert answer.status_code == 200, answer.text
@@ -95,7 +80,7 @@ def test_a_comfyui_client_gets_progress_and_its_image(served: Api) -> None:
 
 
 def test_a_running_job_is_cancelled_through_interrupt(served: Api) -> None:
-    job_id = served.submit(steps_prompt(400, 0.05, 0.2))
+    job_id = served.submit(steps_prompt(400, 0.05, 0.2, prefix="served"))
     served.wait_status(job_id, ("running",), timeout_s=60)
     time.sleep(1.0)  # let it reach the sampler-like loop
     answer = served.http.post(f"{served.url}/v1/jobs/{job_id}/cancel", timeout=10)
@@ -108,7 +93,7 @@ def test_a_running_job_is_cancelled_through_interrupt(served: Api) -> None:
 
 def test_a_comfyui_crash_mid_job_releases_the_job_and_it_completes_once(served: Api, tmp_path: Path) -> None:
     marker = tmp_path / "crash-once"
-    job_id = served.submit(steps_prompt(2, 0.0, 0.6, crash_marker=str(marker)))
+    job_id = served.submit(steps_prompt(2, 0.0, 0.6, crash_marker=str(marker), prefix="served"))
     view = served.wait_status(job_id, timeout_s=180)
     assert marker.exists()  # the first attempt killed ComfyUI
     assert view["status"] == "succeeded", view  # the released job ran again on the restarted ComfyUI
