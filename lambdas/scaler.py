@@ -22,7 +22,7 @@ policy = ScalingPolicy.from_env()
 target = ScalerTarget.from_env()
 queue = SqsJobQueue(aws_client("sqs"), names.queue_url)
 service = EcsWorkerService(aws_client("ecs"), target.ecs_cluster, target.ecs_service)
-state = S3BlobStore(aws_client("s3"), names.bucket)  # keeps the scaler's surplus clock (scaler/state.json)
+state = S3BlobStore(aws_client("s3"), names.bucket)  # the surplus clock (scaler/state.json), the published catalog
 capacity = AsgCapacity(aws_client("autoscaling"), target.asg_name) if target.asg_name else None
 
 
@@ -30,7 +30,9 @@ capacity = AsgCapacity(aws_client("autoscaling"), target.asg_name) if target.asg
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The event (the schedule's, or a batch of nudges from the queue) only triggers a run; its content does not
     matter."""
-    result = run_scaler(queue, service, state, policy, capacity=capacity)
+    result = run_scaler(
+        queue, service, state, policy, capacity=capacity, backend=target.backend, catalog_key=names.catalog_key
+    )
     return {
         "trigger": "nudge" if "Records" in event else event.get("detail-type", "unknown"),
         "previous": result.previous,

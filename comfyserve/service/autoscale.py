@@ -1,5 +1,6 @@
 """One scaler run: read the queue and the worker service, decide (:func:`scaling.desired_count`), and change the
-service only when the count differs. The surplus clock survives between runs in a small state object."""
+service only when the count differs. The surplus clock survives between runs in a small state object. A ComfyUI
+fleet keeps one worker until its catalog is published (one HEAD of the catalog key per run)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pydantic import Field
 
 from comfyserve.contracts.jobs import utc_now
 from comfyserve.ports import BlobNotFound, BlobStore, JobQueue
+from comfyserve.service.catalog_source import DEFAULT_CATALOG_KEY
 from comfyserve.service.scaling import Decision, ScalingPolicy, desired_count
-from comfyserve.settings import EnvSettings
+from comfyserve.settings import BackendName, CloudWorkerSettings, EnvSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,11 @@ class ScalerTarget(EnvSettings):
         default=None,
         description="GPU Auto Scaling group the scaler sizes too, one instance per task (unset: ECS managed "
         "scaling alone, a minute slower from zero and 15 minutes slower to release an empty instance)",
+    )
+    backend: BackendName = Field(
+        default=CloudWorkerSettings.model_fields["backend"].default,
+        description="the workers' execution backend (comfyui: one worker runs until a catalog is published under "
+        "COMFYSERVE_CATALOG_KEY)",
     )
 
 
@@ -65,11 +72,15 @@ def run_scaler(
     policy: ScalingPolicy,
     clock: Callable[[], datetime] = utc_now,
     capacity: WorkerCapacity | None = None,
+    backend: BackendName = "builtin",
+    catalog_key: str = DEFAULT_CATALOG_KEY,
 ) -> ScaleResult:
+    """``state`` is the jobs bucket's blob store: the scaler's state object and the published catalog."""
     depth = queue.approximate_depth()
     current = service.desired_count()
     surplus_since = _load_surplus_since(state)
-    decision = desired_count(depth, current, clock(), surplus_since, policy)
+    published = backend != "comfyui" or state.head(catalog_key) is not None
+    decision = desired_count(depth, current, clock(), surplus_since, policy, catalog_published=published)
     if decision.surplus_since != surplus_since:
         body = {"surplus_since": decision.surplus_since.isoformat() if decision.surplus_since else None}
         state.put(STATE_KEY, json.dumps(body).encode(), "application/json")

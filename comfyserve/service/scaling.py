@@ -8,6 +8,9 @@ Scale-in waits: a surplus of tasks is held for ``scale_in_delay_s`` (a GPU insta
 costs more than one kept idle that long), then the idle tasks go, never one with a job in flight (those also
 hold ECS task scale-in protection); an empty queue keeps one warm task until ``scale_in_cooldown_s`` and only
 then goes to zero.
+
+A ComfyUI fleet also keeps one task until its catalog is published: the API validates against the published
+catalog, and until a worker has published one it refuses ComfyUI-only workflows, so no job would start the worker.
 """
 
 from __future__ import annotations
@@ -60,10 +63,28 @@ class Decision:
 
 
 def desired_count(
-    depth: QueueDepth, tasks: int, now: datetime, surplus_since: datetime | None, policy: ScalingPolicy
+    depth: QueueDepth,
+    tasks: int,
+    now: datetime,
+    surplus_since: datetime | None,
+    policy: ScalingPolicy,
+    *,
+    catalog_published: bool = True,
 ) -> Decision:
     """The task count for ``depth`` (visible + in-flight messages) given ``tasks`` (the service's current
-    desired count) and ``surplus_since`` from the previous decision."""
+    desired count) and ``surplus_since`` from the previous decision. ``catalog_published`` false (a ComfyUI
+    fleet whose catalog no worker has published yet) keeps at least one task."""
+    decision = _for_backlog(depth, tasks, now, surplus_since, policy)
+    if catalog_published or decision.desired >= 1:
+        return decision
+    return Decision(
+        1, f"no catalog published yet, keeping 1 task to publish it ({decision.reason})", decision.surplus_since
+    )
+
+
+def _for_backlog(
+    depth: QueueDepth, tasks: int, now: datetime, surplus_since: datetime | None, policy: ScalingPolicy
+) -> Decision:
     needed = math.ceil(depth.total / policy.jobs_per_task)
     if needed >= tasks:
         desired = min(policy.max_workers, needed)

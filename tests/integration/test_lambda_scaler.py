@@ -23,7 +23,12 @@ from tests.integration.lambda_events import context, fresh_import, scheduled_eve
 
 class Scaler:
     def __init__(
-        self, clients: AwsClients, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, with_asg: bool = False
+        self,
+        clients: AwsClients,
+        monkeypatch: pytest.MonkeyPatch,
+        moto_endpoint: str,
+        with_asg: bool = False,
+        backend: str = "builtin",
     ) -> None:
         prefix = f"sc{uuid.uuid4().hex[:10]}"
         self.sqs = clients.client("sqs")
@@ -48,6 +53,8 @@ class Scaler:
             "COMFYSERVE_ECS_SERVICE": "workers",
             "COMFYSERVE_SCALE_IN_COOLDOWN_S": "300",
             "COMFYSERVE_MAX_WORKERS": "4",
+            "COMFYSERVE_BACKEND": backend,
+            "COMFYSERVE_CATALOG_KEY": "catalog/fleet.json",
         }
         self.asg = clients.client("autoscaling")
         monkeypatch.delenv("COMFYSERVE_ASG_NAME", raising=False)
@@ -195,3 +202,49 @@ def test_a_job_queued_event_from_the_bus_nudges_it(scaler: Scaler, aws_adapters:
     result = scaler.module.handler(sqs_event([{"message": nudge, "arn": nudges_arn}]), context("scaler"))
 
     assert (result["trigger"], result["desired"], scaler.desired()) == ("nudge", 1, 1)
+
+
+def test_a_comfyui_fleet_keeps_one_worker_until_its_catalog_is_published(
+    aws_clients: AwsClients, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str
+) -> None:
+    scaler = Scaler(aws_clients, monkeypatch, moto_endpoint, backend="comfyui")
+    heads: Counter[str] = Counter()
+
+    def count_head(params: dict[str, Any], **_: Any) -> None:
+        heads[params["Key"]] += 1
+
+    aws_client("s3").meta.events.register("provide-client-params.s3.HeadObject", count_head)
+    try:
+        bootstrap = scaler.run()  # a fresh deployment: empty queue, no worker, nothing published
+        assert (bootstrap["desired"], bootstrap["updated"], scaler.desired()) == (1, True, 1)
+        assert bootstrap["reason"].startswith("no catalog published yet, keeping 1 task to publish it")
+        assert heads == {"catalog/fleet.json": 1}
+
+        earlier = (datetime.now(UTC) - timedelta(seconds=301)).isoformat()
+        scaler.s3.put_object(Bucket=scaler.bucket, Key=STATE_KEY, Body=json.dumps({"surplus_since": earlier}).encode())
+        held = scaler.run()  # past the cool-down, still unpublished: the worker stays
+        assert (held["desired"], scaler.desired()) == (1, 1)
+        assert held["reason"].startswith("no catalog published yet")
+
+        scaler.s3.put_object(Bucket=scaler.bucket, Key="catalog/fleet.json", Body=b"{}")
+        published = scaler.run()  # the worker published: the normal decision (cool-down over) stops it
+        assert (published["desired"], scaler.desired()) == (0, 0)
+        assert published["reason"].startswith("queue empty for 30")
+        assert heads == {"catalog/fleet.json": 3}
+    finally:
+        aws_client("s3").meta.events.unregister("provide-client-params.s3.HeadObject", count_head)
+        scaler.close()
+
+
+def test_a_builtin_fleet_never_looks_for_a_catalog(scaler: Scaler) -> None:
+    heads: Counter[str] = Counter()
+
+    def count_head(params: dict[str, Any], **_: Any) -> None:
+        heads[params["Key"]] += 1
+
+    aws_client("s3").meta.events.register("provide-client-params.s3.HeadObject", count_head)
+    try:
+        result = scaler.run()
+    finally:
+        aws_client("s3").meta.events.unregister("provide-client-params.s3.HeadObject", count_head)
+    assert (result["desired"], scaler.desired(), heads) == (0, 0, {})

@@ -61,6 +61,36 @@ def test_desired_count(
     assert decision.changes(tasks) is (desired != tasks)
 
 
+BOOTSTRAP = "no catalog published yet, keeping 1 task to publish it"
+
+
+@pytest.mark.parametrize(
+    ("visible", "in_flight", "tasks", "since", "published", "desired", "since_after", "reason"),
+    [
+        # A ComfyUI fleet without a published catalog: one task, even from zero on an empty queue …
+        (0, 0, 0, None, False, 1, None, f"{BOOTSTRAP} (backlog 0 at 4 jobs per task needs 0 tasks)"),
+        (0, 0, 1, ago(600), False, 1, ago(600), f"{BOOTSTRAP} (queue empty for 600 s (cool-down 600 s))"),
+        # … while the normal decision already keeps one or more, it applies unchanged …
+        (0, 0, 1, ago(60), False, 1, ago(60), "queue empty for 60 s, keeping 1 warm through the cool-down"),
+        (5, 0, 0, None, False, 2, None, "backlog 5 at 4 jobs per task needs 2 tasks"),
+        # … and once the catalog is published, the cool-down stops the last task.
+        (0, 0, 1, ago(600), True, 0, ago(600), "queue empty for 600 s (cool-down 600 s)"),
+    ],
+)
+def test_an_unpublished_catalog_keeps_one_task(
+    visible: int,
+    in_flight: int,
+    tasks: int,
+    since: datetime | None,
+    published: bool,
+    desired: int,
+    since_after: datetime | None,
+    reason: str,
+) -> None:
+    decision = desired_count(QueueDepth(visible, in_flight), tasks, NOW, since, POLICY, catalog_published=published)
+    assert (decision.desired, decision.surplus_since, decision.reason) == (desired, since_after, reason)
+
+
 def test_long_jobs_get_one_task_per_job() -> None:
     slow = ScalingPolicy(seconds_per_job=300, target_wait_s=60, max_workers=8)
     assert slow.jobs_per_task == 1
