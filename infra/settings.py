@@ -14,10 +14,11 @@ from typing import Any, Literal, get_args
 from constructs import Node
 
 from comfyserve.service.scaling import ScalingPolicy
-from comfyserve.settings import CloudWorkerSettings
+from comfyserve.settings import BackendName, CloudWorkerSettings
 
 GpuFamily = Literal["g5", "g6", "g6e"]
 GPU_FAMILIES: tuple[str, ...] = get_args(GpuFamily)
+BACKENDS: tuple[str, ...] = get_args(BackendName)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 
@@ -61,6 +62,9 @@ class StackSettings:
     local_cache_gib: int = 200
     # Root EBS volume of a GPU instance (GiB): the AMI plus the pulled worker image.
     root_volume_gib: int = 100
+    # The workers' execution backend (COMFYSERVE_BACKEND): comfyui builds gpu_container/'s comfyui target, and the
+    # scaler keeps one worker until the fleet's catalog is published.
+    backend: BackendName = CloudWorkerSettings.model_fields["backend"].default
     # Worker image: an image URI to run instead of building gpu_container/ (for teams with their own pipeline).
     worker_image: str | None = None
     # Drop-folder prefix -> tenant ("prefix:tenant,…"); unset: the first folder under inbox/ is the tenant.
@@ -77,6 +81,8 @@ class StackSettings:
             problems.append(f"instance_families: {', '.join(unknown)} not one of {', '.join(GPU_FAMILIES)}")
         if len(set(self.instance_families)) != len(self.instance_families):
             problems.append("instance_families: a family is named twice")
+        if self.backend not in BACKENDS:
+            problems.append(f"backend: {self.backend!r} not one of {', '.join(BACKENDS)}")
         for name in ("max_workers", "job_timeout_s", "retention_days", "max_receive_count", "max_azs"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: must be at least 1")

@@ -4,10 +4,12 @@ acknowledgements with their reasons."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Duration, Environment, IgnoreMode, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
@@ -32,6 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 VISIBILITY_TIMEOUT = Duration.seconds(120)
 # Only these reach the image build context (gpu_container/Dockerfile builds from the repository root).
 IMAGE_CONTEXT = ["*", "!pyproject.toml", "!README.md", "!comfyserve", "!gpu_container", "**/__pycache__"]
+# A private ECR image URI: <account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag | @sha256:digest].
+_ECR_URI = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?"
+    r"/(?P<name>[a-z0-9][a-z0-9._/-]*)(?::(?P<tag>[\w][\w.-]*)|@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
 _RETENTION_DAYS = sorted(
     (int(member.value), member) for member in logs.RetentionDays if isinstance(member.value, int) and member.value > 0
 )
@@ -40,6 +47,35 @@ _RETENTION_DAYS = sorted(
 def log_retention(days: int) -> logs.RetentionDays:
     """The shortest CloudWatch Logs retention that keeps at least ``days``."""
     return next((member for value, member in _RETENTION_DAYS if value >= days), logs.RetentionDays.TEN_YEARS)
+
+
+def worker_image(scope: Construct, *, backend: str, uri: str | None) -> ecs.ContainerImage:
+    """The worker image: ``uri`` when given (an ECR repository through the repository, so the task execution role
+    is granted the pull; any other registry by URI), else gpu_container/ built for ``backend`` (its ``comfyui``
+    target, or the default builtin-only one)."""
+    if uri:
+        ecr_uri = _ECR_URI.match(uri)
+        if ecr_uri is None:
+            return ecs.ContainerImage.from_registry(uri)
+        arn = Stack.of(scope).format_arn(
+            service="ecr",
+            account=ecr_uri["account"],
+            region=ecr_uri["region"],
+            resource="repository",
+            resource_name=ecr_uri["name"],
+        )
+        repository = ecr.Repository.from_repository_attributes(
+            scope, "WorkerRepository", repository_arn=arn, repository_name=ecr_uri["name"]
+        )
+        return ecs.ContainerImage.from_ecr_repository(repository, ecr_uri["digest"] or ecr_uri["tag"] or "latest")
+    return ecs.ContainerImage.from_asset(
+        str(ROOT),
+        file="gpu_container/Dockerfile",
+        target="comfyui" if backend == "comfyui" else None,
+        exclude=IMAGE_CONTEXT,
+        ignore_mode=IgnoreMode.DOCKER,
+        platform=ecr_assets.Platform.LINUX_AMD64,  # the GPU instances, whatever machine builds it
+    )
 
 
 class ComfyServeStack(Stack):
@@ -112,17 +148,7 @@ class ComfyServeStack(Stack):
         )
         acknowledge_table_grant(pipeline.dead_letter, table)
 
-        image = (
-            ecs.ContainerImage.from_registry(settings.worker_image)
-            if settings.worker_image
-            else ecs.ContainerImage.from_asset(
-                str(ROOT),
-                file="gpu_container/Dockerfile",
-                exclude=IMAGE_CONTEXT,
-                ignore_mode=IgnoreMode.DOCKER,
-                platform=ecr_assets.Platform.LINUX_AMD64,  # the GPU instances, whatever machine builds it
-            )
-        )
+        image = worker_image(self, backend=settings.backend, uri=settings.worker_image)
         workers = Workers(
             self,
             "Workers",
@@ -139,6 +165,7 @@ class ComfyServeStack(Stack):
             image=image,
             environment={
                 **environment,
+                "COMFYSERVE_BACKEND": settings.backend,
                 "COMFYSERVE_JOB_TIMEOUT_S": str(settings.job_timeout_s),
                 "COMFYSERVE_VISIBILITY_TIMEOUT_S": str(int(VISIBILITY_TIMEOUT.to_seconds())),
             },
@@ -167,6 +194,7 @@ class ComfyServeStack(Stack):
             state_bucket=bucket,
             bus=bus,
             environment=environment,
+            backend=settings.backend,
             seconds_per_job=settings.seconds_per_job,
             max_workers=settings.max_workers,
             code=code,

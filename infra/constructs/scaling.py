@@ -1,5 +1,6 @@
 """Scaling from and to zero: the ``scaler`` function sets the worker service's desired count from the queue's
-backlog every minute and when jobs are queued (target tracking cannot start from zero on one message)."""
+backlog every minute and when jobs are queued (target tracking cannot start from zero on one message); a ComfyUI
+fleet's scaler also keeps one worker until the fleet's catalog is published."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from constructs import Construct
 from comfyserve.adapters.aws.eventbridge import DETAIL_TYPES, EVENT_SOURCE
 from comfyserve.contracts.events import JobEventType
 from comfyserve.service.autoscale import STATE_KEY
+from comfyserve.service.catalog_source import DEFAULT_CATALOG_KEY
 from infra.constructs.functions import ServiceFunction
 from infra.constructs.queues import secure_queue
 from infra.constructs.workers import Workers
@@ -38,6 +40,7 @@ class Scaling(Construct):
         state_bucket: s3.IBucket,
         bus: events.IEventBus,
         environment: dict[str, str],
+        backend: str,
         seconds_per_job: float,
         max_workers: int,
         code: lambda_.Code,
@@ -52,6 +55,7 @@ class Scaling(Construct):
             environment={
                 **environment,
                 **workers.service_environment,
+                "COMFYSERVE_BACKEND": backend,
                 "COMFYSERVE_SECONDS_PER_JOB": str(seconds_per_job),
                 "COMFYSERVE_MAX_WORKERS": str(max_workers),
             },
@@ -62,7 +66,14 @@ class Scaling(Construct):
         function = self.scaler.function
         queue.grant(function, "sqs:GetQueueAttributes")
         state_bucket.grant_read_write(function, STATE_KEY)
-        acknowledge_bucket_grant(self.scaler, state_bucket, f"the scaler's own state object {STATE_KEY}", STATE_KEY)
+        state_bucket.grant_read(function, DEFAULT_CATALOG_KEY)  # a comfyui fleet's scaler looks for the catalog
+        acknowledge_bucket_grant(
+            self.scaler,
+            state_bucket,
+            f"the scaler's own state object {STATE_KEY}, and reads the published catalog {DEFAULT_CATALOG_KEY}",
+            STATE_KEY,
+            DEFAULT_CATALOG_KEY,
+        )
         function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["ecs:DescribeServices", "ecs:UpdateService"], resources=[workers.service.service_arn]

@@ -1,7 +1,10 @@
-"""The constructs as a library in another stack (small synths): Spot workers, open egress, and cdk-nag."""
+"""The constructs as a library in another stack (small synths): Spot workers, open egress, the worker image, and
+cdk-nag."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -18,6 +21,7 @@ from infra.constructs.model_cache import ModelCache
 from infra.constructs.network import Network
 from infra.constructs.workers import WorkerCapacity, Workers
 from infra.nag import acknowledge
+from infra.stack import worker_image
 
 ENV = cdk.Environment(account="123456789012", region="us-east-1")
 CONTEXT = {
@@ -135,3 +139,67 @@ def test_cdk_nag_fails_a_synth_and_an_acknowledgement_with_a_reason_lets_it_pass
     with pytest.raises(RuntimeError, match="AwsSolutions-SQS4"):
         _nag_app(acknowledged=False, outdir=str(tmp_path / "plain")).synth()
     _nag_app(acknowledged=True, outdir=str(tmp_path / "acknowledged")).synth()
+
+
+ECR_URI = "123456789012.dkr.ecr.us-west-2.amazonaws.com/team/worker:comfyui"
+
+
+def test_the_worker_image_builds_the_comfyui_target_and_pulls_an_ecr_uri_through_its_repository(
+    tmp_path: Path,
+) -> None:
+    """One synth: the comfyui backend's built image, an image in an ECR repository, one from another registry."""
+    app = cdk.App(context=CONTEXT, outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Images", env=ENV)
+    images = {
+        "Built": worker_image(stack, backend="comfyui", uri=None),
+        "Ecr": worker_image(stack, backend="comfyui", uri=ECR_URI),
+        "Public": worker_image(stack, backend="builtin", uri="public.ecr.aws/example/worker:1"),
+    }
+    for name, image in images.items():
+        ecs.Ec2TaskDefinition(stack, name).add_container("worker", image=image, memory_limit_mib=512)
+    template = Template.from_stack(stack)
+    app.synth()
+
+    manifest = json.loads((tmp_path / "Images.assets.json").read_text(encoding="utf-8"))
+    (built,) = manifest["dockerImages"].values()
+    assert built["source"]["dockerFile"] == "gpu_container/Dockerfile"
+    assert built["source"]["dockerBuildTarget"] == "comfyui"
+    assert built["source"]["platform"] == "linux/amd64"
+
+    task_images = {
+        task["Properties"]["Family"]: task["Properties"]["ContainerDefinitions"][0]["Image"]
+        for task in template.find_resources("AWS::ECS::TaskDefinition").values()
+    }
+    assert "public.ecr.aws/example/worker:1" in task_images.values()
+    ecr_image = json.dumps([image for image in task_images.values() if "team/worker" in json.dumps(image)])
+    assert "123456789012.dkr.ecr.us-west-2." in ecr_image and "/team/worker:comfyui" in ecr_image
+    template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Action": [
+                                    "ecr:BatchCheckLayerAvailability",
+                                    "ecr:GetDownloadUrlForLayer",
+                                    "ecr:BatchGetImage",
+                                ],
+                                "Resource": {
+                                    "Fn::Join": [
+                                        "",
+                                        [
+                                            "arn:",
+                                            {"Ref": "AWS::Partition"},
+                                            ":ecr:us-west-2:123456789012:repository/team/worker",
+                                        ],
+                                    ]
+                                },
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )

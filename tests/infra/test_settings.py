@@ -30,6 +30,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.instance_families == ("g6",) and settings.spot is False and settings.open_egress is False
     assert settings.vpc_id is None and settings.alarm_email is None
     assert settings.warm_pool == 1
+    assert settings.backend == "builtin" and settings.worker_image is None
 
 
 def test_command_line_strings_and_cdk_json_values_read_the_same() -> None:
@@ -37,6 +38,7 @@ def test_command_line_strings_and_cdk_json_values_read_the_same() -> None:
     from_json = _read(instance_families=["g5", "g6e"], spot=True, max_workers=8, api_rate_limit=2.5, vpc_id=None)
     assert from_cli == from_json
     assert from_cli.instance_families == ("g5", "g6e") and from_cli.max_workers == 8
+    assert _read(backend=" comfyui ").backend == "comfyui"
 
 
 def test_spot_has_no_warm_pool() -> None:
@@ -53,6 +55,7 @@ def test_spot_has_no_warm_pool() -> None:
         ({"max_workers": "2", "warm_pool_size": "3"}, "warm_pool_size: must not exceed max_workers"),
         ({"alarm_email": "oncall"}, "alarm_email: 'oncall' is not an e-mail address"),
         ({"vpc_id": "default"}, "vpc_id: 'default' is not a VPC id"),
+        ({"backend": "ComfyUI"}, "backend: 'ComfyUI' not one of builtin, comfyui"),
         ({"spot": "maybe"}, "context spot: cannot read 'maybe' as bool"),
         ({"max_workers": "four"}, "context max_workers: cannot read 'four' as int"),
     ],

@@ -13,7 +13,7 @@ from comfyserve.service.drop_folder import DropFolderSettings
 from comfyserve.service.scaling import ScalingPolicy
 from comfyserve.service.webhook_delivery import WebhookSettings
 from comfyserve.settings import AwsResourceNames, CloudWorkerSettings, EnvSettings, ServiceSettings, settings_models
-from tests.infra.conftest import Synth, function_id, only
+from tests.infra.conftest import Synth, function_id, function_role, grants, only
 
 READERS: dict[str, tuple[type[EnvSettings], ...]] = {
     "api": (AwsResourceNames, ServiceSettings),
@@ -92,3 +92,17 @@ def test_worker_reads_its_settings_and_the_stack_sizes_match(synth: Synth) -> No
     assert settings.visibility_timeout_s == 120  # the queue's own visibility timeout
     assert settings.models_bucket and settings.dlq_url
     assert environment["POWERTOOLS_METRICS_NAMESPACE"] == "comfyserve"
+
+
+def test_the_workers_and_the_scaler_share_the_fleets_backend_and_the_scaler_may_read_the_catalog(
+    synth: Synth,
+) -> None:
+    scaler_environment = _function_environment(synth, "scaler")
+    assert ScalerTarget.from_env(scaler_environment).backend == "builtin"
+    assert CloudWorkerSettings.from_env(_worker_environment(synth)).backend == "builtin"
+    catalog_key = AwsResourceNames.from_env(scaler_environment).catalog_key
+    readable = grants(synth, function_role(synth, "scaler"), "s3:GetObject")
+    assert [resource["Fn::Join"][1][-1] for resource in readable if "Fn::Join" in resource] == [
+        "/scaler/state.json",
+        f"/{catalog_key}",
+    ]

@@ -145,3 +145,10 @@ def test_models_sync_is_a_fargate_task_that_writes_efs(synth: Synth) -> None:
     assert container["EntryPoint"] == ["comfyserve"]
     assert container["Command"] == ["models", "sync", "--warm"]
     assert {"ContainerPath": "/mnt/models", "ReadOnly": False, "SourceVolume": "models"} in container["MountPoints"]
+
+
+def test_the_default_backend_builds_the_images_default_target(synth: Synth) -> None:
+    manifest = json.loads((synth.outdir / "comfyserve.assets.json").read_text(encoding="utf-8"))
+    (image,) = manifest["dockerImages"].values()
+    assert image["source"]["dockerFile"] == "gpu_container/Dockerfile"
+    assert "dockerBuildTarget" not in image["source"]  # builtin: the Dockerfile's last stage
