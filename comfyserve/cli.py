@@ -18,7 +18,10 @@ from comfyserve.engine.errors import ComfyServeError
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("comfyserve.commands.validate", "validate an API-format workflow against the node catalog"),
     "catalog": ("comfyserve.commands.catalog", "print the node catalog (object_info JSON)"),
-    "comfyui": ("comfyserve.commands.comfyui", "manage the ComfyUI that the comfyui backend runs"),
+    "nodes": (
+        "comfyserve.commands.comfyui",
+        "install the locked custom node packs into the ComfyUI backend's checkout",
+    ),
     "run": ("comfyserve.commands.run", "run a workflow locally and write its outputs"),
     "make-test-models": (
         "comfyserve.commands.make_test_models",

@@ -1,4 +1,4 @@
-"""``comfyserve comfyui install-nodes LOCK --comfyui-dir DIR``: the locked custom node packs into a ComfyUI checkout.
+"""``comfyserve nodes install LOCK --comfyui-dir DIR``: the locked custom node packs into a ComfyUI checkout.
 
 Packs go to ``DIR/custom_nodes/<name>`` at their locked commits and their requirements into the Python that
 runs that ComfyUI (``--comfyui-python``, default the checkout's ``venv/bin/python`` or ``.venv/bin/python``).
@@ -36,9 +36,11 @@ def add_comfyui_options(parser: argparse.ArgumentParser, *, required: bool = Fal
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("comfyui", help="manage the ComfyUI that the comfyui backend runs")
+    parser = subparsers.add_parser(
+        "nodes", help="install the locked custom node packs into the ComfyUI backend's checkout"
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    install = actions.add_parser("install-nodes", help="install the custom node packs of a lock file")
+    install = actions.add_parser("install", help="install the custom node packs of a lock file")
     install.add_argument("lock", type=Path, help="the lock file (TOML, [[pack]] tables)")
     add_comfyui_options(install, required=True)
     install.set_defaults(func=run_install_nodes)

@@ -92,8 +92,8 @@ def test_the_command_installs_the_lock(
     root, _ = comfyui
     lock = tmp_path / "custom_nodes.lock"
     lock.write_text(lock_text(repo, commits[1]))
-    assert main(["comfyui", "install-nodes", str(lock), "--comfyui-dir", str(root)]) == 0
-    assert main(["comfyui", "install-nodes", str(lock), "--comfyui-dir", str(root)]) == 0
+    assert main(["nodes", "install", str(lock), "--comfyui-dir", str(root)]) == 0
+    assert main(["nodes", "install", str(lock), "--comfyui-dir", str(root)]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"TestPack: installed {commits[1][:12]}",
         f"TestPack: already at {commits[1][:12]}",

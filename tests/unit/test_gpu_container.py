@@ -121,7 +121,7 @@ def test_the_comfyui_target_carries_a_pinned_comfyui_with_the_locked_nodes_and_i
     assert "WORKDIR /opt/ComfyUI" in build and "python3 -m venv /opt/ComfyUI/venv" in build
     assert "/opt/ComfyUI/venv/bin/pip install --require-hashes --no-deps -r /tmp/cuda-stack.txt" in build
     assert "-c /tmp/constraints.txt" in build
-    assert "comfyserve comfyui install-nodes /opt/comfyserve/custom_nodes.lock --comfyui-dir /opt/ComfyUI" in build
+    assert "comfyserve nodes install /opt/comfyserve/custom_nodes.lock --comfyui-dir /opt/ComfyUI" in build
     assert "comfyserve catalog --from-comfyui /opt/ComfyUI > /opt/comfyserve/catalog.json" in build
     assert image.startswith("FROM runtime\n")  # uid 10001, the health check and the entrypoint come with it
     assert "USER" not in image
