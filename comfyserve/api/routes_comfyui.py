@@ -16,6 +16,7 @@ from comfyserve.api.docs import empty_ok, error_responses, ok
 from comfyserve.api.gate import tenant_of
 from comfyserve.api.models import ImageUploaded, InterruptRequest, PromptAccepted, QueueEdit
 from comfyserve.api.multipart import FORM_DATA, FormField
+from comfyserve.contracts.comfyui import prompt_id_of
 from comfyserve.service.comfyui import HISTORY_LIMIT
 from comfyserve.service.comfyui_uploads import FORMAT_NAMES, UPLOAD_TYPES, ImageUpload
 from comfyserve.service.errors import Invalid
@@ -97,7 +98,9 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
             raise Invalid("No prompt provided", type_="no_prompt", details="No prompt provided")
         submitted = service.submit_prompt(tenant_of(app), parse(PromptRequest, document))
         record = submitted.record
-        return PromptAccepted(prompt_id=record.job_id, number=prompt_number(record), node_errors=submitted.node_errors)
+        return PromptAccepted(
+            prompt_id=prompt_id_of(record), number=prompt_number(record), node_errors=submitted.node_errors
+        )
 
     @app.get("/prompt", summary="Queue size (ComfyUI)", tags=TAGS, responses=error_responses(*AUTH))
     def get_prompt() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from comfyserve.contracts.comfyui import ComfyUIMeta
+from comfyserve.contracts.comfyui import ComfyUIMeta, prompt_id_of
 from comfyserve.contracts.jobs import JobRecord, JobStatus
 from comfyserve.engine import events
 from comfyserve.localstack.feed import EventFeed
@@ -24,9 +24,9 @@ TERMINAL_EVENTS = frozenset({events.EXECUTION_SUCCESS, events.EXECUTION_ERROR, e
 STATUS = "status"  # the server fills in the queue length when it sends it
 
 
-def published_output(job_id: str, output: dict[str, Any]) -> dict[str, Any]:
+def published_output(prompt_id: str, output: dict[str, Any]) -> dict[str, Any]:
     """An ``executed`` message's UI with its images named as ``GET /view`` serves them once published: the
-    job's files live under a subfolder that starts with the job id; the type stays the node's (``temp`` for a
+    job's files live under a subfolder that starts with its prompt id; the type stays the node's (``temp`` for a
     preview, as ComfyUI says; ``/view`` serves a job's file under either type)."""
     images = output.get("images")
     if not isinstance(images, list):
@@ -35,7 +35,7 @@ def published_output(job_id: str, output: dict[str, Any]) -> dict[str, Any]:
     for image in images:
         subfolder = str(image.get("subfolder") or "")
         folder_type = "temp" if image.get("type") == "temp" else "output"
-        location = {"subfolder": f"{job_id}/{subfolder}" if subfolder else job_id, "type": folder_type}
+        location = {"subfolder": f"{prompt_id}/{subfolder}" if subfolder else prompt_id, "type": folder_type}
         renamed.append({**image, **location})
     return {**output, "images": renamed}
 
@@ -44,23 +44,26 @@ class FeedMessages:
     def __init__(self, feed: EventFeed, record: JobRecord, client_id: str) -> None:
         self._feed = feed
         self._record = record
+        self._prompt_id = prompt_id_of(record)
         self._client_id = client_id
         self._ended = False
 
     def _append(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         try:
-            self._feed.append(self._record.tenant, self._client_id, self._record.job_id, messages)
+            self._feed.append(self._record.tenant, self._client_id, self._prompt_id, messages)
         except Exception:  # the websocket view is best effort: it must never fail the job it reports on
             log.warning("websocket feed write failed for job %s", self._record.job_id, exc_info=True)
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
         self._ended = self._ended or event in TERMINAL_EVENTS
         if event == events.EXECUTED and isinstance(data.get("output"), dict):
-            data = {**data, "output": published_output(self._record.job_id, data["output"])}
+            data = {**data, "output": published_output(self._prompt_id, data["output"])}
+        if "prompt_id" in data:  # the executor knows the job id; the client knows the id it was shown
+            data = {**data, "prompt_id": self._prompt_id}
         self._append([(event, data)])
 
     def finish(self, record: JobRecord) -> None:
-        prompt_id = record.job_id
+        prompt_id = self._prompt_id
         closing: list[tuple[str, dict[str, Any]]] = []
         if not self._ended and record.status is JobStatus.FAILED and record.error is not None:
             error = record.error

@@ -1,5 +1,10 @@
 """ComfyUI's own API over the job service: ``/prompt``, ``/queue``, ``/history``, ``/interrupt``
-(reference §2), scoped to the caller's tenant as every other route is."""
+(reference §2), scoped to the caller's tenant as every other route is.
+
+A ``prompt_id`` the client chooses is scoped to its tenant: the job is stored under an id derived from
+tenant and prompt id (:func:`~comfyserve.service.history.stored_job_id`), the chosen id is kept in the job's
+ComfyUI metadata and shown by every ComfyUI view, and a lookup by prompt id maps it back for the caller's
+tenant. Another tenant's use of the same prompt id is therefore neither refused nor visible."""
 
 from __future__ import annotations
 
@@ -12,13 +17,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from comfyserve.contracts.comfyui import prompt_id_of
 from comfyserve.contracts.jobs import JOB_ID_PATTERN, JobRecord, JobStatus
 from comfyserve.ports import BlobNotFound, TransitionConflict
 from comfyserve.service import keys
 from comfyserve.service.deps import ServiceDeps
-from comfyserve.service.errors import Invalid, NotFound
-from comfyserve.service.history import history_entry, prompt_number, queue_item
-from comfyserve.service.jobs import PAGE_LIMIT, cancel_queued, get_job, request_interrupt
+from comfyserve.service.errors import Invalid
+from comfyserve.service.history import find_prompt, history_entry, prompt_number, queue_item, stored_job_id
+from comfyserve.service.jobs import PAGE_LIMIT, cancel_queued, request_interrupt
 from comfyserve.service.models import PromptRequest
 from comfyserve.service.submit import Draft
 
@@ -26,7 +32,7 @@ _job_id = re.compile(JOB_ID_PATTERN)
 MAX_SCAN_PAGES = 10
 
 
-def prompt_draft(request: PromptRequest) -> Draft:
+def prompt_draft(tenant: str, request: PromptRequest) -> Draft:
     """The submission a ComfyUI ``POST /prompt`` body asks for; its ``prompt_id`` must suit a job id."""
     if request.prompt_id is not None and not _job_id.match(request.prompt_id):
         raise Invalid("Invalid prompt_id", type_="invalid_prompt_id", details="use 1-64 letters, digits, '-' or '_'")
@@ -36,7 +42,8 @@ def prompt_draft(request: PromptRequest) -> Draft:
     return Draft(
         prompt=request.prompt,
         targets=request.partial_execution_targets,
-        job_id=request.prompt_id,
+        job_id=stored_job_id(tenant, request.prompt_id) if request.prompt_id is not None else None,
+        prompt_id=request.prompt_id,
         client_id=str(client_id) if client_id is not None else None,
         extra_data=extra,
         strict=False,
@@ -71,7 +78,7 @@ class HiddenHistory(BaseModel):
 
     def hides(self, record: JobRecord) -> bool:
         finished = record.finished_at or record.updated_at
-        return record.job_id in self.deleted or (self.cleared_at is not None and finished <= self.cleared_at)
+        return prompt_id_of(record) in self.deleted or (self.cleared_at is not None and finished <= self.cleared_at)
 
 
 def in_history(record: JobRecord, hidden: HiddenHistory) -> bool:
@@ -101,13 +108,12 @@ def history(deps: ServiceDeps, tenant: str, max_items: int | None = None, offset
     window = oldest_first[max(offset, 0) :]
     if max_items is not None:
         window = window[:max_items]
-    return {record.job_id: history_entry(deps, record) for record in window}
+    return {prompt_id_of(record): history_entry(deps, record) for record in window}
 
 
 def history_of(deps: ServiceDeps, tenant: str, prompt_id: str) -> dict[str, Any]:
     """``{prompt_id: entry}`` once the job has finished; ``{}`` before, and for unknown or foreign ids."""
-    with contextlib.suppress(NotFound):
-        record = get_job(deps, tenant, prompt_id)
+    for record in records_of(deps, tenant, [prompt_id]):
         if in_history(record, HiddenHistory.load(deps, tenant)):
             return {prompt_id: history_entry(deps, record)}
     return {}
@@ -151,8 +157,9 @@ def interrupt(deps: ServiceDeps, tenant: str, prompt_id: str | None) -> None:
                 request_interrupt(deps, record)
 
 
-def records_of(deps: ServiceDeps, tenant: str, job_ids: list[str]) -> Iterator[JobRecord]:
-    for job_id in job_ids:
-        record = deps.jobs.get(tenant, job_id) if _job_id.match(job_id) else None
+def records_of(deps: ServiceDeps, tenant: str, prompt_ids: list[str]) -> Iterator[JobRecord]:
+    """The tenant's jobs that ComfyUI's views show under these prompt ids (unknown ids are skipped)."""
+    for prompt_id in prompt_ids:
+        record = find_prompt(deps, tenant, prompt_id)
         if record is not None:
             yield record

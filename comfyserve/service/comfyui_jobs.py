@@ -11,6 +11,7 @@ import contextlib
 import itertools
 from typing import Any, Literal
 
+from comfyserve.contracts.comfyui import prompt_id_of
 from comfyserve.contracts.jobs import JobRecord, JobStatus
 from comfyserve.ports import TransitionConflict
 from comfyserve.service.comfyui import HISTORY_LIMIT, records_of, scan
@@ -33,7 +34,7 @@ SortBy = Literal["created_at", "execution_duration"]
 def job_summary(deps: ServiceDeps, record: JobRecord) -> dict[str, Any]:
     """One job as ``GET /api/jobs`` lists it (absent fields are left out, as ComfyUI prunes them)."""
     job: dict[str, Any] = {
-        "id": record.job_id,
+        "id": prompt_id_of(record),
         "status": STATUS[record.status],
         "priority": prompt_number(record),
         "create_time": epoch_ms(record.created_at),
@@ -116,7 +117,11 @@ def cancel(deps: ServiceDeps, tenant: str, job_id: str) -> dict[str, Any]:
 
 def cancel_many(deps: ServiceDeps, tenant: str, job_ids: list[str]) -> dict[str, Any]:
     records = list(records_of(deps, tenant, job_ids))
-    unknown = sorted(set(job_ids) - {record.job_id for record in records})
+    unknown = sorted(set(job_ids) - {prompt_id_of(record) for record in records})
     if unknown:
         raise NotFound("Job not found", type_="job_not_found", details=f"no job {unknown[0]!r}; nothing was cancelled")
-    return {"jobs": [{"id": record.job_id, "status": STATUS[cancel_record(deps, record).status]} for record in records]}
+    return {
+        "jobs": [
+            {"id": prompt_id_of(record), "status": STATUS[cancel_record(deps, record).status]} for record in records
+        ]
+    }

@@ -1,18 +1,24 @@
 """ComfyUI's views of a job (reference §2.3): history entries, queue items and output file names.
 
-ComfyUI names an output by ``(filename, subfolder, type)`` alone. Here the subfolder starts with the job id
-(``<job_id>[/<subfolder>]``), so ``GET /view`` finds the job first, and through it the tenant's own blob.
+ComfyUI names an output by ``(filename, subfolder, type)`` alone. Here the subfolder starts with the prompt id
+ComfyUI's views show for the job (``<prompt_id>[/<subfolder>]``), so ``GET /view`` finds the job first, and
+through it the tenant's own blob.
+
+A ``prompt_id`` the client chose is scoped to its tenant: the job is stored under :func:`stored_job_id`, and
+:func:`find_prompt` maps the prompt id back for the caller's tenant.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from comfyserve.contracts.comfyui import ComfyUIMeta
-from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputRef
+from comfyserve.contracts.comfyui import ComfyUIMeta, prompt_id_of
+from comfyserve.contracts.jobs import JOB_ID_PATTERN, JobRecord, JobStatus, OutputRef
 from comfyserve.ports import BlobNotFound
 from comfyserve.service.comfyui_uploads import find_upload
 from comfyserve.service.deps import ServiceDeps
@@ -20,6 +26,24 @@ from comfyserve.service.errors import Invalid, NotFound, public_text
 from comfyserve.service.jobs import get_job
 
 VIEW_TYPES = ("output", "input", "temp")
+_prompt_id = re.compile(JOB_ID_PATTERN)
+PROMPT_ID_NAMESPACE = uuid.UUID("5b0c6c1e-7d4a-4f0e-9a51-2f3c9e8d1a67")  # fixed: stored ids depend on it
+
+
+def stored_job_id(tenant: str, prompt_id: str) -> str:
+    """The job id a client-chosen ``prompt_id`` is stored under: one per tenant, in the format of new ids."""
+    return uuid.uuid5(PROMPT_ID_NAMESPACE, f"{tenant}/{prompt_id}").hex
+
+
+def find_prompt(deps: ServiceDeps, tenant: str, prompt_id: str) -> JobRecord | None:
+    """The tenant's job shown as ``prompt_id``: one submitted with that id, or else one whose own id it is."""
+    if not _prompt_id.match(prompt_id):
+        return None
+    for job_id in (stored_job_id(tenant, prompt_id), prompt_id):
+        record = deps.jobs.get(tenant, job_id)
+        if record is not None and prompt_id_of(record) == prompt_id:
+            return record
+    return None
 
 
 def prompt_number(record: JobRecord) -> int:
@@ -65,7 +89,7 @@ def queue_item(deps: ServiceDeps, record: JobRecord) -> list[Any]:
     meta = ComfyUIMeta.of(record.metadata)
     return [
         prompt_number(record),
-        record.job_id,
+        prompt_id_of(record),
         load_prompt(deps, record),
         load_extra_data(deps, record),
         meta.outputs,
@@ -76,7 +100,7 @@ def history_entry(deps: ServiceDeps, record: JobRecord) -> dict[str, Any]:
     """The history entry of a finished job (ComfyUI lists only finished prompts in its history)."""
     outputs: dict[str, dict[str, list[dict[str, str]]]] = {}
     for ref in record.outputs:
-        outputs.setdefault(ref.node_id, {"images": []})["images"].append(output_location(ref, record.job_id))
+        outputs.setdefault(ref.node_id, {"images": []})["images"].append(output_location(ref, prompt_id_of(record)))
     succeeded = record.status is JobStatus.SUCCEEDED
     return {
         "prompt": queue_item(deps, record),
@@ -99,7 +123,7 @@ def history_entry(deps: ServiceDeps, record: JobRecord) -> dict[str, Any]:
 
 
 def _messages(record: JobRecord) -> list[list[Any]]:
-    prompt_id = record.job_id
+    prompt_id = prompt_id_of(record)
     finished = epoch_ms(record.finished_at or record.updated_at)
     messages: list[list[Any]] = []
     if record.started_at is not None:
@@ -161,7 +185,7 @@ def find_output(deps: ServiceDeps, tenant: str, filename: str, subfolder: str, t
 def _job_output(deps: ServiceDeps, tenant: str, parts: list[str], shown: str) -> OutputRef:
     if len(parts) < 2:
         raise NotFound("Output not found", type_="output_not_found", details=parts[-1])
-    record = get_job(deps, tenant, parts[0])
+    record = find_prompt(deps, tenant, parts[0]) or get_job(deps, tenant, parts[0])
     relative = "/".join(parts[1:])
     for ref in record.outputs:
         if ref.filename == relative:

@@ -59,7 +59,7 @@ class JobService:
         return self._submitter.submit(tenant, draft)
 
     def submit_prompt(self, tenant: str, request: PromptRequest) -> Submitted:
-        return self._submitter.submit(tenant, comfyui.prompt_draft(request))
+        return self._submitter.submit(tenant, comfyui.prompt_draft(tenant, request))
 
     def get(self, tenant: str, job_id: str) -> JobRecord:
         return jobs.get_job(self.deps, tenant, job_id)

@@ -58,6 +58,7 @@ class Draft:
     metadata: dict[str, JsonValue] = field(default_factory=dict)
     targets: list[str] | None = None
     job_id: str | None = None
+    prompt_id: str | None = None
     idempotency_key: str | None = None
     body_hash: str | None = None
     client_id: str | None = None
@@ -95,7 +96,7 @@ class Submitter:
             raise Invalid.from_validation(result)
         job_id = draft.job_id or self._deps.new_id()
         if draft.job_id is not None and self._deps.jobs.get_by_id(job_id) is not None:
-            raise self._taken(job_id)  # before any claim check: its keys would be the existing job's
+            raise self._taken(draft.prompt_id or job_id)  # before any claim check: its keys would be the existing job's
         written: list[str] = []
         try:
             images = set(image_values(self._deps, draft.prompt))
@@ -108,7 +109,7 @@ class Submitter:
             return Submitted(idempotency.replay(holder, exc.key, draft.body_hash), {}, replayed=True)
         except JobAlreadyExists:
             self._discard(written)
-            raise self._taken(job_id) from None
+            raise self._taken(draft.prompt_id or job_id) from None
         except BaseException:
             self._discard(written)
             raise
@@ -148,7 +149,11 @@ class Submitter:
         if extra_key is not None:
             self._put(extra_key, json.dumps(extra, separators=(",", ":")).encode(), written)
         meta = ComfyUIMeta(
-            client_id=draft.client_id, outputs=result.outputs, targets=draft.targets, extra_data_key=extra_key
+            client_id=draft.client_id,
+            outputs=result.outputs,
+            targets=draft.targets,
+            extra_data_key=extra_key,
+            prompt_id=draft.prompt_id,
         )
         now = self._deps.clock()
         return JobRecord(

@@ -150,9 +150,11 @@ def connect(stack: LocalStack, client_id: str, key: str | None = KEYS["alice"], 
     return ws
 
 
-def queue_prompt(stack: LocalStack, prompt: dict[str, Any], client_id: str) -> str:
-    response = Api(stack.url, KEYS["alice"]).http.post(
-        f"{stack.url}/prompt", json={"prompt": prompt, "client_id": client_id}, timeout=10
+def queue_prompt(
+    stack: LocalStack, prompt: dict[str, Any], client_id: str, key: str = KEYS["alice"], **fields: Any
+) -> str:
+    response = Api(stack.url, key).http.post(
+        f"{stack.url}/prompt", json={"prompt": prompt, "client_id": client_id, **fields}, timeout=10
     )
     assert response.status_code == 200, response.text
     prompt_id: str = response.json()["prompt_id"]
@@ -235,6 +237,27 @@ def test_messages_reach_only_the_prompts_client_of_the_same_tenant(stack: LocalS
             ws.recv()
         ws.close()
     mine.close()
+
+
+def test_a_prompt_id_another_tenant_used_is_the_callers_own_in_every_message(stack: LocalStack) -> None:
+    alices = queue_prompt(stack, wait_workflow(0.0, steps=1, color=211), "client-alice", prompt_id="chosen-1")
+    ws = connect(stack, "client-bob", key=KEYS["bob"])
+    assert json.loads(ws.recv())["type"] == "status"
+    bobs = queue_prompt(stack, wait_workflow(0.0, steps=1, color=212), "client-bob", KEYS["bob"], prompt_id="chosen-1")
+    messages = messages_until_done(ws, "chosen-1")
+    ws.close()
+
+    assert alices == bobs == "chosen-1"
+    assert {m["data"].get("prompt_id") for m in messages if m["type"] != "status"} == {"chosen-1"}
+    assert "execution_success" in [m["type"] for m in messages]
+    executed = next(m for m in messages if m["type"] == "executed")["data"]["output"]
+    assert executed == {"images": [{"filename": "wait_00001_.png", "subfolder": "chosen-1", "type": "output"}]}
+    bob = Api(stack.url, KEYS["bob"]).http
+    view = bob.get(f"{stack.url}/view", params=executed["images"][0], timeout=10)
+    assert view.status_code == 200 and view.content.startswith(b"\x89PNG")
+    history = bob.get(f"{stack.url}/history/chosen-1", timeout=10).json()
+    assert history["chosen-1"]["outputs"]["3"]["images"] == executed["images"]
+    assert [job["id"] for job in bob.get(f"{stack.url}/api/jobs", timeout=10).json()["jobs"]] == ["chosen-1"]
 
 
 def test_a_reused_client_id_replaces_the_old_socket(stack: LocalStack) -> None:

@@ -12,7 +12,7 @@ from comfyserve.api.auth import HOW_TO_SEND
 from comfyserve.contracts.jobs import JobError, JobStatus, OutputRef
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.validation import validate_prompt
-from comfyserve.service.history import prompt_number
+from comfyserve.service.history import prompt_number, stored_job_id
 from tests.api_stack import Stack, error_body, make_stack, output_ref, run_job, tiny_catalog, workflow
 
 # urllib.request sends a POST body as application/x-www-form-urlencoded unless told otherwise; ComfyUI's
@@ -112,9 +112,83 @@ def test_prompt_id_is_honoured_once(stack: Stack) -> None:
     assert again.status == 409
     assert again.json() == error_body("job_exists", "Job id already in use", "job my-prompt-1 exists")
     # the refused request touched none of the first job's claim checks
-    assert json.loads(stack.blobs.get("workflows/tenant-a/my-prompt-1/extra_data.json")) == extra
+    stored = stored_job_id("tenant-a", "my-prompt-1")
+    assert json.loads(stack.blobs.get(f"workflows/tenant-a/{stored}/extra_data.json")) == extra
     assert bad.status == 400
     assert bad.json() == error_body("invalid_prompt_id", "Invalid prompt_id", "use 1-64 letters, digits, '-' or '_'")
+    assert [r.job_id for r in stack.jobs.list("tenant-a", limit=10)[0]] == [stored]
+    assert stack.queue.approximate_depth().visible == 1
+
+
+def test_another_tenants_prompt_id_is_its_own_job(stack: Stack) -> None:
+    mine = post_prompt(stack, {"prompt": workflow(), "prompt_id": "shared-1"})
+    theirs = post_prompt(stack, {"prompt": workflow(), "prompt_id": "shared-1"}, tenant="tenant-b")
+    a_id, b_id = stored_job_id("tenant-a", "shared-1"), stored_job_id("tenant-b", "shared-1")
+    record_b = stack.jobs.get("tenant-b", b_id)
+
+    assert mine.status == theirs.status == 200
+    assert record_b is not None and a_id != b_id
+    assert theirs.json() == {"prompt_id": "shared-1", "number": prompt_number(record_b), "node_errors": {}}
+    assert record_b.metadata["comfyui"] == {"outputs": ["9"], "prompt_id": "shared-1"}
+    assert stack.jobs.get("tenant-b", a_id) is None and stack.jobs.get("tenant-a", b_id) is None
+    assert stack.queue.approximate_depth().visible == 2
+    assert stack.call("GET", "/history/shared-1", tenant="tenant-b").json() == {}  # queued, not finished
+
+    [pending] = stack.call("GET", "/queue", tenant="tenant-b").json()["queue_pending"]
+    assert pending[:2] == [prompt_number(record_b), "shared-1"]
+    run_job(stack, b_id, outputs=[output_ref("tenant-b", b_id)])
+    history = stack.call("GET", "/history", tenant="tenant-b").json()
+    entry = stack.call("GET", "/history/shared-1", tenant="tenant-b").json()
+    jobs = stack.call("GET", "/api/jobs", tenant="tenant-b").json()["jobs"]
+    job = stack.call("GET", "/api/jobs/shared-1", tenant="tenant-b").json()
+
+    assert list(history) == list(entry) == ["shared-1"]
+    assert entry["shared-1"]["prompt"][1] == "shared-1"
+    image = {"filename": "ComfyUI_00001_.png", "subfolder": "shared-1", "type": "output"}
+    assert entry["shared-1"]["outputs"] == {"9": {"images": [image]}}
+    assert {m[1]["prompt_id"] for m in entry["shared-1"]["status"]["messages"]} == {"shared-1"}
+    assert [j["id"] for j in jobs] == [job["id"]] == ["shared-1"]
+    view = stack.call("GET", "/view?filename=ComfyUI_00001_.png&subfolder=shared-1&type=output", tenant="tenant-b")
+    assert view.status == 200
+    # tenant A's job is untouched, and A's views of the id are A's own job
+    record_a = stack.jobs.get("tenant-a", a_id)
+    assert record_a is not None and record_a.status is JobStatus.QUEUED
+    assert stack.call("GET", "/history/shared-1").json() == {}
+    assert stack.call("GET", "/api/jobs/shared-1").json()["status"] == "pending"
+
+
+def test_a_prompt_id_the_tenant_never_used_has_no_history(stack: Stack) -> None:
+    mine = post_prompt(stack, {"prompt": workflow(), "prompt_id": "only-a"})
+    chosen = stored_job_id("tenant-a", "only-a")
+    run_job(stack, chosen, outputs=[output_ref("tenant-a", chosen)])
+
+    assert mine.status == 200 and list(stack.call("GET", "/history/only-a").json()) == ["only-a"]
+    assert stack.call("GET", "/history/only-a", tenant="tenant-b").json() == {}
+    assert stack.call("GET", f"/history/{chosen}", tenant="tenant-b").json() == {}
+    assert stack.call("GET", "/api/jobs/only-a", tenant="tenant-b").status == 404
+    cancelled = stack.call("POST", "/api/jobs/only-a/cancel", tenant="tenant-b")
+    assert cancelled.json() == {"id": "only-a", "status": "unknown"}
+
+
+def test_cancel_delete_and_interrupt_name_the_chosen_prompt_id(stack: Stack) -> None:
+    for prompt_id in ("run-me", "drop-me", "cancel-me"):
+        post_prompt(stack, {"prompt": workflow(), "prompt_id": prompt_id}, tenant="tenant-b")
+        post_prompt(stack, {"prompt": workflow(), "prompt_id": prompt_id})  # tenant A's, same ids
+    run_job(stack, stored_job_id("tenant-b", "run-me"))
+
+    stack.call("POST", "/interrupt", body={"prompt_id": "run-me"}, tenant="tenant-b")
+    stack.call("POST", "/queue", body={"delete": ["drop-me"]}, tenant="tenant-b")
+    cancel = stack.call("POST", "/api/jobs/cancel-me/cancel", tenant="tenant-b").json()
+
+    def state(tenant: str, prompt_id: str) -> tuple[JobStatus, bool]:
+        record = stack.jobs.get(tenant, stored_job_id(tenant, prompt_id))
+        assert record is not None
+        return record.status, record.cancel_requested
+
+    assert cancel == {"id": "cancel-me", "status": "cancelled"}
+    assert state("tenant-b", "run-me") == (JobStatus.RUNNING, True)
+    assert state("tenant-b", "drop-me") == (JobStatus.CANCELLED, False)
+    assert [state("tenant-a", p) for p in ("run-me", "drop-me", "cancel-me")] == [(JobStatus.QUEUED, False)] * 3
 
 
 def test_queue_and_prompt_show_only_the_tenants_work(stack: Stack) -> None:
