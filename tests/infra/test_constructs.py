@@ -62,34 +62,25 @@ def spot_stack(spot_app: cdk.Stack) -> Any:
 
 
 def test_spot_groups_use_price_capacity_optimized_with_capacity_rebalance_and_no_warm_pool(spot_stack: Any) -> None:
-    spot_stack.has_resource_properties(
-        "AWS::AutoScaling::AutoScalingGroup",
-        {
-            "CapacityRebalance": True,
-            "MinSize": "0",
-            "MixedInstancesPolicy": {
-                "InstancesDistribution": {
-                    "OnDemandBaseCapacity": 0,
-                    "OnDemandPercentageAboveBaseCapacity": 0,
-                    "SpotAllocationStrategy": "price-capacity-optimized",
-                },
-                "LaunchTemplate": Match.any_value(),
-            },
-        },
-    )
-    spot_stack.resource_count_is("AWS::AutoScaling::WarmPool", 0)
-    spot_stack.has_resource_properties(
-        "AWS::EC2::LaunchTemplate",
-        {"LaunchTemplateData": Match.object_like({"InstanceType": "g6e.2xlarge"})},
-    )
+    groups = [g["Properties"] for g in spot_stack.find_resources("AWS::AutoScaling::AutoScalingGroup").values()]
+    assert groups
+    for group in groups:
+        assert (group["CapacityRebalance"], group["MinSize"]) == (True, "0")
+        assert group["MixedInstancesPolicy"]["InstancesDistribution"] == {
+            "OnDemandBaseCapacity": 0,
+            "OnDemandPercentageAboveBaseCapacity": 0,
+            "SpotAllocationStrategy": "price-capacity-optimized",
+        }
+    assert spot_stack.find_resources("AWS::AutoScaling::WarmPool") == {}
+    templates = spot_stack.find_resources("AWS::EC2::LaunchTemplate")
+    assert "g6e.2xlarge" in [t["Properties"]["LaunchTemplateData"].get("InstanceType") for t in templates.values()]
 
 
 def test_open_egress_puts_workers_behind_one_nat_gateway(spot_stack: Any) -> None:
-    spot_stack.resource_count_is("AWS::EC2::NatGateway", 1)
-    spot_stack.resource_count_is("AWS::EC2::InternetGateway", 1)
-    spot_stack.has_resource_properties(
-        "AWS::EC2::Route", {"DestinationCidrBlock": "0.0.0.0/0", "NatGatewayId": Match.any_value()}
-    )
+    assert len(spot_stack.find_resources("AWS::EC2::NatGateway")) == 1
+    assert len(spot_stack.find_resources("AWS::EC2::InternetGateway")) == 1
+    routes = [r["Properties"] for r in spot_stack.find_resources("AWS::EC2::Route").values()]
+    assert any(r.get("DestinationCidrBlock") == "0.0.0.0/0" and "NatGatewayId" in r for r in routes)
 
 
 def test_an_existing_vpc_gets_the_endpoints_and_its_isolated_subnets_host_the_workers() -> None:

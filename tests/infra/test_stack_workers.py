@@ -132,10 +132,10 @@ def test_worker_container_has_its_own_health_check_as_ecs_ignores_the_images(syn
 
 
 def test_cluster_has_container_insights(template: Any) -> None:
-    template.has_resource_properties(
-        "AWS::ECS::Cluster",
-        {"ClusterSettings": [{"Name": "containerInsights", "Value": "enabled"}]},
-    )
+    clusters = template.find_resources("AWS::ECS::Cluster")
+    assert [c["Properties"].get("ClusterSettings") for c in clusters.values()] == [
+        [{"Name": "containerInsights", "Value": "enabled"}]
+    ]
 
 
 def test_models_sync_is_a_fargate_task_that_writes_efs(synth: Synth) -> None:
