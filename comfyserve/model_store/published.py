@@ -79,9 +79,6 @@ class PublishedInventory(BaseModel):
         """Folder → names (computed once per inventory object; do not mutate)."""
         return {folder: [e.name for e in entries] for folder, entries in self.folders.items()}
 
-    def to_model_inventory(self) -> ModelInventory:
-        return ModelInventory.from_listing(self.listing)
-
 
 def read_inventory(s3: Any, bucket: str, key: str) -> PublishedInventory:
     """The published inventory; a missing or malformed object is a ModelStoreError saying what to run."""
