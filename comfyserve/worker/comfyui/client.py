@@ -82,15 +82,6 @@ class ComfyUIClient:
             raise ValueError("GET /object_info did not answer a JSON object")
         return answer
 
-    def model_lists(self) -> dict[str, list[str]]:
-        """``GET /models`` then ``GET /models/{folder}`` for each: the files ComfyUI sees, by folder."""
-        folders = self.get("/models")
-        listing: dict[str, list[str]] = {}
-        for folder in folders if isinstance(folders, list) else []:
-            names = self.get("/models/" + urllib.parse.quote(str(folder), safe=""))
-            listing[str(folder)] = [str(name) for name in names] if isinstance(names, list) else []
-        return listing
-
     def websocket(self, client_id: str) -> ClientConnection:
         url = self.base_url.replace("http", "ws", 1) + "/ws?clientId=" + urllib.parse.quote(client_id, safe="")
         return connect(url, open_timeout=HTTP_TIMEOUT_S, max_size=None, compression=None)
