@@ -16,6 +16,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from comfyserve.settings import CloudWorkerSettings
 from infra.constructs.api import Api, UsageLimits
 from infra.constructs.drop_folder import DropFolder
 from infra.constructs.functions import lambda_code
@@ -31,7 +32,7 @@ from infra.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 # The worker's heartbeat extends a claimed message by this much at a time (COMFYSERVE_VISIBILITY_TIMEOUT_S).
-VISIBILITY_TIMEOUT = Duration.seconds(120)
+VISIBILITY_TIMEOUT = Duration.seconds(CloudWorkerSettings.model_fields["visibility_timeout_s"].default)
 # Only these reach the image build context (gpu_container/Dockerfile builds from the repository root).
 IMAGE_CONTEXT = ["*", "!pyproject.toml", "!README.md", "!comfyserve", "!gpu_container", "**/__pycache__"]
 # A private ECR image URI: <account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag | @sha256:digest].
