@@ -23,7 +23,7 @@ from comfyserve.models.cache import model_cache
 from comfyserve.models.detect import detect
 from comfyserve.models.device import policy
 from comfyserve.models.errors import ModelFileError
-from comfyserve.models.files import StateDict, read_state_dict
+from comfyserve.models.files import Cast, StateDict, read_state_dict
 from comfyserve.models.handles import Autoencoder, DiffusionModel, ModelFamily, TextEncoder
 from comfyserve.models.memory import module_bytes
 from comfyserve.models.prompt import END_TOKEN, clip_tokenizer
@@ -47,8 +47,11 @@ def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
 
 
 def _load_strict(module: torch.nn.Module, weights: StateDict, what: str, source: str, dtype: torch.dtype) -> None:
-    """Load ``weights`` (converted to ``dtype``) into ``module``, which must want exactly these keys and shapes."""
-    weights = {k: v.to(dtype) for k, v in weights.items() if not k.endswith(_IGNORED_KEYS)}
+    """Load ``weights`` (converted to ``dtype``) into ``module``, which must want exactly these keys and shapes.
+    ``weights`` is emptied tensor by tensor as each is converted, so a stored tensor no one else holds is freed
+    as its converted copy is made: an fp16 SDXL UNet loads into fp32 without both copies resident at once."""
+    for key in [k for k in weights if k.endswith(_IGNORED_KEYS)]:
+        del weights[key]
     expected = set(module.state_dict())
     missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or unexpected:
@@ -58,8 +61,13 @@ def _load_strict(module: torch.nn.Module, weights: StateDict, what: str, source:
             if keys
         )
         raise ModelFileError(f"model file {source!r}: its {what} weights do not fit the expected layout ({detail})")
+    converted = {}
+    while weights:
+        key, stored = weights.popitem()
+        converted[key] = stored.to(dtype)
+        del stored
     try:
-        module.load_state_dict(weights, strict=True, assign=True)
+        module.load_state_dict(converted, strict=True, assign=True)
     except RuntimeError as exc:
         first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
         raise ModelFileError(f"model file {source!r}: its {what} weights have unexpected shapes ({first})") from exc
@@ -68,14 +76,17 @@ def _load_strict(module: torch.nn.Module, weights: StateDict, what: str, source:
 
 
 def build_unet(family: ModelFamily, sd: StateDict, source: str) -> tuple[UNet2DConditionModel, dict[str, str]]:
-    """The UNet and a map from its LDM parameter names to diffusers' (LoRA files may use either)."""
+    """The UNet and a map from its LDM parameter names to diffusers' (LoRA files may use either). The UNet's
+    tensors are taken out of ``sd``, and each is freed once converted (see :func:`_load_strict`)."""
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
-    config = configs.unet_config(family, _strip(sd, layout.UNET_PREFIX))
-    converted = convert_ldm_unet_checkpoint(sd, config)
+    stored = {k: sd.pop(k) for k in [k for k in sd if k.startswith(layout.UNET_PREFIX)]}
+    config = configs.unet_config(family, _strip(stored, layout.UNET_PREFIX))
+    converted = convert_ldm_unet_checkpoint(stored, config)
     by_tensor = {id(v): k for k, v in converted.items()}
-    ldm_names = {k[len(layout.UNET_PREFIX) :]: by_tensor[id(v)] for k, v in sd.items() if id(v) in by_tensor}
+    ldm_names = {k[len(layout.UNET_PREFIX) :]: by_tensor[id(v)] for k, v in stored.items() if id(v) in by_tensor}
+    del stored
     with _no_init_weights():
         unet = UNet2DConditionModel.from_config(config)
     _load_strict(unet, converted, "UNet", source, policy().model_dtype)
@@ -159,7 +170,8 @@ def default_clip_layer(family: ModelFamily) -> int:
 
 
 def build_checkpoint(sd: StateDict, source: str) -> tuple[DiffusionModel, TextEncoder, Autoencoder]:
-    """MODEL, CLIP and VAE from a checkpoint's state dict; ``source`` names the file in messages."""
+    """MODEL, CLIP and VAE from a checkpoint's state dict (its UNet tensors are taken out of ``sd`` as they are
+    loaded); ``source`` names the file in messages."""
     found = detect(sd)
     family = found.family
     unet, ldm_names = build_unet(family, sd, source)
@@ -192,11 +204,21 @@ def _checkpoint_bytes(loaded: tuple[DiffusionModel, TextEncoder, Autoencoder]) -
     return module_bytes(model.unet) + sum(module_bytes(e.module) for e in clip.encoders) + module_bytes(vae.vae)
 
 
+def _unet_in(dtype: torch.dtype) -> Cast:
+    """A cast taking the UNet's floating tensors to ``dtype`` as they are read: an fp16 SDXL file becomes an
+    fp32 UNet on the CPU without the fp16 copy resident beside it."""
+
+    def cast(key: str, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(dtype) if key.startswith(layout.UNET_PREFIX) and tensor.is_floating_point() else tensor
+
+    return cast
+
+
 def load_checkpoint(path: Path) -> tuple[DiffusionModel, TextEncoder, Autoencoder]:
     """MODEL, CLIP, VAE of a checkpoint file; the same unchanged file returns the same objects."""
 
     def load(p: Path) -> tuple[tuple[DiffusionModel, TextEncoder, Autoencoder], int]:
-        loaded = build_checkpoint(read_state_dict(p), p.name)
+        loaded = build_checkpoint(read_state_dict(p, _unet_in(policy().model_dtype)), p.name)
         return loaded, _checkpoint_bytes(loaded)
 
     return model_cache().get_or_load("checkpoint", path, load)

@@ -91,6 +91,11 @@ def _materialise(shapes: Mapping[str, tuple[int, ...]], seed: int) -> StateDict:
     return out
 
 
+def full_size_checkpoint(family: ModelFamily, seed: int = 1234) -> StateDict:
+    """A random checkpoint of ``family`` with its published widths and key layout (fp16, as released)."""
+    return _materialise(layout.checkpoint_shapes(family, layout.FULL_SIZE[family]), seed)
+
+
 def tiny_checkpoint(family: ModelFamily, seed: int = 0) -> StateDict:
     """A random checkpoint of ``family`` with the published key layout and tiny widths."""
     sd = _materialise(layout.checkpoint_shapes(family, layout.TINY[family]), seed)

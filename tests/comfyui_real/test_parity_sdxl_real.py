@@ -1,55 +1,100 @@
-"""Differential parity for SDXL (published widths, random weights). Both engines hold a ~10 GB fp32 UNet on the
-CPU, so they run one after the other and neither in the test process: ComfyUI first (then stopped), then the
-built-in engine through ``comfyserve run`` in a child process; the checkpoint is written by a child process too."""
+"""Differential parity for SDXL (published widths, random weights), every offered sampler. Both engines hold a
+~10 GB fp32 UNet on the CPU, so they run one after the other and neither in the test process: ComfyUI first
+(then stopped), then the built-in engine through ``comfyserve run`` in a child process; the checkpoint is written
+by a child process too. Each engine runs one workflow with a branch per sampler, so it loads the model once."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from comfyserve.worker.backend import BackendJob
 from comfyserve.worker.comfyui import ComfyUIBackend
-from tests.comfyui_real.test_parity_real import SAMPLERS, assert_same, image, txt2img
+from tests.comfyui_real.test_parity_real import SAMPLERS, assert_same, txt2img
 
 CHECKPOINT = "parity-sdxl.safetensors"
 WRITE = (
-    "import sys; from pathlib import Path; from comfyserve.models.handles import ModelFamily;"
-    "from tests.comfyui_real.test_parity_real import write_checkpoint;"
-    "write_checkpoint(ModelFamily.SDXL, Path(sys.argv[1]))"
+    "import sys; from pathlib import Path; from comfyserve.models import testmodels;"
+    "from comfyserve.models.handles import ModelFamily;"
+    "testmodels.save(testmodels.full_size_checkpoint(ModelFamily.SDXL), Path(sys.argv[1]))"
 )
+Images = dict[tuple[str, str], np.ndarray]
 
 
-def builtin_image(model_root: Path, sampler: str, scheduler: str, work: Path) -> Path:
-    workflow = work / f"{sampler}.json"
-    workflow.parent.mkdir(parents=True, exist_ok=True)
-    workflow.write_text(json.dumps(txt2img(sampler, scheduler, CHECKPOINT)))
-    out = work / f"out-{sampler}"
+def every_sampler() -> dict[str, Any]:
+    """One prompt: the shared loader, prompts and latent, then KSampler → VAEDecode → SaveImage per sampler
+    (node ids 100+i, 200+i, 300+i; file prefix ``sdxl_<i>``)."""
+    single = txt2img("euler", "normal", CHECKPOINT)
+    prompt = {key: single[key] for key in ("4", "5", "6", "7")}
+    for index, (sampler, scheduler) in enumerate(SAMPLERS):
+        sample = json.loads(json.dumps(single["3"]))
+        sample["inputs"].update(sampler_name=sampler, scheduler=scheduler)
+        prompt[str(100 + index)] = sample
+        prompt[str(200 + index)] = {
+            "class_type": "VAEDecode",
+            "inputs": {"samples": [str(100 + index), 0], "vae": ["4", 2]},
+        }
+        prompt[str(300 + index)] = {
+            "class_type": "SaveImage",
+            "inputs": {"images": [str(200 + index), 0], "filename_prefix": f"sdxl_{index}"},
+        }
+    return prompt
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as png:
+        return np.asarray(png.convert("RGB"), dtype=np.float64)
+
+
+def comfyui_images(backend: ComfyUIBackend, work: Path) -> Images:
+    result = backend.run(BackendJob(job_id="parity-sdxl", prompt=every_sampler(), work_dir=work))
+    assert result.status == "success", result.error
+    by_node = {output.node_id: output.path for output in result.outputs}
+    return {pair: pixels(by_node[str(300 + index)]) for index, pair in enumerate(SAMPLERS)}
+
+
+def builtin_images(model_root: Path, work: Path) -> Images:
+    work.mkdir(parents=True, exist_ok=True)
+    workflow = work / "every-sampler.json"
+    workflow.write_text(json.dumps(every_sampler()))
+    out = work / "out"
     argv = [sys.executable, "-m", "comfyserve", "run", str(workflow), "--out", str(out), "--models", str(model_root)]
-    subprocess.run(argv, check=True, capture_output=True, timeout=600)
-    (png,) = sorted(out.glob("parity_*.png"))
-    return png
+    subprocess.run(argv, check=True, capture_output=True, timeout=1500)
+    images = {}
+    for index, pair in enumerate(SAMPLERS):
+        (png,) = sorted(out.glob(f"sdxl_{index}_*.png"))
+        images[pair] = pixels(png)
+    return images
 
 
-@pytest.mark.timeout(1800)  # two engines loading and running a full-width SDXL on 2 CPU cores, one at a time
-def test_sdxl_same_image_on_both_backends(backend: ComfyUIBackend, model_root: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def both(
+    backend: ComfyUIBackend, model_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Images, Images]]:
+    """(ComfyUI's, ours): the images of every sampler, each engine alone in memory while it runs."""
+    work = tmp_path_factory.mktemp("parity-sdxl")
     path = model_root / "checkpoints" / CHECKPOINT
     subprocess.run([sys.executable, "-c", WRITE, str(path)], check=True, timeout=900)
     try:
         backend.close()  # a fresh ComfyUI: nothing else held in memory
-        theirs = {
-            pair: image(backend, txt2img(*pair, checkpoint=CHECKPOINT), tmp_path / f"c-{pair[0]}") for pair in SAMPLERS
-        }
+        theirs = comfyui_images(backend, work / "comfyui")
         backend.close()  # its memory back before the built-in engine loads the same model
-        ours: dict[tuple[str, str], np.ndarray] = {}
-        for sampler, scheduler in SAMPLERS:
-            with Image.open(builtin_image(model_root, sampler, scheduler, tmp_path / "builtin")) as png:
-                ours[(sampler, scheduler)] = np.asarray(png.convert("RGB"), dtype=np.float64)
+        ours = builtin_images(model_root, work / "builtin")
     finally:
         path.unlink(missing_ok=True)
-    for (sampler, scheduler), theirs_image in theirs.items():
-        assert_same("SDXL", sampler, scheduler, theirs_image, ours[(sampler, scheduler)])
+    yield theirs, ours
+
+
+@pytest.mark.timeout(3600)  # two engines loading a full-width SDXL and running 42 samplers on 2 CPU cores
+@pytest.mark.parametrize(("sampler", "scheduler"), SAMPLERS)
+def test_sdxl_same_image_on_both_backends(both: tuple[Images, Images], sampler: str, scheduler: str) -> None:
+    theirs, ours = both
+    assert_same("SDXL", sampler, scheduler, theirs[(sampler, scheduler)], ours[(sampler, scheduler)])

@@ -162,3 +162,9 @@ def test_device_residency_evicts_least_recently_used_modules_not_in_use() -> Non
     assert residency.resident_bytes() == 800
     with residency.use(b):
         assert residency.resident_bytes() == 800  # a (oldest, idle) made room
+
+
+def test_the_unet_is_cast_as_it_is_read_and_the_text_encoders_keep_fp16(tiny_models: Path) -> None:  # noqa: F811
+    model, clip, _ = load_checkpoint(tiny_models / SDXL)
+    assert {p.dtype for p in model.unet.parameters()} == {torch.float32}  # the CPU policy's UNet dtype
+    assert {p.dtype for e in clip.encoders for p in e.module.parameters()} == {torch.float16}
