@@ -3,8 +3,9 @@
 A full-width SDXL checkpoint with random weights (fp16, about 6.9 GB) is written into a scratch model root by a
 child process; then each engine runs ``examples/sd15_txt2img.json`` pointed at it (64×64, 4 steps), one after
 the other, each in its own fresh process. The figure is that process's peak resident set: ComfyUI's server
-``VmHWM`` read after the job, the built-in engine's ``comfyserve run`` child's ``ru_maxrss``. Needs a ComfyUI
-checkout (docs/COMFYUI_BACKEND.md).
+``VmHWM`` read after the job (and its ``VmRSS`` then, what it keeps loaded), the built-in engine's
+``comfyserve run`` child's ``ru_maxrss``. Needs a ComfyUI checkout (docs/COMFYUI_BACKEND.md);
+without ``COMFYUI_DIR`` it says so and writes nothing.
 
 Issue 10 target: the built-in engine's peak no higher than ComfyUI's.
 
@@ -47,12 +48,12 @@ def workflow() -> dict[str, Any]:
     return prompt
 
 
-def high_water_mark(pid: int) -> int:
-    """Bytes of the process's peak resident set (``VmHWM``)."""
+def resident(pid: int, field: str = "VmHWM") -> int:
+    """Bytes of the process's peak resident set (``VmHWM``) or, with ``VmRSS``, of its resident set now."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def comfyui_peak(comfyui_dir: Path, model_root: Path, work: Path) -> dict[str, float]:
@@ -61,16 +62,21 @@ def comfyui_peak(comfyui_dir: Path, model_root: Path, work: Path) -> dict[str, f
     try:
         pid = backend.process.pid
         assert pid is not None
-        idle = high_water_mark(pid)
+        idle = resident(pid)
         started = time.perf_counter()
         result = backend.run(BackendJob(job_id="bench-sdxl-memory", prompt=workflow(), work_dir=work / "job"))
         seconds = time.perf_counter() - started
         if result.status != "success":
             raise RuntimeError(f"ComfyUI failed the job: {result.error}")
-        peak = high_water_mark(pid)
+        peak, after = resident(pid), resident(pid, "VmRSS")
     finally:
         backend.close()
-    return {"idle_peak_gib": round(idle / GIB, 2), "peak_gib": round(peak / GIB, 2), "job_s": round(seconds, 1)}
+    return {
+        "idle_peak_gib": round(idle / GIB, 2),
+        "peak_gib": round(peak / GIB, 2),
+        "resident_after_job_gib": round(after / GIB, 2),
+        "job_s": round(seconds, 1),
+    }
 
 
 def builtin_peak(model_root: Path, work: Path) -> dict[str, float]:
@@ -104,8 +110,8 @@ def main() -> int:
     parser.add_argument("--models", type=Path, default=None, help="model root kept between runs (default: scratch)")
     args = parser.parse_args()
     if args.comfyui_dir is None or not (args.comfyui_dir / "main.py").is_file():
-        print("set COMFYUI_DIR (or --comfyui-dir) to a ComfyUI checkout", file=sys.stderr)
-        return 2
+        print("bench_sdxl_memory: skipped (set COMFYUI_DIR to a ComfyUI checkout)")
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-sdxl-", dir=args.dir) as scratch:
         root = Path(scratch)
         model_root = args.models or root / "models"

@@ -24,7 +24,8 @@ Targets: validation p50 under 1 ms (100 nodes) and 20 ms (2,000 nodes), import o
 least 100 jobs/s end to end with 2 workers; warm worker overhead per job (receive → manifest, no model) under
 30 ms locally, and the minimum of AWS requests per job on moto; EFS → NVMe model copies at least 0.9x `cp`;
 scale from zero to the first job started under 90 s with a warm pool, p95 queue wait under 2x an oracle's at
-under 1.2x its GPU-hours (the scaling simulator, docs/SCALING.md).
+under 1.2x its GPU-hours (the scaling simulator, docs/SCALING.md); the built-in engine's peak resident set on
+an SDXL job on the CPU no higher than ComfyUI's on the same job (`sdxl_memory`, with a ComfyUI checkout).
 """
 
 
