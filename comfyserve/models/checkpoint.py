@@ -46,6 +46,12 @@ def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
     return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
+def _take(sd: StateDict, prefix: str) -> StateDict:
+    """The tensors under ``prefix`` (keys kept whole), taken out of ``sd``: once a part is built from them, no
+    stored copy outlives its conversion (ComfyUI's own loader keeps the whole file mapped until the end)."""
+    return {k: sd.pop(k) for k in [k for k in sd if k.startswith(prefix)]}
+
+
 def _load_strict(module: torch.nn.Module, weights: StateDict, what: str, source: str, dtype: torch.dtype) -> None:
     """Load ``weights`` (converted to ``dtype``) into ``module``, which must want exactly these keys and shapes.
     ``weights`` is emptied tensor by tensor as each is converted, so a stored tensor no one else holds is freed
@@ -76,12 +82,12 @@ def _load_strict(module: torch.nn.Module, weights: StateDict, what: str, source:
 
 
 def build_unet(family: ModelFamily, sd: StateDict, source: str) -> tuple[UNet2DConditionModel, dict[str, str]]:
-    """The UNet and a map from its LDM parameter names to diffusers' (LoRA files may use either). The UNet's
-    tensors are taken out of ``sd``, and each is freed once converted (see :func:`_load_strict`)."""
+    """The UNet and a map from its LDM parameter names to diffusers' (LoRA files may use either), from the
+    tensors it takes out of ``sd``."""
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
-    stored = {k: sd.pop(k) for k in [k for k in sd if k.startswith(layout.UNET_PREFIX)]}
+    stored = _take(sd, layout.UNET_PREFIX)
     config = configs.unet_config(family, _strip(stored, layout.UNET_PREFIX))
     converted = convert_ldm_unet_checkpoint(stored, config)
     by_tensor = {id(v): k for k, v in converted.items()}
@@ -94,11 +100,12 @@ def build_unet(family: ModelFamily, sd: StateDict, source: str) -> tuple[UNet2DC
 
 
 def build_vae(family: ModelFamily, sd: StateDict, source: str) -> AutoencoderKL:
-    """An AutoencoderKL from LDM VAE keys (with or without the ``first_stage_model.`` prefix)."""
+    """An AutoencoderKL from LDM VAE keys: those under ``first_stage_model.``, taken out of ``sd``, else the
+    whole of ``sd`` (a standalone VAE file)."""
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    bare = _strip(sd, layout.VAE_PREFIX) or dict(sd)
+    bare = _strip(_take(sd, layout.VAE_PREFIX), layout.VAE_PREFIX) or sd
     config = configs.vae_config(family, bare)
     with _no_init_weights():
         vae = AutoencoderKL.from_config(config)
@@ -134,10 +141,11 @@ def convert_text_encoder(sd: StateDict, prefix: str) -> StateDict:
 
 
 def build_text_encoder(family: ModelFamily, sd: StateDict, prefix: str, component: str, source: str) -> torch.nn.Module:
-    """One CLIP text encoder: CLIP-L in transformers layout, or an OpenCLIP tower (``model.`` prefixes)."""
+    """One CLIP text encoder from the tensors under ``prefix``, taken out of ``sd``: CLIP-L in transformers
+    layout, or an OpenCLIP tower (``model.`` prefixes)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    converted = convert_text_encoder(sd, prefix)
+    converted = convert_text_encoder(_take(sd, prefix), prefix)
     config = CLIPTextConfig(**configs.text_config(family, component, converted))
     cls = CLIPTextModelWithProjection if "text_projection.weight" in converted else CLIPTextModel
     with _no_init_weights():
@@ -170,8 +178,8 @@ def default_clip_layer(family: ModelFamily) -> int:
 
 
 def build_checkpoint(sd: StateDict, source: str) -> tuple[DiffusionModel, TextEncoder, Autoencoder]:
-    """MODEL, CLIP and VAE from a checkpoint's state dict (its UNet tensors are taken out of ``sd`` as they are
-    loaded); ``source`` names the file in messages."""
+    """MODEL, CLIP and VAE from a checkpoint's state dict, whose tensors each part takes out of ``sd`` as it is
+    built; ``source`` names the file in messages."""
     found = detect(sd)
     family = found.family
     unet, ldm_names = build_unet(family, sd, source)

@@ -46,7 +46,9 @@ class ClipEncoder:
 @contextlib.contextmanager
 def computed_in(module: torch.nn.Module, dtype: torch.dtype) -> Iterator[None]:
     """Within the block each layer of ``module`` runs with its weights cast to ``dtype`` just for its own
-    call (ComfyUI's ``manual_cast``): fp16 weights compute in fp32 while at most one layer's copy exists."""
+    call (ComfyUI's ``manual_cast``): fp16 weights compute in fp32 while at most one layer's copy exists. An
+    embedding casts the rows it looked up instead (the same values, without a cast copy of its whole table:
+    250 MB for SDXL's bigG)."""
     layers = [m for m in module.modules() if any(p.dtype != dtype for p in m.parameters(recurse=False))]
     if not layers:
         yield
@@ -62,9 +64,15 @@ def computed_in(module: torch.nn.Module, dtype: torch.dtype) -> Iterator[None]:
     def restore(layer: torch.nn.Module, _args: Any, _out: Any) -> None:
         layer._parameters.update(stored.pop(layer))
 
-    handles = [
-        h for layer in layers for h in (layer.register_forward_pre_hook(cast), layer.register_forward_hook(restore))
-    ]
+    def cast_rows(_layer: torch.nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
+        return out.to(dtype)
+
+    handles = []
+    for layer in layers:
+        if isinstance(layer, torch.nn.Embedding):
+            handles.append(layer.register_forward_hook(cast_rows))
+        else:
+            handles += [layer.register_forward_pre_hook(cast), layer.register_forward_hook(restore)]
     try:
         yield
     finally:

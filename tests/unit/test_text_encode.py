@@ -151,3 +151,19 @@ def test_conditioning_nodes() -> None:
     assert not zero.any() and not zextras["pooled_output"].any() and a[0][1]["pooled_output"].all()
     ((_, ranged),) = ConditioningSetTimestepRange().set_range(a, 0.2, 0.7)[0]
     assert (ranged["start_percent"], ranged["end_percent"]) == (0.2, 0.7) and "start_percent" not in a[0][1]
+
+
+@pytest.mark.usefixtures("no_network")
+def test_an_embedding_casts_the_rows_it_looked_up_not_its_table(tiny_models: Path) -> None:  # noqa: F811
+    _, clip, _ = load_checkpoint(tiny_models / SDXL)
+    module = clip.encoders[1].module
+    seen: list[tuple[torch.dtype, torch.dtype]] = []
+    table = module.get_input_embeddings()
+    handle = table.register_forward_hook(lambda layer, _args, out: seen.append((layer.weight.dtype, out.dtype)))
+    try:
+        with torch.no_grad(), computed_in(module, torch.float32):
+            hidden = module(input_ids=torch.tensor([[START_TOKEN, 320, END_TOKEN]])).last_hidden_state
+    finally:
+        handle.remove()
+    assert seen == [(torch.float16, torch.float16)]  # looked up in the fp16 table; the rows are cast after
+    assert hidden.dtype == torch.float32
