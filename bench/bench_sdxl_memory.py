@@ -27,17 +27,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import write_results
+from comfyserve.models.handles import ModelFamily
+from comfyserve.models.testmodels import write_full_size_checkpoint
 from comfyserve.worker.backend import BackendJob
 from comfyserve.worker.comfyui import ComfyUIBackend, ComfyUIConfig
 
 GIB = 1024**3
 CHECKPOINT = "bench-sdxl.safetensors"
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sd15_txt2img.json"
-WRITE = (
-    "import sys; from pathlib import Path; from comfyserve.models import testmodels;"
-    "from comfyserve.models.handles import ModelFamily;"
-    "testmodels.save(testmodels.full_size_checkpoint(ModelFamily.SDXL), Path(sys.argv[1]))"
-)
 
 
 def workflow() -> dict[str, Any]:
@@ -117,7 +114,7 @@ def main() -> int:
         model_root = args.models or root / "models"
         checkpoint = model_root / "checkpoints" / CHECKPOINT
         if not checkpoint.is_file():
-            subprocess.run([sys.executable, "-c", WRITE, str(checkpoint)], check=True)
+            write_full_size_checkpoint(ModelFamily.SDXL, checkpoint)
         comfyui = comfyui_peak(args.comfyui_dir, model_root, root / "comfyui")
         print(f"ComfyUI: {comfyui}", flush=True)
         builtin = builtin_peak(model_root, root / "builtin")

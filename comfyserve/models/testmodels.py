@@ -13,6 +13,8 @@ import hashlib
 import json
 import math
 import re
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -94,6 +96,17 @@ def _materialise(shapes: Mapping[str, tuple[int, ...]], seed: int) -> StateDict:
 def full_size_checkpoint(family: ModelFamily, seed: int = 1234) -> StateDict:
     """A random checkpoint of ``family`` with its published widths and key layout (fp16, as released)."""
     return _materialise(layout.checkpoint_shapes(family, layout.FULL_SIZE[family]), seed)
+
+
+def write_full_size_checkpoint(family: ModelFamily, path: Path, timeout_s: float = 900) -> None:
+    """Write :func:`full_size_checkpoint` to ``path`` from a child process, so the caller never holds its
+    tensors (SDXL: about 7 GB) and its memory figures stay its own."""
+    code = (
+        "import sys; from pathlib import Path; from comfyserve.models import testmodels;"
+        "from comfyserve.models.handles import ModelFamily;"
+        "testmodels.save(testmodels.full_size_checkpoint(ModelFamily(sys.argv[1])), Path(sys.argv[2]))"
+    )
+    subprocess.run([sys.executable, "-c", code, family.value, str(path)], check=True, timeout=timeout_s)
 
 
 def tiny_checkpoint(family: ModelFamily, seed: int = 0) -> StateDict:

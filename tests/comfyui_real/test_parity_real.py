@@ -4,7 +4,6 @@ detects it as SD1.5; both engines read the same file)."""
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Iterator
@@ -83,7 +82,11 @@ def image(backend: Any, prompt: dict[str, Any], work_dir: Path) -> np.ndarray:
     result = backend.run(BackendJob(job_id=f"parity-{time.monotonic_ns()}", prompt=prompt, work_dir=work_dir))
     assert result.status == "success", result.error
     (output,) = result.outputs
-    with Image.open(io.BytesIO(output.path.read_bytes())) as png:
+    return pixels(output.path)
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as png:
         return np.asarray(png.convert("RGB"), dtype=np.float64)
 
 

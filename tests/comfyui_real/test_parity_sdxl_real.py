@@ -14,30 +14,24 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from comfyserve.models.handles import ModelFamily
+from comfyserve.models.testmodels import write_full_size_checkpoint
 from comfyserve.worker.backend import BackendJob
 from comfyserve.worker.comfyui import ComfyUIBackend
-from tests.comfyui_real.test_parity_real import SAMPLERS, assert_same, txt2img
+from tests.comfyui_real.test_parity_real import SAMPLERS, assert_same, pixels, txt2img
 
 CHECKPOINT = "parity-sdxl.safetensors"
-WRITE = (
-    "import sys; from pathlib import Path; from comfyserve.models import testmodels;"
-    "from comfyserve.models.handles import ModelFamily;"
-    "testmodels.save(testmodels.full_size_checkpoint(ModelFamily.SDXL), Path(sys.argv[1]))"
-)
 Images = dict[tuple[str, str], np.ndarray]
 
 
 def every_sampler() -> dict[str, Any]:
     """One prompt: the shared loader, prompts and latent, then KSampler → VAEDecode → SaveImage per sampler
     (node ids 100+i, 200+i, 300+i; file prefix ``sdxl_<i>``)."""
-    single = txt2img("euler", "normal", CHECKPOINT)
-    prompt = {key: single[key] for key in ("4", "5", "6", "7")}
+    shared = txt2img("euler", "normal", CHECKPOINT)
+    prompt = {key: shared[key] for key in ("4", "5", "6", "7")}
     for index, (sampler, scheduler) in enumerate(SAMPLERS):
-        sample = json.loads(json.dumps(single["3"]))
-        sample["inputs"].update(sampler_name=sampler, scheduler=scheduler)
-        prompt[str(100 + index)] = sample
+        prompt[str(100 + index)] = txt2img(sampler, scheduler, CHECKPOINT)["3"]
         prompt[str(200 + index)] = {
             "class_type": "VAEDecode",
             "inputs": {"samples": [str(100 + index), 0], "vae": ["4", 2]},
@@ -47,11 +41,6 @@ def every_sampler() -> dict[str, Any]:
             "inputs": {"images": [str(200 + index), 0], "filename_prefix": f"sdxl_{index}"},
         }
     return prompt
-
-
-def pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as png:
-        return np.asarray(png.convert("RGB"), dtype=np.float64)
 
 
 def comfyui_images(backend: ComfyUIBackend, work: Path) -> Images:
@@ -82,7 +71,7 @@ def both(
     """(ComfyUI's, ours): the images of every sampler, each engine alone in memory while it runs."""
     work = tmp_path_factory.mktemp("parity-sdxl")
     path = model_root / "checkpoints" / CHECKPOINT
-    subprocess.run([sys.executable, "-c", WRITE, str(path)], check=True, timeout=900)
+    write_full_size_checkpoint(ModelFamily.SDXL, path)
     try:
         backend.close()  # a fresh ComfyUI: nothing else held in memory
         theirs = comfyui_images(backend, work / "comfyui")
