@@ -33,8 +33,8 @@ class ScalerTarget(EnvSettings):
     ecs_service: str = Field(min_length=1, description="the worker service")
     asg_name: str | None = Field(
         default=None,
-        description="GPU Auto Scaling group the scaler sizes too, one instance per task (unset: ECS managed "
-        "scaling alone, a minute slower from zero and 15 minutes slower to release an empty instance)",
+        description="GPU Auto Scaling group the scaler sizes too, one instance per task wanted or still running "
+        "(unset: ECS managed scaling alone, whose CapacityProviderReservation alarm adds a minute or more from zero)",
     )
     backend: BackendName = Field(
         default=CloudWorkerSettings.model_fields["backend"].default,
@@ -43,8 +43,17 @@ class ScalerTarget(EnvSettings):
     )
 
 
+@dataclass(frozen=True)
+class ServiceCounts:
+    """The service's desired count, and its tasks running or starting (a task with a job in hand keeps running
+    under scale-in protection after the desired count drops below it)."""
+
+    desired: int
+    running: int
+
+
 class WorkerService(Protocol):
-    def desired_count(self) -> int: ...
+    def counts(self) -> ServiceCounts: ...
 
     def set_desired_count(self, count: int) -> None: ...
 
@@ -62,7 +71,7 @@ class ScaleResult:
     previous: int
     decision: Decision
     updated: bool
-    instances: int | None = None  # the instance count set, when the scaler sizes the capacity too
+    instances: int | None = None  # the group's desired capacity, when the scaler sizes the capacity too
 
 
 def run_scaler(
@@ -77,7 +86,8 @@ def run_scaler(
 ) -> ScaleResult:
     """``state`` is the jobs bucket's blob store: the scaler's state object and the published catalog."""
     depth = queue.approximate_depth()
-    current = service.desired_count()
+    counts = service.counts()
+    current = counts.desired
     surplus_since = _load_surplus_since(state)
     published = backend != "comfyui" or state.head(catalog_key) is not None
     decision = desired_count(depth, current, clock(), surplus_since, policy, catalog_published=published)
@@ -89,10 +99,7 @@ def run_scaler(
         service.set_desired_count(decision.desired)
     instances = None
     if capacity is not None:
-        have, most = capacity.desired_instances()
-        instances = min(decision.desired, most)
-        if instances != have:
-            capacity.set_instances(instances)
+        instances = _size_capacity(capacity, max(decision.desired, counts.running))
     log.info(
         "scaler: %d -> %d (%s); visible %d, in flight %d",
         current,
@@ -102,6 +109,18 @@ def run_scaler(
         depth.in_flight,
     )
     return ScaleResult(current, decision, updated, instances)
+
+
+def _size_capacity(capacity: WorkerCapacity, needed: int) -> int:
+    """One instance per task the service wants or still runs, within the group's maximum: queued work raises the
+    group at once (no wait for managed scaling's CapacityProviderReservation alarm), and a lower count never
+    goes below the instances whose tasks still run. Which empty instance goes, and when, stays with ECS: managed
+    termination protection keeps every instance with a task protected and lifts it from empty ones."""
+    have, most = capacity.desired_instances()
+    instances = min(needed, most)
+    if instances != have:
+        capacity.set_instances(instances)
+    return instances
 
 
 def _load_surplus_since(state: BlobStore) -> datetime | None:

@@ -29,6 +29,7 @@ class Scaler:
         moto_endpoint: str,
         with_asg: bool = False,
         backend: str = "builtin",
+        still_running: int = 0,
     ) -> None:
         prefix = f"sc{uuid.uuid4().hex[:10]}"
         self.sqs = clients.client("sqs")
@@ -41,7 +42,11 @@ class Scaler:
         self.ecs.register_task_definition(
             family=prefix, containerDefinitions=[{"name": "worker", "image": "comfyserve", "memory": 512}]
         )
+        # moto reports MOTO_ECS_SERVICE_RUNNING tasks running in a service created with it: tasks that a lower
+        # desired count has not stopped yet (a task with a job in hand holds scale-in protection).
+        monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", str(still_running))
         self.ecs.create_service(cluster=prefix, serviceName="workers", taskDefinition=prefix, desiredCount=0)
+        monkeypatch.delenv("MOTO_ECS_SERVICE_RUNNING")
         self.cluster = prefix
         env = {
             "AWS_ENDPOINT_URL": moto_endpoint,
@@ -76,10 +81,15 @@ class Scaler:
             monkeypatch.setenv(name, value)
         self.module: ModuleType = fresh_import("lambdas.scaler")
         self.ecs_calls: Counter[str] = Counter()
+        self.asg_calls: Counter[str] = Counter()
         aws_client("ecs").meta.events.register("before-call.ecs.*", self._count)
+        aws_client("autoscaling").meta.events.register("before-call.auto-scaling.*", self._count_asg)
 
     def _count(self, model: Any, **_: Any) -> None:
         self.ecs_calls[model.name] += 1
+
+    def _count_asg(self, model: Any, **_: Any) -> None:
+        self.asg_calls[model.name] += 1
 
     def run(self) -> dict[str, Any]:
         result: dict[str, Any] = self.module.handler(scheduled_event(), context("scaler"))
@@ -95,6 +105,7 @@ class Scaler:
 
     def close(self) -> None:
         aws_client("ecs").meta.events.unregister("before-call.ecs.*", self._count)
+        aws_client("autoscaling").meta.events.unregister("before-call.auto-scaling.*", self._count_asg)
 
 
 @pytest.fixture
@@ -180,8 +191,33 @@ def test_the_gpu_group_is_sized_with_the_service_within_its_maximum(
         scaler.sqs.purge_queue(QueueUrl=scaler.queue_url)
         earlier = (datetime.now(UTC) - timedelta(seconds=301)).isoformat()
         scaler.s3.put_object(Bucket=scaler.bucket, Key=STATE_KEY, Body=json.dumps({"surplus_since": earlier}).encode())
-        stopped = scaler.run()
-        assert (stopped["desired"], stopped["instances"], scaler.instances(), scaler.desired()) == (0, 0, 0, 0)
+        stopping = scaler.run()  # the service goes to 0; its tasks were still running when the scaler looked
+        assert (stopping["desired"], stopping["instances"], scaler.instances(), scaler.desired()) == (0, 3, 3, 0)
+        assert scaler.asg_calls == {"DescribeAutoScalingGroups": 3, "SetDesiredCapacity": 2}
+
+        stopped = scaler.run()  # the next run sees them stopped and releases their instances
+        assert (stopped["desired"], stopped["instances"], scaler.instances()) == (0, 0, 0)
+        unchanged = scaler.run()  # nothing queued, nothing running: the group is read, not written
+        assert (unchanged["instances"], scaler.instances()) == (0, 0)
+        assert scaler.asg_calls == {"DescribeAutoScalingGroups": 5, "SetDesiredCapacity": 3}
+    finally:
+        scaler.close()
+
+
+def test_the_gpu_group_never_drops_below_the_tasks_still_running(
+    aws_clients: AwsClients, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str
+) -> None:
+    """Two tasks still run (protected, each with a job in hand) while the service's desired count is already 0:
+    the scaler keeps their two instances in the group, and raises it at once when work is queued."""
+    scaler = Scaler(aws_clients, monkeypatch, moto_endpoint, with_asg=True, still_running=2)
+    try:
+        scaler.asg.set_desired_capacity(AutoScalingGroupName=f"{scaler.cluster}-gpu", DesiredCapacity=3)
+        idle = scaler.run()
+        assert (idle["desired"], idle["instances"], scaler.instances(), scaler.desired()) == (0, 2, 2, 0)
+
+        scaler.sqs.send_message(QueueUrl=scaler.queue_url, MessageBody="{}")
+        queued = scaler.run()  # the service asks for 1 task, its 2 old ones still run: the group stays at 2
+        assert (queued["desired"], queued["instances"], scaler.instances()) == (1, 2, 2)
     finally:
         scaler.close()
 

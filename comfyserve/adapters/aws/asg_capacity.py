@@ -1,7 +1,7 @@
 """The GPU Auto Scaling group sized by the scaler directly (one instance per worker task), so that a task from
-zero does not wait for ECS managed scaling's next CapacityProviderReservation datapoint, and an empty instance
-goes at once instead of after managed scaling's 15 minutes. Instances running tasks keep ECS's managed
-termination protection, so lowering the desired capacity only ever removes empty ones."""
+zero does not wait for ECS managed scaling's CapacityProviderReservation datapoints and alarm. Managed scaling
+stays on beside it: instances running tasks keep ECS's managed termination protection, so a lower desired
+capacity can only remove an empty instance, once ECS lifts that instance's protection (docs/SCALING.md)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
-"""The worker ECS service's desired count: one DescribeServices to read it, one UpdateService to change it."""
+"""The worker ECS service's task counts: one DescribeServices to read them, one UpdateService to change the
+desired count."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from comfyserve.service.autoscale import ServiceCounts
 
 if TYPE_CHECKING:
     from mypy_boto3_ecs import ECSClient
@@ -19,12 +22,16 @@ class EcsWorkerService:
         self.cluster = cluster
         self.service = service
 
-    def desired_count(self) -> int:
+    def counts(self) -> ServiceCounts:
         response = self._ecs.describe_services(cluster=self.cluster, services=[self.service])
         services = [s for s in response.get("services", []) if s.get("status") != "INACTIVE"]
         if not services:
             raise EcsServiceNotFound(self.cluster, self.service)
-        return int(services[0]["desiredCount"])
+        found = services[0]
+        return ServiceCounts(
+            desired=int(found["desiredCount"]),
+            running=max(0, int(found.get("runningCount", 0))) + max(0, int(found.get("pendingCount", 0))),
+        )
 
     def set_desired_count(self, count: int) -> None:
         self._ecs.update_service(cluster=self.cluster, service=self.service, desiredCount=count)
