@@ -329,6 +329,15 @@ class CloudWorkerSettings(AwsResourceNames):
     log_level: str = Field(
         default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"), description="Powertools log level"
     )
+    cuda_version: str | None = Field(
+        default=None,
+        description="the image's CUDA build (e.g. 13.0); with a GPU, the host's driver is checked at start",
+    )
+    min_driver: str | None = Field(
+        default=None,
+        description="oldest NVIDIA driver that runs the image (e.g. 580.65.06; unset: the CUDA major's own minimum);"
+        " an older host driver stops the worker before its first job",
+    )
 
     @field_validator("preload", "custom_nodes", "node_allow", "node_deny", mode="before")
     @classmethod

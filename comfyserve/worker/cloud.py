@@ -35,6 +35,7 @@ from comfyserve.ports import BlobStore, PortError
 from comfyserve.settings import CloudWorkerSettings
 from comfyserve.worker.backend import Backend, BackendJob
 from comfyserve.worker.cold_start import ColdStart, init_torch, process_age_s, timed
+from comfyserve.worker.driver_check import check_driver
 from comfyserve.worker.ecs_protection import task_protection
 from comfyserve.worker.liveness import Liveness, LivenessQueue
 from comfyserve.worker.loop import Worker, WorkerPorts, WorkerSettings
@@ -179,6 +180,7 @@ def warm_up(backend: Backend, prompt: dict[str, Any], work_dir: Path) -> None:
 
 def run_worker(settings: CloudWorkerSettings) -> int:
     """Get ready, then serve jobs until a drain; returns the exit status."""
+    check_driver(settings.cuda_version, settings.min_driver)
     check_folders(settings)
     warmup = read_warmup(settings)
     drain = DrainSignal()
