@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "write tiny random-weight checkpoints, LoRAs and VAEs in the layouts real ones use",
     ),
     "models": ("comfyserve.commands.models", "sync, publish and list the model inventory of the models bucket"),
+    "tenants": (
+        "comfyserve.commands.tenants",
+        "add, list and revoke tenants: API keys on the deployed stack's usage plan",
+    ),
     "serve": ("comfyserve.commands.serve", "run the local stack: HTTP API, websocket and workers"),
     "submit": ("comfyserve.commands.submit", "submit a workflow to a comfyserve endpoint"),
     "worker": (
