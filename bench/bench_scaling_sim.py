@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import percentile, write_results
 from bench.scaling_inputs import Deployed, Timings, fixed

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.summary import summary_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -18,14 +23,11 @@ compare against a peer measured in the same run (ratios) where a benchmark has o
 machine its figures came from: the CPU figures were taken on a 2-core development machine that was running
 other work at the same time (load average 1 to 3); the GPU figures name their card.
 
-Targets: validation p50 under 1 ms (100 nodes) and 20 ms (2,000 nodes), import of the validation path under
-150 ms without torch; executor under 50 µs per node cold and 5 µs cached (2,000-node chain); txt2img within
-1.1x of diffusers' pipeline on the same weights; local stack submit p50 under 5 ms, p99 under 25 ms, and at
-least 100 jobs/s end to end with 2 workers; warm worker overhead per job (receive → manifest, no model) under
-30 ms locally, and the minimum of AWS requests per job on moto; EFS → NVMe model copies at least 0.9x `cp`;
-scale from zero to the first job started under 90 s with a warm pool, p95 queue wait under 2x an oracle's at
-under 1.2x its GPU-hours (the scaling simulator, docs/SCALING.md); the built-in engine's peak resident set on
-an SDXL job on the CPU no higher than ComfyUI's on the same job (`sdxl_memory`, with a ComfyUI checkout).
+## Summary
+
+Each target with its latest figure, the peer measured beside it and their ratio where the benchmark has one
+(the target then applies to the ratio), and the machine. The detailed figures of every benchmark follow.
+
 """
 
 
@@ -49,7 +51,7 @@ def section(path: Path) -> str:
 
 def main() -> None:
     sections = [section(path) for path in sorted(RESULTS.glob("*.json"))]
-    OUT.write_text(INTRO + "\n" + "\n".join(sections))
+    OUT.write_text(INTRO + summary_markdown(RESULTS) + "\n\n" + "\n".join(sections))
     print(f"wrote {OUT} ({len(sections)} benchmarks)")
 
 
