@@ -331,12 +331,12 @@ class CloudWorkerSettings(AwsResourceNames):
     )
     cuda_version: str | None = Field(
         default=None,
-        description="the image's CUDA build (e.g. 13.0); with a GPU, the host's driver is checked at start",
+        description="the image's CUDA build (e.g. 13.0), named when the host's driver is too old for it",
     )
     min_driver: str | None = Field(
         default=None,
-        description="oldest NVIDIA driver that runs the image (e.g. 580.65.06; unset: the CUDA major's own minimum);"
-        " an older host driver stops the worker before its first job",
+        description="oldest NVIDIA driver that runs the image (e.g. 580 or 580.65.06): with a GPU, an older host"
+        " driver stops the worker before its first job (unset: not checked)",
     )
 
     @field_validator("preload", "custom_nodes", "node_allow", "node_deny", mode="before")

@@ -12,9 +12,6 @@ from pathlib import Path
 
 from comfyserve.engine.errors import ComfyServeError
 
-# The oldest Linux driver of each CUDA major's branch (NVIDIA's CUDA Toolkit release notes, table 3: CUDA 13.0
-# GA needs >= 580.65.06; 12.x runs on >= 525.60.13 through minor version compatibility).
-MIN_DRIVER_BY_CUDA_MAJOR = {"12": "525.60.13", "13": "580.65.06"}
 _PROC_VERSION = Path("/proc/driver/nvidia/version")
 _KERNEL_MODULE = re.compile(r"Kernel Module\s+(?:for\s+\S+\s+)?(\d+(?:\.\d+)+)")
 _VERSION = re.compile(r"^\d+(?:\.\d+)*$")
@@ -54,20 +51,12 @@ def host_driver_version(proc_version: Path | None = None, nvidia_smi: str = "nvi
     return lines[0]
 
 
-def required_driver(cuda_version: str | None, min_driver: str | None) -> str | None:
-    """The minimum driver: ``min_driver`` when given, else the one ``cuda_version``'s major needs (if known)."""
-    if min_driver:
-        return min_driver
-    if cuda_version:
-        return MIN_DRIVER_BY_CUDA_MAJOR.get(cuda_version.split(".")[0])
-    return None
-
-
 def check_driver(cuda_version: str | None, min_driver: str | None, query: DriverQuery | None = None) -> str | None:
-    """Raise :class:`DriverMismatch` (one line naming both versions) when the host's driver is older than the
-    image's CUDA build needs; returns the host's driver version (``None``: no GPU, or nothing to check)."""
-    needed = required_driver(cuda_version, min_driver)
-    if needed is None:
+    """Raise :class:`DriverMismatch` (one line naming both versions) when the host's driver is older than
+    ``min_driver``, the oldest that runs the image's CUDA build (the stack pairs them, infra/); returns the host's
+    driver version (``None``: no GPU, or no minimum to check)."""
+    needed = min_driver
+    if not needed:
         return None
     if not _VERSION.match(needed):
         raise DriverMismatch(f"COMFYSERVE_MIN_DRIVER {needed!r} is not a driver version such as 580.65.06")

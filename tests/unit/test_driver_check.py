@@ -38,17 +38,19 @@ def test_a_driver_at_or_above_the_minimum_passes(found: str, needed: str) -> Non
     assert check_driver("13.0", needed, FakeQuery(found)) == found
 
 
-def test_the_minimum_follows_the_cuda_major_when_only_the_cuda_version_is_set() -> None:
-    with pytest.raises(DriverMismatch, match=r"older than 580\.65\.06, the oldest that runs this image's CUDA 13\.0;"):
-        check_driver("13.0", None, FakeQuery("575.57.08"))
-    assert check_driver("12.8", None, FakeQuery("550.54.15")) == "550.54.15"
+def test_without_a_cuda_version_the_line_still_names_both_driver_versions() -> None:
+    with pytest.raises(DriverMismatch) as raised:
+        check_driver(None, "580", FakeQuery("575.57.08"))
+    assert str(raised.value).startswith(
+        "the host's NVIDIA driver 575.57.08 is older than 580, the oldest that runs this image's CUDA; no job taken"
+    )
 
 
 def test_nothing_is_queried_without_a_setting_and_nothing_checked_without_a_gpu() -> None:
     unset = FakeQuery("470.0")
     assert check_driver(None, None, unset) is None and unset.calls == 0
-    unknown_major = FakeQuery("470.0")
-    assert check_driver("11.8", None, unknown_major) is None and unknown_major.calls == 0
+    cuda_only = FakeQuery("470.0")
+    assert check_driver("13.0", None, cuda_only) is None and cuda_only.calls == 0
     no_gpu = FakeQuery(None)
     assert check_driver("13.0", "580.65.06", no_gpu) is None and no_gpu.calls == 1
 
