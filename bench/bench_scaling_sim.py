@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import percentile, write_results
-from bench.scaling_inputs import Deployed, Timings, fixed
+from bench.scaling_inputs import Deployed, Dist, Timings, fixed
 from bench.scaling_model import Run, Scenario, simulate
 from bench.scaling_report import update_scaling_doc
 
@@ -50,23 +50,32 @@ MODEL_VARIANTS: dict[str, tuple[str, Scenario, Timings]] = {
         Scenario(model_tier="ebs"),
         Timings(),
     ),
-    "sdxl_hot_set_gp3_1000": (
-        "SDXL staged on the root volume (gp3 provisioned at 1,000 MiB/s)",
+    "sdxl_hot_set_gp3_500": (
+        "SDXL staged on the root volume (gp3 at 500 MiB/s, the stack's default with `hot_models`)",
         Scenario(model_tier="ebs"),
-        Timings(ebs_mib_s=fixed(1000.0, "gp3's most throughput")),
+        Timings(ebs_mib_s=fixed(500.0, "the stack's root volume throughput with hot_models")),
     ),
     "sd15_efs": ("SD1.5 2.1 GB from the EFS cache", Scenario(), Timings(model_gb=2.1)),
 }
 
 
 def deployed_scenario(deployed: Deployed, base: Scenario | None = None) -> Scenario:
-    """The stack as deployed: its warm pool (prepared by the preparation hook), the scaler's direct path."""
+    """The stack as deployed: its warm pool (prepared by the preparation hook), the scaler's direct path where
+    it sizes the group, the hot set's tier, the backend."""
     scenario = base or Scenario()
     return replace(
         scenario,
         pool="stopped" if deployed.warm_pool else "none",
+        capacity="direct" if deployed.direct_capacity else "managed",
+        model_tier="ebs" if deployed.hot_set else scenario.model_tier,
         backend="comfyui" if deployed.backend == "comfyui" else "builtin",
     )
+
+
+def deployed_timings(deployed: Deployed) -> Timings:
+    """The timings with the root volume's throughput as deployed."""
+    rate = float(deployed.volume_mib_s)
+    return replace(Timings(), ebs_mib_s=Dist(rate, rate, rate, Timings().ebs_mib_s.source))
 
 
 def first_jobs(deployed: Deployed, scenario: Scenario, timings: Timings, draws: int = DRAWS) -> dict[str, float]:
@@ -155,10 +164,12 @@ def trace_figures(run: Run, price_per_hour: float) -> dict[str, float]:
 def run_all(deployed: Deployed, timings: Timings, draws: int = DRAWS) -> dict[str, Any]:
     policy = deployed.policy()
     target = deployed_scenario(deployed)
-    default = next(name for name, (_, s) in SCENARIOS.items() if replace(s, backend=target.backend) == target)
+    matching = (name for name, (_, s) in SCENARIOS.items() if replace(s, backend=target.backend) == target)
+    default = next(matching, "deployed")
+    rows = {**SCENARIOS, "deployed": ("the deployed configuration", target)} if default == "deployed" else SCENARIOS
     trace_set = traces(seed=7, cap_s=min(120.0, deployed.job_timeout_s), scale=deployed.max_workers / TRACE_WORKERS)
     scenarios: dict[str, Any] = {}
-    for name, (label, scenario) in SCENARIOS.items():
+    for name, (label, scenario) in rows.items():
         scenario = replace(scenario, backend=target.backend)
         row: dict[str, Any] = {
             "label": label,
@@ -174,7 +185,7 @@ def run_all(deployed: Deployed, timings: Timings, draws: int = DRAWS) -> dict[st
         first = row["first_job"]
         print(f"{name:28} first job p50 {first['p50_s']:6} p95 {first['p95_s']:6} loaded p50 {first['loaded_p50_s']}")
     models = {
-        name: {"label": label, **first_jobs(deployed, deployed_scenario(deployed, scenario), variant, draws)}
+        name: {"label": label, **first_jobs(deployed, replace(target, model_tier=scenario.model_tier), variant, draws)}
         for name, (label, scenario, variant) in MODEL_VARIANTS.items()
     }
     p50 = scenarios[default]["first_job"]["p50_s"]
@@ -195,7 +206,8 @@ def run_all(deployed: Deployed, timings: Timings, draws: int = DRAWS) -> dict[st
 
 
 def main() -> None:
-    results = run_all(Deployed.from_settings(), Timings())
+    deployed = Deployed.from_settings()
+    results = run_all(deployed, deployed_timings(deployed))
     write_results("scaling_sim", results)
     update_scaling_doc(results)
 

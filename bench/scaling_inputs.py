@@ -206,14 +206,19 @@ class Deployed:
     job_timeout_s: int
     seconds_per_job: float
     backend: str
+    direct_capacity: bool  # the scaler sizes the group (one family only)
+    hot_set: bool  # models staged on the prepared instances' root volume
+    volume_mib_s: int  # the root volume's throughput
 
     @classmethod
     def from_settings(cls, settings: StackSettings | None = None) -> Deployed:
-        """The stack's defaults (or ``settings``). The direct path sizes one group, the first family's."""
+        """The stack's defaults (or ``settings``)."""
         settings = settings or StackSettings()
         instance_type = f"{settings.instance_families[0]}.{settings.instance_size}"
         if instance_type not in GPU_PRICE_PER_HOUR:
             raise ValueError(f"no price for {instance_type}: add it to GPU_PRICE_PER_HOUR")
+        # sizes_group, hot_models and volume_throughput come with the preparation hook and the direct path
+        # (infra/settings.py, issue 15); read with their defaults until both are in the same tree.
         return cls(
             instance_type=instance_type,
             max_workers=settings.max_workers,
@@ -222,6 +227,9 @@ class Deployed:
             job_timeout_s=settings.job_timeout_s,
             seconds_per_job=settings.seconds_per_job,
             backend=settings.backend,
+            direct_capacity=bool(getattr(settings, "sizes_group", len(settings.instance_families) == 1)),
+            hot_set=bool(getattr(settings, "hot_models", ())),
+            volume_mib_s=int(getattr(settings, "volume_throughput", 125)),
         )
 
     @property

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.bench_scaling_sim import SCENARIOS, deployed_scenario, idle_cost_per_day
+from bench.bench_scaling_sim import SCENARIOS, deployed_scenario, deployed_timings, idle_cost_per_day, run_all
 from bench.scaling_inputs import Deployed, Dist, Timings, fixed
 from bench.scaling_model import Run, Scenario, simulate
 from bench.scaling_report import BEGIN, END, scaling_markdown
@@ -97,6 +97,15 @@ def test_the_deployed_configuration_comes_from_the_stack_settings() -> None:
     assert deployed_scenario(spot).pool == "none"
     with pytest.raises(ValueError, match=r"^no price for g6\.2xlarge"):
         Deployed.from_settings(StackSettings(instance_size="2xlarge"))
+
+
+def test_several_families_or_a_hot_set_change_the_deployed_scenario() -> None:
+    several = replace(Deployed.from_settings(), direct_capacity=False, hot_set=True, volume_mib_s=500)
+    assert deployed_scenario(several) == Scenario(capacity="managed", model_tier="ebs")
+    assert deployed_timings(several).ebs_mib_s.mode == 500.0
+    results = run_all(several, deployed_timings(several), draws=5)
+    assert results["deployed_scenario"] == "deployed"  # no listed scenario stages a hot set
+    assert results["scenarios"]["deployed"]["scenario"]["model_tier"] == "ebs"
 
 
 def test_idle_cost_per_day() -> None:
