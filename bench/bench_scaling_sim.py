@@ -59,15 +59,13 @@ MODEL_VARIANTS: dict[str, tuple[str, Scenario, Timings]] = {
 }
 
 
-def deployed_scenario(deployed: Deployed, base: Scenario | None = None) -> Scenario:
+def deployed_scenario(deployed: Deployed) -> Scenario:
     """The stack as deployed: its warm pool (prepared by the preparation hook), the scaler's direct path where
     it sizes the group, the hot set's tier, the backend."""
-    scenario = base or Scenario()
-    return replace(
-        scenario,
+    return Scenario(
         pool="stopped" if deployed.warm_pool else "none",
         capacity="direct" if deployed.direct_capacity else "managed",
-        model_tier="ebs" if deployed.hot_set else scenario.model_tier,
+        model_tier="ebs" if deployed.hot_set else "efs",
         backend="comfyui" if deployed.backend == "comfyui" else "builtin",
     )
 
