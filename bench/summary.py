@@ -57,41 +57,46 @@ class Row:
     on_ratio: bool = False
 
 
+def ratio(label: str, bench: str, measured: str, unit: str, compare: str, limit: float, peer: str, of: str) -> Row:
+    """A row whose target applies to the ratio of ``measured`` over the peer's figure at ``of``."""
+    return Row(label, bench, at(measured), unit, compare, limit, (peer, at(of)), on_ratio=True)
+
+
 ROWS = (
     Row("validate 100 nodes, p50", "validation", at("validate_100_nodes.p50_ms"), "ms", "<=", 1.0),
     Row("validate 2,000 nodes, p50", "validation", at("validate_2000_nodes.p50_ms"), "ms", "<=", 20.0),
     Row("import of the validation path, p50", "validation", at("import_validation_path.p50_ms"), "ms", "<=", 150),
-    Row(
+    ratio(
         "`comfyserve validate` (100 nodes), p50",
         "cli_start",
-        at("comfyserve_validate_100_nodes.p50_ms"),
+        "comfyserve_validate_100_nodes.p50_ms",
         "ms",
         "<=",
         3.0,
-        ("`python -c pass`", at("python_c_pass.p50_ms")),
-        on_ratio=True,
+        "`python -c pass`",
+        "python_c_pass.p50_ms",
     ),
     Row("executor per node, cold (2,000 nodes)", "executor", at("chain_2000.cold_wall_us_per_node"), "µs", "<=", 50),
     Row("executor per node, cached", "executor", at("chain_2000.cached_wall_us_per_node"), "µs", "<=", 5),
-    Row(
+    ratio(
         "txt2img 256², 20 steps, CPU",
         "txt2img_cpu",
-        at("comfyserve_best_s"),
+        "comfyserve_best_s",
         "s",
         "<=",
         1.1,
-        ("diffusers' pipeline", at("diffusers_best_s")),
-        on_ratio=True,
+        "diffusers' pipeline",
+        "diffusers_best_s",
     ),
-    Row(
+    ratio(
         "txt2img 512², 20 steps, GPU, batch 1",
         "txt2img_gpu",
-        at("batch_1.comfyserve.best_s"),
+        "batch_1.comfyserve.best_s",
         "s",
         "<=",
         1.1,
-        ("diffusers' pipeline", at("batch_1.diffusers.best_s")),
-        on_ratio=True,
+        "diffusers' pipeline",
+        "batch_1.diffusers.best_s",
     ),
     Row("local stack submit, p50", "local_stack", at("submit_latency.p50_ms"), "ms", "<=", 5),
     Row("local stack submit, p99", "local_stack", at("submit_latency.p99_ms"), "ms", "<=", 25),
@@ -107,25 +112,16 @@ ROWS = (
         ("the minimum", _minimum_requests),
         on_ratio=True,
     ),
-    Row(
-        "EFS → NVMe model copy",
-        "model_tiers",
-        at("efs_to_nvme_mib_s"),
-        "MiB/s",
-        ">=",
-        0.9,
-        ("`cp`", at("cp_mib_s")),
-        on_ratio=True,
-    ),
-    Row(
+    ratio("EFS → NVMe model copy", "model_tiers", "efs_to_nvme_mib_s", "MiB/s", ">=", 0.9, "`cp`", "cp_mib_s"),
+    ratio(
         "SDXL job, peak resident set, CPU",
         "sdxl_memory",
-        at("builtin.peak_gib"),
+        "builtin.peak_gib",
         "GiB",
         "<=",
         1.0,
-        ("ComfyUI", at("comfyui.peak_gib")),
-        on_ratio=True,
+        "ComfyUI",
+        "comfyui.peak_gib",
     ),
     Row(
         "first job from zero, deployed default, p50 (simulated)",
