@@ -105,7 +105,6 @@ def test_the_workers_and_the_scaler_share_the_fleets_backend_and_the_scaler_may_
     assert CloudWorkerSettings.from_env(_worker_environment(synth)).backend == "builtin"
     catalog_key = AwsResourceNames.from_env(scaler_environment).catalog_key
     readable = grants(synth, function_role(synth, "scaler"), "s3:GetObject")
-    assert [resource["Fn::Join"][1][-1] for resource in readable if "Fn::Join" in resource] == [
-        "/scaler/state.json",
-        f"/{catalog_key}",
-    ]
+    assert sorted(resource["Fn::Join"][1][-1] for resource in readable if "Fn::Join" in resource) == sorted(
+        ["/scaler/state.json", f"/{catalog_key}"]
+    )
