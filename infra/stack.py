@@ -17,6 +17,7 @@ from constructs import Construct
 
 from comfyserve.settings import CloudWorkerSettings
 from infra import access
+from infra.checkov import acknowledge_checkov
 from infra.constructs.api import Api, UsageLimits
 from infra.constructs.drop_folder import DropFolder
 from infra.constructs.functions import lambda_code
@@ -304,3 +305,4 @@ class ComfyServeStack(Stack):
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
+        acknowledge_checkov(self)
