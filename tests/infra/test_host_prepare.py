@@ -3,6 +3,7 @@ IMDSv2 service on loopback. No AWS."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -220,3 +221,9 @@ def test_metadata_reads_go_through_an_imdsv2_token(imds: str) -> None:
 def test_a_failing_command_names_itself_with_its_last_error_line() -> None:
     with pytest.raises(PrepareError, match=r"^sh -c echo first >&2; echo second >&2; exit 3 failed \(3\): second$"):
         Host().run("sh", "-c", "echo first >&2; echo second >&2; exit 3")
+
+
+def test_the_script_parses_as_python_3_9_the_hosts_own_interpreter() -> None:
+    source = Path(prepare.__file__).read_text(encoding="utf-8")
+    ast.parse(source, feature_version=(3, 9))
+    assert "boto3" not in source  # the standard library and the aws and docker commands only

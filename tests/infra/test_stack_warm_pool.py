@@ -3,7 +3,6 @@ instance refresh, the hot set, the scaler's direct capacity path and Session Man
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -47,9 +46,7 @@ def test_each_group_has_a_launch_hook_that_abandons_an_instance_that_never_answe
         group = pool["Properties"]["AutoScalingGroupName"]["Ref"]
         # The pool's first instance launches at once: the hook and the instance's grant exist before it.
         assert hook_of[group] in pool["DependsOn"]
-        assert any(
-            name.endswith(tuple("0123456789ABCDEF")) and "CompleteLifecycleAction" in name for name in pool["DependsOn"]
-        )
+        assert any("CompleteLifecycleAction" in name for name in pool["DependsOn"])
 
 
 def test_an_instance_completes_only_its_own_groups_hook_and_pulls_only_the_worker_repository(synth: Synth) -> None:
@@ -82,10 +79,9 @@ def test_the_host_pulls_the_task_definitions_image_and_runs_the_repositorys_scri
         assert "ECS_WARM_POOLS_CHECK=true" in user_data and "nvidia_gpu" in user_data
 
 
-def test_raw_user_data_stays_under_ec2s_16_kb(synth: Synth) -> None:
+def test_user_data_stays_under_ec2s_16_kb(synth: Synth) -> None:
     for group in _groups(synth):
-        user_data = _user_data(synth, group)
-        assert len(base64.b64encode(user_data.encode())) < 16 * 1024 * 4 / 3
+        assert len(_user_data(synth, group).encode()) < 16 * 1024  # EC2's limit before base64
 
 
 def test_a_new_launch_template_version_refreshes_idle_and_pooled_instances(synth: Synth) -> None:
