@@ -24,10 +24,9 @@ def log_retention(days: int) -> logs.RetentionDays:
     return next((member for allowed, member in _RETENTION.items() if allowed >= days), logs.RetentionDays.TEN_YEARS)
 
 
-def give_log_groups(stack: Stack, retention: logs.RetentionDays) -> list[str]:
+def give_log_groups(stack: Stack, retention: logs.RetentionDays) -> None:
     """A log group with ``retention`` for each Lambda function of ``stack`` that has none (CDK's custom-resource
-    handlers); returns their construct paths."""
-    covered = []
+    handlers)."""
     for construct in stack.node.find_all():
         if not isinstance(construct, CfnResource) or construct.cfn_resource_type != "AWS::Lambda::Function":
             continue
@@ -39,5 +38,3 @@ def give_log_groups(stack: Stack, retention: logs.RetentionDays) -> list[str]:
             scope, f"{construct.node.id}Logs", retention=retention, removal_policy=RemovalPolicy.DESTROY
         )
         construct.add_property_override("LoggingConfig.LogGroup", group.log_group_name)
-        covered.append(construct.node.path)
-    return covered

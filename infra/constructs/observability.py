@@ -42,13 +42,13 @@ def _worker_metric(name: str, statistic: str, label: str | None = None) -> cloud
     )
 
 
-def _per_worker(measurement: str, label: str) -> cloudwatch.MathExpression:
+def _per_worker(measurement: str) -> cloudwatch.MathExpression:
     """The CloudWatch agent's ``nvidia_smi_<measurement>`` of every GPU host (one worker each), one line per
     instance."""
     return cloudwatch.MathExpression(
         expression=f'SEARCH(\'Namespace="{GPU_METRICS_NAMESPACE}" MetricName="nvidia_smi_{measurement}"\', '
         "'Average', 60)",
-        label=label,
+        label="",  # each line is named by its instance
         period=PERIOD,
     )
 
@@ -203,9 +203,9 @@ class Observability(Construct):
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
-                title="GPU utilisation per worker (%)", left=[_per_worker("utilization_gpu", "")], width=12
+                title="GPU utilisation per worker (%)", left=[_per_worker("utilization_gpu")], width=12
             ),
             cloudwatch.GraphWidget(
-                title="GPU memory used per worker (MiB)", left=[_per_worker("memory_used", "")], width=12
+                title="GPU memory used per worker (MiB)", left=[_per_worker("memory_used")], width=12
             ),
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aws_cdk import aws_logs as logs
 
 from infra import access
 from infra.log_groups import ALLOWED_DAYS, log_retention
@@ -28,9 +29,19 @@ def test_every_function_logs_to_a_group_of_the_stack(synth: Synth) -> None:
         assert synth.template["Resources"][group]["Type"] == "AWS::Logs::LogGroup", name
 
 
-@pytest.mark.parametrize(("days", "kept"), [(1, 1), (30, 30), (31, 60), (400, 400), (4000, 3653)])
-def test_a_retention_rounds_up_to_a_period_cloudwatch_allows(days: int, kept: int) -> None:
-    assert ALLOWED_DAYS[list(type(log_retention(days))).index(log_retention(days))] == kept
+@pytest.mark.parametrize(
+    ("days", "kept"),
+    [
+        (1, logs.RetentionDays.ONE_DAY),
+        (30, logs.RetentionDays.ONE_MONTH),
+        (31, logs.RetentionDays.TWO_MONTHS),
+        (400, logs.RetentionDays.THIRTEEN_MONTHS),
+        (4000, logs.RetentionDays.TEN_YEARS),
+    ],
+)
+def test_a_retention_rounds_up_to_a_period_cloudwatch_allows(days: int, kept: logs.RetentionDays) -> None:
+    assert log_retention(days) == kept
+    assert len(ALLOWED_DAYS) == len(logs.RetentionDays) - 1  # every member but INFINITE has its period
 
 
 def _rules(synth: Synth, bucket_id_prefix: str) -> list[dict[str, Any]]:
