@@ -115,6 +115,15 @@ class Api(Construct):
                 throttling_burst_limit=max(200, limits.burst_limit * 10),
             ),
         )
+        # API Gateway's execution log group (ERROR level), made here so that it keeps the stack's retention.
+        self.execution_logs = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            log_group_name=f"API-Gateway-Execution-Logs_{self.rest_api.rest_api_id}/{STAGE}",
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.rest_api.deployment_stage.node.add_dependency(self.execution_logs)
         self.validator = self.rest_api.add_request_validator(
             "BodyValidator", validate_request_body=True, validate_request_parameters=True
         )

@@ -159,6 +159,14 @@ class Workers(Construct):
             vpc=vpc,
             container_insights_v2=ecs.ContainerInsights.ENABLED,
         )
+        # Container Insights' log group, made here so that it keeps the stack's retention.
+        self.insights_logs = logs.LogGroup(
+            self,
+            "InsightsLogs",
+            log_group_name=f"/aws/ecs/containerinsights/{self.cluster.cluster_name}/performance",
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
         self.security_group = ec2.SecurityGroup(
             self, "InstanceSecurityGroup", vpc=vpc, description="GPU worker instances", allow_all_outbound=True
         )
@@ -234,7 +242,7 @@ class Workers(Construct):
             propagate_tags=ecs.PropagatedTagSource.SERVICE,
         )
         # A strategy may only name providers already associated with the cluster: create the association first.
-        self.service.node.add_dependency(self.cluster)
+        self.service.node.add_dependency(self.cluster, self.insights_logs)
 
     def _capacity_provider(
         self, family: str, vpc: ec2.IVpc, subnets: ec2.SubnetSelection, capacity: WorkerCapacity

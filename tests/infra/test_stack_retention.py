@@ -3,6 +3,7 @@ results bucket ages out what one job leaves behind, never the catalog or the sca
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -19,6 +20,14 @@ def test_every_log_group_keeps_the_retention_setting(synth: Synth) -> None:
     assert {name: group["Properties"].get("RetentionInDays") for name, group in groups.items()} == dict.fromkeys(
         groups, 30
     )
+
+
+def test_the_groups_aws_services_create_are_made_by_the_stack_first(synth: Synth) -> None:
+    names = json.dumps(
+        [group["Properties"].get("LogGroupName") for group in synth.resources("AWS::Logs::LogGroup").values()]
+    )
+    assert "API-Gateway-Execution-Logs_" in names and "/v1" in names
+    assert "/aws/ecs/containerinsights/" in names and "/performance" in names
 
 
 def test_every_function_logs_to_a_group_of_the_stack(synth: Synth) -> None:
