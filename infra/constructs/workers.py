@@ -109,6 +109,12 @@ ExecStart=/usr/bin/python3 /usr/local/bin/comfyserve-prepare
 WantedBy=multi-user.target
 """
 
+# The ECS agent after cloud-init (the first boot's preparation runs in it) and after this host's own units,
+# whatever the AMI's unit says.
+_ECS_AFTER = """[Unit]
+After=cloud-final.service comfyserve-nvme.service comfyserve-prepare.service
+"""
+
 
 @dataclass(frozen=True)
 class WorkerImage:
@@ -429,6 +435,8 @@ class Workers(Construct):
             *_write_file(_AGENT_CONFIG_PATH, json.dumps(_AGENT_CONFIG, indent=1)),
             *_write_file("/usr/local/bin/comfyserve-prepare", PREPARE_SCRIPT.read_text(encoding="utf-8"), mode="755"),
             *_write_file("/etc/systemd/system/comfyserve-prepare.service", _PREPARE_UNIT),
+            "mkdir -p /etc/systemd/system/ecs.service.d",
+            *_write_file("/etc/systemd/system/ecs.service.d/comfyserve.conf", _ECS_AFTER),
             "systemctl daemon-reload",
             "systemctl enable --now comfyserve-nvme.service",
             "systemctl enable comfyserve-prepare.service",

@@ -75,6 +75,7 @@ def test_the_host_pulls_the_task_definitions_image_and_runs_the_repositorys_scri
         # Every boot: the NVMe cache, then the lifecycle action, both before the ECS agent; the first boot runs
         # the script from cloud-init, which the ECS agent waits for.
         assert "Before=ecs.service" in user_data and "systemctl enable comfyserve-prepare.service" in user_data
+        assert "ecs.service.d/comfyserve.conf <<'EOF'\n[Unit]\nAfter=cloud-final.service" in user_data
         assert "\n/usr/bin/python3 /usr/local/bin/comfyserve-prepare\n" in user_data
         assert "ECS_WARM_POOLS_CHECK=true" in user_data and "nvidia_gpu" in user_data
 
