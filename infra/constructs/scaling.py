@@ -1,6 +1,8 @@
 """Scaling from and to zero: the ``scaler`` function sets the worker service's desired count from the queue's
-backlog every minute and when jobs are queued (target tracking cannot start from zero on one message); a ComfyUI
-fleet's scaler also keeps one worker until the fleet's catalog is published."""
+backlog every minute and when jobs are queued (target tracking cannot start from zero on one message), and,
+given the GPU group (one instance family), that group's desired capacity too (``COMFYSERVE_ASG_NAME``) so a start
+from zero does not wait for ECS managed scaling's alarm; a ComfyUI fleet's scaler also keeps one worker until the
+fleet's catalog is published."""
 
 from __future__ import annotations
 
