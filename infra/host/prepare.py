@@ -22,8 +22,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 CONFIG = Path("/etc/comfyserve/prepare.json")
 IMDS = "http://169.254.169.254"
@@ -34,6 +35,7 @@ MARKER = "prepared"  # written beside the hot folder once the instance is prepar
 AGENT_CTL = "/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl"
 BUFFER = 8 * 1024 * 1024
 
+T = TypeVar("T")
 log = logging.getLogger("comfyserve-prepare")
 
 
@@ -175,10 +177,10 @@ def main(host: Host, config: dict[str, Any], wait_s: float = 120.0, poll_s: floa
     region = config["region"]
     instance_id = host.metadata("/latest/meta-data/instance-id")
     deadline = time.monotonic() + wait_s
-    group, state = lifecycle(host, region, instance_id)
+    group, state = _retrying(lambda: lifecycle(host, region, instance_id), deadline, poll_s)
     while not group and time.monotonic() < deadline:  # a new instance can take a moment to be listed
         time.sleep(poll_s)
-        group, state = lifecycle(host, region, instance_id)
+        group, state = _retrying(lambda: lifecycle(host, region, instance_id), deadline, poll_s)
     if state not in (PREPARING, LEAVING_POOL):
         log.info("lifecycle state %r: nothing to complete", state)
         return ""
@@ -189,7 +191,7 @@ def main(host: Host, config: dict[str, Any], wait_s: float = 120.0, poll_s: floa
         except (PrepareError, OSError, KeyError, ValueError) as exc:
             log.error("preparation failed, abandoning the instance: %s", exc)
             result = ABANDON
-    host.run(
+    complete = (
         "aws",
         "autoscaling",
         "complete-lifecycle-action",
@@ -204,10 +206,24 @@ def main(host: Host, config: dict[str, Any], wait_s: float = 120.0, poll_s: floa
         "--lifecycle-action-result",
         result,
     )
+    _retrying(lambda: host.run(*complete), time.monotonic() + wait_s, poll_s)
     log.info("%s: %s", state, result)
     if state == LEAVING_POOL:
         install_gpu_metrics(host, config)  # an instance launched straight into service was never prepared
     return result
+
+
+def _retrying(call: Callable[[], T], deadline: float, pause_s: float) -> T:
+    """``call`` again after a failed Auto Scaling call until ``deadline`` (a start from the pool must not wait
+    for the hook's timeout over one refused request)."""
+    while True:
+        try:
+            return call()
+        except PrepareError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("%s; trying again", exc)
+            time.sleep(pause_s)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,16 @@ CHECKPOINT = b"weights" * 1000
 
 
 class FakeHost(Host):
-    """Answers the commands like the aws and docker tools would; records every call."""
+    """Answers the commands like the aws and docker tools would; records every call. ``fail``: a command that
+    fails (``fail_times`` times, then works)."""
 
-    def __init__(self, state: str, *, fail: str | None = None, models: dict[str, bytes] | None = None) -> None:
+    def __init__(
+        self, state: str, *, fail: str | None = None, fail_times: int = 1000, models: dict[str, bytes] | None = None
+    ) -> None:
         super().__init__()
         self.state = state
         self.fail = fail
+        self.fail_times = fail_times
         self.models = models or {}
         self.calls: list[tuple[str, ...]] = []
         self.stdin: list[str | None] = []
@@ -41,7 +45,8 @@ class FakeHost(Host):
     def run(self, *command: str, stdin: str | None = None) -> str:
         self.calls.append(command)
         self.stdin.append(stdin)
-        if self.fail and self.fail in " ".join(command):
+        if self.fail and self.fail in " ".join(command) and self.fail_times > 0:
+            self.fail_times -= 1
             raise PrepareError(f"{' '.join(command[:3])} failed (1): simulated")
         if command[:2] == ("aws", "autoscaling") and command[2] == "describe-auto-scaling-instances":
             listed = [{"AutoScalingGroupName": "comfyserve-g6", "LifecycleState": self.state}] if self.state else []
@@ -179,6 +184,18 @@ def test_an_instance_no_group_lists_is_left_alone_after_waiting(tmp_path: Path) 
     assert prepare.main(host, _config(tmp_path), wait_s=0.05, poll_s=0.01) == ""
     assert set(host.commands()) == {"aws autoscaling describe-auto-scaling-instances"}
     assert len(host.calls) >= 2  # it asked again before giving up
+
+
+def test_a_refused_auto_scaling_call_is_made_again(tmp_path: Path) -> None:
+    host = FakeHost(prepare.LEAVING_POOL, fail="complete-lifecycle-action", fail_times=2)
+    assert prepare.main(host, _config(tmp_path), poll_s=0.01) == CONTINUE
+    assert host.commands().count("aws autoscaling complete-lifecycle-action") == 3
+
+
+def test_an_auto_scaling_call_refused_past_the_deadline_fails_the_run(tmp_path: Path) -> None:
+    host = FakeHost(prepare.LEAVING_POOL, fail="describe-auto-scaling-instances")
+    with pytest.raises(PrepareError, match="simulated"):
+        prepare.main(host, _config(tmp_path), wait_s=0.05, poll_s=0.01)
 
 
 class _Imds(BaseHTTPRequestHandler):
