@@ -24,6 +24,18 @@ def log_retention(days: int) -> logs.RetentionDays:
     return next((member for allowed, member in _RETENTION.items() if allowed >= days), logs.RetentionDays.TEN_YEARS)
 
 
+def service_log_group(
+    scope: Construct, construct_id: str, *, name: str, retention: logs.RetentionDays, before: Construct
+) -> logs.LogGroup:
+    """The log group an AWS service would create itself (without retention) on its first write, made by the stack
+    first: ``before`` (what makes the service write) waits for it."""
+    group = logs.LogGroup(
+        scope, construct_id, log_group_name=name, retention=retention, removal_policy=RemovalPolicy.DESTROY
+    )
+    before.node.add_dependency(group)
+    return group
+
+
 def give_log_groups(stack: Stack, retention: logs.RetentionDays) -> None:
     """A log group with ``retention`` for each Lambda function of ``stack`` that has none (CDK's custom-resource
     handlers)."""

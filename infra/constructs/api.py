@@ -18,6 +18,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.constructs.functions import ServiceFunction
+from infra.log_groups import service_log_group
 from infra.nag import acknowledge
 
 STAGE = "v1"
@@ -115,15 +116,14 @@ class Api(Construct):
                 throttling_burst_limit=max(200, limits.burst_limit * 10),
             ),
         )
-        # API Gateway's execution log group (ERROR level), made here so that it keeps the stack's retention.
-        self.execution_logs = logs.LogGroup(
+        # API Gateway's execution log group (ERROR level), so that it keeps the stack's retention.
+        self.execution_logs = service_log_group(
             self,
             "ExecutionLogs",
-            log_group_name=f"API-Gateway-Execution-Logs_{self.rest_api.rest_api_id}/{STAGE}",
+            name=f"API-Gateway-Execution-Logs_{self.rest_api.rest_api_id}/{STAGE}",
             retention=log_retention,
-            removal_policy=RemovalPolicy.DESTROY,
+            before=self.rest_api.deployment_stage,
         )
-        self.rest_api.deployment_stage.node.add_dependency(self.execution_logs)
         self.validator = self.rest_api.add_request_validator(
             "BodyValidator", validate_request_body=True, validate_request_parameters=True
         )

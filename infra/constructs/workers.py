@@ -28,6 +28,7 @@ from constructs import Construct
 
 from infra.constructs.model_cache import INVENTORY_KEY, WORKER_UID, ModelCache
 from infra.gpu_platform import GpuPlatform
+from infra.log_groups import service_log_group
 from infra.nag import (
     ENV_REASON,
     EXECUTION_ROLE_REASON,
@@ -165,14 +166,6 @@ class Workers(Construct):
             vpc=vpc,
             container_insights_v2=ecs.ContainerInsights.ENABLED,
         )
-        # Container Insights' log group, made here so that it keeps the stack's retention.
-        self.insights_logs = logs.LogGroup(
-            self,
-            "InsightsLogs",
-            log_group_name=f"/aws/ecs/containerinsights/{self.cluster.cluster_name}/performance",
-            retention=log_retention,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
         self.security_group = ec2.SecurityGroup(
             self, "InstanceSecurityGroup", vpc=vpc, description="GPU worker instances", allow_all_outbound=True
         )
@@ -248,7 +241,15 @@ class Workers(Construct):
             propagate_tags=ecs.PropagatedTagSource.SERVICE,
         )
         # A strategy may only name providers already associated with the cluster: create the association first.
-        self.service.node.add_dependency(self.cluster, self.insights_logs)
+        self.service.node.add_dependency(self.cluster)
+        # Container Insights' log group, so that it keeps the stack's retention.
+        self.insights_logs = service_log_group(
+            self,
+            "InsightsLogs",
+            name=f"/aws/ecs/containerinsights/{self.cluster.cluster_name}/performance",
+            retention=log_retention,
+            before=self.service,
+        )
 
     def _capacity_provider(
         self, family: str, vpc: ec2.IVpc, subnets: ec2.SubnetSelection, capacity: WorkerCapacity
