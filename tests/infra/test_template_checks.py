@@ -65,8 +65,8 @@ def test_worker_image_builds_from_gpu_container_with_only_what_it_copies(synth: 
 
 
 def test_checkovs_findings_are_acknowledged_in_the_template_with_reasons(synth: Synth) -> None:
-    """checkov 3.3.30 reported 426 passed, 0 failed, 59 skipped on this template (docs/DEPLOY.md); it is not installed here,
-    so this checks that the acknowledgements it reads are where they belong."""
+    """checkov 3.3.30 reported 426 passed, 0 failed, 59 skipped on this template (docs/DEPLOY.md); it is not
+    installed here, so this checks that the acknowledgements it reads are where they belong."""
     from infra.checkov import BY_TYPE
 
     skipped: dict[str, set[str]] = {}
