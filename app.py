@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from infra.settings import StackSettings
+from infra.settings import ConfigurationError, StackSettings
 from infra.stack import ComfyServeStack
 
 ROOT = Path(__file__).resolve().parent
@@ -47,5 +48,16 @@ def build_app(context: dict[str, Any] | None = None, outdir: str | None = None) 
     return app
 
 
+def main() -> int:
+    """Synthesize; a setting the stack refuses is one line on stderr and exit status 2, not a traceback."""
+    try:
+        app = build_app(outdir=os.environ.get("CDK_OUTDIR") or str(ROOT / "cdk.out"))
+    except ConfigurationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    app.synth()
+    return 0
+
+
 if __name__ == "__main__":
-    build_app(outdir=os.environ.get("CDK_OUTDIR") or str(ROOT / "cdk.out")).synth()
+    sys.exit(main())

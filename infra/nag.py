@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnResource, Stack, Validations
+from aws_cdk import ArnFormat, CfnResource, Stack, Token, Validations
+from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import IConstruct
@@ -21,11 +22,15 @@ def acknowledge(scope: IConstruct, reason: str, *findings: str) -> None:
     scope.node.add_metadata(Validations.ACKNOWLEDGED_RULES_METADATA_KEY, dict.fromkeys(findings, reason))
 
 
-def _arn_ref(resource: IConstruct) -> str:
-    """How cdk-nag writes the ARN of ``resource`` in a finding: ``<LogicalId.Arn>``."""
+def _logical_id(resource: IConstruct) -> str:
     child = resource.node.default_child
     assert isinstance(child, CfnResource)
-    return f"<{Stack.of(resource).get_logical_id(child)}.Arn>"
+    return Stack.of(resource).get_logical_id(child)
+
+
+def _arn_ref(resource: IConstruct) -> str:
+    """How cdk-nag writes the ARN of ``resource`` in a finding: ``<LogicalId.Arn>``."""
+    return f"<{_logical_id(resource)}.Arn>"
 
 
 def acknowledge_bucket_grant(scope: IConstruct, bucket: s3.IBucket, reason: str, *key_patterns: str) -> None:
@@ -45,6 +50,33 @@ def acknowledge_table_grant(scope: IConstruct, table: dynamodb.ITable) -> None:
         scope,
         f"Grant on the one table {table.node.path}: its indexes (by_tenant lists a tenant's jobs)",
         f"AwsSolutions-IAM5[Resource::{_arn_ref(table)}/index/*]",
+    )
+
+
+def group_arn(scope: IConstruct, group: autoscaling.IAutoScalingGroup) -> str:
+    """The ARN of ``group`` by its name (the id inside a group's ARN is generated)."""
+    return Stack.of(scope).format_arn(
+        service="autoscaling",
+        resource="autoScalingGroup",
+        resource_name=f"*:autoScalingGroupName/{group.auto_scaling_group_name}",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+
+
+def acknowledge_group_arn(scope: IConstruct, group: autoscaling.IAutoScalingGroup, reason: str) -> None:
+    """The wildcard of :func:`group_arn` in a statement of ``scope``."""
+    stack = Stack.of(scope)
+    region = "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
+    account = "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
+    name = f"<{_logical_id(group)}>"
+    acknowledge(
+        scope,
+        reason,
+        *(
+            f"AwsSolutions-IAM5[Resource::arn:{partition}:autoscaling:{region}:{account}:autoScalingGroup:*:"
+            f"autoScalingGroupName/{name}]"
+            for partition in ("aws", "<AWS::Partition>")
+        ),
     )
 
 

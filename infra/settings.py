@@ -21,6 +21,11 @@ GPU_FAMILIES: tuple[str, ...] = get_args(GpuFamily)
 BACKENDS: tuple[str, ...] = get_args(BackendName)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+/[^/\s][^\s]*$")
+
+
+class ConfigurationError(ValueError):
+    """A deployment the stack refuses to synthesize; its message is the one line ``app.py`` prints."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,8 +40,20 @@ class StackSettings:
     spot: bool = False
     # Most worker tasks (one GPU each) the scaler may run: size it to the account's GPU vCPU quota.
     max_workers: int = 4
-    # Stopped, pre-initialized instances per family (EBS cost only) that start without pulling the image.
+    # Stopped instances per family, prepared by the launch lifecycle hook (worker image pulled, hot models
+    # staged; EBS cost only). ECS cannot reuse an instance on scale-in: every instance used is replaced by a new
+    # one prepared in the background, so size the pool for the burst that must start without a pull.
     warm_pool_size: int = 1
+    # "<folder>/<name>" models of the models bucket staged onto the EBS volume of every prepared instance (the
+    # hot set): a worker's first job reads them from the instance's own disk instead of EFS.
+    hot_models: tuple[str, ...] = ()
+    # Throughput of the root gp3 volume (MiB/s, 125 to 1000); unset: 125 (gp3's baseline), 500 with hot_models.
+    root_volume_throughput: int | None = None
+    # The scaler sets the GPU Auto Scaling group's desired capacity itself (COMFYSERVE_ASG_NAME) besides ECS
+    # managed scaling; with several instance_families ECS managed scaling alone sizes the groups.
+    direct_capacity: bool = True
+    # SSM Session Manager access to the GPU hosts (adds the ssm, ssmmessages and ec2messages endpoints).
+    ssm_access: bool = False
     # Deploy into an existing VPC (its isolated subnets, or private-with-egress ones when open_egress) instead
     # of creating one; the VPC endpoints are added to it.
     vpc_id: str | None = None
@@ -100,13 +117,30 @@ class StackSettings:
             problems.append(f"vpc_id: {self.vpc_id!r} is not a VPC id (vpc-…)")
         if self.local_cache_gib < 0 or self.root_volume_gib < 30:
             problems.append("local_cache_gib must be 0 or more, root_volume_gib at least 30")
+        if self.root_volume_throughput is not None and not 125 <= self.root_volume_throughput <= 1000:
+            problems.append("root_volume_throughput: must be 125 to 1000 (MiB/s)")
+        bad_models = [name for name in self.hot_models if not _MODEL_NAME.match(name)]
+        if bad_models:
+            problems.append(f'hot_models: {", ".join(bad_models)} not "<folder>/<name>"')
         if problems:
-            raise ValueError("invalid context settings: " + "; ".join(problems))
+            raise ConfigurationError("invalid context settings: " + "; ".join(problems))
 
     @property
     def warm_pool(self) -> int:
         """Warm instances per family: none with Spot, which EC2 Auto Scaling warm pools do not support."""
         return 0 if self.spot else self.warm_pool_size
+
+    @property
+    def sizes_group(self) -> bool:
+        """Whether the scaler sizes the Auto Scaling group (one family: the group every task lands in)."""
+        return self.direct_capacity and len(self.instance_families) == 1
+
+    @property
+    def volume_throughput(self) -> int:
+        """The root volume's throughput (MiB/s)."""
+        if self.root_volume_throughput is not None:
+            return self.root_volume_throughput
+        return 500 if self.hot_models else 125
 
     @property
     def retention_s(self) -> int:
@@ -144,4 +178,4 @@ def _read(name: str, type_text: str, raw: Any) -> Any:
             return float(text)
         return str(text)
     except (TypeError, ValueError):
-        raise ValueError(f"context {name}: cannot read {raw!r} as {type_text}") from None
+        raise ConfigurationError(f"context {name}: cannot read {raw!r} as {type_text}") from None

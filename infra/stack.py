@@ -12,11 +12,12 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from comfyserve.settings import CloudWorkerSettings
+from infra import access
+from infra.checkov import acknowledge_checkov
 from infra.constructs.api import Api, UsageLimits
 from infra.constructs.drop_folder import DropFolder
 from infra.constructs.functions import lambda_code
@@ -26,7 +27,9 @@ from infra.constructs.notifications import Notifications
 from infra.constructs.observability import Observability
 from infra.constructs.pipeline import Pipeline
 from infra.constructs.scaling import Scaling
-from infra.constructs.workers import WorkerCapacity, Workers
+from infra.constructs.workers import WorkerCapacity, WorkerImage, Workers
+from infra.gpu_platform import GpuPlatform
+from infra.log_groups import give_log_groups, log_retention
 from infra.nag import acknowledge, acknowledge_bucket_grant, acknowledge_table_grant
 from infra.settings import StackSettings
 
@@ -40,24 +43,16 @@ _ECR_URI = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?"
     r"/(?P<name>[a-z0-9][a-z0-9._/-]*)(?::(?P<tag>[\w][\w.-]*)|@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
-_RETENTION_DAYS = sorted(
-    (int(member.value), member) for member in logs.RetentionDays if isinstance(member.value, int) and member.value > 0
-)
 
 
-def log_retention(days: int) -> logs.RetentionDays:
-    """The shortest CloudWatch Logs retention that keeps at least ``days``."""
-    return next((member for value, member in _RETENTION_DAYS if value >= days), logs.RetentionDays.TEN_YEARS)
-
-
-def worker_image(scope: Construct, *, backend: str, uri: str | None) -> ecs.ContainerImage:
+def worker_image(scope: Construct, *, backend: str, uri: str | None) -> WorkerImage:
     """The worker image: ``uri`` when given (an ECR repository through the repository, so the task execution role
-    is granted the pull; any other registry by URI), else gpu_container/ built for ``backend`` (its ``comfyui``
-    target, or the default builtin-only one)."""
+    and the hosts are granted the pull; any other registry by URI), else gpu_container/ built for ``backend`` (its
+    ``comfyui`` target, or the default builtin-only one) into the bootstrap repository (immutable tags)."""
     if uri:
         ecr_uri = _ECR_URI.match(uri)
         if ecr_uri is None:
-            return ecs.ContainerImage.from_registry(uri)
+            return WorkerImage(ecs.ContainerImage.from_registry(uri))
         arn = Stack.of(scope).format_arn(
             service="ecr",
             account=ecr_uri["account"],
@@ -68,15 +63,19 @@ def worker_image(scope: Construct, *, backend: str, uri: str | None) -> ecs.Cont
         repository = ecr.Repository.from_repository_attributes(
             scope, "WorkerRepository", repository_arn=arn, repository_name=ecr_uri["name"]
         )
-        return ecs.ContainerImage.from_ecr_repository(repository, ecr_uri["digest"] or ecr_uri["tag"] or "latest")
-    return ecs.ContainerImage.from_asset(
-        str(ROOT),
+        tag = ecr_uri["digest"] or ecr_uri["tag"] or "latest"
+        return WorkerImage(ecs.ContainerImage.from_ecr_repository(repository, tag), repository)
+    asset = ecr_assets.DockerImageAsset(
+        scope,
+        "WorkerImage",
+        directory=str(ROOT),
         file="gpu_container/Dockerfile",
         target="comfyui" if backend == "comfyui" else None,
         exclude=IMAGE_CONTEXT,
         ignore_mode=IgnoreMode.DOCKER,
         platform=ecr_assets.Platform.LINUX_AMD64,  # the GPU instances, whatever machine builds it
     )
+    return WorkerImage(ecs.ContainerImage.from_docker_image_asset(asset), asset.repository)
 
 
 class ComfyServeStack(Stack):
@@ -96,7 +95,15 @@ class ComfyServeStack(Stack):
         code = lambda_code()
 
         vpc = ec2.Vpc.from_lookup(self, "ExistingVpc", vpc_id=settings.vpc_id) if settings.vpc_id is not None else None
-        network = Network(self, "Network", vpc=vpc, max_azs=settings.max_azs, open_egress=settings.open_egress)
+        network = Network(
+            self,
+            "Network",
+            vpc=vpc,
+            max_azs=settings.max_azs,
+            open_egress=settings.open_egress,
+            flow_log_retention=log_days,
+            ssm_access=settings.ssm_access,
+        )
         access_logs = s3.Bucket(
             self,
             "AccessLogs",
@@ -140,16 +147,19 @@ class ComfyServeStack(Stack):
         dead_letter = pipeline.dead_letter.function
         for name, value in environment.items():
             dead_letter.add_environment(name, value)
-        table.grant_read_write_data(dead_letter)
-        bucket.grant_read(dead_letter)
-        bucket.grant_put(dead_letter, "outputs/*")  # a dead job's failure manifest completes it
+        access.grant_table(table, dead_letter, access.RECORD_TABLE_ACTIONS)
+        access.DEAD_LETTER.grant(bucket, dead_letter)
         bus.grant_put_events_to(dead_letter)
         acknowledge_bucket_grant(
-            pipeline.dead_letter, bucket, "reads a dead job's outputs, writes its failure manifest", "*", "outputs/*"
+            pipeline.dead_letter,
+            bucket,
+            "reads a dead job's outputs, writes its failure manifest",
+            *access.DEAD_LETTER.patterns,
         )
         acknowledge_table_grant(pipeline.dead_letter, table)
 
         image = worker_image(self, backend=settings.backend, uri=settings.worker_image)
+        platform = GpuPlatform.of_image()  # the AMI family that runs the image's CUDA (one-line error if none)
         workers = Workers(
             self,
             "Workers",
@@ -162,8 +172,12 @@ class ComfyServeStack(Stack):
                 warm_pool_size=settings.warm_pool,
                 max_instances=settings.max_workers,
                 root_volume_gib=settings.root_volume_gib,
+                volume_throughput=settings.volume_throughput,
+                hot_models=settings.hot_models,
+                ssm_access=settings.ssm_access,
             ),
             image=image,
+            platform=platform,
             environment={
                 **environment,
                 "COMFYSERVE_BACKEND": settings.backend,
@@ -176,15 +190,18 @@ class ComfyServeStack(Stack):
         )
         network.allow_endpoints_from(workers.security_group)
         worker_role = workers.task_definition.task_role
-        bucket.grant_read_write(worker_role)
-        table.grant_read_write_data(worker_role)
+        access.WORKER.grant(bucket, worker_role)
+        access.grant_table(table, worker_role, access.RECORD_TABLE_ACTIONS)
         pipeline.queue.grant_consume_messages(worker_role)
         bus.grant_put_events_to(worker_role)
         acknowledge_bucket_grant(
-            workers.task_definition, bucket, "a worker reads inputs and writes outputs and manifests of any job"
+            workers.task_definition,
+            bucket,
+            "a worker reads the inputs and writes the outputs of any job, and publishes the catalog it serves",
+            *access.WORKER.patterns,
         )
         acknowledge_table_grant(workers.task_definition, table)
-        models.add_sync_task(image=image, log_retention=log_days)
+        models.add_sync_task(image=image.image, log_retention=log_days)
         network.allow_endpoints_from(models.sync_security_group)
 
         scaling = Scaling(
@@ -200,6 +217,7 @@ class ComfyServeStack(Stack):
             max_workers=settings.max_workers,
             code=code,
             log_retention=log_days,
+            group=workers.groups[0] if settings.sizes_group else None,
         )
         api = Api(
             self,
@@ -226,18 +244,20 @@ class ComfyServeStack(Stack):
             code=code,
             log_retention=log_days,
         )
-        for submitter in (api.handler.function, drop_folder.handler.function):
-            bucket.grant_read_write(submitter)
-            table.grant_read_write_data(submitter)
-            pipeline.queue.grant_send_messages(submitter)
-            bus.grant_put_events_to(submitter)
-            models.bucket.grant_read(submitter, models.environment["COMFYSERVE_INVENTORY_KEY"])
-        for submitter_scope in (api.handler, drop_folder.handler):
+        for submitter, objects in ((api.handler, access.API), (drop_folder.handler, access.DROP_FOLDER)):
+            objects.grant(bucket, submitter.function)
+            access.grant_table(table, submitter.function, access.SUBMIT_TABLE_ACTIONS)
+            pipeline.queue.grant_send_messages(submitter.function)
+            bus.grant_put_events_to(submitter.function)
+            models.bucket.grant_read(submitter.function, models.environment["COMFYSERVE_INVENTORY_KEY"])
             acknowledge_bucket_grant(
-                submitter_scope, bucket, "the submit path stores inputs and uploads and serves outputs of any job"
+                submitter,
+                bucket,
+                "the submit path stores a job's workflow and inputs and serves its outputs",
+                *objects.patterns,
             )
-            acknowledge_bucket_grant(submitter_scope, models.bucket, "reads the published inventory only")
-            acknowledge_table_grant(submitter_scope, table)
+            acknowledge_bucket_grant(submitter, models.bucket, "reads the published inventory only")
+            acknowledge_table_grant(submitter, table)
         for child in self.node.children:
             if child.node.id.startswith("BucketNotificationsHandler"):
                 acknowledge(
@@ -255,6 +275,7 @@ class ComfyServeStack(Stack):
             scaling.scaler.function,
             drop_folder.handler.function,
         ]
+        give_log_groups(self, log_days)  # CDK's own custom-resource handlers
         Observability(
             self,
             "Observability",
@@ -284,3 +305,4 @@ class ComfyServeStack(Stack):
         }
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
+        acknowledge_checkov(self)

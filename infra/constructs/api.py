@@ -18,6 +18,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.constructs.functions import ServiceFunction
+from infra.log_groups import service_log_group
 from infra.nag import acknowledge
 
 STAGE = "v1"
@@ -114,6 +115,14 @@ class Api(Construct):
                 throttling_rate_limit=max(100.0, limits.rate_limit * 10),
                 throttling_burst_limit=max(200, limits.burst_limit * 10),
             ),
+        )
+        # API Gateway's execution log group (ERROR level), so that it keeps the stack's retention.
+        self.execution_logs = service_log_group(
+            self,
+            "ExecutionLogs",
+            name=f"API-Gateway-Execution-Logs_{self.rest_api.rest_api_id}/{STAGE}",
+            retention=log_retention,
+            before=self.rest_api.deployment_stage,
         )
         self.validator = self.rest_api.add_request_validator(
             "BodyValidator", validate_request_body=True, validate_request_parameters=True

@@ -14,11 +14,16 @@ def secure_bucket(
     access_logs: s3.IBucket | None,
     event_bridge: bool = False,
     expire_after: Duration | None = None,
+    expire_prefixes: tuple[str, ...] = ("",),
 ) -> s3.Bucket:
-    """A bucket that blocks public access and refuses non-TLS requests; ``expire_after`` ages objects out."""
+    """A bucket that blocks public access and refuses non-TLS requests; ``expire_after`` ages out the objects
+    under ``expire_prefixes`` (default: every object). A replaced or deleted version goes after a day anywhere."""
     rules = [s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(1))]
     if expire_after is not None:
-        rules.append(s3.LifecycleRule(expiration=expire_after, noncurrent_version_expiration=Duration.days(1)))
+        rules.append(
+            s3.LifecycleRule(noncurrent_version_expiration=Duration.days(1), expired_object_delete_marker=True)
+        )
+        rules += [s3.LifecycleRule(expiration=expire_after, prefix=prefix or None) for prefix in expire_prefixes]
     return s3.Bucket(
         scope,
         construct_id,

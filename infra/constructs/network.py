@@ -11,7 +11,8 @@ GATEWAY_ENDPOINTS = {
     "S3": ec2.GatewayVpcEndpointAwsService.S3,
     "DynamoDb": ec2.GatewayVpcEndpointAwsService.DYNAMODB,
 }
-# What a worker and the ECS agent talk to: the queue, the bus, the image registry, logs, ECS, credentials.
+# What a worker, the ECS agent and the host talk to: the queue, the bus, the image registry, logs, ECS,
+# credentials, its Auto Scaling lifecycle action and its GPU metrics.
 INTERFACE_ENDPOINTS = {
     "Sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
     "Events": ec2.InterfaceVpcEndpointAwsService.EVENTBRIDGE,
@@ -22,6 +23,14 @@ INTERFACE_ENDPOINTS = {
     "EcsAgent": ec2.InterfaceVpcEndpointAwsService.ECS_AGENT,
     "EcsTelemetry": ec2.InterfaceVpcEndpointAwsService.ECS_TELEMETRY,
     "Sts": ec2.InterfaceVpcEndpointAwsService.STS,
+    "Autoscaling": ec2.InterfaceVpcEndpointAwsService.AUTOSCALING,
+    "Monitoring": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,
+}
+# Session Manager's agent on a GPU host (ssm_access).
+SSM_ENDPOINTS = {
+    "Ssm": ec2.InterfaceVpcEndpointAwsService.SSM,
+    "SsmMessages": ec2.InterfaceVpcEndpointAwsService.SSM_MESSAGES,
+    "Ec2Messages": ec2.InterfaceVpcEndpointAwsService.EC2_MESSAGES,
 }
 
 
@@ -37,6 +46,7 @@ class Network(Construct):
         max_azs: int = 2,
         open_egress: bool = False,
         flow_log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
+        ssm_access: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.open_egress = open_egress
@@ -76,7 +86,7 @@ class Network(Construct):
                 open=False,
                 security_groups=[self.endpoint_security_group],
             )
-            for name, service in INTERFACE_ENDPOINTS.items()
+            for name, service in {**INTERFACE_ENDPOINTS, **(SSM_ENDPOINTS if ssm_access else {})}.items()
         }
 
     def allow_endpoints_from(self, peer: ec2.IConnectable) -> None:

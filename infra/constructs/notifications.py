@@ -14,6 +14,7 @@ from constructs import Construct
 
 from comfyserve.adapters.aws.eventbridge import DETAIL_TYPES, EVENT_SOURCE
 from comfyserve.contracts.events import JobEventType
+from infra import access
 from infra.constructs.buckets import secure_bucket
 from infra.constructs.functions import ServiceFunction
 from infra.constructs.pipeline import Pipeline
@@ -36,7 +37,15 @@ class Notifications(Construct):
         log_retention: logs.RetentionDays,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.bucket = secure_bucket(self, "Results", access_logs=access_logs, event_bridge=True, expire_after=retention)
+        # Only what one job leaves behind ages out: never the catalog, the scaler's state or a tenant's uploads.
+        self.bucket = secure_bucket(
+            self,
+            "Results",
+            access_logs=access_logs,
+            event_bridge=True,
+            expire_after=retention,
+            expire_prefixes=access.JOB_PREFIXES,
+        )
         self.bus = events.EventBus(self, "Bus", event_bus_name=bus_name)
         self.archive = self.bus.archive(
             "Archive",
@@ -59,10 +68,12 @@ class Notifications(Construct):
             description="Records a job's terminal state from its manifest.json and publishes the job event",
             failures=pipeline.failed_events,
         )
-        self.bucket.grant_read(self.completion.function)
-        pipeline.table.grant_read_write_data(self.completion.function)
+        access.COMPLETION.grant(self.bucket, self.completion.function)
+        access.grant_table(pipeline.table, self.completion.function, access.RECORD_TABLE_ACTIONS)
         self.bus.grant_put_events_to(self.completion.function)
-        acknowledge_bucket_grant(self.completion, self.bucket, "reads the manifest and the outputs it names")
+        acknowledge_bucket_grant(
+            self.completion, self.bucket, "reads the manifest and the outputs it names", *access.COMPLETION.patterns
+        )
         acknowledge_table_grant(self.completion, pipeline.table)
         # The worker writes outputs/{tenant}/{job_id}/manifest.json last: its creation completes the job.
         self.manifest_rule = events.Rule(

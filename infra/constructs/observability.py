@@ -1,5 +1,6 @@
-"""The dashboard (backlog, oldest message, running workers, job latency, errors, cold starts, model-load tiers)
-and the alarms (errors, latency, backlog, a dead letter, model-load failures) that notify an SNS topic."""
+"""The dashboard (backlog, oldest message, running workers, job latency, errors, cold starts, model-load tiers,
+GPU utilisation and memory per worker) and the alarms (errors, latency, backlog, a dead letter, model-load
+failures) that notify an SNS topic."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from constructs import Construct
 from comfyserve.model_store.errors import LockTimeout, ModelStoreError, ModelVerifyError
 from comfyserve.model_store.tiers import Tier
 from infra.constructs.functions import METRICS_NAMESPACE
+from infra.constructs.workers import GPU_METRICS_NAMESPACE
 
 PERIOD = Duration.minutes(1)
 WORKER_DIMENSIONS = {"service": "worker"}  # comfyserve.worker.telemetry: namespace comfyserve, service worker
@@ -37,6 +39,17 @@ def _worker_metric(name: str, statistic: str, label: str | None = None) -> cloud
         statistic=statistic,
         period=PERIOD,
         label=label,
+    )
+
+
+def _per_worker(measurement: str) -> cloudwatch.MathExpression:
+    """The CloudWatch agent's ``nvidia_smi_<measurement>`` of every GPU host (one worker each), one line per
+    instance."""
+    return cloudwatch.MathExpression(
+        expression=f'SEARCH(\'Namespace="{GPU_METRICS_NAMESPACE}" MetricName="nvidia_smi_{measurement}"\', '
+        "'Average', 60)",
+        label="",  # each line is named by its instance
+        period=PERIOD,
     )
 
 
@@ -186,5 +199,13 @@ class Observability(Construct):
                 title="Model loads by tier (s, count)",
                 left=[_worker_metric(f"ModelLoad{tier}", "SampleCount", tier.lower()) for tier in MODEL_TIERS],
                 width=12,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="GPU utilisation per worker (%)", left=[_per_worker("utilization_gpu")], width=12
+            ),
+            cloudwatch.GraphWidget(
+                title="GPU memory used per worker (MiB)", left=[_per_worker("memory_used")], width=12
             ),
         )

@@ -1,10 +1,13 @@
 """Scaling from and to zero: the ``scaler`` function sets the worker service's desired count from the queue's
-backlog every minute and when jobs are queued (target tracking cannot start from zero on one message); a ComfyUI
-fleet's scaler also keeps one worker until the fleet's catalog is published."""
+backlog every minute and when jobs are queued (target tracking cannot start from zero on one message), and,
+given the GPU group (one instance family), that group's desired capacity too (``COMFYSERVE_ASG_NAME``) so a start
+from zero does not wait for ECS managed scaling's alarm; a ComfyUI fleet's scaler also keeps one worker until the
+fleet's catalog is published."""
 
 from __future__ import annotations
 
 from aws_cdk import Duration
+from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -22,7 +25,7 @@ from comfyserve.service.catalog_source import DEFAULT_CATALOG_KEY
 from infra.constructs.functions import ServiceFunction
 from infra.constructs.queues import secure_queue
 from infra.constructs.workers import Workers
-from infra.nag import acknowledge, acknowledge_bucket_grant
+from infra.nag import acknowledge, acknowledge_bucket_grant, acknowledge_group_arn, group_arn
 
 SCHEDULE = Duration.minutes(1)
 NUDGE_RETENTION = Duration.minutes(5)
@@ -45,7 +48,9 @@ class Scaling(Construct):
         max_workers: int,
         code: lambda_.Code,
         log_retention: logs.RetentionDays,
+        group: autoscaling.IAutoScalingGroup | None = None,
     ) -> None:
+        """``group``: the GPU Auto Scaling group the scaler sizes itself (direct capacity), if any."""
         super().__init__(scope, construct_id)
         self.scaler = ServiceFunction(
             self,
@@ -58,6 +63,7 @@ class Scaling(Construct):
                 "COMFYSERVE_BACKEND": backend,
                 "COMFYSERVE_SECONDS_PER_JOB": str(seconds_per_job),
                 "COMFYSERVE_MAX_WORKERS": str(max_workers),
+                **({"COMFYSERVE_ASG_NAME": group.auto_scaling_group_name} if group is not None else {}),
             },
             log_retention=log_retention,
             description="Sets the GPU worker service's desired count from the queue backlog",
@@ -65,7 +71,8 @@ class Scaling(Construct):
         )
         function = self.scaler.function
         queue.grant(function, "sqs:GetQueueAttributes")
-        state_bucket.grant_read_write(function, STATE_KEY)
+        state_bucket.grant_read(function, STATE_KEY)
+        state_bucket.grant_put(function, STATE_KEY)  # overwritten in place, never deleted
         state_bucket.grant_read(function, DEFAULT_CATALOG_KEY)  # a comfyui fleet's scaler looks for the catalog
         acknowledge_bucket_grant(
             self.scaler,
@@ -79,6 +86,8 @@ class Scaling(Construct):
                 actions=["ecs:DescribeServices", "ecs:UpdateService"], resources=[workers.service.service_arn]
             )
         )
+        if group is not None:
+            self._size(group)
         self.schedule = events.Rule(
             self,
             "EveryMinute",
@@ -116,3 +125,18 @@ class Scaling(Construct):
                 max_concurrency=NUDGE_CONCURRENCY,
             )
         )
+
+    def _size(self, group: autoscaling.IAutoScalingGroup) -> None:
+        """SetDesiredCapacity on ``group`` only; DescribeAutoScalingGroups has no resource-level permissions."""
+        arn = group_arn(self, group)
+        function = self.scaler.function
+        function.add_to_role_policy(iam.PolicyStatement(actions=["autoscaling:SetDesiredCapacity"], resources=[arn]))
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["autoscaling:DescribeAutoScalingGroups"], resources=["*"])
+        )
+        acknowledge(
+            self.scaler,
+            "DescribeAutoScalingGroups and X-Ray tracing have no resource-level permissions",
+            "AwsSolutions-IAM5[Resource::*]",
+        )
+        acknowledge_group_arn(self.scaler, group, "The scaler sizes the one GPU group it names")

@@ -1,5 +1,7 @@
-"""One synthesis per test session: ``python app.py`` in a subprocess, as CI runs it, with no AWS credentials and
-no Docker (asset bundling skipped: the bundle has its own test), three GPU families and an alarm address."""
+"""Two syntheses per test session: ``python app.py`` in a subprocess, as CI runs it, with no AWS credentials and
+no Docker (asset bundling skipped: the bundle has its own test). ``synth``: three GPU families and an alarm
+address; ``single_synth``: the default one family (the scaler sizes its group) with the opt-ins (hot models,
+Session Manager)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,11 @@ CONTEXT = {
     "max_workers": "6",
     "api_quota_per_day": "5000",
 }
+SINGLE_CONTEXT = {
+    "aws:cdk:bundling-stacks": [],
+    "hot_models": "checkpoints/sdxl.safetensors,loras/detail.safetensors",
+    "ssm_access": "true",
+}
 _NO_AWS = ("AWS_", "CDK_DEFAULT_")
 
 
@@ -40,23 +47,36 @@ class Synth:
         return {name: r for name, r in self.template["Resources"].items() if r["Type"] == kind}
 
 
-@pytest.fixture(scope="session")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    outdir = tmp_path_factory.mktemp("cdk.out")
+def synthesize(outdir: Path, context: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """``python app.py`` with ``context``, no AWS credentials, into ``outdir``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(_NO_AWS)}
     env |= {
         "CDK_OUTDIR": str(outdir),
-        "CDK_CONTEXT_JSON": json.dumps(CONTEXT),
+        "CDK_CONTEXT_JSON": json.dumps(context),
         "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
+    return subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+
+
+def _synth(outdir: Path, context: dict[str, Any]) -> Synth:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    done = synthesize(outdir, context)
     seconds = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-4000:]
     template = json.loads((outdir / f"{STACK}.template.json").read_text(encoding="utf-8"))
     return Synth(outdir=outdir, template=template, seconds=seconds)
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    return _synth(tmp_path_factory.mktemp("cdk.out"), CONTEXT)
+
+
+@pytest.fixture(scope="session")
+def single_synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    return _synth(tmp_path_factory.mktemp("cdk.out.single"), SINGLE_CONTEXT)
 
 
 @pytest.fixture(scope="session")

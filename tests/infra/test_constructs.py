@@ -19,7 +19,8 @@ from cdk_nag import AwsSolutionsChecks
 
 from infra.constructs.model_cache import ModelCache
 from infra.constructs.network import Network
-from infra.constructs.workers import WorkerCapacity, Workers
+from infra.constructs.workers import WorkerCapacity, WorkerImage, Workers
+from infra.gpu_platform import GpuPlatform
 from infra.nag import acknowledge
 from infra.stack import worker_image
 
@@ -47,7 +48,8 @@ def spot_app() -> cdk.Stack:
         capacity=WorkerCapacity(
             families=("g6e",), instance_size="2xlarge", spot=True, warm_pool_size=0, max_instances=3, root_volume_gib=80
         ),
-        image=ecs.ContainerImage.from_registry("public.ecr.aws/example/worker:1"),
+        image=WorkerImage(ecs.ContainerImage.from_registry("public.ecr.aws/example/worker:1")),
+        platform=GpuPlatform.of_image(),
         environment={"COMFYSERVE_BUCKET": "b"},
         model_cache=models,
         local_cache_bytes=1,
@@ -99,7 +101,7 @@ def test_an_existing_vpc_gets_the_endpoints_and_its_isolated_subnets_host_the_wo
     template = Template.from_stack(stack)
     template.resource_count_is("AWS::EC2::VPC", 0)
     template.resource_count_is("AWS::EC2::FlowLog", 0)  # their VPC, their flow logs
-    template.resource_count_is("AWS::EC2::VPCEndpoint", 11)
+    template.resource_count_is("AWS::EC2::VPCEndpoint", 13)
     template.has_resource_properties(
         "AWS::EC2::VPCEndpoint",
         {"VpcId": "vpc-0abc1234def567890", "SubnetIds": ["subnet-0aaa1111bbbb2222c", "subnet-0ddd3333eeee4444f"]},
@@ -147,7 +149,7 @@ def test_the_worker_image_builds_the_comfyui_target_and_pulls_an_ecr_uri_through
         "Public": worker_image(stack, backend="builtin", uri="public.ecr.aws/example/worker:1"),
     }
     for name, image in images.items():
-        ecs.Ec2TaskDefinition(stack, name).add_container("worker", image=image, memory_limit_mib=512)
+        ecs.Ec2TaskDefinition(stack, name).add_container("worker", image=image.image, memory_limit_mib=512)
     template = Template.from_stack(stack)
     app.synth()
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from infra.settings import StackSettings
+from infra.settings import ConfigurationError, StackSettings
+from tests.infra.conftest import synthesize
 
 
 class _Context:
@@ -31,6 +32,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.vpc_id is None and settings.alarm_email is None
     assert settings.warm_pool == 1
     assert settings.backend == "builtin" and settings.worker_image is None
+    assert settings.direct_capacity is True and settings.sizes_group is True
+    assert settings.hot_models == () and settings.volume_throughput == 125 and settings.ssm_access is False
 
 
 def test_command_line_strings_and_cdk_json_values_read_the_same() -> None:
@@ -39,6 +42,18 @@ def test_command_line_strings_and_cdk_json_values_read_the_same() -> None:
     assert from_cli == from_json
     assert from_cli.instance_families == ("g5", "g6e") and from_cli.max_workers == 8
     assert _read(backend=" comfyui ").backend == "comfyui"
+
+
+def test_the_scaler_sizes_a_group_only_with_one_family() -> None:
+    assert _read(instance_families="g6,g5").sizes_group is False
+    assert _read(direct_capacity="false").sizes_group is False
+
+
+def test_hot_models_raise_the_volumes_throughput_unless_it_is_set() -> None:
+    settings = _read(hot_models="checkpoints/sdxl.safetensors, loras/a.safetensors")
+    assert settings.hot_models == ("checkpoints/sdxl.safetensors", "loras/a.safetensors")
+    assert settings.volume_throughput == 500
+    assert _read(hot_models="checkpoints/a.safetensors", root_volume_throughput="1000").volume_throughput == 1000
 
 
 def test_spot_has_no_warm_pool() -> None:
@@ -58,9 +73,20 @@ def test_spot_has_no_warm_pool() -> None:
         ({"backend": "ComfyUI"}, "backend: 'ComfyUI' not one of builtin, comfyui"),
         ({"spot": "maybe"}, "context spot: cannot read 'maybe' as bool"),
         ({"max_workers": "four"}, "context max_workers: cannot read 'four' as int"),
+        ({"hot_models": "sdxl.safetensors"}, 'hot_models: sdxl.safetensors not "<folder>/<name>"'),
+        ({"root_volume_throughput": "2000"}, "root_volume_throughput: must be 125 to 1000 (MiB/s)"),
+        ({"ssm_access": "sometimes"}, "context ssm_access: cannot read 'sometimes' as bool"),
     ],
 )
 def test_bad_settings_name_the_setting(values: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(ConfigurationError) as raised:
         _read(**values)
     assert message in str(raised.value)
+
+
+def test_a_bad_context_value_is_one_line_without_a_traceback(tmp_path: Any) -> None:
+    done = synthesize(tmp_path, {"max_workers": "four"})
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:") or "Traceback" in line]
+    assert errors == ["error: context max_workers: cannot read 'four' as int"]
+    assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())  # nothing synthesized

@@ -13,6 +13,7 @@ from comfyserve.service.drop_folder import DropFolderSettings
 from comfyserve.service.scaling import ScalingPolicy
 from comfyserve.service.webhook_delivery import WebhookSettings
 from comfyserve.settings import AwsResourceNames, CloudWorkerSettings, EnvSettings, ServiceSettings, settings_models
+from infra.gpu_platform import GpuPlatform
 from tests.infra.conftest import Synth, function_id, function_role, grants, only
 
 READERS: dict[str, tuple[type[EnvSettings], ...]] = {
@@ -84,7 +85,9 @@ def test_what_finishes_jobs_keeps_records_for_the_stacks_retention(synth: Synth,
 def test_worker_reads_its_settings_and_the_stack_sizes_match(synth: Synth) -> None:
     environment = _worker_environment(synth)
     settings = CloudWorkerSettings.from_env(environment)
-    assert set(environment) <= _known_variables()
+    # The image's CUDA build and the driver it needs: what the worker's start check compares the host with.
+    assert {environment[name] for name in GpuPlatform.of_image().environment} == {"13.0", "580"}
+    assert set(environment) - set(GpuPlatform.of_image().environment) <= _known_variables()
     assert str(settings.model_root) == "/mnt/models"
     assert str(settings.local_cache_dir) == "/var/cache/comfyserve/models"
     assert settings.local_cache_bytes == 200 * 1024**3
@@ -102,7 +105,6 @@ def test_the_workers_and_the_scaler_share_the_fleets_backend_and_the_scaler_may_
     assert CloudWorkerSettings.from_env(_worker_environment(synth)).backend == "builtin"
     catalog_key = AwsResourceNames.from_env(scaler_environment).catalog_key
     readable = grants(synth, function_role(synth, "scaler"), "s3:GetObject")
-    assert [resource["Fn::Join"][1][-1] for resource in readable if "Fn::Join" in resource] == [
-        "/scaler/state.json",
-        f"/{catalog_key}",
-    ]
+    assert sorted(resource["Fn::Join"][1][-1] for resource in readable if "Fn::Join" in resource) == sorted(
+        ["/scaler/state.json", f"/{catalog_key}"]
+    )

@@ -7,7 +7,10 @@ import json
 from infra.constructs.network import INTERFACE_ENDPOINTS
 from tests.infra.conftest import Synth, only
 
-INTERFACE_SERVICES = ("sqs", "events", "ecr.api", "ecr.dkr", "logs", "ecs", "ecs-agent", "ecs-telemetry", "sts")
+INTERFACE_SERVICES = (
+    *("sqs", "events", "ecr.api", "ecr.dkr", "logs", "ecs", "ecs-agent", "ecs-telemetry", "sts"),
+    *("autoscaling", "monitoring"),  # the host's lifecycle action, its GPU metrics
+)
 
 
 def test_no_route_to_the_internet(synth: Synth) -> None:
@@ -28,6 +31,7 @@ def test_gateway_and_interface_endpoints(synth: Synth) -> None:
     assert len(interfaces) == len(INTERFACE_ENDPOINTS) == len(INTERFACE_SERVICES)
     for service in INTERFACE_SERVICES:
         assert f".{service}" in names
+    assert ".ssm" not in names and ".ssmmessages" not in names  # Session Manager is opt-in (ssm_access)
     assert all(e["PrivateDnsEnabled"] is True for e in interfaces)
 
 
