@@ -217,8 +217,6 @@ class Deployed:
         instance_type = f"{settings.instance_families[0]}.{settings.instance_size}"
         if instance_type not in GPU_PRICE_PER_HOUR:
             raise ValueError(f"no price for {instance_type}: add it to GPU_PRICE_PER_HOUR")
-        # sizes_group, hot_models and volume_throughput come with the preparation hook and the direct path
-        # (infra/settings.py, issue 15); read with their defaults until both are in the same tree.
         return cls(
             instance_type=instance_type,
             max_workers=settings.max_workers,
@@ -227,9 +225,9 @@ class Deployed:
             job_timeout_s=settings.job_timeout_s,
             seconds_per_job=settings.seconds_per_job,
             backend=settings.backend,
-            direct_capacity=bool(getattr(settings, "sizes_group", len(settings.instance_families) == 1)),
-            hot_set=bool(getattr(settings, "hot_models", ())),
-            volume_mib_s=int(getattr(settings, "volume_throughput", 125)),
+            direct_capacity=settings.sizes_group,
+            hot_set=bool(settings.hot_models),
+            volume_mib_s=settings.volume_throughput,
         )
 
     @property
