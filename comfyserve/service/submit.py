@@ -1,9 +1,11 @@
 """Submitting a job: attach the uploads its ``LoadImage`` values name → validate → claim-check workflow and
-inputs → create the record (conditional) → enqueue a small message → publish ``JobQueued``.
+inputs → create the record (conditional, ``dispatch_pending``) → enqueue a small message → publish
+``JobQueued`` and clear ``dispatch_pending`` (comfyserve.service.reconcile).
 
 Nothing is recorded or enqueued for a request that fails a check; blobs written for a request that then
-loses the conditional create are removed again. Once the message is on the queue the job is accepted: a
-failure to publish the event is logged, never turned into an error the client would retry.
+loses the conditional create are removed again. A message the queue refuses fails the job at once (503). Once
+the message is on the queue the job is accepted (202): an event the bus refuses stays owed on the record and the
+reconciler publishes it, as it sends the message of a job whose submit died between its two writes.
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ from typing import Any
 from pydantic import JsonValue
 
 from comfyserve.contracts.comfyui import COMFYUI_META_KEY, ComfyUIMeta
-from comfyserve.contracts.events import JobEventType
 from comfyserve.contracts.jobs import (
     InputRef,
     JobError,
     JobRecord,
     JobStatus,
     OutputOptions,
-    QueueMessage,
     WebhookSpec,
 )
 from comfyserve.engine.validation import ValidationResult
@@ -36,8 +36,8 @@ from comfyserve.service.comfyui_uploads import attach_uploads, image_values
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Conflict, Invalid, Unavailable
 from comfyserve.service.inputs import resolve_inputs
-from comfyserve.service.jobs import publish
 from comfyserve.service.models import InputSource
+from comfyserve.service.reconcile import announce, send_message
 from comfyserve.service.validate import check_workflow
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class Submitter:
             self._discard(written)
             raise
         self._enqueue(record)
-        publish(self._deps, JobEventType.JOB_QUEUED, record)
+        announce(self._deps.jobs, self._deps.events, record, self._deps.clock())
         return Submitted(record, result.node_errors)
 
     @staticmethod
@@ -170,6 +170,7 @@ class Submitter:
             metadata={**draft.metadata, COMFYUI_META_KEY: meta.model_dump(mode="json", exclude_none=True)},
             idempotency_key=draft.idempotency_key,
             body_hash=draft.body_hash if draft.idempotency_key else None,
+            dispatch_pending=True,
         )
 
     def _put(self, key: str, data: bytes, written: list[str]) -> None:
@@ -184,9 +185,8 @@ class Submitter:
                 log.warning("could not delete %s after a failed submit", key, exc_info=True)
 
     def _enqueue(self, record: JobRecord) -> None:
-        message = QueueMessage(job_id=record.job_id, tenant=record.tenant, workflow_key=record.workflow_key)
         try:
-            self._deps.queue.send(message)
+            send_message(self._deps.queue, record)
         except Exception as exc:
             log.exception("enqueue of job %s failed", record.job_id)
             self._withdraw(record, exc)
@@ -202,6 +202,7 @@ class Submitter:
                 JobStatus.FAILED,
                 finished_at=self._deps.clock(),
                 error=error,
+                dispatch_pending=False,
             )
         except Exception:
             log.exception("could not withdraw job %s after the enqueue failure", record.job_id)
