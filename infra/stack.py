@@ -25,6 +25,7 @@ from infra.constructs.network import Network
 from infra.constructs.notifications import Notifications
 from infra.constructs.observability import Observability
 from infra.constructs.pipeline import Pipeline
+from infra.constructs.reconciler import Reconciler
 from infra.constructs.scaling import Scaling
 from infra.constructs.workers import WorkerCapacity, Workers
 from infra.nag import acknowledge, acknowledge_bucket_grant, acknowledge_table_grant
@@ -149,6 +150,17 @@ class ComfyServeStack(Stack):
         )
         acknowledge_table_grant(pipeline.dead_letter, table)
 
+        reconciler = Reconciler(
+            self,
+            "Reconciler",
+            table=table,
+            queue=pipeline.queue,
+            bus=bus,
+            environment=environment,
+            code=code,
+            log_retention=log_days,
+        )
+
         image = worker_image(self, backend=settings.backend, uri=settings.worker_image)
         workers = Workers(
             self,
@@ -254,6 +266,7 @@ class ComfyServeStack(Stack):
             dead_letter,
             scaling.scaler.function,
             drop_folder.handler.function,
+            reconciler.handler.function,
         ]
         Observability(
             self,
