@@ -182,7 +182,7 @@ class LocalStack:
             else PublishedCatalog(adapters.blobs, Catalog.packaged(), refresh_s=1.0),
             settings=self.settings,
             inventory=inventory,
-            metrics=lambda: worker_metrics(self.data_dir),
+            metrics=lambda tenant: worker_metrics(self.data_dir, tenant),
         )
         service = JobService(deps)
         hub = self._hub = WebsocketHub(adapters.feed, service.queue_remaining)

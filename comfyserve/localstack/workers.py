@@ -161,13 +161,13 @@ def _backend(config: WorkerProcessConfig, work_dir: Path) -> Backend:
     )
 
 
-def worker_metrics(data_dir: Path) -> dict[str, Any]:
-    """The figures of every worker of this data directory (``GET /v1/metrics``)."""
+def worker_metrics(data_dir: Path, tenant: str) -> dict[str, Any]:
+    """The figures of ``tenant``'s jobs on every worker of this data directory (``GET /v1/metrics``)."""
     from comfyserve.adapters.local.jsonl import JsonLinesFile
     from comfyserve.worker.telemetry import summarize
 
     path = data_dir / METRICS_FILE
-    return summarize(JsonLinesFile(path).read() if path.exists() else [])
+    return summarize(JsonLinesFile(path).read() if path.exists() else [], tenant)
 
 
 def start_worker(config: WorkerProcessConfig, index: int) -> tuple[multiprocessing.process.BaseProcess, Event]:

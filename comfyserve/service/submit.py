@@ -1,4 +1,5 @@
-"""Submitting a job: attach the uploads its ``LoadImage`` values name → validate → claim-check workflow and
+"""Submitting a job: parse the workflow once (:func:`~comfyserve.service.validate.parse_workflow`) → attach the
+uploads its ``LoadImage`` values name → validate → claim-check workflow and
 inputs → create the record (conditional, ``dispatch_pending``) → enqueue a small message → publish
 ``JobQueued`` and clear ``dispatch_pending`` (comfyserve.service.reconcile).
 
@@ -27,18 +28,18 @@ from comfyserve.contracts.jobs import (
     OutputOptions,
     WebhookSpec,
 )
+from comfyserve.engine.errors import WorkflowFormatError
 from comfyserve.engine.validation import ValidationResult
 from comfyserve.netguard import UnsafeURL, check_public_url
 from comfyserve.ports import IdempotencyKeyInUse, JobAlreadyExists
 from comfyserve.service import idempotency, keys
 from comfyserve.service.backpressure import BacklogGate
-from comfyserve.service.comfyui_uploads import attach_uploads, image_values
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Conflict, Invalid, Unavailable
-from comfyserve.service.inputs import resolve_inputs
+from comfyserve.service.inputs import attach_uploads, image_values, resolve_inputs
 from comfyserve.service.models import InputSource
 from comfyserve.service.reconcile import announce, send_message
-from comfyserve.service.validate import check_workflow
+from comfyserve.service.validate import check_prompt, format_error, parse_workflow
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,17 @@ class Submitter:
         idempotency.check_key(draft.idempotency_key)
         self._check_webhook(draft.webhook)
         self._backlog.check()
-        attached = attach_uploads(self._deps, tenant, draft.prompt, draft.inputs)
+        try:
+            prompt = parse_workflow(draft.prompt)
+        except WorkflowFormatError as exc:
+            raise Invalid.from_validation(format_error(exc)) from None
+        images = set(image_values(self._deps, prompt))
+        attached = attach_uploads(self._deps, tenant, images, draft.inputs)
         # Every image a node names must be an input, an upload of the tenant's or a URL: ComfyUI refuses an
         # unknown image at validation too, and a path ('/etc/…', '../…') is never one.
-        result = check_workflow(
+        result = check_prompt(
             self._deps,
-            draft.prompt,
+            prompt,
             input_names={*draft.inputs, *attached},
             targets=draft.targets,
             strict=draft.strict,
@@ -99,7 +105,6 @@ class Submitter:
             raise self._taken(draft.prompt_id or job_id)  # before any claim check: its keys would be the existing job's
         written: list[str] = []
         try:
-            images = set(image_values(self._deps, draft.prompt))
             inputs = resolve_inputs(self._deps, tenant, job_id, {**draft.inputs, **attached}, written, images)
             record = self._record(tenant, job_id, draft, result, inputs, written)
             self._deps.jobs.create(record)
