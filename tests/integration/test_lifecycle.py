@@ -18,6 +18,7 @@ from comfyserve.adapters.local.sqlite_jobs import UNDISPATCHED_SQL
 from comfyserve.contracts.events import JobEventType
 from comfyserve.contracts.jobs import JobStatus, QueueMessage, utc_now
 from comfyserve.localstack.lifecycle import Lifecycle
+from comfyserve.localstack.stack import LocalStack
 from comfyserve.ports import JobQueue
 from comfyserve.service.dead_letter import DEAD_LETTER_ERROR, DeadLetterOutcome
 from comfyserve.service.deps import ServiceDeps
@@ -27,9 +28,11 @@ from comfyserve.service.reconcile import Reconciler
 from comfyserve.service.settings import ServiceSettings
 from tests.api_stack import tiny_catalog, workflow
 from tests.integration.conftest import AdapterSet, LocalAdapters
+from tests.integration.stack_helpers import IMAGE_PACKS, Api, wait_workflow
 from tests.integration.test_service_local import BrokenBus
 
 GRACE_S = 60.0
+PROCESS_NODES = Path(__file__).resolve().parent / "process_nodes"
 
 
 class Crash(BaseException):
@@ -179,3 +182,33 @@ def test_a_message_that_exhausts_its_receives_fails_its_job_once_locally(local_a
     assert [e.job_id for e in failed] == [job_id]
     assert queue.approximate_depth().total == 0 and queue.dead_letters is not None
     assert queue.dead_letters.approximate_depth().total == 0
+
+
+def test_a_poison_job_on_the_local_stack_fails_once_from_the_dead_letter_queue(tmp_path: Path) -> None:
+    """The whole local path: the job kills its worker at every receive, the supervisor replaces the worker, the
+    queue moves the message after ``max_receives``, and the stack's lifecycle thread fails the job once."""
+    poison = wait_workflow(0.0, steps=1)
+    poison["2"] = {"class_type": "ProcessTestKillWorker", "inputs": {"image": ["1", 0]}}
+    with LocalStack(
+        tmp_path / "data",
+        port=0,
+        workers=1,
+        api_keys={"alice": "alice-key"},
+        custom_nodes=[PROCESS_NODES],
+        node_packs=IMAGE_PACKS,
+        visibility_timeout_s=1,
+        max_receives=2,
+    ) as stack:
+        stack.wait_ready()
+        alice = Api(stack.url, "alice-key")
+        job_id = alice.submit(poison)
+
+        view = alice.wait_status(job_id, timeout_s=90)
+
+        assert view["status"] == "failed" and view["error"]["type"] == DEAD_LETTER_ERROR
+        assert view["error"]["message"].startswith("the job's message was received 2 times")
+        adapters = stack.adapters
+        failed = [e for e in adapters.bus.events() if e.type is JobEventType.JOB_FAILED and e.job_id == job_id]
+        assert len(failed) == 1
+        assert adapters.queue.approximate_depth().total == 0
+        assert adapters.queue.dead_letters is not None and adapters.queue.dead_letters.approximate_depth().total == 0
