@@ -11,13 +11,15 @@ job's creation time) and clears the flag.
 
 Idempotent: a second message for a job is harmless, since the worker's claim is the conditional write
 ``queued → running`` and a message for a job that is not queued is deleted with no effect; a flag already
-cleared is skipped. A job's ``Job Queued`` event is thus published at least once, never dropped: the submit
-answers 202 once the message is on the queue, whether the event went out then or is owed to the reconciler.
+cleared is skipped; a ``Job Queued`` published twice has the same ``event_id`` both times. A job's
+``Job Queued`` is thus published at least once, never dropped: the submit answers 202 once the message is on
+the queue, whether the event went out then or is owed to the reconciler.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +31,7 @@ from comfyserve.ports import EventBus, JobQueue, JobStore
 log = logging.getLogger(__name__)
 
 BATCH = 100
+_QUEUED_EVENT_IDS = uuid.UUID("5f0d5a4e-7c1b-4d8e-9a3f-2b6c8e1d4a70")
 
 
 def send_message(queue: JobQueue, record: JobRecord) -> str:
@@ -36,13 +39,24 @@ def send_message(queue: JobQueue, record: JobRecord) -> str:
     return queue.send(QueueMessage(job_id=record.job_id, tenant=record.tenant, workflow_key=record.workflow_key))
 
 
+def queued_event_id(job_id: str) -> str:
+    """The ``Job Queued`` event's id: the same on every (re)publication, so subscribers can drop duplicates."""
+    return uuid.uuid5(_QUEUED_EVENT_IDS, job_id).hex
+
+
 def announce(jobs: JobStore, bus: EventBus, record: JobRecord, time: datetime | None = None) -> bool:
     """Publish the job's ``Job Queued`` event, then clear its ``dispatch_pending``. ``False`` when the bus
     refused the event: the flag stays set and the reconciler publishes it later."""
+    event = JobEvent.from_record(JobEventType.JOB_QUEUED, record, time)
     try:
-        bus.publish(JobEvent.from_record(JobEventType.JOB_QUEUED, record, time))
+        bus.publish(event.model_copy(update={"event_id": queued_event_id(record.job_id)}))
     except Exception:
-        log.warning("Job Queued for job %s not published; the reconciler will", record.job_id, exc_info=True)
+        log.warning(
+            "%s for job %s was not published; the reconciler will publish it",
+            JobEventType.JOB_QUEUED.value,
+            record.job_id,
+            exc_info=True,
+        )
         return False
     try:
         jobs.set_fields(record.job_id, dispatch_pending=False)

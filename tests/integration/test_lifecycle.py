@@ -24,7 +24,7 @@ from comfyserve.service.dead_letter import DEAD_LETTER_ERROR, DeadLetterOutcome
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.job_service import JobService
 from comfyserve.service.models import JobSubmission
-from comfyserve.service.reconcile import Reconciler
+from comfyserve.service.reconcile import Reconciler, queued_event_id
 from comfyserve.service.settings import ServiceSettings
 from tests.api_stack import tiny_catalog, workflow
 from tests.integration.conftest import AdapterSet, LocalAdapters
@@ -92,6 +92,7 @@ def test_a_crash_between_the_record_and_the_message_is_dispatched_once(adapters:
     assert (message.message().job_id, message.message().tenant) == (record.job_id, "acme")
     [event] = adapters.published()
     assert (event.type, event.job_id, event.time) == (JobEventType.JOB_QUEUED, record.job_id, record.created_at)
+    assert event.event_id == queued_event_id(record.job_id)  # as the submit's own would have been
     stored = adapters.store.get_by_id(record.job_id)
     assert stored is not None and not stored.dispatch_pending and stored.status is JobStatus.QUEUED
 
