@@ -209,6 +209,22 @@ def test_image_inputs_get_the_upload_checks(stack: Stack, data: bytes, type_: st
     assert [key for key in stack.blobs.list() if not key.startswith("uploads/")] == []
 
 
+def test_an_image_url_over_the_pixel_cap_is_refused_before_anything_is_stored(
+    tmp_path: Path, file_server: FileServer
+) -> None:
+    stack = make_stack(tmp_path, allow_private_urls=True, max_pixels=512 * 512)
+    file_server.answers["/big.png"] = Answer(body=png((513, 512)))
+    url = file_server.url("/big.png")
+
+    response = stack.call("POST", "/prompt", body={"prompt": picture(url)})
+
+    assert response.status == 400
+    assert response.json() == error_body(
+        "image_too_large", "Image too large", f"'{url}' is 513x512, over the limit of 262,144 pixels", {"input": url}
+    )
+    assert stack.nothing_recorded()
+
+
 def test_failed_jobs_show_no_host_paths(stack: Stack) -> None:
     job_id = stack.call("POST", "/prompt", body={"prompt": workflow()}).json()["prompt_id"]
     message = "cannot open '/var/lib/comfyserve/models/checkpoints/v1-5.safetensors': " + "x" * 5000
