@@ -63,8 +63,7 @@ class WorkerProcessConfig:
 
 def watch_parent(parent_pid: int, interval_s: float) -> threading.Thread:
     """A daemon thread that sends this process SIGTERM once its parent is no longer ``parent_pid`` (the parent
-    died and the process was reparented): the drain stops it, or, while it is still starting, the hard deadline
-    ends it."""
+    died and the process was reparented): the drain stops it, or, while it is still starting, ends it at once."""
 
     def watch() -> None:
         while os.getppid() == parent_pid:
@@ -87,8 +86,12 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
         for built in running:
             built.abandon()
 
-    # Armed on SIGTERM, even while starting: a start that outlasts the window (a stuck backend) ends there too.
-    drain.then(lambda: hard_exit.append(exit_after(config.drain_timeout_s + EXIT_MARGIN_S, before_exit=hand_back)))
+    def on_drain() -> None:
+        if not running:  # still starting, so holding no job: stop now, as SIGTERM's default action would
+            os._exit(0)
+        hard_exit.append(exit_after(config.drain_timeout_s + EXIT_MARGIN_S, before_exit=hand_back))
+
+    drain.then(on_drain)
     if config.parent_pid is not None:
         watch_parent(config.parent_pid, config.parent_check_s)
     started = time.perf_counter()
