@@ -9,10 +9,16 @@ STAMP := $(VENV)/.installed-stamp
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
+	@echo "Installing comfyserve into $(VENV): a few minutes on the first run; skipped afterwards until pyproject.toml or constraints.txt change."
+	@echo "[1/4] the virtual environment $(VENV)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "Installing comfyserve and its dependencies (torch among them) into $(VENV): a few minutes on the first run; skipped afterwards until pyproject.toml or constraints.txt change."
+	@echo "[2/4] pip itself"
 	$(PY) -m pip install --quiet --upgrade pip
+	@echo "[3/4] torch, the largest dependency (the version constraints.txt pins)"
+	$(PY) -m pip install --progress-bar on -c constraints.txt torch
+	@echo "[4/4] comfyserve and the rest: model libraries (diffusers, transformers), AWS and CDK, test and lint tools"
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,infra,dev]'
+	@echo "Installed: $(VENV)/bin/comfyserve"
 	touch $(STAMP)
 
 demo: install

@@ -60,9 +60,10 @@ TENANT = "benchkeyid"  # the API key id API Gateway would put in the request con
 SAVED_IMAGES = sum(1 for node in WORKFLOW.values() if node["class_type"] == "SaveImage")
 
 # The fewest requests each operation needs, and why; anything above is an avoidable round trip.
-SUBMIT_MINIMUM = {"PutItem": 1, "SendMessage": 1, "PutEvents": 1}
+SUBMIT_MINIMUM = {"PutItem": 1, "SendMessage": 1, "PutEvents": 1, "UpdateItem": 1}
 SUBMIT_WHY = {
-    "PutItem": "the job record (conditional create)",
+    "PutItem": "the job record (conditional create), owing its dispatch",
+    "UpdateItem": "the dispatch done (message and JobQueued out): the job leaves the reconciler's index",
     "SendMessage": "the job message",
     "PutEvents": "JobQueued",
     "GetQueueAttributes": "backlog depth, read once per backlog_cache_s (first submit, then amortized)",

@@ -12,6 +12,7 @@ import builtins
 import unicodedata
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from comfyserve.contracts.events import JobEvent
@@ -263,6 +264,11 @@ class JobStore(Protocol):
 
     def find_by_idempotency_key(self, tenant: str, key: str) -> JobRecord | None:
         """The job created with this tenant's idempotency key (compare its ``body_hash`` to detect a reuse)."""
+        ...
+
+    def undispatched(self, created_before: datetime, limit: int = 100) -> builtins.list[JobRecord]:
+        """Up to ``limit`` jobs of any tenant created before ``created_before`` whose ``dispatch_pending`` is
+        still set, oldest first: read from an index of those jobs alone, never a scan of the table."""
         ...
 
 

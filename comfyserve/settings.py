@@ -226,6 +226,12 @@ class ServiceSettings(EnvSettings):
     anonymous_tenant: str | None = Field(
         default=None, description="local stacks only: the tenant of requests without a key (unmodified ComfyUI clients)"
     )
+    dispatch_grace_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a job whose submit left its queue message or Job Queued event unsent this long is dispatched "
+        "by the reconciler",
+    )
 
     @property
     def limits(self) -> Limits:

@@ -32,6 +32,8 @@ JOB_PREFIXES = (WORKFLOWS, INPUTS, OUTPUTS)
 # DynamoDB actions by role in the job's life (comfyserve.adapters.aws.dynamodb: a transaction of Puts is PutItem).
 SUBMIT_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query")
 RECORD_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:UpdateItem")
+# The reconciler reads the by_dispatch index, then each record, and clears its flag.
+RECONCILE_TABLE_ACTIONS = ("dynamodb:Query", *RECORD_TABLE_ACTIONS)
 
 
 @dataclass(frozen=True, kw_only=True)

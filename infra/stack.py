@@ -26,6 +26,7 @@ from infra.constructs.network import Network
 from infra.constructs.notifications import Notifications
 from infra.constructs.observability import Observability
 from infra.constructs.pipeline import Pipeline
+from infra.constructs.reconciler import Reconciler
 from infra.constructs.scaling import Scaling
 from infra.constructs.workers import WorkerCapacity, WorkerImage, Workers
 from infra.gpu_platform import GpuPlatform
@@ -158,6 +159,17 @@ class ComfyServeStack(Stack):
         )
         acknowledge_table_grant(pipeline.dead_letter, table)
 
+        reconciler = Reconciler(
+            self,
+            "Reconciler",
+            table=table,
+            queue=pipeline.queue,
+            bus=bus,
+            environment=environment,
+            code=code,
+            log_retention=log_days,
+        )
+
         image = worker_image(self, backend=settings.backend, uri=settings.worker_image)
         platform = GpuPlatform.of_image()  # the AMI family that runs the image's CUDA (one-line error if none)
         workers = Workers(
@@ -274,6 +286,7 @@ class ComfyServeStack(Stack):
             dead_letter,
             scaling.scaler.function,
             drop_folder.handler.function,
+            reconciler.handler.function,
         ]
         give_log_groups(self, log_days)  # CDK's own custom-resource handlers
         Observability(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import JsonValue
 
-from comfyserve.contracts.jobs import JobStatus, JobUpdate, check_transition
+from comfyserve.contracts.jobs import ORDER_KEY_TIME, JobStatus, JobUpdate, check_transition
 
 MAX_LIST_LIMIT = 1000
 
@@ -34,3 +35,8 @@ def field_changes(fields: dict[str, Any], when_status: Collection[JobStatus] | N
 def check_limit(limit: int) -> None:
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise ValueError(f"limit must be 1-{MAX_LIST_LIMIT}")
+
+
+def order_key_before(time: datetime) -> str:
+    """The ``list_order_key`` bound below which every job created before ``time`` sorts."""
+    return time.astimezone(UTC).strftime(ORDER_KEY_TIME)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -19,6 +20,8 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 MAX_JSON_DEPTH = 128
 """Nesting levels a JSON body may have (a workflow needs about 6, a UI workflow in extra_pnginfo about 12)."""
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # only a body with such an escape is walked
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _depth_exceeds(document: Any, limit: int) -> bool:
@@ -34,10 +37,27 @@ def _depth_exceeds(document: Any, limit: int) -> bool:
     return False
 
 
+def _lone_surrogate(document: Any) -> str | None:
+    """The first string (value or key) holding a lone UTF-16 surrogate, ``None`` if there is none."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return value
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return None
+
+
 def loads_json(text: str | bytes) -> Any:
-    """``json.loads`` that refuses bodies nested deeper than :data:`MAX_JSON_DEPTH` with a
-    :class:`json.JSONDecodeError` (what Powertools and :func:`raw_json` turn into a 400), never a
-    :class:`RecursionError`."""
+    """``json.loads`` that refuses, with a :class:`json.JSONDecodeError` (what Powertools and :func:`raw_json`
+    turn into a 400), bodies nested deeper than :data:`MAX_JSON_DEPTH` (never a :class:`RecursionError`) and
+    strings holding a lone surrogate (a ``\\ud800`` escape without its pair: no text encoding can store it, so
+    nothing after the edge could)."""
     source = text if isinstance(text, str) else text.decode("utf-8", "replace")
     too_deep = json.JSONDecodeError(f"nested deeper than {MAX_JSON_DEPTH} levels", source[:64], 0)
     try:
@@ -46,6 +66,9 @@ def loads_json(text: str | bytes) -> Any:
         raise too_deep from None
     if _depth_exceeds(document, MAX_JSON_DEPTH):
         raise too_deep
+    if _SURROGATE_ESCAPE.search(source) and (found := _lone_surrogate(document)) is not None:
+        shown = found.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:64]
+        raise json.JSONDecodeError(f'a lone UTF-16 surrogate in the string "{shown}"', source[:64], 0)
     return document
 
 

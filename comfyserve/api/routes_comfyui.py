@@ -18,9 +18,10 @@ from comfyserve.api.models import ImageUploaded, InterruptRequest, PromptAccepte
 from comfyserve.api.multipart import FORM_DATA, FormField
 from comfyserve.contracts.comfyui import prompt_id_of
 from comfyserve.service.comfyui import HISTORY_LIMIT
-from comfyserve.service.comfyui_uploads import FORMAT_NAMES, UPLOAD_TYPES, ImageUpload
+from comfyserve.service.comfyui_uploads import ImageUpload
 from comfyserve.service.errors import Invalid
 from comfyserve.service.history import prompt_number
+from comfyserve.service.inputs import FORMAT_NAMES, UPLOAD_TYPES
 from comfyserve.service.job_service import JobService
 from comfyserve.service.models import PromptRequest
 

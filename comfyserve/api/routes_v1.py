@@ -128,16 +128,16 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
     @app.get(
         "/v1/metrics",
         summary="Worker figures",
-        description="Per metric (QueueWait, ColdStart, Execution, NodeTime, ModelLoad<Tier>, Jobs<Outcome>): unit, "
-        "count, sum, min, max, mean; and the jobs in flight. The local stack's; the cloud's are in CloudWatch "
-        "(namespace comfyserve), so there this is a 404.",
+        description="Figures of the caller's own jobs, per metric (QueueWait, ColdStart, Execution, NodeTime, "
+        "ModelLoad<Tier>, Jobs<Outcome>): unit, count, sum, min, max, mean; and its jobs in flight. The local "
+        "stack's; the cloud's are in CloudWatch (namespace comfyserve), so there this is a 404.",
         tags=["service"],
         responses=error_responses(*AUTH, 404),
     )
     def metrics() -> dict[str, Any]:
         if service.deps.metrics is None:
             raise NotFound("worker metrics are in CloudWatch here (namespace comfyserve)")
-        return service.deps.metrics()
+        return service.deps.metrics(tenant_of(app))
 
     @app.get("/v1/health", summary="Health check", description="No API key needed.", tags=["service"])
     def health() -> Health:

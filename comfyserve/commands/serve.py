@@ -89,8 +89,8 @@ def _settings(args: argparse.Namespace) -> tuple[ServiceSettings, str]:
 def run(args: argparse.Namespace) -> int:
     from comfyserve.localstack.stack import LocalStack
 
-    if args.workers < 0:
-        raise UsageError("--workers must be 0 or more")
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: give 1 or more (with no worker, every job would stay queued)")
     if args.models is not None and not args.models.is_dir():
         raise UsageError(f"--models {args.models} is not a directory")
     if args.backend == "comfyui" and (args.comfyui_dir is None or not (args.comfyui_dir / "main.py").is_file()):

@@ -1,7 +1,10 @@
-"""``comfyserve submit FILE --endpoint URL --api-key KEY [--wait] [--out DIR] [--input NAME=PATH ...]``.
+"""``comfyserve submit FILE --endpoint URL [--api-key KEY] [--wait] [--out DIR] [--input NAME=PATH ...]``.
 
 Submits a workflow to the HTTP API (the local server or the cloud API alike); with ``--wait`` it shows the
-job's progress until it finishes and downloads the outputs.
+job's progress until it finishes and downloads the outputs. Without a key the request goes without one (a
+server started with ``--anonymous-tenant`` serves it). Exit status: 0 accepted (with ``--wait``: succeeded);
+1 the workflow or request was refused (400, as ``validate`` exits 1), or the job did not succeed; 2 any other
+error (a missing key, the server unreachable or unavailable).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from comfyserve.commands.common import UsageError, parse_inputs, read_workflow
 from comfyserve.commands.validate import describe_invalid
 
 API_KEY_ENV = "COMFYSERVE_API_KEY"
+REFUSED = frozenset({400, 413, 422})  # the request itself was refused: exit 1
 SERVER_MODELS_FIX = "the server does not hold them (a local server takes them from: comfyserve serve --models DIR)"
 
 
@@ -27,7 +31,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--endpoint", required=True, help="the API's base URL, e.g. http://127.0.0.1:8188 (host:port means http://)"
     )
-    parser.add_argument("--api-key", help=f"your API key (default: ${API_KEY_ENV})")
+    parser.add_argument(
+        "--api-key", help=f"your API key (default: ${API_KEY_ENV}; none for a server with --anonymous-tenant)"
+    )
     parser.add_argument(
         "--input", action="append", default=[], metavar="NAME=PATH", help="a LoadImage value and its local file"
     )
@@ -78,19 +84,27 @@ def describe(view: dict[str, Any]) -> str:
     return text
 
 
+def seconds(value: Any) -> str:
+    """A duration for people: ``196.4 s``, ``0.03 s``; ``? s`` when the server gave none."""
+    if not isinstance(value, int | float):
+        return "? s"
+    return f"{value:.1f} s" if value >= 1 else f"{value:.2g} s"
+
+
 def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_ENV)
-    if not api_key:
-        raise UsageError(f"give --api-key or set {API_KEY_ENV}")
     if args.out is not None and not args.wait:
         raise UsageError("--out needs --wait")
     client = Client(args.endpoint, api_key)
     try:
         accepted = client.submit(read_workflow(args.file), parse_inputs(args.input), **_options(args))
     except ApiError as exc:
-        if not exc.node_errors:
+        if exc.status == 401 and not api_key:
+            raise UsageError(f"the server wants an API key: give --api-key or set {API_KEY_ENV}") from None
+        if exc.status not in REFUSED:
             raise
-        print(describe_invalid(exc.error, exc.node_errors, SERVER_MODELS_FIX), file=sys.stderr)  # as validate does
+        refusal = describe_invalid(exc.error, exc.node_errors, SERVER_MODELS_FIX) if exc.node_errors else str(exc)
+        print(refusal, file=sys.stderr)  # and exit 1, as validate does
         return 1
     job_id = accepted["job_id"]
     if not args.wait:
@@ -100,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     view = client.wait(job_id, ProgressPrinter(last="queued"))
     timings = view.get("timings") or {}
     if view["status"] == "succeeded":
-        print(f"succeeded in {timings.get('execution_s')} s (queued {timings.get('queued_s')} s)")
+        print(f"succeeded in {seconds(timings.get('execution_s'))} (queued {seconds(timings.get('queued_s'))})")
         for output in view.get("outputs", []):
             print(f"output {output['filename']} ({output['size']} bytes)")
         if args.out is not None:

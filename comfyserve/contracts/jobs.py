@@ -24,6 +24,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 TENANT_PATTERN = r"^[A-Za-z0-9_.-]{1,128}$"
+ORDER_KEY_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
 Tenant = Annotated[str, Field(pattern=TENANT_PATTERN)]
@@ -165,6 +166,9 @@ class JobRecord(_Contract):
     attempts: int = Field(default=0, ge=0)
     cancel_requested: bool = False
     final_event: FinalEvent | None = None  # set by the completion use case (comfyserve.service.completion)
+    # True from the create until the submit's queue message is sent and its ``Job Queued`` event published;
+    # a job still owing them past a grace period is dispatched by the reconciler (comfyserve.service.reconcile).
+    dispatch_pending: bool = False
 
     @model_validator(mode="after")
     def _one_workflow(self) -> JobRecord:
@@ -176,7 +180,7 @@ class JobRecord(_Contract):
 
     def list_order_key(self) -> str:
         """Sortable string for 'newest first' listings: fixed-width UTC creation time, then the job id."""
-        return f"{self.created_at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{self.job_id}"
+        return f"{self.created_at.strftime(ORDER_KEY_TIME)}#{self.job_id}"
 
 
 class JobUpdate(_Contract):
@@ -193,6 +197,7 @@ class JobUpdate(_Contract):
     attempts: int | None = Field(default=None, ge=0)
     cancel_requested: bool | None = None
     final_event: FinalEvent | None = None
+    dispatch_pending: bool | None = None
 
     def changes(self) -> dict[str, JsonValue]:
         """The explicitly given fields in JSON form (an explicit ``None`` clears a field)."""

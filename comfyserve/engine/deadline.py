@@ -14,12 +14,24 @@ log = logging.getLogger(__name__)
 EXIT_MARGIN_S = 5.0
 
 
-def exit_after(seconds: float, code: int = 1, *, _exit: Callable[[int], None] = os._exit) -> threading.Timer:
-    """End the process with ``code`` (no cleanup, as SIGKILL would) unless the returned timer is cancelled
-    within ``seconds``. Call it from a SIGTERM handler; a clean shutdown cancels it."""
+def exit_after(
+    seconds: float,
+    code: int = 1,
+    *,
+    before_exit: Callable[[], None] | None = None,
+    _exit: Callable[[int], None] = os._exit,
+) -> threading.Timer:
+    """End the process with ``code`` (no cleanup, as SIGKILL would, but ``before_exit`` first: the worker hands
+    its job back) unless the returned timer is cancelled within ``seconds``. Call it on a drain request; a clean
+    shutdown cancels it."""
 
     def expire() -> None:
         log.error("still running %.0f s after being told to stop; exiting now", seconds)
+        if before_exit is not None:
+            try:
+                before_exit()
+            except Exception:
+                log.exception("could not hand the job back before exiting")
         logging.shutdown()
         _exit(code)
 

@@ -5,6 +5,9 @@ table behind the local HTTP server, and N worker processes (spawned) running the
 Stopping drains the workers (SIGTERM: each finishes or releases its job), then closes the server. Everything
 durable lives in the data directory, so a stack started again on it carries on with the queued jobs.
 
+A lifecycle thread (:mod:`comfyserve.localstack.lifecycle`) dispatches the jobs a submit left undispatched and
+fails the jobs whose messages were dead-lettered, as the cloud's ``reconciler`` and ``dead_letter`` Lambdas do.
+
 A supervisor thread replaces a worker that dies (``kill -9``, out of memory: any exit but a drained one's 0) at
 once; its job comes back when the message's visibility runs out, as it always did. A worker that keeps dying
 while it starts is restarted after a delay that doubles up to :data:`RESTART_DELAY_MAX_S`. The workers, for
@@ -33,6 +36,7 @@ from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.registry import build_registry
 from comfyserve.localstack.adapters import LocalAdapters
 from comfyserve.localstack.apigw import build_event
+from comfyserve.localstack.lifecycle import Lifecycle
 from comfyserve.localstack.server import Authenticate, LocalServer, Mount, Resolver
 from comfyserve.localstack.workers import WorkerProcessConfig, start_worker, worker_metrics
 from comfyserve.localstack.ws_hub import WebsocketHub
@@ -122,6 +126,7 @@ class LocalStack:
         self._thread: threading.Thread | None = None
         self._adapters: LocalAdapters | None = None
         self._hub: WebsocketHub | None = None
+        self._lifecycle: Lifecycle | None = None
 
     @property
     def url(self) -> str:
@@ -177,7 +182,7 @@ class LocalStack:
             else PublishedCatalog(adapters.blobs, Catalog.packaged(), refresh_s=1.0),
             settings=self.settings,
             inventory=inventory,
-            metrics=lambda: worker_metrics(self.data_dir),
+            metrics=lambda tenant: worker_metrics(self.data_dir, tenant),
         )
         service = JobService(deps)
         hub = self._hub = WebsocketHub(adapters.feed, service.queue_remaining)
@@ -187,6 +192,10 @@ class LocalStack:
         self._thread.start()
         for index in range(self.workers):
             self.add_worker(index)
+        lifecycle = self._lifecycle = Lifecycle(
+            adapters.store, adapters.queue, adapters.bus, adapters.blobs, grace_s=self.settings.dispatch_grace_s
+        )
+        lifecycle.start()
         self._stopping.clear()
         self._supervisor = threading.Thread(target=self._supervise, name="comfyserve-supervisor", daemon=True)
         self._supervisor.start()
@@ -302,6 +311,9 @@ class LocalStack:
         if self._hub is not None:
             self._hub.stop()
             self._hub = None
+        if self._lifecycle is not None:
+            self._lifecycle.stop()
+            self._lifecycle = None
         if self._adapters is not None:
             self._adapters.close()
             self._adapters = None

@@ -1,7 +1,8 @@
 """Worker processes of the local stack: each opens the data directory's adapters, starts its backend once (kept
 warm across jobs), then runs the worker loop until SIGTERM drains it; a job that ignores the interruption
-cannot hold the process past the drain window and :data:`~comfyserve.engine.deadline.EXIT_MARGIN_S` (it exits
-with status 1 and the job's message comes back when its visibility runs out).
+cannot hold the process past the drain window and :data:`~comfyserve.engine.deadline.EXIT_MARGIN_S`, whatever
+native call it is in (comfyserve.worker.drain): it is put back in the queue, its message visible at once, and
+the process exits with status 1.
 
 Each process subscribes the completion use case to its blob store's "object created" signal, so a job's
 manifest completes it in process, as S3 → EventBridge → Lambda ``completion`` does in the cloud. Log lines go
@@ -31,6 +32,7 @@ from comfyserve.engine.deadline import EXIT_MARGIN_S, exit_after
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.validation import Limits
 from comfyserve.worker.backend import Backend
+from comfyserve.worker.drain import DrainSignal
 
 SPAWN = multiprocessing.get_context("spawn")
 METRICS_FILE = "metrics.jsonl"
@@ -61,8 +63,7 @@ class WorkerProcessConfig:
 
 def watch_parent(parent_pid: int, interval_s: float) -> threading.Thread:
     """A daemon thread that sends this process SIGTERM once its parent is no longer ``parent_pid`` (the parent
-    died and the process was reparented): the drain handler stops it, or, while it is still starting, the
-    default action ends it."""
+    died and the process was reparented): the drain stops it, or, while it is still starting, ends it at once."""
 
     def watch() -> None:
         while os.getppid() == parent_pid:
@@ -77,6 +78,20 @@ def watch_parent(parent_pid: int, interval_s: float) -> threading.Thread:
 def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
     """A worker process's body; returns once drained (the process then exits 0)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stack stops its workers with SIGTERM
+    drain = DrainSignal((signal.SIGTERM,))  # before any thread starts
+    running: list[Any] = []  # the Worker, once built: the hard deadline hands its job back
+    hard_exit: list[threading.Timer] = []
+
+    def hand_back() -> None:
+        for built in running:
+            built.abandon()
+
+    def on_drain() -> None:
+        if not running:  # still starting, so holding no job: stop now, as SIGTERM's default action would
+            os._exit(0)
+        hard_exit.append(exit_after(config.drain_timeout_s + EXIT_MARGIN_S, before_exit=hand_back))
+
+    drain.then(on_drain)
     if config.parent_pid is not None:
         watch_parent(config.parent_pid, config.parent_check_s)
     started = time.perf_counter()
@@ -115,13 +130,8 @@ def worker_main(config: WorkerProcessConfig, ready: Event) -> None:
         cold_start_s=time.perf_counter() - started,
     )
     adapters.blobs.on_created(worker.completion.on_object_created)
-    hard_exit: list[threading.Timer] = []
-
-    def drain(_signum: int, _frame: Any) -> None:
-        worker.request_drain()
-        hard_exit.append(exit_after(config.drain_timeout_s + EXIT_MARGIN_S))
-
-    signal.signal(signal.SIGTERM, drain)
+    running.append(worker)
+    drain.then(worker.request_drain)
     ready.set()
     try:
         worker.run()
@@ -154,13 +164,13 @@ def _backend(config: WorkerProcessConfig, work_dir: Path) -> Backend:
     )
 
 
-def worker_metrics(data_dir: Path) -> dict[str, Any]:
-    """The figures of every worker of this data directory (``GET /v1/metrics``)."""
+def worker_metrics(data_dir: Path, tenant: str) -> dict[str, Any]:
+    """The figures of ``tenant``'s jobs on every worker of this data directory (``GET /v1/metrics``)."""
     from comfyserve.adapters.local.jsonl import JsonLinesFile
     from comfyserve.worker.telemetry import summarize
 
     path = data_dir / METRICS_FILE
-    return summarize(JsonLinesFile(path).read() if path.exists() else [])
+    return summarize(JsonLinesFile(path).read() if path.exists() else [], tenant)
 
 
 def start_worker(config: WorkerProcessConfig, index: int) -> tuple[multiprocessing.process.BaseProcess, Event]:

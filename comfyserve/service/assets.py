@@ -21,6 +21,7 @@ from comfyserve.ports import BlobNotFound
 from comfyserve.service import keys
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Conflict, Invalid, NotFound
+from comfyserve.service.inputs import image_content_type, pixel_cap
 
 HASH_PREFIX = "blake3:"
 ASSETS_FOLDER = "assets/"  # inside the tenant's uploads
@@ -101,9 +102,12 @@ def create(
     tags: list[str] | None = None,
 ) -> tuple[AssetRecord, bool]:
     """A new asset over ``data`` and whether its bytes are new to the tenant; :class:`Conflict`
-    (``hash_mismatch``) when ``expected_hash`` is not the bytes' hash, with nothing stored."""
+    (``hash_mismatch``) when ``expected_hash`` is not the bytes' hash, :class:`Invalid` for an ``image/*`` that
+    is not a readable image within the pixel cap, with nothing stored."""
     tags = tags or []
     _check_meta(file_path, tags)
+    if content_type.startswith("image/"):  # an image a job may load: the input checks' image rules, now
+        image_content_type(file_path or "asset", data, pixel_cap(deps))
     hex_digest = blake3(data).hexdigest()
     if expected_hash is not None and parse_hash(expected_hash) != hex_digest:
         raise Conflict("Hash mismatch", type_="hash_mismatch", details=f"the bytes hash to {HASH_PREFIX}{hex_digest}")

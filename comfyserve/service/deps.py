@@ -30,6 +30,7 @@ class ServiceDeps:
     catalog: Catalog
     settings: ServiceSettings = field(default_factory=ServiceSettings)
     inventory: ModelInventory | None = None
-    metrics: Callable[[], dict[str, Any]] | None = None  # the workers' figures (local stack; CloudWatch in the cloud)
+    # The workers' figures for one tenant's jobs (local stack; CloudWatch in the cloud).
+    metrics: Callable[[str], dict[str, Any]] | None = None
     clock: Callable[[], datetime] = utc_now
     new_id: Callable[[], str] = new_job_id

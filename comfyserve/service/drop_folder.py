@@ -26,12 +26,12 @@ from pydantic import Field, ValidationError
 
 from comfyserve.contracts.jobs import TENANT_PATTERN
 from comfyserve.engine.errors import WorkflowFormatError
-from comfyserve.engine.prompt_format import workflow_from_json
 from comfyserve.ports import BlobNotFound, BlobStore, InvalidKey, validate_key
 from comfyserve.service.errors import Busy, Conflict, Invalid, ServiceError, TooLarge, Unavailable
 from comfyserve.service.job_service import JobService
 from comfyserve.service.models import InputSource, JobSubmission
 from comfyserve.service.outbox import DROP_META_KEY, INBOX, DropMeta, TenantMap, outbox_folder, write_json
+from comfyserve.service.validate import parse_workflow
 from comfyserve.settings import EnvSettings
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class DropFolder:
         if request.workflow is None:
             return {}
         try:
-            nodes = workflow_from_json(request.workflow)
+            nodes = parse_workflow(request.workflow)
         except WorkflowFormatError:
             return {}  # validation reports it
         values = {

@@ -5,27 +5,55 @@ tenant's own existing uploads, base64 must decode within the size limit, and onc
 are fetched here, at submit time (comfyserve.service.url_inputs: the SSRF guard, no redirects, a size cap, a
 deadline), never by a worker. Then base64 and URL inputs are claim-checked into the blob store under
 deterministic per-job keys, so the record and the queue message carry keys only.
+
+This module is the one home of a submit's input checks: which values of the prompt are images
+(:func:`image_values`), which of them name an upload or a URL (:func:`attach_uploads`), what an image must be
+(:func:`image_content_type`: a known format, read from its header, within the pixel cap) and the resolution
+itself. ComfyUI's upload route (comfyserve.service.comfyui_uploads) applies the same image check.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import io
 import re
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
 
 from comfyserve.contracts.jobs import InputRef
+from comfyserve.engine.node_api import IMAGE_UPLOAD
 from comfyserve.netguard import UnsafeURL
+from comfyserve.ports import InvalidKey, validate_key
 from comfyserve.service import keys, url_inputs
-from comfyserve.service.comfyui_uploads import image_content_type
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Invalid, TooLarge
 from comfyserve.service.models import InputSource
 from comfyserve.service.uploads import check_upload_key
 
 MAX_NAME_LENGTH = 256
+UPLOAD_TYPES = ("input", "temp", "output")
+# ComfyUI's annotated file names: "name [input]" and the like name a file of that folder.
+ANNOTATIONS = tuple(f" [{kind}]" for kind in UPLOAD_TYPES)
+# Pillow format → the content type the blob is stored (and served) with; MPO is a multi-picture JPEG.
+IMAGE_FORMATS = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
+FORMAT_NAMES = ", ".join(sorted(IMAGE_FORMATS.keys() - {"MPO"}))
+# Below Pillow's own bomb limits (a warning above 89M pixels, an error above twice that): the cap whatever
+# COMFYSERVE_MAX_PIXELS says.
+MAX_UPLOAD_PIXELS = 8192 * 8192
 DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.-]+)*;base64,")
 MAGIC_TYPES = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -48,6 +76,90 @@ def sniff_content_type(data: bytes) -> str:
     return next((kind for magic, kind in MAGIC_TYPES if data.startswith(magic)), "application/octet-stream")
 
 
+def pixel_cap(deps: ServiceDeps) -> int:
+    """The most pixels an image input may have: ``COMFYSERVE_MAX_PIXELS``, never above :data:`MAX_UPLOAD_PIXELS`."""
+    cap = deps.settings.limits.max_pixels
+    return MAX_UPLOAD_PIXELS if cap is None else min(cap, MAX_UPLOAD_PIXELS)
+
+
+def image_content_type(name: str, data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS) -> str:
+    """The content type of an image in one of ``IMAGE_FORMATS``, its size read from its header and its data
+    checked with Pillow's ``verify`` (no pixels decoded); :class:`Invalid` for anything else and for an image
+    over ``max_pixels``."""
+    from PIL import Image  # imported here: the API's other routes never load Pillow
+
+    try:
+        with Image.open(io.BytesIO(data), formats=tuple(IMAGE_FORMATS)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                details = f"{name!r} is {width}x{height}, over the limit of {max_pixels:,} pixels"
+                raise Invalid("Image too large", type_="image_too_large", details=details)
+            image.verify()
+            kind = image.format
+    except Invalid:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the warning, where it is an error
+        details = f"{name!r} is over the limit of {max_pixels:,} pixels"
+        raise Invalid("Image too large", type_="image_too_large", details=details) from None
+    except Exception:  # Pillow raises many exception types on malformed data
+        details = f"{name!r} is not a valid image ({FORMAT_NAMES})"
+        raise Invalid("Invalid image", type_="invalid_image", details=details) from None
+    return IMAGE_FORMATS.get(kind or "", "application/octet-stream")
+
+
+def upload_path_key(tenant: str, path: str) -> str | None:
+    """The key of the tenant's upload at ``subfolder/name``, ``None`` for a path that cannot be one."""
+    try:
+        return validate_key(keys.uploads_prefix(tenant) + path) if path else None
+    except InvalidKey:
+        return None
+
+
+def upload_key(tenant: str, value: str) -> str | None:
+    """The key a ``LoadImage`` value ("name", "subfolder/name", "name [input]") names, ``None`` for a value that
+    cannot name an upload."""
+    return upload_path_key(tenant, next((value.removesuffix(a) for a in ANNOTATIONS if value.endswith(a)), value))
+
+
+def image_values(deps: ServiceDeps, prompt: Mapping[str, Any]) -> Iterator[str]:
+    """The string values of every image-upload input (``LoadImage.image`` …) of the parsed ``prompt``."""
+    for node in prompt.values():
+        class_type = node.get("class_type") if isinstance(node, dict) else None
+        spec = deps.catalog.specs.get(class_type) if isinstance(class_type, str) else None
+        values = node.get("inputs") if spec is not None else None
+        if spec is None or not isinstance(values, dict):
+            continue
+        for name, input_spec in spec.inputs.items():
+            value = values.get(name)
+            if input_spec.options.get(IMAGE_UPLOAD) and isinstance(value, str):
+                yield value
+
+
+def is_url(value: str) -> bool:
+    return value.lower().startswith(("http://", "https://"))
+
+
+def attach_uploads(
+    deps: ServiceDeps, tenant: str, images: Collection[str], supplied: Mapping[str, InputSource]
+) -> dict[str, InputSource]:
+    """The inputs an image value (of :func:`image_values`) names without being in ``supplied``: one of the
+    tenant's uploads (``{"key": upload}``), or an http(s) URL, as cog-style workflows name images (``{"url":
+    value}``, fetched at submit time with every URL input). Any other value stays as it is (validation refuses
+    it)."""
+    attached: dict[str, InputSource] = {}
+    for value in dict.fromkeys(images):
+        if value in supplied:
+            continue
+        if is_url(value):
+            with contextlib.suppress(ValidationError):  # a URL too long to be an input: validation refuses it
+                attached[value] = InputSource(url=value)
+            continue
+        key = upload_key(tenant, value)
+        if key is not None and deps.blobs.head(key) is not None:
+            attached[value] = InputSource(key=key)
+    return attached
+
+
 def resolve_inputs(
     deps: ServiceDeps,
     tenant: str,
@@ -59,7 +171,7 @@ def resolve_inputs(
     """Check every input and fetch the URL ones, then write the inline and fetched ones (appending their keys
     to ``written`` as it goes); :class:`Invalid`, :class:`Forbidden` or :class:`TooLarge`, naming the input,
     before any write. Inputs named in ``images`` (the images nodes load) get ``POST /upload/image``'s checks:
-    a readable image, not truncated, not a decompression bomb."""
+    a readable image, not truncated, within the pixel cap (:func:`pixel_cap`) by its header."""
     if len(sources) > deps.settings.max_inputs:
         raise Invalid("Too many inputs", type_="invalid_input", details=f"at most {deps.settings.max_inputs}")
     refs: dict[str, InputRef] = {}
@@ -72,10 +184,10 @@ def resolve_inputs(
         elif source.key is not None:
             refs[name] = _upload_ref(deps, tenant, name, source.key, source.content_type, name in images)
         else:
-            blobs.append(_checked(_decode(deps, name, source), images))
+            blobs.append(_checked(deps, _decode(deps, name, source), images))
     deadline = time.monotonic() + deps.settings.url_fetch_timeout_s
     for name, url in urls.items():
-        blobs.append(_checked(_fetch(deps, name, url, sources[name].content_type, deadline), images))
+        blobs.append(_checked(deps, _fetch(deps, name, url, sources[name].content_type, deadline), images))
     for blob in blobs:
         key = keys.input_key(tenant, job_id, blob.name)
         deps.blobs.put(key, blob.data, blob.content_type)
@@ -113,18 +225,18 @@ def _upload_ref(deps: ServiceDeps, tenant: str, name: str, key: str, content_typ
     if info is None:
         raise _invalid(name, "Input key not found", f"nothing was uploaded to {key}")
     if image:
-        return InputRef(key=key, content_type=_image_type(name, deps.blobs.get(key)))
+        return InputRef(key=key, content_type=_image_type(deps, name, deps.blobs.get(key)))
     return InputRef(key=key, content_type=content_type or info.content_type)
 
 
-def _checked(blob: _Blob, images: Collection[str]) -> _Blob:
+def _checked(deps: ServiceDeps, blob: _Blob, images: Collection[str]) -> _Blob:
     """``blob`` with the content type its bytes verify as, when a node loads it as an image."""
-    return _Blob(blob.name, blob.data, _image_type(blob.name, blob.data)) if blob.name in images else blob
+    return _Blob(blob.name, blob.data, _image_type(deps, blob.name, blob.data)) if blob.name in images else blob
 
 
-def _image_type(name: str, data: bytes) -> str:
+def _image_type(deps: ServiceDeps, name: str, data: bytes) -> str:
     try:
-        return image_content_type(name, data)
+        return image_content_type(name, data, pixel_cap(deps))
     except Invalid as exc:
         raise Invalid(exc.message, type_=exc.type, details=exc.details, extra_info={"input": name}) from None
 

@@ -1,9 +1,12 @@
-"""Submitting a job: attach the uploads its ``LoadImage`` values name → validate → claim-check workflow and
-inputs → create the record (conditional) → enqueue a small message → publish ``JobQueued``.
+"""Submitting a job: parse the workflow once (:func:`~comfyserve.service.validate.parse_workflow`) → attach the
+uploads its ``LoadImage`` values name → validate → claim-check workflow and
+inputs → create the record (conditional, ``dispatch_pending``) → enqueue a small message → publish
+``JobQueued`` and clear ``dispatch_pending`` (comfyserve.service.reconcile).
 
 Nothing is recorded or enqueued for a request that fails a check; blobs written for a request that then
-loses the conditional create are removed again. Once the message is on the queue the job is accepted: a
-failure to publish the event is logged, never turned into an error the client would retry.
+loses the conditional create are removed again. A message the queue refuses fails the job at once (503). Once
+the message is on the queue the job is accepted (202): an event the bus refuses stays owed on the record and the
+reconciler publishes it, as it sends the message of a job whose submit died between its two writes.
 """
 
 from __future__ import annotations
@@ -17,28 +20,26 @@ from typing import Any
 from pydantic import JsonValue
 
 from comfyserve.contracts.comfyui import COMFYUI_META_KEY, ComfyUIMeta
-from comfyserve.contracts.events import JobEventType
 from comfyserve.contracts.jobs import (
     InputRef,
     JobError,
     JobRecord,
     JobStatus,
     OutputOptions,
-    QueueMessage,
     WebhookSpec,
 )
+from comfyserve.engine.errors import WorkflowFormatError
 from comfyserve.engine.validation import ValidationResult
 from comfyserve.netguard import UnsafeURL, check_public_url
 from comfyserve.ports import IdempotencyKeyInUse, JobAlreadyExists
 from comfyserve.service import idempotency, keys
 from comfyserve.service.backpressure import BacklogGate
-from comfyserve.service.comfyui_uploads import attach_uploads, image_values
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Conflict, Invalid, Unavailable
-from comfyserve.service.inputs import resolve_inputs
-from comfyserve.service.jobs import publish
+from comfyserve.service.inputs import attach_uploads, image_values, resolve_inputs
 from comfyserve.service.models import InputSource
-from comfyserve.service.validate import check_workflow
+from comfyserve.service.reconcile import announce, send_message
+from comfyserve.service.validate import check_prompt, format_error, parse_workflow
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,17 @@ class Submitter:
         idempotency.check_key(draft.idempotency_key)
         self._check_webhook(draft.webhook)
         self._backlog.check()
-        attached = attach_uploads(self._deps, tenant, draft.prompt, draft.inputs)
+        try:
+            prompt = parse_workflow(draft.prompt)
+        except WorkflowFormatError as exc:
+            raise Invalid.from_validation(format_error(exc)) from None
+        images = set(image_values(self._deps, prompt))
+        attached = attach_uploads(self._deps, tenant, images, draft.inputs)
         # Every image a node names must be an input, an upload of the tenant's or a URL: ComfyUI refuses an
         # unknown image at validation too, and a path ('/etc/…', '../…') is never one.
-        result = check_workflow(
+        result = check_prompt(
             self._deps,
-            draft.prompt,
+            prompt,
             input_names={*draft.inputs, *attached},
             targets=draft.targets,
             strict=draft.strict,
@@ -99,7 +105,6 @@ class Submitter:
             raise self._taken(draft.prompt_id or job_id)  # before any claim check: its keys would be the existing job's
         written: list[str] = []
         try:
-            images = set(image_values(self._deps, draft.prompt))
             inputs = resolve_inputs(self._deps, tenant, job_id, {**draft.inputs, **attached}, written, images)
             record = self._record(tenant, job_id, draft, result, inputs, written)
             self._deps.jobs.create(record)
@@ -114,7 +119,7 @@ class Submitter:
             self._discard(written)
             raise
         self._enqueue(record)
-        publish(self._deps, JobEventType.JOB_QUEUED, record)
+        announce(self._deps.jobs, self._deps.events, record, self._deps.clock())
         return Submitted(record, result.node_errors)
 
     @staticmethod
@@ -170,6 +175,7 @@ class Submitter:
             metadata={**draft.metadata, COMFYUI_META_KEY: meta.model_dump(mode="json", exclude_none=True)},
             idempotency_key=draft.idempotency_key,
             body_hash=draft.body_hash if draft.idempotency_key else None,
+            dispatch_pending=True,
         )
 
     def _put(self, key: str, data: bytes, written: list[str]) -> None:
@@ -184,9 +190,8 @@ class Submitter:
                 log.warning("could not delete %s after a failed submit", key, exc_info=True)
 
     def _enqueue(self, record: JobRecord) -> None:
-        message = QueueMessage(job_id=record.job_id, tenant=record.tenant, workflow_key=record.workflow_key)
         try:
-            self._deps.queue.send(message)
+            send_message(self._deps.queue, record)
         except Exception as exc:
             log.exception("enqueue of job %s failed", record.job_id)
             self._withdraw(record, exc)
@@ -202,6 +207,7 @@ class Submitter:
                 JobStatus.FAILED,
                 finished_at=self._deps.clock(),
                 error=error,
+                dispatch_pending=False,
             )
         except Exception:
             log.exception("could not withdraw job %s after the enqueue failure", record.job_id)

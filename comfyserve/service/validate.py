@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Collection
 from typing import Any
 
@@ -30,9 +31,31 @@ def check_workflow(
     every output to be valid; without it, as in ComfyUI, valid outputs run and ``node_errors`` lists the rest.
     """
     try:
-        prompt = workflow_from_json(document)
+        prompt = parse_workflow(document)
     except WorkflowFormatError as exc:
-        return ValidationResult(False, make_error("invalid_prompt", str(exc)), {}, [], {})
+        return format_error(exc)
+    return check_prompt(deps, prompt, input_names=input_names, targets=targets, strict=strict)
+
+
+def parse_workflow(document: Any) -> dict[str, Any]:
+    """The one place where a submitted workflow document (a bare prompt or ``{"prompt": ...}``) becomes the
+    prompt every later step works on; :class:`WorkflowFormatError` when it is not one."""
+    return workflow_from_json(document)
+
+
+def format_error(exc: WorkflowFormatError) -> ValidationResult:
+    return ValidationResult(False, make_error("invalid_prompt", str(exc)), {}, [], {})
+
+
+def check_prompt(
+    deps: ServiceDeps,
+    prompt: dict[str, Any],
+    *,
+    input_names: Collection[str] | None = None,
+    targets: list[str] | None = None,
+    strict: bool = True,
+) -> ValidationResult:
+    """:func:`check_workflow` for a prompt :func:`parse_workflow` returned."""
     result = validate_prompt(
         prompt,
         deps.catalog.specs,
@@ -47,9 +70,12 @@ def check_workflow(
 
 
 def prefix_problem(prefix: str) -> str | None:
-    """Why an output ``filename_prefix`` would leave the job's output folder, or ``None`` when it stays."""
+    """Why an output ``filename_prefix`` cannot name the job's output files (a path out of its folder, a control
+    character no blob key may hold), or ``None`` when it can."""
     if len(prefix) > MAX_PREFIX_CHARS:
         return f"longer than {MAX_PREFIX_CHARS} characters"
+    if (bad := next((ch for ch in prefix if unicodedata.category(ch) in ("Cc", "Cs")), None)) is not None:
+        return f"a control character (U+{ord(bad):04X}); no output file may be named with one"
     if prefix.startswith(("/", "\\")) or _DRIVE.match(prefix):
         return "an absolute path"
     if ".." in re.split(r"[\\/]", prefix):
@@ -58,8 +84,8 @@ def prefix_problem(prefix: str) -> str | None:
 
 
 def _check_prefixes(prompt: dict[str, Any], result: ValidationResult) -> ValidationResult:
-    """Refuse output prefixes that are paths out of the output folder (the worker would contain them only at
-    run time); the node errors name each offending node, in ComfyUI's shape."""
+    """Refuse output prefixes that cannot name an output (the worker would find out only after running the
+    whole workflow); the node errors name each offending node, in ComfyUI's shape."""
     node_errors: dict[str, Any] = {}
     for node_id, node in prompt.items():
         inputs = node.get("inputs") if isinstance(node, dict) else None

@@ -15,14 +15,12 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
@@ -35,6 +33,7 @@ from comfyserve.ports import BlobStore, PortError
 from comfyserve.settings import CloudWorkerSettings
 from comfyserve.worker.backend import Backend, BackendJob
 from comfyserve.worker.cold_start import ColdStart, init_torch, process_age_s, timed
+from comfyserve.worker.drain import DrainSignal
 from comfyserve.worker.driver_check import check_driver
 from comfyserve.worker.ecs_protection import task_protection
 from comfyserve.worker.liveness import Liveness, LivenessQueue
@@ -59,28 +58,6 @@ def default_worker_id() -> str:
         except (OSError, ValueError, KeyError) as exc:
             log.warning("no task id from the ECS metadata endpoint: %s", exc)
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class DrainSignal:
-    """SIGTERM and SIGINT request a drain; a request before the loop runs stops the worker before its first
-    receive."""
-
-    def __init__(self) -> None:
-        self.requested = threading.Event()
-        self._callbacks: list[Callable[[], None]] = []
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        self.requested.set()
-        for callback in self._callbacks:
-            callback()
-
-    def then(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` on a drain request (at once if one came already)."""
-        self._callbacks.append(callback)
-        if self.requested.is_set():
-            callback()
 
 
 def node_registry(settings: CloudWorkerSettings, packs: Sequence[str] | None = None) -> NodeRegistry:
@@ -238,7 +215,9 @@ def run_worker(settings: CloudWorkerSettings) -> int:
         logger.info("cold start", extra={"cold_start": cold.model_dump()})
         hard_exit: list[threading.Timer] = []
         drain.then(worker.request_drain)
-        drain.then(lambda: hard_exit.append(exit_after(settings.drain_timeout_s + EXIT_MARGIN_S)))
+        drain.then(
+            lambda: hard_exit.append(exit_after(settings.drain_timeout_s + EXIT_MARGIN_S, before_exit=worker.abandon))
+        )
         worker.run()
         for timer in hard_exit:
             timer.cancel()

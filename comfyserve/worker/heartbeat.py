@@ -58,6 +58,11 @@ class Heartbeat:
             with self._lock:
                 self._watch = None
 
+    def forget(self) -> None:
+        """Stop looking after the watched job now (its worker is about to exit and hands it back)."""
+        with self._lock:
+            self._watch = None
+
     def _run(self) -> None:  # a daemon thread: it lives as long as the worker process
         while True:
             time.sleep(self._tick_s)

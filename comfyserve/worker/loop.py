@@ -17,7 +17,9 @@ At-least-once delivery, exactly-once effects:
 
 On :meth:`Worker.request_drain` (SIGTERM) the loop stops receiving; the running job may finish within
 ``drain_timeout_s``, after which it is interrupted, put back to ``queued`` (``running → queued``, the one
-state write that is the worker's own) and its message released at once.
+state write that is the worker's own) and its message released at once. A job that does not yield (a long
+native call) is handed back the same way by :meth:`Worker.abandon`, from the hard deadline, just before the
+process exits.
 """
 
 from __future__ import annotations
@@ -143,6 +145,7 @@ class Worker:
         self._messages = messages
         self._cold_start_s: float | None = cold_start_s
         self._drain_deadline: float | None = None
+        self._held: tuple[str, str] | None = None  # (job id, receipt) of the claimed job in progress
         self._started = False
         self._heartbeat = Heartbeat(
             ports.queue,
@@ -212,17 +215,36 @@ class Worker:
             queue.delete(received.receipt)
             return Outcome.SKIPPED
         self._protect(claimed)
-        with self._telemetry.job(claimed):
-            log.info("job claimed (receive %d)", received.receive_count)
-            self._publish(JobEventType.JOB_STARTED, claimed)
-            self._telemetry.claimed(claimed.timings.queued_s)
-            outcome = self._run_claimed(claimed, received)
-            log.info("job %s", outcome.value)
-        if outcome is Outcome.RELEASED:
-            queue.release(received.receipt)
-        elif outcome is not Outcome.LOST:
-            queue.delete(received.receipt)
+        self._held = (claimed.job_id, received.receipt)
+        try:
+            with self._telemetry.job(claimed):
+                log.info("job claimed (receive %d)", received.receive_count)
+                self._publish(JobEventType.JOB_STARTED, claimed)
+                self._telemetry.claimed(claimed.timings.queued_s)
+                outcome = self._run_claimed(claimed, received)
+                log.info("job %s", outcome.value)
+            if outcome is Outcome.RELEASED:
+                queue.release(received.receipt)
+            elif outcome is not Outcome.LOST:
+                queue.delete(received.receipt)
+        finally:
+            self._held = None
         return outcome
+
+    def abandon(self) -> None:
+        """Hand the job in progress back before the process exits without finishing it (the drain's hard
+        deadline): ``running → queued`` and its message visible again now, not when its visibility runs out."""
+        held = self._held
+        if held is None:
+            return
+        job_id, receipt = held
+        self._heartbeat.forget()  # no beat may hide the message again
+        try:
+            self.ports.store.transition(job_id, {JobStatus.RUNNING}, JobStatus.QUEUED)
+        except TransitionConflict as exc:
+            log.info("job changed under the exiting worker (%s)", exc)
+        self.ports.queue.release(receipt)
+        log.warning("job %s put back in the queue: the worker exits before it finished", job_id)
 
     # -- claiming ------------------------------------------------------------------------------------------
 

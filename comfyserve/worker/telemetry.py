@@ -29,6 +29,7 @@ from comfyserve.contracts.jobs import JobRecord, Timings
 
 NAMESPACE = "comfyserve"
 SERVICE = "worker"
+TENANT_PROPERTY = "tenant"  # the job's tenant on each of its EMF documents
 LOGGER_NAME = "comfyserve"  # the package's loggers propagate to it
 
 EmfSink = Callable[[dict[str, Any]], None]
@@ -53,18 +54,24 @@ class WorkerTelemetry:
         self._logger = logger
         self._lock = threading.Lock()
         self._metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+        self._tenant: str | None = None
 
     @contextmanager
     def job(self, record: JobRecord) -> Iterator[None]:
-        """Log keys of ``record`` on every line while the block runs."""
-        if self._logger is None:
-            yield
-            return
-        self._logger.append_keys(job_id=record.job_id, tenant=record.tenant, attempt=record.attempts)
+        """Log keys of ``record`` on every line while the block runs; its figures carry its tenant (an EMF
+        property, not a dimension: no metric per tenant in CloudWatch)."""
+        self._tenant = record.tenant
         try:
-            yield
+            if self._logger is None:
+                yield
+                return
+            self._logger.append_keys(job_id=record.job_id, tenant=record.tenant, attempt=record.attempts)
+            try:
+                yield
+            finally:
+                self._logger.remove_keys(["job_id", "tenant", "attempt"])
         finally:
-            self._logger.remove_keys(["job_id", "tenant", "attempt"])
+            self._tenant = None
 
     def claimed(self, queued_s: float | None) -> None:
         self._add("JobsInFlight", MetricUnit.Count, 1)
@@ -96,16 +103,20 @@ class WorkerTelemetry:
         if self._sink is None:
             return
         with self._lock:
+            if self._tenant is not None:
+                self._metrics.add_metadata(key=TENANT_PROPERTY, value=self._tenant)
             document = dict(self._metrics.serialize_metric_set())
             self._metrics.clear_metrics()
         self._sink(document)
 
 
-def summarize(documents: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """The figures of EMF documents: per metric its unit, count, sum, min, max and mean; ``jobs_in_flight``
-    is the claims (``JobsInFlight`` of 1) less the ends (``Jobs<Outcome>``)."""
+def summarize(documents: Iterable[dict[str, Any]], tenant: str | None = None) -> dict[str, Any]:
+    """The figures of EMF documents (of ``tenant``'s jobs only, when given): per metric its unit, count, sum,
+    min, max and mean; ``jobs_in_flight`` is the claims (``JobsInFlight`` of 1) less the ends (``Jobs<Outcome>``)."""
     figures: dict[str, dict[str, Any]] = {}
     for document in documents:
+        if tenant is not None and document.get(TENANT_PROPERTY) != tenant:
+            continue
         for directive in document.get("_aws", {}).get("CloudWatchMetrics", []):
             for metric in directive.get("Metrics", []):
                 name = metric["Name"]

@@ -18,7 +18,7 @@ from infra import lambda_bundle
 from infra.nag import XRAY_REASON, acknowledge
 
 # Handler modules under lambdas/, each with its entry point ``handler``.
-HANDLERS = ("api", "completion", "dead_letter", "drop_folder", "scaler", "webhooks")
+HANDLERS = ("api", "completion", "dead_letter", "drop_folder", "reconciler", "scaler", "webhooks")
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 METRICS_NAMESPACE = "comfyserve"
 

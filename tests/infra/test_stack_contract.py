@@ -21,6 +21,7 @@ READERS: dict[str, tuple[type[EnvSettings], ...]] = {
     "completion": (AwsResourceNames,),
     "dead_letter": (AwsResourceNames,),
     "drop_folder": (AwsResourceNames, ServiceSettings, DropFolderSettings),
+    "reconciler": (AwsResourceNames, ServiceSettings),
     "scaler": (AwsResourceNames, ScalingPolicy, ScalerTarget),
     "webhooks": (WebhookSettings,),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from comfyserve.adapters.aws.eventbridge import EVENT_SOURCE
-from tests.infra.conftest import Synth, function_id, only
+from tests.infra.conftest import Synth, function_id, function_role, grants, only
 
 
 def _rules_targeting(synth: Synth, handler: str) -> list[dict[str, Any]]:
@@ -87,6 +87,14 @@ def test_scaler_runs_every_minute_and_on_queued_jobs_in_bounded_batches(synth: S
     assert mapping["BatchSize"] == 100 and mapping["MaximumBatchingWindowInSeconds"] == 1
 
 
+def test_reconciler_runs_every_minute_and_may_send_publish_and_query_the_dispatch_index(synth: Synth) -> None:
+    (schedule,) = _rules_targeting(synth, "reconciler")
+    assert schedule["ScheduleExpression"] == "rate(1 minute)"
+    role = function_role(synth, "reconciler")
+    for action in ("sqs:SendMessage", "events:PutEvents", "dynamodb:Query", "dynamodb:UpdateItem"):
+        assert grants(synth, role, action), action
+
+
 def test_bus_is_named_comfyserve_and_archived(synth: Synth) -> None:
     bus, properties = only(synth, "AWS::Events::EventBus")
     assert properties["Name"] == "comfyserve"
@@ -104,6 +112,6 @@ def test_every_function_is_invoked_only_by_its_own_triggers(synth: Synth) -> Non
         name = target["Fn::GetAtt"][0] if "Fn::GetAtt" in target else target["Ref"]
         principals.setdefault(name, set()).add(properties["Principal"])
     assert principals[function_id(synth, "api")] == {"apigateway.amazonaws.com"}
-    for handler in ("completion", "drop_folder", "scaler", "webhooks"):
+    for handler in ("completion", "drop_folder", "reconciler", "scaler", "webhooks"):
         assert principals[function_id(synth, handler)] == {"events.amazonaws.com"}
     assert function_id(synth, "dead_letter") not in principals  # polled from its queue by Lambda itself

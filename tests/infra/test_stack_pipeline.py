@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from comfyserve.adapters.aws.dynamodb import ORDER_ATTR, PARTITION_KEY, TENANT_ATTR, TENANT_INDEX
+from comfyserve.adapters.aws.dynamodb import (
+    DISPATCH_ATTR,
+    DISPATCH_INDEX,
+    ORDER_ATTR,
+    PARTITION_KEY,
+    TENANT_ATTR,
+    TENANT_INDEX,
+)
 from comfyserve.settings import CloudWorkerSettings
 from infra.constructs.pipeline import TTL_ATTRIBUTE
 from tests.infra.conftest import Synth, function_id
@@ -53,7 +60,15 @@ def test_jobs_table_matches_the_adapter(template: Any) -> None:
                     {"AttributeName": ORDER_ATTR, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
-            }
+            },
+            {
+                "IndexName": DISPATCH_INDEX,
+                "KeySchema": [
+                    {"AttributeName": DISPATCH_ATTR, "KeyType": "HASH"},
+                    {"AttributeName": ORDER_ATTR, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            },
         ],
     }
     assert {key: properties.get(key) for key in expected} == expected

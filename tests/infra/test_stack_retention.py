@@ -32,7 +32,7 @@ def test_the_groups_aws_services_create_are_made_by_the_stack_first(synth: Synth
 
 def test_every_function_logs_to_a_group_of_the_stack(synth: Synth) -> None:
     functions = synth.resources("AWS::Lambda::Function")
-    assert len(functions) == 8  # six handlers, CDK's bucket-notification and default-security-group handlers
+    assert len(functions) == 9  # seven handlers, CDK's bucket-notification and default-security-group handlers
     for name, function in functions.items():
         group = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
         assert synth.template["Resources"][group]["Type"] == "AWS::Logs::LogGroup", name

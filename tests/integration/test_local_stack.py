@@ -26,7 +26,7 @@ from comfyserve.contracts.events import JobEventType
 from comfyserve.localstack.stack import LocalStack
 from tests.integration.stack_helpers import IMAGE_PACKS, STACK_NODES, Api, image_only, wait_for, wait_workflow
 
-KEYS = {"alice": "alice-key", "bob": "bob-key"}
+KEYS = {"alice": "alice-key", "bob": "bob-key", "carol": "carol-key"}
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,8 @@ def test_worker_figures_are_served_at_v1_metrics(stack: LocalStack, alice: Api) 
     assert metrics["JobsSucceeded"]["count"] >= 1 and metrics["QueueWait"]["unit"] == "Seconds"
     assert metrics["NodeTime"]["count"] >= 5 and metrics["Execution"]["min"] > 0
     assert requests.get(f"{stack.url}/v1/metrics", timeout=10).status_code == 401  # an API key is needed
+    carol = Api(stack.url, KEYS["carol"]).http.get(f"{stack.url}/v1/metrics", timeout=10)
+    assert carol.json() == {"metrics": {}, "jobs_in_flight": 0}  # a tenant with no jobs sees no one's figures
 
 
 def test_blob_urls_refuse_escaping_keys_and_unsigned_requests(stack: LocalStack) -> None:

@@ -13,7 +13,7 @@ import pytest
 import requests
 from pydantic import ValidationError
 
-from comfyserve.adapters.aws.dynamodb import PARTITION_KEY, TTL_ATTRIBUTE, DynamoJobStore
+from comfyserve.adapters.aws.dynamodb import DISPATCH_SHARDS, PARTITION_KEY, TTL_ATTRIBUTE, DynamoJobStore
 from comfyserve.adapters.local.blobs import PresignedUrlInvalid
 from comfyserve.contracts.events import JobEvent, JobEventType
 from comfyserve.contracts.jobs import (
@@ -353,6 +353,27 @@ def test_job_progress_and_fields(adapters: AdapterSet) -> None:
         store.set_fields("j1", when_status=set(), cancel_requested=True)
 
 
+def test_job_undispatched_lists_only_flagged_jobs_created_before_oldest_first(adapters: AdapterSet) -> None:
+    store = adapters.store
+    for index in range(6):  # enough ids to land in several of DynamoDB's index shards
+        store.create(job(f"p{index}", created=T0 + timedelta(seconds=index), dispatch_pending=True))
+    store.create(job("done", created=T0, dispatch_pending=False))
+    store.create(job("late", created=T0 + timedelta(hours=1), dispatch_pending=True))
+
+    pending = store.undispatched(T0 + timedelta(minutes=1))
+    assert [r.job_id for r in pending] == [f"p{i}" for i in range(6)]
+    assert [r.job_id for r in store.undispatched(T0 + timedelta(minutes=1), limit=2)] == ["p0", "p1"]
+    assert store.undispatched(T0) == []
+
+    cleared = store.set_fields("p2", dispatch_pending=False)
+    assert cleared.dispatch_pending is False
+    store.transition("p3", {JobStatus.QUEUED}, JobStatus.FAILED, dispatch_pending=False)
+    remaining = [r.job_id for r in store.undispatched(T0 + timedelta(hours=2))]
+    assert remaining == ["p0", "p1", "p4", "p5", "late"]
+    with pytest.raises(ValueError, match=r"^limit must be 1-1000$"):
+        store.undispatched(T0, limit=0)
+
+
 # --- EventBus -------------------------------------------------------------------------------------------
 
 
@@ -471,6 +492,7 @@ def test_aws_adapters_make_one_request_per_operation(aws_adapters: AwsAdapters) 
     assert measured(lambda: store.transition("j1", {JobStatus.QUEUED}, JobStatus.RUNNING)) == {"UpdateItem": 1}
     assert measured(lambda: store.update_progress("j1", Progress(step=1, max=2))) == {"UpdateItem": 1}
     assert measured(lambda: store.list("acme", limit=10)) == {"Query": 1}
+    assert measured(lambda: store.undispatched(T0)) == {"Query": DISPATCH_SHARDS}
     assert measured(lambda: queue.send(message("j1"))) == {"SendMessage": 1}
     assert measured(lambda: queue.receive()) == {"ReceiveMessage": 1}
     assert measured(lambda: bus.publish(JobEvent.from_record(JobEventType.JOB_QUEUED, job("j1")))) == {"PutEvents": 1}

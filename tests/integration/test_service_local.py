@@ -51,7 +51,7 @@ def test_enqueue_failure_is_503_and_the_job_does_not_stay_queued(tmp_path: Path)
     assert response.json() == error_body(
         "service_unavailable", "The job queue is unavailable", f"job {record.job_id} was not queued"
     )
-    assert record.status is JobStatus.FAILED and record.error is not None
+    assert record.status is JobStatus.FAILED and record.error is not None and not record.dispatch_pending
     assert (record.error.type, record.error.message) == (
         "enqueue_failed",
         "the job could not be queued: ConnectionError",
@@ -67,6 +67,7 @@ def test_a_lost_event_does_not_fail_an_accepted_job(tmp_path: Path) -> None:
     assert response.status == 202
     record = stack.jobs.get("tenant-a", response.json()["job_id"])
     assert record is not None and record.status is JobStatus.QUEUED
+    assert record.dispatch_pending is True  # the event is owed: the reconciler publishes it
     assert stack.queue.approximate_depth().visible == 1
 
 

@@ -602,9 +602,13 @@ def test_job_figures_go_out_as_emf_and_every_job_log_line_carries_the_job_id(
     assert claimed["JobsInFlight"] == [1.0] and len(claimed["QueueWait"]) == 1
     assert finished["JobsInFlight"] == [0.0] and finished["JobsSucceeded"] == [1.0]
     assert finished["ColdStart"] == [1.5] and len(finished["NodeTime"]) == 3 and len(finished["Execution"]) == 1
-    figures = summarize(documents)
+    assert claimed["tenant"] == finished["tenant"] == TENANT  # a property, not a dimension
+    assert claimed["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    figures = summarize(documents, TENANT)
     assert figures["jobs_in_flight"] == 0 and figures["metrics"]["JobsSucceeded"]["count"] == 1
     assert figures["metrics"]["NodeTime"]["count"] == 3
+    assert summarize(documents) == figures  # service-wide: the same single job
+    assert summarize(documents, "another-tenant") == {"metrics": {}, "jobs_in_flight": 0}
     lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     job_lines = [line for line in lines if line["message"] != "before the job"]
     assert [line["message"] for line in job_lines] == ["job claimed (receive 1)", "job succeeded"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,7 +187,7 @@ def test_an_image_url_to_a_private_address_is_refused(stack: Stack) -> None:
     [
         (b"not an image at all", "invalid_image", "'cat.png' is not a valid image (BMP, GIF, JPEG, PNG, TIFF, WEBP)"),
         (png()[:-20], "invalid_image", "'cat.png' is not a valid image (BMP, GIF, JPEG, PNG, TIFF, WEBP)"),
-        (png((9000, 9000), "1"), "image_too_large", "'cat.png' is over 67,108,864 pixels"),
+        (png((4097, 4096), "1"), "image_too_large", "'cat.png' is 4097x4096, over the limit of 16,777,216 pixels"),
     ],
 )
 @pytest.mark.parametrize("how", ["base64", "upload"])
@@ -208,6 +209,22 @@ def test_image_inputs_get_the_upload_checks(stack: Stack, data: bytes, type_: st
     assert [key for key in stack.blobs.list() if not key.startswith("uploads/")] == []
 
 
+def test_an_image_url_over_the_pixel_cap_is_refused_before_anything_is_stored(
+    tmp_path: Path, file_server: FileServer
+) -> None:
+    stack = make_stack(tmp_path, allow_private_urls=True, max_pixels=512 * 512)
+    file_server.answers["/big.png"] = Answer(body=png((513, 512)))
+    url = file_server.url("/big.png")
+
+    response = stack.call("POST", "/prompt", body={"prompt": picture(url)})
+
+    assert response.status == 400
+    assert response.json() == error_body(
+        "image_too_large", "Image too large", f"'{url}' is 513x512, over the limit of 262,144 pixels", {"input": url}
+    )
+    assert stack.nothing_recorded()
+
+
 def test_failed_jobs_show_no_host_paths(stack: Stack) -> None:
     job_id = stack.call("POST", "/prompt", body={"prompt": workflow()}).json()["prompt_id"]
     message = "cannot open '/var/lib/comfyserve/models/checkpoints/v1-5.safetensors': " + "x" * 5000
@@ -219,3 +236,87 @@ def test_failed_jobs_show_no_host_paths(stack: Stack) -> None:
     v2 = stack.call("GET", f"/api/v2/jobs/{job_id}").json()["error"]["message"]
 
     assert v1 == history["exception_message"] == v2 == shown
+
+
+def prefixed(prefix: str) -> dict[str, Any]:
+    graph = workflow()
+    graph["9"]["inputs"]["filename_prefix"] = prefix
+    return graph
+
+
+@pytest.mark.parametrize(("prefix", "code"), [("a\x00b", "0000"), ("out\nput", "000A"), ("x\x7f", "007F")])
+@pytest.mark.parametrize("route", ["/v1/jobs", "/prompt"])
+def test_a_control_character_in_filename_prefix_is_refused_naming_the_input(
+    stack: Stack, route: str, prefix: str, code: str
+) -> None:
+    body = {"workflow": prefixed(prefix)} if route == "/v1/jobs" else {"prompt": prefixed(prefix)}
+
+    response = stack.call("POST", route, body=body)
+
+    assert response.status == 400
+    problem = f"filename_prefix: a control character (U+{code}); no output file may be named with one"
+    assert response.json() == {
+        "error": {
+            "type": "prompt_outputs_failed_validation",
+            "message": "Prompt outputs failed validation",
+            "details": f"Invalid filename_prefix: {problem}",
+            "extra_info": {},
+        },
+        "node_errors": {
+            "9": {
+                "errors": [
+                    {
+                        "type": "value_not_valid",
+                        "message": "Invalid filename_prefix",
+                        "details": problem,
+                        "extra_info": {"input_name": "filename_prefix", "received_value": prefix},
+                    }
+                ],
+                "dependent_outputs": ["9"],
+                "class_type": "Save",
+            }
+        },
+    }
+    assert stack.nothing_recorded()
+
+
+SURROGATE_BODIES = {
+    "a prefix": ("/prompt", {"prompt": prefixed("\ud800")}),
+    "a metadata value": ("/v1/jobs", {"workflow": workflow(), "metadata": {"note": "x\udfffy"}}),
+    "a metadata key": ("/v1/jobs", {"workflow": workflow(), "metadata": {"\ud800": 1}}),
+    "an input name": ("/v1/jobs", {"workflow": workflow(), "inputs": {"\udc00": {"base64": "iVBORw0KGgo="}}}),
+    "a widget value": ("/v1/validate", {"workflow": workflow(sampler_name="\ud83d")}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SURROGATE_BODIES))
+def test_a_lone_surrogate_anywhere_in_a_body_is_a_400_never_a_500(stack: Stack, case: str) -> None:
+    route, body = SURROGATE_BODIES[case]
+
+    response = stack.call("POST", route, body=body)  # json.dumps writes the surrogate as a \\uXXXX escape
+
+    assert response.status == 400
+    error = response.json()["error"]
+    assert (error["type"], error["message"]) == ("invalid_json", "Request body is not valid JSON")
+    assert error["details"].startswith("a lone UTF-16 surrogate in the string ")
+    assert stack.nothing_recorded()
+
+
+def test_a_lone_surrogate_in_a_v2_job_is_a_400_in_the_v2_shape(stack: Stack) -> None:
+    response = stack.call("POST", "/v2/jobs", body={"workflow": prefixed("\ud800")})
+
+    assert response.status == 400
+    assert response.json() == {
+        "error": {
+            "code": "invalid_request",
+            "message": 'Request body is not valid JSON: a lone UTF-16 surrogate in the string "\\ud800"',
+            "details": {"type": "invalid_json"},
+        }
+    }
+    assert stack.nothing_recorded()
+
+
+def test_a_surrogate_pair_is_text_and_accepted(stack: Stack) -> None:
+    response = stack.call("POST", "/v1/jobs", body={"workflow": prefixed("emoji-\U0001f600")})
+
+    assert response.status == 202

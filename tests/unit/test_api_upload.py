@@ -165,13 +165,36 @@ def test_not_an_image_is_400_and_stores_nothing(stack: Stack, data: bytes) -> No
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-@pytest.mark.parametrize("side", [8193, 9500, 100_000])  # over our limit, Pillow's warning, Pillow's error
-def test_decompression_bomb_header_is_400_and_stores_nothing(stack: Stack, side: int) -> None:
-    response = upload(stack, png_claiming(side, side), "bomb.png")
+@pytest.mark.parametrize(
+    ("width", "height", "shown"),
+    [
+        (4097, 4096, " 4097x4096,"),  # just over COMFYSERVE_MAX_PIXELS (4096 x 4096 by default)
+        (8000, 8000, " 8000x8000,"),
+        (9500, 9500, " 9500x9500,"),  # Pillow's warning
+        (100_000, 100_000, ""),  # Pillow's error, before the size is known
+    ],
+)
+def test_an_image_over_the_pixel_cap_is_400_by_its_header_and_stores_nothing(
+    stack: Stack, width: int, height: int, shown: str
+) -> None:
+    response = upload(stack, png_claiming(width, height), "bomb.png")
 
     assert response.status == 400
-    assert response.json() == invalid("image_too_large", "Image too large", "'bomb.png' is over 67,108,864 pixels")
+    details = f"'bomb.png' is{shown} over the limit of 16,777,216 pixels"
+    assert response.json() == invalid("image_too_large", "Image too large", details)
     assert uploads(stack) == []
+
+
+def test_the_pixel_cap_follows_the_setting_up_to_the_decoders_limit(tmp_path: Path) -> None:
+    small = make_stack(tmp_path / "small", max_pixels=64 * 64)
+    large = make_stack(tmp_path / "large", max_pixels=None)
+
+    refused = upload(small, png_claiming(65, 64), "a.png")
+    capped = upload(large, png_claiming(8193, 8192), "b.png")
+
+    assert refused.json()["error"]["details"] == "'a.png' is 65x64, over the limit of 4,096 pixels"
+    assert capped.json()["error"]["details"] == "'b.png' is 8193x8192, over the limit of 67,108,864 pixels"
+    assert upload(small, png((64, 64)), "c.png").status == 200
 
 
 def test_missing_image_field_is_400(stack: Stack) -> None:

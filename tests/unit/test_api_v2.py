@@ -235,6 +235,20 @@ def test_a_hash_mismatch_stores_nothing(stack: Stack) -> None:
     assert stack.blobs.list() == []
 
 
+def test_an_image_asset_over_the_pixel_cap_is_refused_by_its_header_and_stores_nothing(stack: Stack) -> None:
+    response = upload(stack, png((4097, 4096), "1"))
+
+    assert response.status == 400
+    assert response.json() == {
+        "error": {
+            "code": "invalid_request",
+            "message": "Image too large: 'cat.png' is 4097x4096, over the limit of 16,777,216 pixels",
+            "details": {"type": "image_too_large"},
+        }
+    }
+    assert stack.blobs.list() == []
+
+
 def test_from_hash_of_bytes_never_uploaded_is_404(stack: Stack) -> None:
     response = stack.call("POST", "/api/v2/assets/from-hash", body={"hash": "blake3:" + "a" * 64})
 

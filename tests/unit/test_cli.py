@@ -211,3 +211,16 @@ def test_ctrl_c_stops_run_between_steps_and_records_it(tmp_path: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     assert "3" not in manifest["executed"] and manifest["outputs"] == []
+
+
+@pytest.mark.parametrize("workers", ["0", "-1"])
+def test_serve_without_workers_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: str
+) -> None:
+    data = tmp_path / "data"
+
+    assert main(["serve", "--workers", workers, "--port", "0", "--data", str(data)]) == 2
+    assert capsys.readouterr().err == (
+        f"comfyserve serve: --workers {workers}: give 1 or more (with no worker, every job would stay queued)\n"
+    )
+    assert not data.exists()

@@ -14,6 +14,7 @@ import pytest
 
 from comfyserve.cli import main
 from comfyserve.commands.api_client import base_url
+from comfyserve.commands.submit import seconds
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.errors import ComfyServeError
 from comfyserve.engine.inventory import ModelInventory
@@ -39,6 +40,8 @@ class Api(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.refuse: dict[str, Any] | None = None
+        self.refuse_status = 400
+        self.keys: list[str | None] = []
         self.views = list(VIEWS)
         self.posted: list[dict[str, Any]] = []
 
@@ -59,8 +62,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         document = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.keys.append(self.headers.get("x-api-key"))
         if self.server.refuse is not None:
-            self._answer(400, self.server.refuse)
+            self._answer(self.server.refuse_status, self.server.refuse)
             return
         self.server.posted.append(document)
         self._answer(202, {"job_id": "j1", "status": "queued"})
@@ -80,9 +84,15 @@ def api() -> Iterator[Api]:
     server.server_close()
 
 
-def submit(api: Api, *extra: str, endpoint: str | None = None, workflow: Path = IMAGE_ONLY) -> int:
+def submit(
+    api: Api,
+    *extra: str,
+    endpoint: str | None = None,
+    workflow: Path = IMAGE_ONLY,
+    key: tuple[str, ...] = ("--api-key", "k"),
+) -> int:
     host, port = api.server_address[:2]
-    return main(["submit", str(workflow), "--endpoint", endpoint or f"{host!s}:{port}", "--api-key", "k", *extra])
+    return main(["submit", str(workflow), "--endpoint", endpoint or f"{host!s}:{port}", *key, *extra])
 
 
 def test_refused_workflow_lists_node_errors_as_validate_does(
@@ -155,3 +165,38 @@ def test_wait_prints_queued_once(api: Api, capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().out == (
         "job j1 queued\nrunning 2/8 nodes, node 3\nsucceeded in 0.5 s (queued 0.1 s)\noutput demo/a.png (3 bytes)\n"
     )
+
+
+def test_a_refusal_without_node_errors_exits_1_too(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    api.refuse = Invalid("Invalid prompt", type_="invalid_prompt", details="a workflow must be a JSON object").body()
+
+    assert submit(api) == 1
+    assert capsys.readouterr().err == ("HTTP 400 invalid_prompt: Invalid prompt (a workflow must be a JSON object)\n")
+
+
+def test_a_server_error_is_not_a_refusal(api: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    api.refuse, api.refuse_status = {"error": {"type": "service_unavailable", "message": "down"}}, 503
+
+    assert submit(api) == 2
+    assert capsys.readouterr().err == "comfyserve submit: HTTP 503 service_unavailable: down\n"
+
+
+def test_without_a_key_the_request_goes_without_one(
+    api: Api, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("COMFYSERVE_API_KEY", raising=False)
+
+    assert submit(api, key=()) == 0  # a server with --anonymous-tenant takes it
+    assert api.keys == [None]
+    api.refuse, api.refuse_status = {"error": {"type": "unauthorized", "message": "Missing API key"}}, 401
+    assert submit(api, key=()) == 2
+    assert capsys.readouterr().err.endswith(
+        "comfyserve submit: the server wants an API key: give --api-key or set COMFYSERVE_API_KEY\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [(196.440139, "196.4 s"), (1.04, "1.0 s"), (0.0312, "0.031 s"), (None, "? s"), (0, "0 s")]
+)
+def test_durations_are_printed_for_people(value: float | None, shown: str) -> None:
+    assert seconds(value) == shown

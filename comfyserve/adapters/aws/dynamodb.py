@@ -9,6 +9,11 @@ Table design (created by ``provision.create_jobs_table`` here and by the CDK sta
   transaction as its job, so a key is claimed exactly when its job exists.
 - ``expires_at`` (epoch seconds), written when a job reaches a terminal state if the store has a retention
   (``COMFYSERVE_RECORD_RETENTION_DAYS``): the table's TTL attribute, so DynamoDB deletes finished records.
+- GSI ``by_dispatch``: partition ``dispatch_shard`` (``pending#0`` … ``pending#3``, from the job id), sort
+  ``order_key``, projection ALL. A job carries ``dispatch_shard`` only while ``dispatch_pending`` is set (from
+  its create until its submit has sent the message and published ``Job Queued``, milliseconds normally), so the
+  index holds the jobs a submit left unfinished and nothing else: the reconciler queries it, never scans. The
+  shards spread the index's writes (two per submit) over several partitions.
 - GSI ``by_tenant``: partition ``tenant``, sort ``order_key``, projection ALL. Only job items carry both
   attributes (sparse index). Listing queries it newest first; a status filter is a FilterExpression (pages
   are refilled until full, so a filtered page may read more items than it returns). GSI reads are
@@ -16,7 +21,8 @@ Table design (created by ``provision.create_jobs_table`` here and by the CDK sta
 
 Requests per operation: create 1 (PutItem, or TransactWriteItems with an idempotency key); get/get_by_id 1
 (strongly consistent GetItem); transition/update_progress/set_fields 1 (UpdateItem returning the new item,
-and the old one on a failed condition); list 1 Query per unfiltered page; find_by_idempotency_key 2.
+and the old one on a failed condition); list 1 Query per unfiltered page; find_by_idempotency_key 2;
+undispatched 1 Query per shard.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from __future__ import annotations
 import builtins
 import json
 import re
+import zlib
 from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +42,7 @@ from pydantic import JsonValue
 
 from comfyserve.adapters.aws.errors import error_code
 from comfyserve.adapters.cursor import decode_cursor, encode_cursor
-from comfyserve.adapters.job_writes import check_limit, field_changes, transition_changes
+from comfyserve.adapters.job_writes import check_limit, field_changes, order_key_before, transition_changes
 from comfyserve.contracts.jobs import JOB_ID_PATTERN, JobRecord, JobStatus, Progress, utc_now
 from comfyserve.ports import IdempotencyKeyInUse, JobAlreadyExists, JobNotFound, TransitionConflict
 
@@ -43,6 +51,9 @@ if TYPE_CHECKING:
 
 PARTITION_KEY = "pk"
 TENANT_INDEX = "by_tenant"
+DISPATCH_INDEX = "by_dispatch"
+DISPATCH_ATTR = "dispatch_shard"
+DISPATCH_SHARDS = 4
 TENANT_ATTR = "tenant"
 ORDER_ATTR = "order_key"
 TTL_ATTRIBUTE = "expires_at"
@@ -57,6 +68,10 @@ _job_id = re.compile(JOB_ID_PATTERN)
 
 def idempotency_pk(tenant: str, key: str) -> str:
     return f"IDEMP#{tenant}#{key}"
+
+
+def dispatch_shard(job_id: str) -> str:
+    return f"pending#{zlib.crc32(job_id.encode()) % DISPATCH_SHARDS}"
 
 
 def _to_attributes(values: Mapping[str, JsonValue]) -> dict[str, Any]:
@@ -94,6 +109,7 @@ class DynamoJobStore:
                 **record.model_dump(mode="json"),
                 PARTITION_KEY: record.job_id,
                 ORDER_ATTR: record.list_order_key(),
+                **({DISPATCH_ATTR: dispatch_shard(record.job_id)} if record.dispatch_pending else {}),
             }
         )
         new_item = "attribute_not_exists(pk)"
@@ -215,8 +231,15 @@ class DynamoJobStore:
         if not _job_id.match(job_id):
             raise JobNotFound(job_id)
         changes["updated_at"] = utc_now().isoformat()
+        remove = ""
+        if changes.get("dispatch_pending") is True:
+            changes[DISPATCH_ATTR] = dispatch_shard(job_id)
+        elif "dispatch_pending" in changes:
+            remove = f" REMOVE #{DISPATCH_ATTR}"  # out of the dispatch index
         attributes = _to_attributes(changes)
         names = {f"#f{i}": name for i, name in enumerate(attributes)}
+        if remove:
+            names[f"#{DISPATCH_ATTR}"] = DISPATCH_ATTR
         values = {f":v{i}": value for i, value in enumerate(attributes.values())}
         condition = "attribute_exists(pk)"
         if expected is not None:
@@ -228,7 +251,7 @@ class DynamoJobStore:
             response = self._ddb.update_item(
                 TableName=self.table_name,
                 Key={PARTITION_KEY: {"S": job_id}},
-                UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(attributes))),
+                UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(attributes))) + remove,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
@@ -254,3 +277,20 @@ class DynamoJobStore:
         )
         claim = response.get("Item")
         return self.get(tenant, claim["job_id"]["S"]) if claim else None
+
+    def undispatched(self, created_before: datetime, limit: int = 100) -> builtins.list[JobRecord]:
+        check_limit(limit)
+        before = order_key_before(created_before)
+        items: builtins.list[Mapping[str, Any]] = []
+        for shard in range(DISPATCH_SHARDS):
+            query: dict[str, Any] = {
+                "TableName": self.table_name,
+                "IndexName": DISPATCH_INDEX,
+                "KeyConditionExpression": "#shard = :shard AND #order < :before",
+                "ExpressionAttributeNames": {"#shard": DISPATCH_ATTR, "#order": ORDER_ATTR},
+                "ExpressionAttributeValues": {":shard": {"S": f"pending#{shard}"}, ":before": {"S": before}},
+                "Limit": limit,
+            }
+            items.extend(self._ddb.query(**query).get("Items", []))
+        records = sorted((_to_record(item) for item in items), key=JobRecord.list_order_key)
+        return records[:limit]

@@ -10,7 +10,14 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from comfyserve.adapters.aws.dynamodb import ORDER_ATTR, PARTITION_KEY, TENANT_ATTR, TENANT_INDEX
+from comfyserve.adapters.aws.dynamodb import (
+    DISPATCH_ATTR,
+    DISPATCH_INDEX,
+    ORDER_ATTR,
+    PARTITION_KEY,
+    TENANT_ATTR,
+    TENANT_INDEX,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -61,6 +68,7 @@ def create_jobs_table(dynamodb: DynamoDBClient, name: str) -> None:
             {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
             {"AttributeName": TENANT_ATTR, "AttributeType": "S"},
             {"AttributeName": ORDER_ATTR, "AttributeType": "S"},
+            {"AttributeName": DISPATCH_ATTR, "AttributeType": "S"},
         ],
         KeySchema=[{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[
@@ -71,7 +79,15 @@ def create_jobs_table(dynamodb: DynamoDBClient, name: str) -> None:
                     {"AttributeName": ORDER_ATTR, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
-            }
+            },
+            {
+                "IndexName": DISPATCH_INDEX,
+                "KeySchema": [
+                    {"AttributeName": DISPATCH_ATTR, "KeyType": "HASH"},
+                    {"AttributeName": ORDER_ATTR, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            },
         ],
     )
     dynamodb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})

@@ -7,13 +7,14 @@ import builtins
 import json
 import sqlite3
 from collections.abc import Collection
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import JsonValue
 
 from comfyserve.adapters.cursor import decode_cursor, encode_cursor
-from comfyserve.adapters.job_writes import check_limit, field_changes, transition_changes
+from comfyserve.adapters.job_writes import check_limit, field_changes, order_key_before, transition_changes
 from comfyserve.adapters.local.sqlite_db import SqliteDb
 from comfyserve.contracts.jobs import JobRecord, JobStatus, Progress, utc_now
 from comfyserve.ports import IdempotencyKeyInUse, JobAlreadyExists, JobNotFound, TransitionConflict
@@ -31,7 +32,13 @@ CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, order_key);
 CREATE INDEX IF NOT EXISTS jobs_by_tenant_status ON jobs (tenant, status, order_key);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs (tenant, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_undispatched ON jobs (order_key) WHERE json_extract(record, '$.dispatch_pending') = 1;
 """
+# Matches the partial index's condition word for word, so SQLite reads the index (only undispatched jobs).
+UNDISPATCHED_SQL = (
+    "SELECT record FROM jobs WHERE json_extract(record, '$.dispatch_pending') = 1 AND order_key < ?"
+    " ORDER BY order_key LIMIT ?"
+)
 
 
 class SqliteJobStore:
@@ -133,6 +140,12 @@ class SqliteJobStore:
                 "SELECT record FROM jobs WHERE tenant = ? AND idempotency_key = ?", (tenant, key)
             ).fetchone()
         return JobRecord.model_validate_json(row[0]) if row else None
+
+    def undispatched(self, created_before: datetime, limit: int = 100) -> builtins.list[JobRecord]:
+        check_limit(limit)
+        with self._db.read() as conn:
+            rows = conn.execute(UNDISPATCHED_SQL, (order_key_before(created_before), limit)).fetchall()
+        return [JobRecord.model_validate_json(row[0]) for row in rows]
 
     def close(self) -> None:
         self._db.close()
