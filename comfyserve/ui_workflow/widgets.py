@@ -1,0 +1,186 @@
+"""A node's inputs and widgets as ComfyUI's editor builds them from a catalog entry, and its saved values.
+
+The editor gives every widget-typed input (INT, FLOAT, STRING, COMBO …) a widget and a socket; an INT named
+``seed``/``noise_seed`` (or declared ``control_after_generate``) gets a second, unsent widget for the
+control mode, and upload inputs get an unsent button. ``widgets_values`` fills the widgets in order. A few
+of the editor's extensions change core nodes' inputs (uploads, audio players, 3D previews) and are
+reproduced here by class name, as the frontend does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from comfyserve.engine.spec import NodeSpec
+from comfyserve.ui_workflow.document import Slot
+
+SEED_NAMES = ("seed", "noise_seed")
+MEDIA_UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
+AUDIO_PLAYER_CLASSES = frozenset({"LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus"})
+PREVIEW_3D_CLASSES = {"Preview3D": "PREVIEW_3D", "Preview3DAnimation": "PREVIEW_3D_ANIMATION", "SaveGLB": "PREVIEW_3D"}
+# The output nodes whose ``filename_prefix`` the editor expands (%date:…%, %Node.widget%) before sending.
+PREFIX_REPLACING_CLASSES = frozenset(
+    {
+        "SaveImage",
+        "SaveAnimatedWEBP",
+        "SaveWEBM",
+        "SaveAudio",
+        "SaveGLB",
+        "SaveAnimatedPNG",
+        "CLIPSave",
+        "VAESave",
+        "ModelSave",
+        "LoraSave",
+        "SaveLatent",
+    }
+)
+# Widget types of the editor (core widgets and those its bundled extensions add), by their initial value.
+OTHER_WIDGETS: dict[str, Any] = {
+    "FILEUPLOAD": "",
+    "MULTISELECT": [],
+    "PREVIEW_3D": "",
+    "PREVIEW_3D_ANIMATION": "",
+    "LOAD_3D": "",
+    "LOAD_3D_ANIMATION": "",
+    "AUDIO_RECORD": "",
+    "WEBCAM": "",
+    "COLOR": "",
+    "IMAGECOMPARE": None,
+    "TREESELECT": None,
+    "CHART": {},
+    "GALLERIA": [],
+    "SELECTBUTTON": "",
+    "TEXTAREA": "",
+}
+WIDGET_TYPES = frozenset(
+    {"INT", "FLOAT", "BOOLEAN", "STRING", "MARKDOWN", "COMBO", "IMAGEUPLOAD", "AUDIOUPLOAD", "AUDIO_UI", *OTHER_WIDGETS}
+)
+
+
+@dataclass
+class EditorInput:
+    """An input as the editor declares it: name, type (``COMBO`` for lists), options, optional or not."""
+
+    name: str
+    type: str
+    options: Mapping[str, Any]
+    optional: bool
+
+    @property
+    def widget_type(self) -> str:
+        return str(self.options.get("widgetType") or self.type)
+
+    @property
+    def has_widget(self) -> bool:
+        return self.widget_type in WIDGET_TYPES and not self.options.get("forceInput")
+
+
+@dataclass
+class Widget:
+    name: str
+    value: Any
+    saved: bool = True  # takes an entry of ``widgets_values``
+    sent: bool = True  # appears in the API prompt
+    dynamic_prompts: bool = False
+
+
+def editor_inputs(spec: NodeSpec) -> list[EditorInput]:
+    """The class's inputs in the editor's order: declared ones (required, then optional), then any the
+    editor's extensions add to the class."""
+    inputs: dict[str, EditorInput] = {}
+    for name, declared in spec.declared.items():
+        if isinstance(declared.type, tuple):
+            inputs[name] = EditorInput(name, "COMBO", {**declared.options, "options": list(declared.type)}, False)
+        else:
+            inputs[name] = EditorInput(name, declared.type, declared.options, declared.kind == "optional")
+    preview = PREVIEW_3D_CLASSES.get(spec.name)
+    if preview:
+        inputs["image"] = EditorInput("image", preview, {}, False)
+    if spec.name in AUDIO_PLAYER_CLASSES:
+        inputs["audioUI"] = EditorInput("audioUI", "AUDIO_UI", {}, False)
+    audio = inputs.get("audio")
+    if audio is not None and not audio.optional and audio.options.get("audio_upload") is True:
+        inputs["upload"] = EditorInput("upload", "AUDIOUPLOAD", {}, False)
+    media = next((i for i in inputs.values() if not i.optional and _is_media_upload(i)), None)
+    if media is not None:
+        inputs["upload"] = EditorInput("upload", "IMAGEUPLOAD", {**media.options, "imageInputName": media.name}, False)
+    return list(inputs.values())
+
+
+def _is_media_upload(spec: EditorInput) -> bool:
+    return spec.type == "COMBO" and any(spec.options.get(key) is True for key in MEDIA_UPLOAD_OPTIONS)
+
+
+def input_slots(inputs: list[EditorInput]) -> list[Slot]:
+    """The node's input sockets: plain sockets first, then one per widget, as the editor adds them."""
+    plain = [Slot(i.name, i.type) for i in inputs if not i.has_widget]
+    return plain + [Slot(i.name, i.type, widget=i.name) for i in inputs if i.has_widget]
+
+
+def make_widgets(class_type: str, inputs: list[EditorInput]) -> list[Widget]:
+    widgets: list[Widget] = []
+    for spec in inputs:
+        if spec.has_widget:
+            widgets.extend(_widgets_for(spec))
+    if class_type == "PreviewAny":
+        widgets.append(Widget("preview", "", saved=False))
+    return widgets
+
+
+def _widgets_for(spec: EditorInput) -> list[Widget]:
+    kind, options = spec.widget_type, spec.options
+    default = options.get("default")
+    if kind == "INT":
+        control = options.get("control_after_generate")
+        wants_control = control if control is not None else spec.name in SEED_NAMES
+        main = Widget(spec.name, 0 if default is None else default)
+        return [main, _control()] if wants_control else [main]
+    if kind in ("FLOAT", "BOOLEAN", "STRING", "MARKDOWN"):
+        empty: Any = {"FLOAT": 0, "BOOLEAN": False}.get(kind, "")
+        dynamic = kind == "STRING" and options.get("dynamicPrompts") is True
+        return [Widget(spec.name, empty if default is None else default, dynamic_prompts=dynamic)]
+    if kind == "COMBO":
+        return _combo(spec)
+    if kind == "IMAGEUPLOAD":
+        return [Widget(spec.name, "image", sent=False)]
+    if kind == "AUDIOUPLOAD":
+        return [Widget(spec.name, "", sent=False)]
+    if kind == "AUDIO_UI":
+        return [Widget(spec.name, None, saved=False)]
+    return [Widget(spec.name, OTHER_WIDGETS[kind])]
+
+
+def _combo(spec: EditorInput) -> list[Widget]:
+    options = spec.options
+    if options.get("multi_select"):
+        return [Widget(spec.name, [])]
+    choices = options.get("options") or []
+    value = options.get("default") or (choices[0] if choices else ("Loading..." if options.get("remote") else None))
+    main = Widget(spec.name, value)
+    return [main, _control()] if options.get("control_after_generate") else [main]
+
+
+def _control() -> Widget:
+    return Widget("control_after_generate", "randomize", sent=False)
+
+
+def migrate_values(inputs: list[EditorInput], widgets: list[Widget], values: list[Any]) -> list[Any]:
+    """Values saved before sockets and widgets coexisted held an entry for each ``forceInput`` too: drop those
+    when the count says so (the editor's ``migrateWidgetsValues``)."""
+    names = {w.name for w in widgets}
+    originals = [i for i in inputs if i.name in names or i.options.get("forceInput")]
+    count = sum(2 if i.options.get("control_after_generate") or i.name in SEED_NAMES else 1 for i in originals)
+    if count != len(values):
+        return values
+    # lodash's zip pads the shorter list, so values past the inputs stay (a seed's control value shifts them).
+    return [v for i, v in enumerate(values) if i >= len(originals) or not originals[i].options.get("forceInput")]
+
+
+def fill(widgets: list[Widget], values: Any) -> None:
+    """Assign saved values to the widgets that take them, in order; extra values are ignored, as in the editor."""
+    if not isinstance(values, list):
+        return
+    for widget, value in zip((w for w in widgets if w.saved), values, strict=False):
+        widget.value = value
