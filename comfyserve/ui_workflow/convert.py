@@ -27,7 +27,7 @@ from comfyserve.ui_workflow.document import (
 )
 from comfyserve.ui_workflow.nodes import Configurator, Configured
 from comfyserve.ui_workflow.text import expand_dynamic_prompt, replace_text
-from comfyserve.ui_workflow.widgets import PREFIX_REPLACING_CLASSES
+from comfyserve.ui_workflow.widgets import PREFIX_REPLACING_CLASSES, UNDEFINED
 
 MODE_NEVER = 2
 MODE_BYPASS = 4
@@ -93,7 +93,7 @@ class _Converter:
 
     def run(self) -> dict[str, Any]:
         for node in self.workflow.graph.nodes.values():
-            self._flatten(self._configured(self.workflow.graph, node.id), (), None, ())
+            self._flatten(self._configured(self.workflow.graph, node.id), (), None)
         self._apply_primitives()
         output: dict[str, Any] = {}
         for flat in self.flat.values():
@@ -120,33 +120,28 @@ class _Converter:
         assert configured is not None
         return configured
 
-    def _flatten(
-        self, configured: Configured, path: tuple[str, ...], instance: Flat | None, seen: tuple[str, ...]
-    ) -> None:
+    def _flatten(self, configured: Configured, path: tuple[str, ...], instance: Flat | None) -> None:
+        """Register the node, and every node inside it when it is a subgraph instance (the configurator has
+        refused subgraphs that contain themselves)."""
         flat = Flat(":".join([*path, str(configured.node.id)]), path, configured, instance)
         self.flat[flat.id] = flat
-        subgraph = configured.subgraph
-        if subgraph is None:
-            return
-        if subgraph.id in seen:
-            raise UIWorkflowError(f"{configured.node.label()}: subgraph {subgraph.name!r} contains itself")
-        for inner in subgraph.graph.nodes.values():
-            self._flatten(
-                self._configured(subgraph.graph, inner.id), (*path, str(configured.node.id)), flat, (*seen, subgraph.id)
-            )
+        if configured.subgraph is not None:
+            graph = configured.subgraph.graph
+            for inner in graph.nodes.values():
+                self._flatten(self._configured(graph, inner.id), (*path, str(configured.node.id)), flat)
 
     def _apply_primitives(self) -> None:
         """Each PrimitiveNode writes its value into the widgets it is linked to (the editor reads those links
         in the root graph even for a primitive inside a subgraph)."""
         for flat in self.flat.values():
             primitive = flat.configured
-            if primitive.class_type != "PrimitiveNode" or not primitive.widgets:
+            if primitive.class_type != "PrimitiveNode" or not (primitive.outputs and primitive.outputs[0].links):
                 continue
-            value = primitive.widgets[0].value
+            value = primitive.widgets[0].value if primitive.widgets else UNDEFINED
             if value and primitive.node.properties.get("Run widget replace on values"):
                 value = replace_text(self._all_nodes(), value, self.now)
             for widget in self.nodes.primitive_targets(primitive, self.workflow.graph):
-                widget.value = value
+                widget.set_as_editor(value)
 
     def _all_nodes(self, graph: Graph | None = None) -> list[Configured]:
         """Every node, those inside a subgraph instance before the instance (the editor's ``collectAllNodes``)."""
@@ -162,7 +157,7 @@ class _Converter:
         configured = flat.configured
         inputs: dict[str, Any] = {}
         for widget in configured.widgets:
-            if not widget.name or not widget.sent:
+            if not widget.name or not widget.sent or widget.value is UNDEFINED:
                 continue
             value = widget.value
             if widget.dynamic_prompts and isinstance(value, str):
@@ -205,8 +200,8 @@ class _Converter:
         if outer_input.link is None:
             widget = outer.widget(outer_input.widget)
             return WidgetValue(widget.value) if widget is not None else None
-        outer_link = self._link(outer.graph, outer_input.link, outer, outer_input.name)
-        return self._resolve_input(instance, outer_link.target_slot, visited, None)
+        # The editor follows the outer link's target slot, which its load has pointed at this same input.
+        return self._resolve_input(instance, link.origin_slot, visited, None)
 
     def _resolve_output(self, flat: Flat, slot: int, type_: Any, visited: set[str]) -> Resolved:
         configured = flat.configured

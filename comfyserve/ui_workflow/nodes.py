@@ -13,7 +13,15 @@ from typing import Any
 
 from comfyserve.engine.spec import NodeSpec
 from comfyserve.ui_workflow.document import Graph, Node, Slot, Subgraph, UIWorkflowError, Workflow
-from comfyserve.ui_workflow.widgets import Widget, editor_inputs, fill, input_slots, make_widgets, migrate_values
+from comfyserve.ui_workflow.widgets import (
+    WIDGET_TYPES,
+    Widget,
+    editor_inputs,
+    fill,
+    input_slots,
+    make_widgets,
+    migrate_values,
+)
 
 VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 # Types the editor renames on load (old names of core nodes).
@@ -92,7 +100,7 @@ class Configurator:
             if sampler is not None and isinstance(sampler.value, str) and sampler.value.startswith("sample_"):
                 sampler.value = sampler.value[len("sample_") :]
         title = node.title or _display_name(spec)
-        inputs = _merge_inputs(input_slots(declared), node.inputs)
+        inputs = _drop_widgetless(_merge_inputs(input_slots(declared), node.inputs), widgets)
         outputs = _merge_outputs(spec, node.outputs)
         return Configured(node, graph, class_type, title, inputs, outputs, widgets, spec)
 
@@ -105,7 +113,7 @@ class Configurator:
         if key in self._promoted:
             return
         if subgraph.id in self._promoting:
-            raise UIWorkflowError(f"subgraph {subgraph.name!r} contains itself")
+            raise UIWorkflowError(f"{instance.node.label()}: subgraph {subgraph.name!r} contains itself")
         self._promoting.add(subgraph.id)
         for inner in subgraph.graph.nodes.values():
             configured = self.get(subgraph.graph, inner.id)
@@ -116,7 +124,11 @@ class Configurator:
         for slot in instance.inputs:
             widget = self._inner_widget(subgraph, by_name.get(slot.name, []))
             if widget is not None:
-                instance.widgets.append(Widget(slot.name, widget.value, widget.saved, widget.sent))
+                # A text area's copy is the same HTML element: setting one sets both.
+                alias = widget if widget.text_area else None
+                copy = Widget(slot.name, widget.value, widget.saved, widget.sent, text_area=widget.text_area)
+                copy.alias = alias
+                instance.widgets.append(copy)
                 slot.widget = slot.name
         fill(instance.widgets, instance.node.widgets_values)
         self._promoted.add(key)
@@ -133,13 +145,19 @@ class Configurator:
         return None
 
     def _prime(self, primitive: Configured) -> None:
-        """A PrimitiveNode takes the widget of the first input it is linked to, valued from its own saved values
-        (else the target widget's value)."""
-        targets = self.primitive_targets(primitive, primitive.graph)
-        if not targets:
+        """A PrimitiveNode makes its widget like the input of its first link (none when that input has no
+        widget the catalog knows), valued from its own saved values, else that input's widget's value."""
+        first = primitive.outputs[0].links[:1] if primitive.outputs else []
+        link = primitive.graph.links.get(first[0]) if first else None
+        target = self.get(primitive.graph, link.target_id) if link else None
+        slot = next((s for s in target.inputs if s.link == link.id), None) if target and link else None
+        if target is None or slot is None:
+            return
+        widget = target.widget(slot.widget)
+        if widget is None if slot.widget else slot.type not in WIDGET_TYPES:
             return
         saved = primitive.node.widgets_values
-        value = saved[0] if isinstance(saved, list) and saved else targets[0].value
+        value = saved[0] if isinstance(saved, list) and saved else (widget.value if widget else None)
         primitive.widgets = [Widget("value", value)]
 
     def primitive_targets(self, primitive: Configured, links_graph: Graph) -> list[Widget]:
@@ -150,7 +168,8 @@ class Configurator:
             if link is None:
                 raise UIWorkflowError(f"{primitive.node.label()}: link {link_id} is not in the graph")
             target = self.get(primitive.graph, link.target_id)
-            slot = target.inputs[link.target_slot] if target and link.target_slot < len(target.inputs) else None
+            # The editor has pointed each link's target slot at the input holding it by now.
+            slot = next((s for s in target.inputs if s.link == link.id), None) if target else None
             widget = target.widget(slot.widget) if target and slot else None
             if widget is not None:
                 found.append(widget)
@@ -177,6 +196,20 @@ def _merge_inputs(defined: list[Slot], saved: list[Slot]) -> list[Slot]:
     merged = [Slot(d.name, d.type, by_name[d.name].link if d.name in by_name else None, d.widget) for d in defined]
     names = {d.name for d in defined}
     return merged + [slot for slot in saved if slot.name not in names]
+
+
+def _drop_widgetless(inputs: list[Slot], widgets: list[Widget]) -> list[Slot]:
+    """The editor removes a socket saved for a widget the class does not have, while walking the list (so the
+    socket after a removed one is not looked at)."""
+    names = {w.name for w in widgets}
+    kept = list(inputs)
+    index = 0
+    while index < len(kept):
+        slot = kept[index]
+        if slot.widget is not None and slot.widget not in names:
+            del kept[index]
+        index += 1
+    return kept
 
 
 def _merge_outputs(spec: NodeSpec, saved: list[Slot]) -> list[Slot]:

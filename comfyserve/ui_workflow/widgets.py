@@ -9,6 +9,7 @@ reproduced here by class name, as the frontend does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,41 @@ class EditorInput:
         return self.widget_type in WIDGET_TYPES and not self.options.get("forceInput")
 
 
+class _Undefined:
+    """JavaScript's ``undefined``: what a PrimitiveNode without a widget pushes (a number widget makes it NaN)."""
+
+
+UNDEFINED: Any = _Undefined()
+
+
+@dataclass
+class NumberRule:
+    """How the editor's number widget settles a value it is handed (rounding to its step; floats clamped)."""
+
+    integer: bool
+    minimum: float
+    maximum: float
+    step: float
+    round_to: float | None
+    precision: int
+
+    def settle(self, value: Any) -> Any:
+        settled = self._settle(value)
+        return int(settled) if isinstance(settled, float) and settled.is_integer() else settled  # JS has one number
+
+    def _settle(self, value: Any) -> Any:
+        number = _js_number(value)
+        if self.integer:
+            if self.step == 1:
+                return _js_round(number)
+            offset = math.fmod(self.minimum, self.step)
+            return _js_round((number - offset) / self.step) * self.step + offset
+        if not self.round_to:
+            return value
+        rounded = float(f"{_js_round(number / self.round_to) * self.round_to:.{self.precision}f}")
+        return min(max(rounded, self.minimum), self.maximum)
+
+
 @dataclass
 class Widget:
     name: str
@@ -84,6 +120,52 @@ class Widget:
     saved: bool = True  # takes an entry of ``widgets_values``
     sent: bool = True  # appears in the API prompt
     dynamic_prompts: bool = False
+    text_area: bool = False  # an HTML text area: it holds what it is given as text
+    number: NumberRule | None = None
+    alias: Widget | None = None  # a promoted text area is the inner one: they share one value
+
+    def set(self, value: Any) -> None:
+        self.value = js_string(value) if self.text_area else value
+        if self.alias is not None:
+            self.alias.set(self.value)
+
+    def set_as_editor(self, value: Any) -> None:
+        """A value pushed in by a PrimitiveNode: set, then settled by the widget's own change handler."""
+        self.set(value)
+        if self.number is not None:
+            self.value = self.number.settle(self.value)
+
+
+def js_string(value: Any) -> str:
+    """JavaScript's ``String(value)`` for JSON values (a text area's ``value = x``; null becomes empty)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    if isinstance(value, list):
+        return ",".join("" if v is None else js_string(v) for v in value)
+    if isinstance(value, dict):
+        return "[object Object]"
+    return str(value)
+
+
+def _js_number(value: Any) -> float:
+    if value is UNDEFINED:
+        return math.nan
+    if isinstance(value, bool) or value is None:
+        return float(bool(value))
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(str(value).strip() or 0)
+    except ValueError:
+        return math.nan
+
+
+def _js_round(value: float) -> float:
+    return float(math.floor(value + 0.5)) if math.isfinite(value) else value
 
 
 def editor_inputs(spec: NodeSpec) -> list[EditorInput]:
@@ -135,12 +217,15 @@ def _widgets_for(spec: EditorInput) -> list[Widget]:
     if kind == "INT":
         control = options.get("control_after_generate")
         wants_control = control if control is not None else spec.name in SEED_NAMES
-        main = Widget(spec.name, 0 if default is None else default)
+        main = Widget(spec.name, 0 if default is None else default, number=_number_rule(options, integer=True))
         return [main, _control()] if wants_control else [main]
-    if kind in ("FLOAT", "BOOLEAN", "STRING", "MARKDOWN"):
-        empty: Any = {"FLOAT": 0, "BOOLEAN": False}.get(kind, "")
+    if kind == "FLOAT":
+        return [Widget(spec.name, 0 if default is None else default, number=_number_rule(options, integer=False))]
+    if kind in ("BOOLEAN", "STRING", "MARKDOWN"):
+        empty = False if kind == "BOOLEAN" else ""
         dynamic = kind == "STRING" and options.get("dynamicPrompts") is True
-        return [Widget(spec.name, empty if default is None else default, dynamic_prompts=dynamic)]
+        area = kind == "MARKDOWN" or bool(kind == "STRING" and options.get("multiline"))
+        return [Widget(spec.name, empty if default is None else default, dynamic_prompts=dynamic, text_area=area)]
     if kind == "COMBO":
         return _combo(spec)
     if kind == "IMAGEUPLOAD":
@@ -160,6 +245,15 @@ def _combo(spec: EditorInput) -> list[Widget]:
     value = options.get("default") or (choices[0] if choices else ("Loading..." if options.get("remote") else None))
     main = Widget(spec.name, value)
     return [main, _control()] if options.get("control_after_generate") else [main]
+
+
+def _number_rule(options: Mapping[str, Any], *, integer: bool) -> NumberRule:
+    step = float(options.get("step") or (1 if integer else 0.5))
+    precision = max(0, -math.floor(math.log10(step))) if step > 0 else 0
+    declared = options.get("round")
+    round_to = 10.0**-precision if precision and not declared else (declared or None)
+    low, high = options.get("min"), options.get("max")
+    return NumberRule(integer, 0 if low is None else low, 2048 if high is None else high, step, round_to, precision)
 
 
 def _control() -> Widget:
@@ -183,4 +277,4 @@ def fill(widgets: list[Widget], values: Any) -> None:
     if not isinstance(values, list):
         return
     for widget, value in zip((w for w in widgets if w.saved), values, strict=False):
-        widget.value = value
+        widget.set(value)

@@ -104,7 +104,7 @@ def test_validate_answers_for_the_converted_prompt(stack: Stack) -> None:
         (lambda d: d.update(links=[["x", 1, 0, 3, 0]]), "the workflow: link 'x' has a non-numeric id or slot"),
         (
             lambda d: d["definitions"]["subgraphs"][0]["nodes"][0].update(type=d["nodes"][9]["type"]),
-            "node 10 ('Prompts'): subgraph 'Prompts' contains itself",
+            "node 1: subgraph 'Prompts' contains itself",  # node 1 of 'Prompts' is an instance of it
         ),
     ],
 )
