@@ -131,8 +131,9 @@ class _Converter:
                 self._flatten(self._configured(graph, inner.id), (*path, str(configured.node.id)), flat)
 
     def _apply_primitives(self) -> None:
-        """Each PrimitiveNode writes its value into the widgets it is linked to (the editor reads those links
-        in the root graph even for a primitive inside a subgraph)."""
+        """Each PrimitiveNode writes its value into the widgets it is linked to. (The editor reads a primitive's
+        links in the root graph even inside a subgraph, and fails or misdirects there; these are read in the
+        primitive's own graph.)"""
         for flat in self.flat.values():
             primitive = flat.configured
             if primitive.class_type != "PrimitiveNode" or not (primitive.outputs and primitive.outputs[0].links):
@@ -140,7 +141,7 @@ class _Converter:
             value = primitive.widgets[0].value if primitive.widgets else UNDEFINED
             if value and primitive.node.properties.get("Run widget replace on values"):
                 value = replace_text(self._all_nodes(), value, self.now)
-            for widget in self.nodes.primitive_targets(primitive, self.workflow.graph):
+            for widget in self.nodes.primitive_targets(primitive):
                 widget.set_as_editor(value)
 
     def _all_nodes(self, graph: Graph | None = None) -> list[Configured]:

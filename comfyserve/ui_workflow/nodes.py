@@ -160,11 +160,11 @@ class Configurator:
         value = saved[0] if isinstance(saved, list) and saved else (widget.value if widget else None)
         primitive.widgets = [Widget("value", value)]
 
-    def primitive_targets(self, primitive: Configured, links_graph: Graph) -> list[Widget]:
-        """The widgets a PrimitiveNode's links reach, reading the link ids in ``links_graph``."""
+    def primitive_targets(self, primitive: Configured) -> list[Widget]:
+        """The widgets a PrimitiveNode's links reach."""
         found = []
         for link_id in primitive.outputs[0].links if primitive.outputs else []:
-            link = links_graph.links.get(link_id)
+            link = primitive.graph.links.get(link_id)
             if link is None:
                 raise UIWorkflowError(f"{primitive.node.label()}: link {link_id} is not in the graph")
             target = self.get(primitive.graph, link.target_id)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from comfyserve.cli import main
 from comfyserve.commands.common import read_workflow
@@ -67,6 +68,16 @@ def test_an_api_prompt_is_submitted_unchanged(stack: Stack, packaged: Catalog) -
     assert response.status == 202, response.json()
     record: Any = stack.jobs.get("tenant-a", response.json()["job_id"])
     assert record.workflow["10:1"]["inputs"]["text"] == EDITOR_PROMPT["10:1"]["inputs"]["text"]
+
+
+def test_comfyui_prompt_route_keeps_the_api_format_only(stack: Stack) -> None:
+    response = stack.call("POST", "/prompt", body={"prompt": editor_workflow()})
+
+    assert response.status == 400
+    assert response.json()["error"]["message"] == (
+        "this looks like a UI-format workflow; export it with 'Save (API Format)' in ComfyUI"
+    )
+    assert stack.jobs.list("tenant-a")[0] == []
 
 
 def test_a_workflow_with_a_node_the_catalog_lacks_is_refused_naming_it(stack: Stack) -> None:
@@ -181,3 +192,36 @@ def test_cli_validate_converts_and_reports_by_editor_node(tmp_path: Path, capsys
 
 def test_cli_submit_sends_the_editor_file_as_it_is() -> None:
     assert read_workflow(EDITOR_FILE) == editor_workflow()
+
+
+def test_cli_run_runs_the_converted_prompt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ui = {
+        "nodes": [
+            {
+                "id": 1,
+                "type": "EmptyImage",
+                "mode": 0,
+                "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}],
+                "widgets_values": [8, 8, 1, 255],
+            },
+            {"id": 2, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": 1}], "outputs": [{"links": [2]}]},
+            {
+                "id": 3,
+                "type": "SaveImage",
+                "mode": 0,
+                "inputs": [{"name": "images", "type": "IMAGE", "link": 2}],
+                "widgets_values": ["ui/run"],
+            },
+        ],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]],
+    }
+    path = tmp_path / "ui.json"
+    path.write_text(json.dumps(ui))
+
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [(o["node_id"], Path(o["path"]).name) for o in manifest["outputs"]] == [("3", "run_00001_.png")]
+    with Image.open(manifest["outputs"][0]["path"]) as image:
+        assert image.size == (8, 8)
+        assert json.loads(image.info["prompt"])["3"]["inputs"] == {"filename_prefix": "ui/run", "images": ["1", 0]}
+    assert "wrote" in capsys.readouterr().out
