@@ -17,7 +17,7 @@ from comfyserve.engine.catalog import Catalog
 from comfyserve.service.drop_folder import DropFolder
 from comfyserve.service.outbox import TenantMap
 from comfyserve.ui_workflow import UIWorkflowError, to_api_prompt
-from tests.api_stack import Stack, make_stack
+from tests.api_stack import Stack, error_body, make_stack
 from tests.images import png
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ui_workflows"
@@ -30,6 +30,19 @@ EDITOR_PROMPT = json.loads((DATA / "sd15_editor.api.json").read_text(encoding="u
 def editor_workflow() -> dict[str, Any]:
     document: dict[str, Any] = json.loads(EDITOR_FILE.read_text(encoding="utf-8"))
     return document
+
+
+def chain(*nodes: tuple[str, str, list[Any]]) -> dict[str, Any]:
+    """A UI-format workflow of (type, input name, widget values) nodes, each feeding the next one's input."""
+    built = []
+    for node_id, (type_, input_name, values) in enumerate(nodes, start=1):
+        node: dict[str, Any] = {"id": node_id, "type": type_, "mode": 0, "widgets_values": values}
+        node["outputs"] = [{"name": "out", "type": "*", "links": [node_id] if node_id < len(nodes) else []}]
+        if node_id > 1:
+            node["inputs"] = [{"name": input_name, "type": "*", "link": node_id - 1}]
+        built.append(node)
+    links = [[i, i, 0, i + 1, 0, "*"] for i in range(1, len(nodes))]
+    return {"nodes": built, "links": links, "version": 0.4}
 
 
 def first(options: list[str]) -> str:
@@ -87,12 +100,11 @@ def test_a_workflow_with_a_node_the_catalog_lacks_is_refused_naming_it(stack: St
     response = stack.call("POST", "/v1/jobs", body={"workflow": document})
 
     assert response.status == 400
-    assert response.json()["error"] == {
-        "type": "invalid_prompt",
-        "message": "Cannot convert the editor's workflow to the API format",
-        "details": "node 5: node type 'FancyLatent' is not in this catalog",
-        "extra_info": {},
-    }
+    assert response.json() == error_body(
+        "invalid_prompt",
+        "Cannot convert the editor's workflow to the API format",
+        "node 5: node type 'FancyLatent' is not in this catalog",
+    )
     assert stack.jobs.list("tenant-a")[0] == [] and stack.queue.receive(max_messages=10) == []
 
 
@@ -128,26 +140,7 @@ def test_malformed_editor_files_are_refused_with_what_is_wrong(packaged: Catalog
 
 
 def test_a_dropped_editor_workflow_takes_the_image_beside_it(stack: Stack) -> None:
-    ui = {
-        "nodes": [
-            {
-                "id": 1,
-                "type": "LoadImage",
-                "mode": 0,
-                "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}],
-                "widgets_values": ["refs/cat.png", "image"],
-            },
-            {
-                "id": 2,
-                "type": "SaveImage",
-                "mode": 0,
-                "inputs": [{"name": "images", "type": "IMAGE", "link": 1}],
-                "widgets_values": ["dropped"],
-            },
-        ],
-        "links": [[1, 1, 0, 2, 0, "IMAGE"]],
-        "version": 0.4,
-    }
+    ui = chain(("LoadImage", "", ["refs/cat.png", "image"]), ("SaveImage", "images", ["dropped"]))
     stack.blobs.put("inbox/acme/refs/cat.png", png(), "image/png")
     stack.blobs.put("inbox/acme/one.json", json.dumps(ui).encode(), "application/json")
 
@@ -195,26 +188,7 @@ def test_cli_submit_sends_the_editor_file_as_it_is() -> None:
 
 
 def test_cli_run_runs_the_converted_prompt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ui = {
-        "nodes": [
-            {
-                "id": 1,
-                "type": "EmptyImage",
-                "mode": 0,
-                "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}],
-                "widgets_values": [8, 8, 1, 255],
-            },
-            {"id": 2, "type": "Reroute", "inputs": [{"name": "", "type": "*", "link": 1}], "outputs": [{"links": [2]}]},
-            {
-                "id": 3,
-                "type": "SaveImage",
-                "mode": 0,
-                "inputs": [{"name": "images", "type": "IMAGE", "link": 2}],
-                "widgets_values": ["ui/run"],
-            },
-        ],
-        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]],
-    }
+    ui = chain(("EmptyImage", "", [8, 8, 1, 255]), ("Reroute", "", []), ("SaveImage", "images", ["ui/run"]))
     path = tmp_path / "ui.json"
     path.write_text(json.dumps(ui))
 
