@@ -102,7 +102,7 @@ class _Converter:
                 continue
             if configured.spec is None and not self.keep_unknown:
                 raise UIWorkflowError(
-                    f"{configured.node.label()}: node type {configured.class_type!r} is not in this catalog"
+                    f"{configured.node.label(flat.id)}: node type {configured.class_type!r} is not in this catalog"
                 )
             output[flat.id] = {
                 "inputs": self._inputs(flat),

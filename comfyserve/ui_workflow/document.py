@@ -51,9 +51,10 @@ class Node:
     widgets_values: Any
     properties: dict[str, Any]
 
-    def label(self) -> str:
-        """How errors name the node: the editor's id, and its title when it has one."""
-        return f"node {self.id}" + (f" ({self.title!r})" if self.title else "")
+    def label(self, shown_id: str | None = None) -> str:
+        """How errors name the node: the editor's id (inside a subgraph instance, ``instance:id``), and its
+        title when it has one."""
+        return f"node {shown_id or self.id}" + (f" ({self.title!r})" if self.title else "")
 
 
 @dataclass

@@ -126,6 +126,10 @@ def test_validate_answers_for_the_converted_prompt(stack: Stack) -> None:
         (lambda d: d["nodes"].append({"id": 12}), "the workflow: node 11 (id 12) has no 'type'"),
         (lambda d: d.update(links=[["x", 1, 0, 3, 0]]), "the workflow: link 'x' has a non-numeric id or slot"),
         (
+            lambda d: d["definitions"]["subgraphs"][0]["nodes"][1].update(type="FancyEncode"),
+            "node 10:2 ('Negative'): node type 'FancyEncode' is not in this catalog",
+        ),
+        (
             lambda d: d["definitions"]["subgraphs"][0]["nodes"][0].update(type=d["nodes"][9]["type"]),
             "node 1: subgraph 'Prompts' contains itself",  # node 1 of 'Prompts' is an instance of it
         ),
