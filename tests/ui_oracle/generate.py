@@ -35,7 +35,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
 # The editor reports a workflow it cannot load with console.error (and a dialog) and carries on, so errors are
 # collected around the load. Math.random is pinned while converting: dynamic prompts ({a|b}) then take their
-# first choice, as `ui_workflow.convert(..., choose=first)` does in the tests.
+# first choice, as `to_api_prompt(..., choose=lambda options: options[0])` does in the tests.
 CONVERT_JS = """async (workflow) => {
   const errors = [];
   const consoleError = console.error;
@@ -52,7 +52,7 @@ CONVERT_JS = """async (workflow) => {
     Math.random = random;
   }
 }"""
-FIXED_TIME = "2025-01-01T12:00:00Z"  # what %date:…% in an output prefix becomes
+FIXED_TIME = "2025-01-01T12:00:00Z"  # the page's clock: what %date:…% in an output prefix becomes (UTC machine)
 
 
 def free_port() -> int:
