@@ -21,6 +21,14 @@ SEED_NAMES = ("seed", "noise_seed")
 MEDIA_UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
 AUDIO_PLAYER_CLASSES = frozenset({"LoadAudio", "SaveAudio", "PreviewAudio", "SaveAudioMP3", "SaveAudioOpus"})
 PREVIEW_3D_CLASSES = {"Preview3D": "PREVIEW_3D", "Preview3DAnimation": "PREVIEW_3D_ANIMATION", "SaveGLB": "PREVIEW_3D"}
+# The 3D loaders' buttons, after the model file (sent with these values; the editor's ``image`` for them is a
+# capture of its 3D viewer, which only a browser makes).
+LOAD_3D_CLASSES = frozenset({"Load3D", "Load3DAnimation"})
+LOAD_3D_BUTTONS = (
+    ("upload 3d model", "upload3dmodel"),
+    ("upload extra resources", "uploadExtraResources"),
+    ("clear", "clear"),
+)
 # The output nodes whose ``filename_prefix`` the editor expands (%date:…%, %Node.widget%) before sending.
 PREFIX_REPLACING_CLASSES = frozenset(
     {
@@ -206,6 +214,8 @@ def make_widgets(class_type: str, inputs: list[EditorInput]) -> list[Widget]:
     for spec in inputs:
         if spec.has_widget:
             widgets.extend(_widgets_for(spec))
+        if spec.name == "model_file" and class_type in LOAD_3D_CLASSES:
+            widgets.extend(Widget(name, value) for name, value in LOAD_3D_BUTTONS)
     if class_type == "PreviewAny":
         widgets.append(Widget("preview", "", saved=False))
     return widgets

@@ -20,6 +20,7 @@ import pytest
 
 from comfyserve.engine.catalog import Catalog
 from comfyserve.ui_workflow import UIWorkflowError, to_api_prompt
+from comfyserve.ui_workflow.widgets import LOAD_3D_CLASSES
 
 ORACLE = Path(__file__).resolve().parents[1] / "data" / "ui_oracle"
 TEMPLATES = "comfyui-workflow-templates-json"
@@ -77,7 +78,7 @@ def js_numbers(value: Any) -> Any:
 
 def comparable(prompt: dict[str, Any], untitled: set[str]) -> str:
     """The prompt as canonical JSON (NaN equals NaN there, 5.0 is 5); a node without class_type keeps only
-    its links, and the nodes in ``untitled`` lose their title."""
+    its links, the nodes in ``untitled`` lose their title, and a 3D loader its ``image``."""
     kept: dict[str, Any] = {}
     for node_id, node in prompt.items():
         if not node.get("class_type"):
@@ -85,6 +86,8 @@ def comparable(prompt: dict[str, Any], untitled: set[str]) -> str:
             kept[node_id] = {"links": links}
         else:
             kept[node_id] = {**node, "_meta": None} if node_id in untitled else node
+            if node["class_type"] in LOAD_3D_CLASSES:  # the editor sends a capture of its 3D viewer
+                kept[node_id] = {**kept[node_id], "inputs": {k: v for k, v in node["inputs"].items() if k != "image"}}
     return json.dumps(js_numbers(kept), sort_keys=True)
 
 
