@@ -16,6 +16,7 @@ import gzip
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +35,30 @@ OUT_DIR = Path(__file__).resolve().parents[1] / "data" / "ui_oracle"
 TEMPLATES_PACKAGE = "comfyui-workflow-templates-json"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
-# The editor reports a workflow it cannot load with console.error (and a dialog) and carries on, so errors are
-# collected around the load. Math.random is pinned while converting: dynamic prompts ({a|b}) then take their
-# first choice, as `to_api_prompt(..., choose=lambda options: options[0])` does in the tests.
+# The editor reports a workflow it cannot load with a dialog and console.error, and carries on: a template
+# fails when the graph's configure throws (or graphToPrompt does). Other console errors (a model file's size
+# or a 3D model fetched over the network, absent offline) are recorded as notes. Math.random is pinned while
+# converting: dynamic prompts ({a|b}) then take their first choice, as
+# `to_api_prompt(..., choose=lambda options: options[0])` does in the tests.
 CONVERT_JS = """async (workflow) => {
   const errors = [];
   const consoleError = console.error;
   console.error = (...args) => { errors.push(args.map((a) => (a && a.message) || String(a)).join(' ')); };
+  const graph = window.app.graph;
+  const configure = graph.configure;
+  let loadError = null;
+  graph.configure = function (...args) {
+    try { return configure.apply(this, args); } catch (e) { loadError = e; throw e; }
+  };
   const random = Math.random;
   try {
     await window.app.loadGraphData(workflow, true, false);
-    if (errors.length) return { errors };
+    if (loadError) return { failure: String(loadError.message || loadError), errors };
     Math.random = () => 0;
     const prompt = await window.app.graphToPrompt();
     return { output: prompt.output, errors };
   } finally {
+    delete graph.configure;
     console.error = consoleError;
     Math.random = random;
   }
@@ -121,7 +132,16 @@ def templates() -> dict[str, Any]:
     return found
 
 
-async def convert_all(url: str, workflows: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], str, str]:
+@dataclass
+class Converted:
+    pairs: dict[str, Any]  # template -> the editor's API prompt
+    failures: dict[str, str]  # template -> why the editor could not convert it
+    notes: dict[str, str]  # template -> what else the editor logged as an error (network fetches, offline)
+    frontend: str
+    chromium: str
+
+
+async def convert_all(url: str, workflows: dict[str, Any]) -> Converted:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS, headless=True
@@ -130,21 +150,24 @@ async def convert_all(url: str, workflows: dict[str, Any]) -> tuple[dict[str, An
         frontend = await page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ ?? null")
         pairs: dict[str, Any] = {}
         failures: dict[str, str] = {}
+        notes: dict[str, str] = {}
         for name, workflow in workflows.items():
             print(f"{len(pairs) + len(failures) + 1}/{len(workflows)} {name}", file=sys.stderr, flush=True)
             try:
                 result = await asyncio.wait_for(page.evaluate(CONVERT_JS, workflow), 120)
             except Exception as exc:  # the editor's own error is the recorded reason
-                result = {"errors": [str(exc).splitlines()[0]]}
-            if "output" in result and not result["errors"]:
+                result = {"failure": str(exc).splitlines()[0], "errors": []}
+            if result["errors"]:
+                notes[name] = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", "; ".join(result["errors"]))
+            if "output" in result:
                 pairs[name] = result["output"]
                 continue
-            failures[name] = "; ".join(result["errors"])
+            failures[name] = result["failure"]
             await page.close()
             page = await open_editor(browser, url)  # nothing of a failed load is left for the next template
         version = browser.version
         await browser.close()
-    return pairs, failures, str(frontend), version
+    return Converted(pairs, failures, notes, str(frontend), version)
 
 
 async def open_editor(browser: Any, url: str) -> Page:
@@ -194,27 +217,29 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             object_info = get_json(f"{base}/object_info")
             system_stats = get_json(f"{base}/system_stats")
-            pairs, failures, frontend, chromium = asyncio.run(convert_all(base + "/", workflows))
+            converted = asyncio.run(convert_all(base + "/", workflows))
         finally:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+    found = {"pairs": converted.pairs, "failures": converted.failures, "notes": converted.notes}
     if args.only:
-        json.dump({"pairs": pairs, "failures": failures}, sys.stdout, indent=1, sort_keys=True)
+        json.dump(found, sys.stdout, indent=1, sort_keys=True)
         return
     versions = {
         "comfyui_version": system_stats["system"]["comfyui_version"],
         "comfyui_commit": comfyui_commit(comfyui_dir, args.comfyui_commit),
-        "frontend_version": frontend,
+        "frontend_version": converted.frontend,
         "templates_package": TEMPLATES_PACKAGE,
         "templates_version": importlib.metadata.version(TEMPLATES_PACKAGE),
-        "chromium": chromium,
+        "chromium": converted.chromium,
         "playwright": importlib.metadata.version("playwright"),
         "fixed_time": FIXED_TIME,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_gz(args.out / "object_info.json.gz", object_info)
-    write_gz(args.out / "pairs.json.gz", {"versions": versions, "pairs": pairs, "failures": failures})
-    print(f"{len(pairs)} of {len(workflows)} templates converted; {len(failures)} failed: {sorted(failures)}")
+    write_gz(args.out / "pairs.json.gz", {"versions": versions, **found})
+    failed = sorted(converted.failures)
+    print(f"{len(converted.pairs)} of {len(workflows)} templates converted; {len(failed)} failed: {failed}")
 
 
 if __name__ == "__main__":
