@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck unit catalog openapi bench clean gpu-lock test-comfyui test-comfyui-suite lambda-bundle synth
+.PHONY: install demo test lint typecheck unit catalog openapi bench clean gpu-lock test-comfyui test-comfyui-suite lambda-bundle synth test-ui-oracle
 
 install: $(STAMP)
 
@@ -64,6 +64,17 @@ bench: install
 # Pin the GPU image's requirements for Linux x86_64 (needs PyPI); tests check the committed lock offline.
 gpu-lock: install
 	$(PY) gpu_container/lock.py
+
+# The UI -> API oracle pairs (tests/data/ui_oracle), regenerated with ComfyUI's own editor in Debian's headless
+# chromium (apt-get install chromium) against the ComfyUI at COMFYUI_DIR: never part of `make test`. Playwright and
+# the pinned templates go into their own venv; COMFYUI_COMMIT is recorded when the checkout has no .git.
+ORACLE_VENV ?= .venv-ui-oracle
+test-ui-oracle:
+	test -n "$(COMFYUI_DIR)" || { echo "usage: make test-ui-oracle COMFYUI_DIR=<a ComfyUI checkout with its venv>"; exit 2; }
+	command -v chromium >/dev/null || { echo "needs Debian's chromium: apt-get install -y chromium"; exit 2; }
+	test -x $(ORACLE_VENV)/bin/python || $(PYTHON) -m venv $(ORACLE_VENV)
+	$(ORACLE_VENV)/bin/pip install --quiet "playwright==1.65.3" "comfyui-workflow-templates-json==0.1.123"
+	$(ORACLE_VENV)/bin/python tests/ui_oracle/generate.py --comfyui-dir "$(COMFYUI_DIR)" $(if $(COMFYUI_COMMIT),--comfyui-commit $(COMFYUI_COMMIT))
 
 # ComfyUI's own execution suite against `comfyserve serve` (docs/COMFYUI_SUITE.md): never part of `make test`.
 # Copies the suite out of a ComfyUI checkout into SUITE_DIR; nothing is fetched. SUITE_ARGS go to pytest.

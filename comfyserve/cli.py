@@ -16,7 +16,8 @@ from comfyserve.engine.errors import ComfyServeError
 
 # name -> (module that registers it, its one-line help; the module's own parser repeats the same help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "validate": ("comfyserve.commands.validate", "validate an API-format workflow against the node catalog"),
+    "validate": ("comfyserve.commands.validate", "validate a workflow against the node catalog"),
+    "convert": ("comfyserve.commands.convert", "print the API prompt an editor's (UI-format) workflow becomes"),
     "catalog": ("comfyserve.commands.catalog", "print the node catalog (object_info JSON)"),
     "nodes": (
         "comfyserve.commands.comfyui",
@@ -49,7 +50,7 @@ def chosen_command(argv: Sequence[str]) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with ``command``'s full options (its module imported); every other command by name and help."""
-    parser = argparse.ArgumentParser(prog="comfyserve", description="Run ComfyUI API-format workflows.")
+    parser = argparse.ArgumentParser(prog="comfyserve", description="Run ComfyUI workflows.")
     parser.add_argument("--version", action="version", version=f"comfyserve {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, summary) in COMMANDS.items():

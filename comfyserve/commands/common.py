@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from comfyserve.engine.errors import ComfyServeError
-from comfyserve.engine.prompt_format import parse_workflow_document
+from comfyserve.engine.prompt_format import load_document, workflow_from_json
+from comfyserve.engine.spec import NodeSpec
+from comfyserve.ui_workflow import is_ui_workflow, to_api_prompt
 
 
 class UsageError(ComfyServeError):
@@ -14,11 +17,19 @@ class UsageError(ComfyServeError):
 
 
 def read_workflow(path: Path) -> dict[str, Any]:
+    """The file's workflow: an API prompt, or the editor's workflow as it is (a server converts it)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return parse_workflow_document(raw)
+    document = load_document(raw)
+    return document if is_ui_workflow(document) else workflow_from_json(document)
+
+
+def read_api_prompt(path: Path, specs: Mapping[str, NodeSpec]) -> dict[str, Any]:
+    """The file's API prompt: the editor's workflow is converted with the catalog ``specs``."""
+    document = read_workflow(path)
+    return to_api_prompt(document, specs) if is_ui_workflow(document) else document
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, Path]:

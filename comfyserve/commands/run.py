@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from comfyserve.commands.common import UsageError, parse_inputs, read_workflow
+from comfyserve.commands.common import UsageError, parse_inputs, read_api_prompt
 from comfyserve.commands.console import ConsoleProgress
 from comfyserve.commands.validate import describe_invalid
 from comfyserve.engine.inventory import ModelInventory
@@ -20,7 +20,7 @@ from comfyserve.engine.inventory import ModelInventory
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("run", help="run a workflow locally and write its outputs")
-    parser.add_argument("file", type=Path, help="workflow JSON (API format)")
+    parser.add_argument("file", type=Path, help="workflow JSON (API format, or the editor's format)")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--models", type=Path, help="models directory (checkpoints/, loras/, vae/ ...)")
     parser.add_argument(
@@ -57,13 +57,13 @@ def run(args: argparse.Namespace) -> int:
     from comfyserve.nodes import builtin_registry
     from comfyserve.worker.run_local import LocalRun, WorkflowInvalid, run_workflow
 
-    prompt = read_workflow(args.file)
     if args.models is not None and not args.models.is_dir():
         raise UsageError(f"--models {args.models} is not a directory")
     inventory = ModelInventory.scan(args.models) if args.models else ModelInventory()
     registry = builtin_registry(custom_nodes=args.custom_nodes)
     for failure in registry.failures:
         print(f"comfyserve run: skipped node pack {failure.pack}: {failure.error}", file=sys.stderr)
+    prompt = read_api_prompt(args.file, registry.specs())
     inputs = parse_inputs(args.input)
     executor = Executor(registry)
     try:

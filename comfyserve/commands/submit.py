@@ -27,7 +27,11 @@ SERVER_MODELS_FIX = "the server does not hold them (a local server takes them fr
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("submit", help="submit a workflow to a comfyserve endpoint")
-    parser.add_argument("file", type=Path, help="workflow JSON (API format, or {'prompt': ...})")
+    parser.add_argument(
+        "file",
+        type=Path,
+        help="workflow JSON (API format, {'prompt': ...}, or the editor's format: the server converts it)",
+    )
     parser.add_argument(
         "--endpoint", required=True, help="the API's base URL, e.g. http://127.0.0.1:8188 (host:port means http://)"
     )

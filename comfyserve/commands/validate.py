@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from comfyserve.commands.common import read_workflow
+from comfyserve.commands.common import read_api_prompt
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.node_api import MODEL_FOLDER
@@ -15,8 +15,8 @@ from comfyserve.engine.validation import ValidationResult, validate_prompt
 
 
 def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser("validate", help="validate an API-format workflow against the node catalog")
-    parser.add_argument("file", type=Path, help="workflow JSON (API format, or {'prompt': ...})")
+    parser = subparsers.add_parser("validate", help="validate a workflow against the node catalog")
+    parser.add_argument("file", type=Path, help="workflow JSON (API format, {'prompt': ...}, or the editor's format)")
     parser.add_argument("--json", action="store_true", help="print ComfyUI's {error, node_errors} result as JSON")
     parser.add_argument("--catalog", type=Path, help="an exported catalog (default: the packaged one)")
     parser.add_argument("--models", type=Path, help="check model file names against this models directory")
@@ -29,8 +29,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    prompt = read_workflow(args.file)
     catalog = Catalog.load(args.catalog) if args.catalog else Catalog.packaged()
+    prompt = read_api_prompt(args.file, catalog.specs)
     inventory = ModelInventory.scan(args.models) if args.models else None
     result = validate_prompt(prompt, catalog.specs, inventory=inventory, strict=not args.partial)
     if args.json:

@@ -38,6 +38,11 @@ def unwrap_literal(value: Any) -> Any:
 
 def parse_workflow_document(raw: bytes | str) -> dict[str, Any]:
     """Parse a workflow file or request body: the bare prompt, or ``{"prompt": {...}}`` as sent to ComfyUI."""
+    return workflow_from_json(load_document(raw))
+
+
+def load_document(raw: bytes | str) -> Any:
+    """The JSON of a workflow file or request body, refused when too big, malformed or nested too deeply."""
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise WorkflowFormatError(f"the workflow is {len(raw):,} bytes, over the limit of {MAX_DOCUMENT_BYTES:,} bytes")
     try:
@@ -46,7 +51,7 @@ def parse_workflow_document(raw: bytes | str) -> dict[str, Any]:
         raise WorkflowFormatError(f"the workflow is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise WorkflowFormatError("the workflow is nested too deeply to be a workflow") from exc
-    return workflow_from_json(data)
+    return data
 
 
 def workflow_from_json(data: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pydantic import Field, ValidationError
 from comfyserve.contracts.jobs import TENANT_PATTERN
 from comfyserve.engine.errors import WorkflowFormatError
 from comfyserve.ports import BlobNotFound, BlobStore, InvalidKey, validate_key
+from comfyserve.service import ui_workflows
 from comfyserve.service.errors import Busy, Conflict, Invalid, ServiceError, TooLarge, Unavailable
 from comfyserve.service.job_service import JobService
 from comfyserve.service.models import InputSource, JobSubmission
@@ -151,6 +152,7 @@ class DropFolder:
         except ValidationError as exc:
             details = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
             raise Invalid("Invalid job request", type_="invalid_request", details=details) from None
+        request = request.model_copy(update={"workflow": ui_workflows.api_prompt(self._service.deps, request.workflow)})
         inputs = {**self._beside(path, request), **request.inputs}
         meta = DropMeta(prefix=path.prefix, name=path.name, key=path.key)
         metadata = {**request.metadata, DROP_META_KEY: meta.model_dump()}

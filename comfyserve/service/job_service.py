@@ -16,6 +16,7 @@ from comfyserve.service import (
     comfyui_uploads,
     history,
     jobs,
+    ui_workflows,
     uploads,
     v2_jobs,
 )
@@ -28,6 +29,7 @@ from comfyserve.service.settings import ServiceSettings
 from comfyserve.service.submit import Draft, Submitted, Submitter
 from comfyserve.service.uploads import UploadTicket
 from comfyserve.service.validate import check_workflow
+from comfyserve.ui_workflow import UIWorkflowError
 
 
 class JobService:
@@ -45,6 +47,7 @@ class JobService:
         prompt = request.workflow
         if request.workflow_key is not None:
             prompt = uploads.load_uploaded_workflow(self.deps, tenant, request.workflow_key)
+        prompt = ui_workflows.api_prompt(self.deps, prompt)
         draft = Draft(
             prompt=prompt,
             inputs=request.inputs,
@@ -73,9 +76,13 @@ class JobService:
         return jobs.cancel_job(self.deps, tenant, job_id)
 
     def validate(self, request: ValidateRequest) -> ValidationResult:
+        try:
+            workflow = ui_workflows.convert(self.deps, request.workflow)
+        except UIWorkflowError as exc:
+            return ValidationResult(False, ui_workflows.conversion_error(exc), {}, [], {})
         return check_workflow(
             self.deps,
-            request.workflow,
+            workflow,
             input_names=request.input_names,
             targets=request.partial_execution_targets,
             strict=request.strict,

@@ -47,7 +47,8 @@ class JobSubmission(_Request):
     Every output node must pass validation (POST /prompt keeps ComfyUI's rule: the valid outputs run)."""
 
     workflow: dict[str, Any] | None = Field(
-        default=None, description="The workflow in ComfyUI's API format (or {'prompt': {...}})."
+        default=None,
+        description="The workflow in ComfyUI's API format (or {'prompt': {...}}), or as ComfyUI's editor saves it.",
     )
     workflow_key: str | None = Field(
         default=None,
@@ -86,7 +87,9 @@ class JobSubmission(_Request):
 class ValidateRequest(_Request):
     """POST /v1/validate: check a workflow against the node catalog without running or recording anything."""
 
-    workflow: dict[str, Any] = Field(description="The workflow in ComfyUI's API format (or {'prompt': {...}}).")
+    workflow: dict[str, Any] = Field(
+        description="The workflow in ComfyUI's API format (or {'prompt': {...}}), or as ComfyUI's editor saves it."
+    )
     input_names: list[str] | None = Field(
         default=None, description="The input names LoadImage may use (unchecked when absent)."
     )

@@ -100,12 +100,13 @@ def test_unknown_node_names_it(stack: Stack) -> None:
     )
 
 
-def test_ui_format_workflow_is_refused_with_a_reason(stack: Stack) -> None:
+def test_an_empty_ui_format_workflow_is_refused_as_comfyui_refuses_no_outputs(stack: Stack) -> None:
+    # The editor's format is converted (tests/unit/test_ui_workflow_entry.py); an empty one has no outputs.
     response = stack.call("POST", "/v1/jobs", body={"workflow": {"nodes": [], "links": []}})
 
     assert response.status == 400
-    assert response.json()["error"]["type"] == "invalid_prompt"
-    assert "Save (API Format)" in response.json()["error"]["message"]
+    assert response.json() == error_body("prompt_no_outputs", "Prompt has no outputs", "")
+    assert stack.jobs.list("tenant-a")[0] == []
 
 
 def test_get_job_maps_progress_timings_and_error(stack: Stack) -> None:
