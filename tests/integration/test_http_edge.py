@@ -11,7 +11,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,8 @@ import pytest
 import requests
 
 from comfyserve.contracts.jobs import JobStatus, Progress
-from comfyserve.localstack.server import MAX_API_BODY, ListenError, LocalServer, Mount
+from comfyserve.localstack.edge import MAX_API_BODY, EdgeLimits, Mount
+from comfyserve.localstack.server import ListenError, LocalServer
 from comfyserve.localstack.ws_hub import WebsocketHub
 from tests.api_stack import KEYS, Stack, make_stack, run_job, workflow
 
@@ -33,14 +34,24 @@ def stack(tmp_path: Path) -> Stack:
     return make_stack(tmp_path)
 
 
-def serve(stack: Stack, **options: Any) -> Iterator[LocalServer]:
-    server = LocalServer(("127.0.0.1", 0), **options)
-    server.mount(Mount(stack.app, stack.blobs, cast(WebsocketHub, None), lambda headers: None))
+def serve(stack: Stack, **limits: Any) -> Iterator[LocalServer]:
+    server = LocalServer(("127.0.0.1", 0), EdgeLimits(**limits))
+    server.mount(Mount(stack.new_app, stack.blobs, cast(WebsocketHub, None), key_check(stack)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
+
+
+def key_check(stack: Stack) -> Callable[[Mapping[str, str]], str | None]:
+    """The server's key check before a body is read, with the stack's keys."""
+
+    def authenticate(headers: Mapping[str, str]) -> str | None:
+        key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+        return next((tenant for tenant, known in KEYS.items() if known == key), None)
+
+    return authenticate
 
 
 @pytest.fixture
@@ -125,7 +136,8 @@ def test_a_chunked_body_over_the_limit_is_413(stack: Stack, server: LocalServer)
     [
         ("BREW /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed"),
         ("GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: nine\r\n\r\n", 400, "bad_request"),
-        ("GET /v1/health HTTP/1.1\r\n" + "X-Many: y\r\n" * 101 + "\r\n", 431, "bad_request"),
+        ("GET /v1/health HTTP/1.1\r\nHost: x\r\n" + "X-Many: y\r\n" * 100 + "\r\n", 431, "bad_request"),
+        ("GET /v1/health HTTP/1.1\r\n\r\n", 400, "bad_request"),  # HTTP/1.1 requires Host
     ],
 )
 def test_malformed_requests_are_answered_in_json(
@@ -154,18 +166,24 @@ def test_a_client_that_never_sends_its_body_times_out(stack: Stack) -> None:
         assert stack.nothing_recorded() and healthy(server)
 
 
-def test_requests_over_the_slots_get_503_with_retry_after(stack: Stack) -> None:
-    for server in serve(stack, max_connections=1):
+def test_requests_over_the_in_flight_cap_get_503_and_idle_connections_hold_nothing(stack: Stack) -> None:
+    for server in serve(stack, max_in_flight=1):
         host, port = server.server_address[:2]
-        holder = http.client.HTTPConnection(str(host), port, timeout=5)
-        holder.request("GET", "/v1/health")  # keep-alive: this connection holds the only slot
-        assert holder.getresponse().read()
+        idle = http.client.HTTPConnection(str(host), port, timeout=5)
+        idle.request("GET", "/v1/health")  # keep-alive, then idle: no request in flight
+        assert idle.getresponse().read()
+        assert healthy(server)
 
-        response = requests.get(f"{server.url}/v1/health", timeout=5)
+        with socket.create_connection((str(host), port), timeout=5) as half_sent:
+            half_sent.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nx-api-key: {KEY}\r\nContent-Length: 9\r\n\r\n{{".encode())
+            time.sleep(0.2)  # its body is on the way: the request is in flight
+            response = requests.get(f"{server.url}/v1/health", timeout=5)
 
-        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
-        assert response.json()["error"]["type"] == "service_unavailable"
-        holder.close()
+            assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+            assert response.json()["error"]["type"] == "service_unavailable"
+        time.sleep(0.2)
+        assert healthy(server) and stack.nothing_recorded()
+        idle.close()
 
 
 def test_60_concurrent_clients_are_all_answered(stack: Stack, server: LocalServer) -> None:

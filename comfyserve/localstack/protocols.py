@@ -1,0 +1,124 @@
+"""uvicorn's HTTP/1.1 (h11) and websocket (websockets, sans-I/O) protocols with the local edge's limits.
+
+* a request the parser refuses (bad chunk size, conflicting ``Content-Length``, a transfer coding other than
+  chunked, a malformed request line) is answered in the service's JSON error shape, naming the reason;
+* a client may shut its sending side after its request (and read the answer);
+* a connection must complete each request's headers within the read timeout, from the moment it opens or its
+  last answer was sent (uvicorn's keep-alive timer stops at the first byte), else it is closed;
+* a websocket message may be split into at most ``ws_max_fragments`` frames (its size is capped by the
+  library's ``max_size``): the 1009 close comes before the fragments cost anything more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame
+
+from comfyserve.localstack.edge import EdgeLimits, error_body
+
+MESSAGE_TOO_BIG = 1009
+
+
+def edge_protocols(limits: EdgeLimits) -> tuple[type[H11Protocol], type[WebSocketsSansIOProtocol]]:
+    """The two protocol classes for a uvicorn ``Config`` (``http=``, ``ws=``), bound to ``limits``."""
+
+    class EdgeHttp(_EdgeHttp):
+        header_timeout_s = limits.read_timeout_s
+
+    class EdgeWebsocket(_EdgeWebsocket):
+        max_fragments = limits.ws_max_fragments
+
+    return EdgeHttp, EdgeWebsocket
+
+
+class _EdgeHttp(H11Protocol):
+    header_timeout_s: float
+    _deadline: asyncio.TimerHandle | None = None
+    _waiting_after: object = None
+    _half_closed = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_headers()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._half_closed:
+            self.transport.close()
+        else:
+            self._await_headers()
+
+    def eof_received(self) -> bool | None:
+        """A client that shuts its side after sending a request still reads the answer."""
+        if self.cycle is None or self.cycle.response_complete or self.cycle.more_body:
+            return None  # nothing to answer, or a request that can no longer arrive whole: the transport closes
+        self._half_closed = True
+        return True
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._deadline is not None and self.cycle is not self._waiting_after:
+            self._deadline.cancel()  # a request's headers arrived
+            self._deadline = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+            return
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._waiting_after = self.cycle
+        self._deadline = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _headers_late(self) -> None:
+        if self.cycle is self._waiting_after and not self.transport.is_closing():
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn calls this while handling h11's error, whose message says what was wrong."""
+        error = sys.exc_info()[1]
+        reason = str(error) if isinstance(error, h11.RemoteProtocolError) else msg
+        body = error_body("bad_request", f"malformed HTTP request: {reason}")
+        headers: list[tuple[bytes, bytes]] = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (h11.Response(status_code=400, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
+
+
+class _EdgeWebsocket(WebSocketsSansIOProtocol):
+    max_fragments: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fragments = 0
+
+    def handle_text(self, event: Frame) -> None:
+        self._fragments = 1
+        super().handle_text(event)
+
+    def handle_bytes(self, event: Frame) -> None:
+        self._fragments = 1
+        super().handle_bytes(event)
+
+    def handle_cont(self, event: Frame) -> None:
+        self._fragments += 1
+        if self._fragments > self.max_fragments:
+            self.frames = []
+            self.conn.send_close(MESSAGE_TOO_BIG, f"a message in more than {self.max_fragments} fragments")
+            self.handle_parser_exception()
+            return
+        super().handle_cont(event)
