@@ -114,6 +114,11 @@ class _EdgeWebsocket(WebSocketsSansIOProtocol):
         self._fragments = 1
         super().handle_bytes(event)
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True  # a refused handshake is complete (uvicorn would log it as an error)
+
     def handle_cont(self, event: Frame) -> None:
         self._fragments += 1
         if self._fragments > self.max_fragments:

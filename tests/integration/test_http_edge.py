@@ -175,7 +175,9 @@ def test_requests_over_the_in_flight_cap_get_503_and_idle_connections_hold_nothi
         assert healthy(server)
 
         with socket.create_connection((str(host), port), timeout=5) as half_sent:
-            half_sent.sendall(f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nx-api-key: {KEY}\r\nContent-Length: 9\r\n\r\n{{".encode())
+            half_sent.sendall(
+                f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nx-api-key: {KEY}\r\nContent-Length: 9\r\n\r\n{{".encode()
+            )
             time.sleep(0.2)  # its body is on the way: the request is in flight
             response = requests.get(f"{server.url}/v1/health", timeout=5)
 
