@@ -2,8 +2,8 @@
 
 The HTTP parser (h11) already refuses a malformed chunk size, a signed or conflicting ``Content-Length`` and a
 transfer coding it does not know; :func:`framing_error` refuses, in addition, what it lets through and a
-proxy in front of us might read another way (``Content-Length`` with ``Transfer-Encoding``, a repeated
-``Content-Length``). :func:`read_body` keeps at most ``limit`` bytes of a body, whatever its framing, and drops
+proxy in front of us might read another way (``Content-Length`` with ``Transfer-Encoding``, a list of
+lengths; h11 folds a repeated identical ``Content-Length`` into one, as RFC 9110 §8.6 allows). :func:`read_body` keeps at most ``limit`` bytes of a body, whatever its framing, and drops
 what it is told not to keep: a request refused before its route costs no memory.
 """
 

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from comfyserve.contracts.jobs import JobStatus, Progress
+from comfyserve.localstack import edge
 from comfyserve.localstack.edge import MAX_API_BODY, EdgeLimits, Mount
 from comfyserve.localstack.server import ListenError, LocalServer
 from comfyserve.localstack.ws_hub import WebsocketHub
@@ -321,3 +322,126 @@ def test_the_v2_event_stream_stays_open_locally_until_the_job_finishes(stack: St
         assert events == [b"event: status", b"event: progress", b"event: status"]
         assert rest.endswith(b'data: {"status":"succeeded","queue_position":null}\n\n')
         connection.close()
+
+
+# -- framing, concurrency and connection limits, over raw sockets ---------------------------------------------
+
+
+AMBIGUOUS = [
+    (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "Content-Length and Transfer-Encoding"),
+    (b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", "Content-Length"),
+    (b"Content-Length: +2\r\n\r\n{}", "Content-Length"),
+    (b"Content-Length: -2\r\n\r\n{}", "Content-Length"),
+    (b"Transfer-Encoding: gzip\r\n\r\n{}", "chunked"),
+    (b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "chunked"),
+    (b"Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", "chunk"),
+    (b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\n", "chunk"),
+]
+
+
+@pytest.mark.parametrize(("framing", "reason"), AMBIGUOUS)
+@pytest.mark.parametrize("key", [KEY, None])
+def test_ambiguous_framing_is_a_400_that_closes_the_connection(
+    stack: Stack, server: LocalServer, framing: bytes, reason: str, key: str | None
+) -> None:
+    """Whatever the key, the request is refused, nothing recorded, and a request pipelined behind it is not
+    served (the connection closes after the 400)."""
+    auth = f"x-api-key: {key}\r\n".encode() if key else b""
+    pipelined = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    response = raw(server, b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\n" + auth + framing + pipelined)
+
+    status, body = status_and_body(response)
+    assert status == 400 and body["error"]["type"] == "bad_request"
+    assert reason in body["error"]["message"]
+    assert response.count(b"HTTP/1.1 ") == 1
+    assert stack.nothing_recorded() and healthy(server)
+
+
+@pytest.mark.parametrize("key", [KEY, None])
+def test_a_huge_chunked_body_is_413_within_the_limit_with_or_without_a_key(
+    stack: Stack, server: LocalServer, key: str | None
+) -> None:
+    auth = f"x-api-key: {key}\r\n" if key else ""
+    request = f"POST /prompt HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n".encode()
+    block = b"x" * (4 * 1024 * 1024)
+    status, body = status_and_body(raw(server, request + chunked(*[block] * 4), timeout=30))
+
+    assert status == 413 and body["error"]["type"] == "payload_too_large"
+    assert stack.nothing_recorded() and healthy(server)
+
+
+def test_the_key_is_checked_before_the_body_is_read(
+    stack: Stack, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 4.6 MB deeply nested body without a valid key: the route table answers 401/403 without its body."""
+    seen: list[bytes] = []
+    build_event = edge.build_event
+
+    def spy(method: str, path: str, query: str, headers: Any, body: bytes, source_ip: str) -> dict[str, Any]:
+        seen.append(body)
+        return build_event(method, path, query, headers, body, source_ip)
+
+    monkeypatch.setattr(edge, "build_event", spy)
+    nested = b"[" * 2_300_000 + b"]" * 2_300_000
+    for headers, status in (({}, 401), ({"x-api-key": "not-a-key"}, 403)):
+        response = requests.post(f"{server.url}/v1/jobs", data=nested, headers=headers, timeout=30)
+        assert response.status_code == status and response.json()["error"]["type"] in ("unauthorized", "forbidden")
+    assert seen == [b"", b""]
+    assert stack.nothing_recorded()
+
+
+def test_a_slow_request_does_not_hold_up_health(
+    stack: Stack, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No lock around the route table: health answers while three validations take 2 s each."""
+    validate = stack.service.validate
+
+    def slow_validate(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(2)
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(stack.service, "validate", slow_validate)
+    with ThreadPoolExecutor(3) as pool:
+        slow = [
+            pool.submit(
+                requests.post, f"{server.url}/v1/validate", json={"workflow": workflow()}, headers={"x-api-key": KEY}
+            )
+            for _ in range(3)
+        ]
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert healthy(server)
+        assert time.monotonic() - started < 0.5
+        assert [future.result().status_code for future in slow] == [200] * 3
+
+
+def test_130_idle_keep_alive_clients_do_not_lock_out_health(server: LocalServer) -> None:
+    host, port = server.server_address
+    clients = [http.client.HTTPConnection(host, port, timeout=5) for _ in range(130)]
+    for client in clients:
+        client.request("GET", "/v1/health")
+        assert client.getresponse().read()
+
+    response = requests.get(f"{server.url}/v1/health", timeout=5)
+
+    assert response.status_code == 200
+    for client in clients:
+        client.close()
+
+
+def closed_within(server: LocalServer, request: bytes, seconds: float) -> bool:
+    """Whether the server closes a connection that sent ``request`` (and then nothing) within ``seconds``."""
+    with socket.create_connection(server.server_address, timeout=seconds + 5) as sock:
+        sock.sendall(request)
+        started = time.monotonic()
+        while sock.recv(65536):
+            pass
+        return time.monotonic() - started < seconds
+
+
+def test_idle_and_half_sent_connections_are_closed(stack: Stack) -> None:
+    for server in serve(stack, keep_alive_s=1, read_timeout_s=1):
+        assert closed_within(server, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", 2)  # idle after its answer
+        assert closed_within(server, b"", 2)  # never sent anything
+        assert closed_within(server, b"GET /v1/health HTTP/1.1\r\nHost:", 2)  # half-sent headers
+        assert healthy(server)
