@@ -1,10 +1,11 @@
 """What the edge reads of a request before its route: the framing headers, and the body within a limit.
 
 The HTTP parser (h11) already refuses a malformed chunk size, a signed or conflicting ``Content-Length`` and a
-transfer coding it does not know; :func:`framing_error` refuses, in addition, what it lets through and a
-proxy in front of us might read another way (``Content-Length`` with ``Transfer-Encoding``, a list of
-lengths; h11 folds a repeated identical ``Content-Length`` into one, as RFC 9110 §8.6 allows). :func:`read_body` keeps at most ``limit`` bytes of a body, whatever its framing, and drops
-what it is told not to keep: a request refused before its route costs no memory.
+transfer coding it does not know; :func:`framing_error` refuses, in addition, what it lets through and a proxy
+in front of us might read another way (``Content-Length`` with ``Transfer-Encoding``, a list of lengths; h11
+folds a repeated identical ``Content-Length`` into one, as RFC 9110 §8.6 allows). :func:`read_body` keeps at
+most ``limit`` bytes of a body, whatever its framing, and drops what it is told not to keep: a request refused
+before its route costs no memory.
 """
 
 from __future__ import annotations

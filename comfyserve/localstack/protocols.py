@@ -54,7 +54,7 @@ class _EdgeHttp(H11Protocol):
         else:
             self._await_headers()
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]
         """A client that shuts its side after sending a request still reads the answer."""
         if self.cycle is None or self.cycle.response_complete or self.cycle.more_body:
             return None  # nothing to answer, or a request that can no longer arrive whole: the transport closes
