@@ -3,7 +3,7 @@ ComfyUI's websocket.
 
 * every HTTP request that is not a blob URL becomes a REST proxy event for the route table (the same one Lambda
   serves), resolved on a thread of its own with a resolver of its own (:mod:`.resolver_pool`): a slow request
-  never holds up another;
+  (a locked database, a slow URL input) never holds up another;
 * ``GET|PUT /v1/blobs/{key}?expires&sig`` serves the local blob store's presigned URLs (S3's role);
 * ``/ws?clientId=`` (also ``/api/ws``) is ComfyUI's websocket (:mod:`.ws_hub`).
 
@@ -66,8 +66,7 @@ Authenticate = Callable[[Mapping[str, str]], str | None]
 class EdgeLimits:
     read_timeout_s: float = 30.0  # for the headers, and for each part of a body
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
-    max_in_flight: int = 128  # requests between their headers and their answer
-    resolve_threads: int = 32  # requests the route table resolves at once (the others wait for a thread)
+    max_in_flight: int = 128  # requests between their headers and their answer (each has a thread to resolve on)
     max_websockets: int = 512
     ws_max_message: int = 1 * MiB
     ws_max_fragments: int = 1024  # frames one websocket message may be split into
@@ -123,7 +122,7 @@ class EdgeApp:
         self.pool: ResolverPool | None = None
         self.in_flight = 0
         self.websockets = 0
-        self._executor = ThreadPoolExecutor(limits.resolve_threads, thread_name_prefix="comfyserve-resolve")
+        self._executor = ThreadPoolExecutor(limits.max_in_flight, thread_name_prefix="comfyserve-resolve")
 
     def mount_routes(self, mount: Mount) -> None:
         self.pool = ResolverPool(mount.build_app)

@@ -9,6 +9,7 @@ import http.client
 import json
 import logging
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -445,3 +446,24 @@ def test_idle_and_half_sent_connections_are_closed(stack: Stack) -> None:
         assert closed_within(server, b"", 2)  # never sent anything
         assert closed_within(server, b"GET /v1/health HTTP/1.1\r\nHost:", 2)  # half-sent headers
         assert healthy(server)
+
+
+def test_a_write_locked_database_does_not_hold_up_health(stack: Stack, server: LocalServer, tmp_path: Path) -> None:
+    """Submits wait for the lock (each on its own thread); health, which needs no database, does not."""
+    locker = sqlite3.connect(tmp_path / "jobs.sqlite", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    with ThreadPoolExecutor(4) as pool:
+        submits = [
+            pool.submit(
+                requests.post, f"{server.url}/v1/jobs", json={"workflow": workflow()}, headers={"x-api-key": KEY}
+            )
+            for _ in range(4)
+        ]
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert healthy(server)
+        assert time.monotonic() - started < 0.5
+        assert not any(future.done() for future in submits)  # still waiting for the lock
+        locker.execute("ROLLBACK")
+        assert [future.result().status_code for future in submits] == [202] * 4
+    locker.close()
