@@ -82,7 +82,8 @@ if sys.argv[2] == "choice":
     hconfig = Config()
     hconfig.bind = ["fd://%d" % hsock.fileno()]
     hconfig.accesslog = hconfig.errorlog = None
-    threading.Thread(target=lambda: asyncio.run(serve(app, hconfig)), daemon=True).start()
+    forever = lambda: asyncio.Event().wait()  # a shutdown trigger: no signal handlers off the main thread
+    threading.Thread(target=lambda: asyncio.run(serve(app, hconfig, shutdown_trigger=forever)), daemon=True).start()
     urls["hypercorn"] = "http://127.0.0.1:%d" % hsock.getsockname()[1]
 print(json.dumps({"urls": urls, "code": comfyserve.__file__}), flush=True)
 sys.stdin.read()

@@ -120,6 +120,8 @@ class _EdgeWebsocket(WebSocketsSansIOProtocol):
             self.handshake_complete = True  # a refused handshake is complete (uvicorn would log it as an error)
 
     def handle_cont(self, event: Frame) -> None:
+        if self.close_sent:
+            return  # frames that came in the same read as the ones that closed the socket
         self._fragments += 1
         if self._fragments > self.max_fragments:
             self.frames = []
