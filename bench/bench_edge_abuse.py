@@ -1,16 +1,19 @@
 """The local server under abuse, side by side with the server it replaced, in the same run.
 
 Targets (issue 16): while idle keep-alive clients, half-sent bodies, large nested bodies and fragmented
-websockets run, health p99 under 50 ms and no connection reset for 60 well-behaved clients (each: health, then
-submit, over one keep-alive connection); submit p99 no worse than the old server's without abuse; the server's
-memory bounded by the body limit times the requests in flight.
+websockets run, health p99 under 50 ms and no connection reset for 60 well-behaved clients (each, over one
+keep-alive connection: health, submit, a pause of 250 ms); submit p99 no worse than the old server's without
+abuse; the server's memory bounded by the body limit times the requests in flight.
 
     .venv/bin/python bench/bench_edge_abuse.py [--rounds 5] [--old 380736b]
 
 Each server runs in its own process (``LocalStack`` with no workers: only the edge and the submit path are
 measured): the old one from ``git archive <old>`` extracted to a temporary folder, the new one from this
-checkout. A third process serves the new edge application on three servers at once (uvicorn with h11, uvicorn
-with httptools, hypercorn) for the quiet comparison that chose the server.
+checkout. The abuse runs from a process of its own: 130 idle keep-alive clients, 20 half-sent bodies, 4
+senders of 4.6 MB nested bodies without a key, 10 websockets sending empty continuation frames (1000 each
+10 ms), each reconnecting whenever the server closes on it. A last process serves the new edge application
+on three servers at once (uvicorn with h11, uvicorn with httptools, hypercorn) for the quiet comparison that
+chose the server.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ stack = LocalStack(Path(sys.argv[1]), port=0, workers=0, api_keys={"bench": "ben
 urls = {"default": stack.url}
 
 def listen():
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY, as the server's
     sock.bind(("127.0.0.1", 0))
     sock.listen(512)
     return sock
@@ -135,17 +138,19 @@ def memory_kib(pid: int) -> dict[str, int]:
 # -- well-behaved clients -------------------------------------------------------------------------------------
 
 
-def well_behaved(url: str, rounds: int) -> dict[str, Any]:
-    """60 clients, each over one keep-alive connection (reopened after an error): health, then submit."""
+def well_behaved(url: str, rounds: int, interval_s: float = 0.25) -> dict[str, Any]:
+    """60 clients, each over one keep-alive connection (reopened after an error): health, then submit, then a
+    pause of ``interval_s`` (the clients start spread over one interval)."""
     parts = urlsplit(url)
     samples: dict[str, list[float]] = {"health": [], "submit": []}
     statuses: collections.Counter[str] = collections.Counter()
     resets = errors = 0
     lock = threading.Lock()
 
-    def client(_: int) -> None:
+    def client(index: int) -> None:
         nonlocal resets, errors
         connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
+        time.sleep(interval_s * index / CLIENTS)
         for _ in range(rounds):
             for name, method, path, body in (
                 ("health", "GET", "/v1/health", None),
@@ -170,6 +175,7 @@ def well_behaved(url: str, rounds: int) -> dict[str, Any]:
                     with lock:
                         errors += 1
                     connection.close()
+            time.sleep(interval_s)
         connection.close()
 
     with ThreadPoolExecutor(CLIENTS) as pool:
@@ -270,12 +276,36 @@ class Abuse:
         mask = b"\x00\x00\x00\x00"
         sock.sendall(b"\x01\x80" + mask)  # a text message, not final
         batch = (b"\x00\x80" + mask) * 1000  # empty continuation frames
-        while not self.stop.is_set():
+        while not self.stop.wait(0.01):
             sock.sendall(batch)
             self.counts["websocket_fragments_sent"] += 1000
 
 
 # -- the run --------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def abuse_process(url: str) -> Iterator[dict[str, int]]:
+    """The abuse mix from a process of its own (its threads do not slow the well-behaved clients' process);
+    what it did is filled in when it ends."""
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--abuse", url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
+    )
+    assert process.stdin is not None and process.stdout is not None
+    counts: dict[str, int] = {}
+    try:
+        yield counts
+    finally:
+        process.stdin.close()
+        counts.update(json.loads(process.stdout.read()))
+        process.wait(60)
+
+
+def run_abuse(url: str) -> None:
+    abuse = Abuse(url)
+    abuse.start()
+    sys.stdin.read()
+    print(json.dumps(abuse.finish()))
 
 
 def measure_server(name: str, source: Path, work: Path, rounds: int) -> dict[str, Any]:
@@ -284,11 +314,9 @@ def measure_server(name: str, source: Path, work: Path, rounds: int) -> dict[str
         well_behaved(url, 1)  # warm up
         before = memory_kib(pid)
         quiet = well_behaved(url, rounds)
-        abuse = Abuse(url)
-        abuse.start()
-        time.sleep(3)
-        under_abuse = well_behaved(url, rounds)
-        counts = abuse.finish()
+        with abuse_process(url) as counts:
+            time.sleep(3)
+            under_abuse = well_behaved(url, rounds)
         return {
             "quiet": quiet,
             "under_abuse": under_abuse,
@@ -310,7 +338,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5, help="health + submit pairs per client and phase")
     parser.add_argument("--old", default="380736b", help="the commit whose server is compared")
+    parser.add_argument("--abuse", metavar="URL", help=argparse.SUPPRESS)  # the abuse process
     args = parser.parse_args()
+    if args.abuse:
+        run_abuse(args.abuse)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         old = measure_server("old", old_source(args.old, work / "old-code"), work, args.rounds)
