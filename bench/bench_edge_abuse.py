@@ -12,7 +12,7 @@ measured): the old one from ``git archive <old>`` extracted to a temporary folde
 checkout. The abuse runs from a process of its own: 130 idle keep-alive clients, 20 half-sent bodies, 4
 senders of 4.6 MB nested bodies without a key, 10 websockets sending empty continuation frames (1000 each
 10 ms), each reconnecting whenever the server closes on it. A last process serves the new edge application
-on three servers at once (uvicorn with h11, uvicorn with httptools, hypercorn) for the quiet comparison that
+on three servers at once (uvicorn with httptools, uvicorn with h11, hypercorn) for the quiet comparison that
 chose the server.
 """
 
@@ -54,7 +54,7 @@ SUBMIT = json.dumps({"workflow": WORKFLOW}).encode()
 NESTED = b"[" * 2_300_000 + b"]" * 2_300_000  # 4.6 MB, as the issue's
 
 # Runs in the server process: a LocalStack with no workers; with "choice", the same edge application is also
-# served by uvicorn + httptools and by hypercorn, on ports of their own.
+# served by uvicorn + h11 and by hypercorn, on ports of their own.
 LAUNCHER = r"""
 import asyncio, json, socket, sys, threading
 from pathlib import Path
@@ -76,11 +76,11 @@ if sys.argv[2] == "choice":
     from hypercorn.config import Config
     app = stack._server.app
     sock = listen()
-    config = uvicorn.Config(app, http="httptools", ws="websockets-sansio", lifespan="off", log_config=None,
+    config = uvicorn.Config(app, http="h11", ws="websockets-sansio", lifespan="off", log_config=None,
                             access_log=False)
     server = uvicorn.Server(config)
     threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True).start()
-    urls["uvicorn_httptools"] = "http://127.0.0.1:%d" % sock.getsockname()[1]
+    urls["uvicorn_h11"] = "http://127.0.0.1:%d" % sock.getsockname()[1]
     hsock = listen()
     hconfig = Config()
     hconfig.bind = ["fd://%d" % hsock.fileno()]
@@ -328,7 +328,7 @@ def measure_server(name: str, source: Path, work: Path, rounds: int) -> dict[str
 def server_choice(work: Path, rounds: int) -> dict[str, Any]:
     with server(ROOT, work / "choice", "choice") as (urls, _):
         figures = {}
-        for name, url in {"uvicorn_h11": urls.pop("default"), **urls}.items():
+        for name, url in {"uvicorn_httptools": urls.pop("default"), **urls}.items():
             well_behaved(url, 1)  # warm up
             figures[name] = well_behaved(url, rounds)
         return figures

@@ -142,8 +142,8 @@ class EdgeApp:
         if len(headers) > MAX_HEADERS:
             await refuse(send, 431, "bad_request", f"more than {MAX_HEADERS} headers")
             return
-        if (problem := framing_error(headers)) is not None:
-            await refuse(send, 400, "bad_request", f"ambiguous request framing: {problem}")
+        if (problem := framing_error(headers, scope["http_version"])) is not None:
+            await refuse(send, 400, "bad_request", f"ambiguous request: {problem}")
             return
         if scope["method"] not in METHODS:
             await refuse(send, 405, "method_not_allowed", f"method {scope['method']} is not supported")

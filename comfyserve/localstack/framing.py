@@ -1,10 +1,10 @@
 """What the edge reads of a request before its route: the framing headers, and the body within a limit.
 
-The HTTP parser (h11) already refuses a malformed chunk size, a signed or conflicting ``Content-Length`` and a
-transfer coding it does not know; :func:`framing_error` refuses, in addition, what it lets through and a proxy
-in front of us might read another way (``Content-Length`` with ``Transfer-Encoding``, a list of lengths; h11
-folds a repeated identical ``Content-Length`` into one, as RFC 9110 §8.6 allows). :func:`read_body` keeps at
-most ``limit`` bytes of a body, whatever its framing, and drops what it is told not to keep: a request refused
+The HTTP parser (llhttp) already refuses a malformed chunk size, a signed, listed or repeated
+``Content-Length``, one sent with ``Transfer-Encoding`` and a last transfer coding other than chunked;
+:func:`framing_error` refuses, in addition, what it lets through and a proxy in front of us might read another
+way (a coding before ``chunked``) and an HTTP/1.1 request without ``Host`` (RFC 9112 §3.2). :func:`read_body`
+keeps at most ``limit`` bytes of a body, whatever its framing, and drops what it is told not to keep: a request refused
 before its route costs no memory.
 """
 
@@ -35,18 +35,13 @@ class Disconnected(Exception):
     """The client went away before its body arrived."""
 
 
-def framing_error(headers: Headers) -> str | None:
-    """Why the request's framing is ambiguous, ``None`` when it is not (header names lower-case)."""
-    lengths = [value for name, value in headers if name == b"content-length"]
-    codings = [value for name, value in headers if name == b"transfer-encoding"]
-    if lengths and codings:
-        return "Content-Length and Transfer-Encoding together"
-    if len(lengths) > 1 or any(b"," in value for value in lengths):
-        return "more than one Content-Length"
-    if lengths and not lengths[0].strip().isdigit():
-        return "Content-Length is not a decimal number"
-    if codings and [value.strip().lower() for value in codings] != [b"chunked"]:
-        return "the only transfer coding accepted is 'chunked'"
+def framing_error(headers: Headers, http_version: str) -> str | None:
+    """Why the request's head is ambiguous, ``None`` when it is not (header names lower-case)."""
+    if http_version == "1.1" and not any(name == b"host" for name, _ in headers):
+        return "an HTTP/1.1 request needs a Host header"
+    codings = [value.strip().lower() for name, value in headers if name == b"transfer-encoding"]
+    if codings and codings != [b"chunked"]:
+        return "a Transfer-Encoding other than 'chunked'"
     return None
 
 

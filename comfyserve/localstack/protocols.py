@@ -1,7 +1,9 @@
-"""uvicorn's HTTP/1.1 (h11) and websocket (websockets, sans-I/O) protocols with the local edge's limits.
+"""uvicorn's HTTP/1.1 (httptools, i.e. llhttp) and websocket (websockets, sans-I/O) protocols with the local
+edge's limits.
 
-* a request the parser refuses (bad chunk size, conflicting ``Content-Length``, a transfer coding other than
-  chunked, a malformed request line) is answered in the service's JSON error shape, naming the reason;
+* a request the parser refuses (a bad chunk size, a ``Content-Length`` that is signed, repeated or sent with
+  ``Transfer-Encoding``, an unknown transfer coding, a malformed request line) is answered in the service's
+  JSON error shape, naming the reason (an unknown method: 405);
 * a client may shut its sending side after its request (and read the answer);
 * a connection must complete each request's headers within the read timeout, from the moment it opens or its
   last answer was sent (uvicorn's keep-alive timer stops at the first byte), else it is closed;
@@ -13,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from http import HTTPStatus
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame
 
@@ -25,7 +28,7 @@ from comfyserve.localstack.edge import EdgeLimits, error_body
 MESSAGE_TOO_BIG = 1009
 
 
-def edge_protocols(limits: EdgeLimits) -> tuple[type[H11Protocol], type[WebSocketsSansIOProtocol]]:
+def edge_protocols(limits: EdgeLimits) -> tuple[type[HttpToolsProtocol], type[WebSocketsSansIOProtocol]]:
     """The two protocol classes for a uvicorn ``Config`` (``http=``, ``ws=``), bound to ``limits``."""
 
     class EdgeHttp(_EdgeHttp):
@@ -37,21 +40,26 @@ def edge_protocols(limits: EdgeLimits) -> tuple[type[H11Protocol], type[WebSocke
     return EdgeHttp, EdgeWebsocket
 
 
-class _EdgeHttp(H11Protocol):
+class _EdgeHttp(HttpToolsProtocol):
     header_timeout_s: float
     _deadline: asyncio.TimerHandle | None = None
-    _waiting_after: object = None
     _half_closed = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._await_headers()
 
+    def on_headers_complete(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().on_headers_complete()
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if self._half_closed:
             self.transport.close()
-        else:
+        elif not self.pipeline:
             self._await_headers()
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
@@ -61,41 +69,30 @@ class _EdgeHttp(H11Protocol):
         self._half_closed = True
         return True
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self._deadline is not None and self.cycle is not self._waiting_after:
-            self._deadline.cancel()  # a request's headers arrived
-            self._deadline = None
-
     def connection_lost(self, exc: Exception | None) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
         super().connection_lost(exc)
 
     def _await_headers(self) -> None:
-        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+        if self.transport.is_closing():
             return
         if self._deadline is not None:
             self._deadline.cancel()
-        self._waiting_after = self.cycle
-        self._deadline = self.loop.call_later(self.header_timeout_s, self._headers_late)
-
-    def _headers_late(self) -> None:
-        if self.cycle is self._waiting_after and not self.transport.is_closing():
-            self.transport.close()
+        self._deadline = self.loop.call_later(self.header_timeout_s, self.transport.close)
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn calls this while handling h11's error, whose message says what was wrong."""
+        """uvicorn calls this while handling the parser's error, which says what was wrong."""
         error = sys.exc_info()[1]
-        reason = str(error) if isinstance(error, h11.RemoteProtocolError) else msg
-        body = error_body("bad_request", f"malformed HTTP request: {reason}")
-        headers: list[tuple[bytes, bytes]] = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        for event in (h11.Response(status_code=400, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
-            self.transport.write(self.conn.send(event) or b"")
+        if isinstance(error, httptools.HttpParserInvalidMethodError):
+            status, body = 405, error_body("method_not_allowed", "the request's method is not supported")
+        else:
+            status, body = 400, error_body("bad_request", f"malformed HTTP request: {error or msg}")
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
         self.transport.close()
 
 

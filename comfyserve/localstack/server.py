@@ -1,9 +1,9 @@
-"""The local HTTP server: uvicorn (HTTP/1.1 through h11, websockets through the ``websockets`` library) serving
+"""The local HTTP server: uvicorn (HTTP/1.1 through httptools, websockets through the ``websockets`` library) serving
 :class:`~comfyserve.localstack.edge.EdgeApp` on its own event loop thread.
 
 The socket is bound when the server is built (so a taken port is a one-line :class:`ListenError`, and the blob
 URLs know the port before anything is mounted); :meth:`LocalServer.serve_forever` runs the loop until
-:meth:`LocalServer.shutdown`. Why uvicorn with h11: docs/ARCHITECTURE.md (local stack).
+:meth:`LocalServer.shutdown`. Why uvicorn with httptools: docs/ARCHITECTURE.md (the local edge).
 """
 
 from __future__ import annotations

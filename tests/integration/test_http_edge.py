@@ -329,14 +329,16 @@ def test_the_v2_event_stream_stays_open_locally_until_the_job_finishes(stack: St
 
 
 AMBIGUOUS = [
-    (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "Content-Length and Transfer-Encoding"),
+    (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "Content-Length"),
     (b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", "Content-Length"),
+    (b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}", "Content-Length"),
+    (b"Content-Length: 2, 2\r\n\r\n{}", "Content-Length"),
     (b"Content-Length: +2\r\n\r\n{}", "Content-Length"),
     (b"Content-Length: -2\r\n\r\n{}", "Content-Length"),
-    (b"Transfer-Encoding: gzip\r\n\r\n{}", "chunked"),
-    (b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "chunked"),
-    (b"Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", "chunk"),
-    (b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\n", "chunk"),
+    (b"Transfer-Encoding: gzip\r\n\r\n{}", "Transfer-Encoding"),
+    (b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "Transfer-Encoding"),
+    (b"Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", "chunk size"),
+    (b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\n", "chunk size"),
 ]
 
 
@@ -353,7 +355,7 @@ def test_ambiguous_framing_is_a_400_that_closes_the_connection(
 
     status, body = status_and_body(response)
     assert status == 400 and body["error"]["type"] == "bad_request"
-    assert reason in body["error"]["message"]
+    assert reason.lower() in body["error"]["message"].lower()
     assert response.count(b"HTTP/1.1 ") == 1
     assert stack.nothing_recorded() and healthy(server)
 
