@@ -8,7 +8,8 @@ edge's limits.
 * a connection must complete each request's headers within the read timeout, from the moment it opens or its
   last answer was sent (uvicorn's keep-alive timer stops at the first byte), else it is closed;
 * a websocket message may be split into at most ``ws_max_fragments`` frames (its size is capped by the
-  library's ``max_size``): the 1009 close comes before the fragments cost anything more.
+  library's ``max_size``): the 1009 close comes before the fragments cost anything more (reads are parsed
+  :data:`FEED_BYTES` at a time, and not past the close).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from websockets.frames import Frame
 from comfyserve.localstack.edge import EdgeLimits, error_body
 
 MESSAGE_TOO_BIG = 1009
+FEED_BYTES = 8 * 1024
+"""A websocket's reads are parsed this much at a time: a read of 256 kB of tiny frames would otherwise all be
+parsed (43,000 empty frames) before the fragment cap could close the socket."""
 
 
 def edge_protocols(limits: EdgeLimits) -> tuple[type[HttpToolsProtocol], type[WebSocketsSansIOProtocol]]:
@@ -110,6 +114,12 @@ class _EdgeWebsocket(WebSocketsSansIOProtocol):
     def handle_bytes(self, event: Frame) -> None:
         self._fragments = 1
         super().handle_bytes(event)
+
+    def data_received(self, data: bytes) -> None:
+        for start in range(0, len(data), FEED_BYTES):
+            if self.close_sent or self.transport.is_closing():
+                return  # closed by a cap: the rest is not read
+            super().data_received(data[start : start + FEED_BYTES])
 
     async def send(self, message: Any) -> None:
         await super().send(message)
