@@ -26,6 +26,13 @@ least 100 jobs/s end to end with 2 workers; warm worker overhead per job (receiv
 scale from zero to the first job started under 90 s with a warm pool, p95 queue wait under 2x an oracle's at
 under 1.2x its GPU-hours (the scaling simulator, docs/SCALING.md); the built-in engine's peak resident set on
 an SDXL job on the CPU no higher than ComfyUI's on the same job (`sdxl_memory`, with a ComfyUI checkout).
+
+The local edge under abuse (`edge_abuse`, beside the server it replaced in the same run): health p99 under
+50 ms and no connection reset for 60 well-behaved clients while idle keep-alive clients, half-sent bodies,
+4.6 MB nested bodies and fragmented websockets run; submit p99 no worse than the replaced server's without
+abuse; the server's memory within the body limit times the requests in flight (10 MiB x 128). `old.*` is the
+replaced server (`http.server`, one lock around the route table), `new.*` this one; `server_choice_quiet`
+compares three ASGI servers on the same application.
 """
 
 

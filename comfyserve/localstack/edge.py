@@ -278,17 +278,11 @@ class EdgeApp:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ComfyUI's websocket; the handshake itself (version, key) is the websocket library's."""
         mount = self.mount
-        if mount is None or scope["path"] not in WS_PATHS:
-            status, type_, message = (
-                (503, "service_unavailable", "the server is starting")
-                if mount is None
-                else (
-                    404,
-                    "not_found",
-                    f"no websocket at {scope['path']}",
-                )
-            )
-            await self._deny(send, status, type_, message)
+        if mount is None:
+            await self._deny(send, 503, "service_unavailable", "the server is starting")
+            return
+        if scope["path"] not in WS_PATHS:
+            await self._deny(send, 404, "not_found", f"no websocket at {scope['path']}")
             return
         headers = {name.lower(): value for name, value in _text_headers(scope)}
         tenant = mount.authenticate(headers)
@@ -300,10 +294,10 @@ class EdgeApp:
             return
         query = parse_qs(scope["query_string"].decode("latin-1"))
         client_id = (query.get("clientId") or [""])[-1] or uuid.uuid4().hex
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept"})
-        self.websockets += 1
+        self.websockets += 1  # before the first await: two handshakes cannot both take the last place
         try:
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
             await mount.hub.serve(AsgiSocket(receive, send), tenant, client_id)
         finally:
             self.websockets -= 1

@@ -153,6 +153,20 @@ def test_60k_empty_continuation_frames_cost_no_more_than_the_fragment_cap(
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
+def test_an_upgrade_elsewhere_than_the_websocket_paths_is_a_404(edge: LocalServer) -> None:
+    response = requests.get(
+        f"{edge.url}/v1/health",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+            "Sec-WebSocket-Version": "13",
+        },
+        timeout=5,
+    )
+    assert response.status_code == 404 and response.json()["error"]["type"] == "not_found"
+
+
 def test_open_websockets_are_capped_with_a_503(edge: LocalServer) -> None:
     first, second = RawSocket(edge, "one"), RawSocket(edge, "two")
     third = RawSocket(edge, "three")
