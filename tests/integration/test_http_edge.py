@@ -13,7 +13,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -393,6 +394,21 @@ def test_the_key_is_checked_before_the_body_is_read(
     assert stack.nothing_recorded()
 
 
+@contextmanager
+def in_flight(server: LocalServer, path: str, count: int) -> Iterator[list[Future[requests.Response]]]:
+    """``count`` requests posting a workflow to ``path``, left in flight for half a second, then the block."""
+    with ThreadPoolExecutor(count) as pool:
+        body, headers = {"workflow": workflow()}, {"x-api-key": KEY}
+        futures = [pool.submit(requests.post, f"{server.url}{path}", json=body, headers=headers) for _ in range(count)]
+        time.sleep(0.5)
+        yield futures
+
+
+def answers_health_at_once(server: LocalServer) -> bool:
+    started = time.monotonic()
+    return healthy(server) and time.monotonic() - started < 0.5
+
+
 def test_a_slow_request_does_not_hold_up_health(
     stack: Stack, server: LocalServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -404,17 +420,8 @@ def test_a_slow_request_does_not_hold_up_health(
         return validate(*args, **kwargs)
 
     monkeypatch.setattr(stack.service, "validate", slow_validate)
-    with ThreadPoolExecutor(3) as pool:
-        slow = [
-            pool.submit(
-                requests.post, f"{server.url}/v1/validate", json={"workflow": workflow()}, headers={"x-api-key": KEY}
-            )
-            for _ in range(3)
-        ]
-        time.sleep(0.3)
-        started = time.monotonic()
-        assert healthy(server)
-        assert time.monotonic() - started < 0.5
+    with in_flight(server, "/v1/validate", 3) as slow:
+        assert answers_health_at_once(server)
         assert [future.result().status_code for future in slow] == [200] * 3
 
 
@@ -454,17 +461,8 @@ def test_a_write_locked_database_does_not_hold_up_health(stack: Stack, server: L
     """Submits wait for the lock (each on its own thread); health, which needs no database, does not."""
     locker = sqlite3.connect(tmp_path / "jobs.sqlite", isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
-    with ThreadPoolExecutor(4) as pool:
-        submits = [
-            pool.submit(
-                requests.post, f"{server.url}/v1/jobs", json={"workflow": workflow()}, headers={"x-api-key": KEY}
-            )
-            for _ in range(4)
-        ]
-        time.sleep(0.5)
-        started = time.monotonic()
-        assert healthy(server)
-        assert time.monotonic() - started < 0.5
+    with in_flight(server, "/v1/jobs", 4) as submits:
+        assert answers_health_at_once(server)
         assert not any(future.done() for future in submits)  # still waiting for the lock
         locker.execute("ROLLBACK")
         assert [future.result().status_code for future in submits] == [202] * 4
