@@ -49,7 +49,7 @@ from comfyserve.contracts.jobs import JobStatus
 from comfyserve.contracts.manifest import parse_manifest_key
 from comfyserve.engine.catalog import Catalog
 from comfyserve.localstack.apigw import LambdaContextStub, build_event, parse_response
-from comfyserve.localstack.server import Resolver
+from comfyserve.localstack.resolver_pool import Resolver
 from comfyserve.service.completion import Completion
 from comfyserve.service.settings import ServiceSettings
 

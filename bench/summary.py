@@ -123,6 +123,18 @@ ROWS = (
         "ComfyUI",
         "comfyui.peak_gib",
     ),
+    Row("local edge under abuse, health p99", "edge_abuse", at("new.under_abuse.health.p99_ms"), "ms", "<=", 50),
+    Row("local edge under abuse, connection resets", "edge_abuse", at("new.under_abuse.resets"), "", "<=", 0),
+    ratio(
+        "local edge submit p99, no abuse",
+        "edge_abuse",
+        "new.quiet.submit.p99_ms",
+        "ms",
+        "<=",
+        1.0,
+        "the replaced server",
+        "old.quiet.submit.p99_ms",
+    ),
     Row(
         "first job from zero, deployed default, p50 (simulated)",
         "scaling_sim",

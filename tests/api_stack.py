@@ -61,6 +61,11 @@ class Stack:
     queue: SqliteJobQueue
     jobs: SqliteJobStore
     events: JsonlEventBus
+    auth: ApiKeyAuthenticator
+
+    def new_app(self) -> APIGatewayRestResolver:
+        """Another route table over the same service (the local server builds one per concurrent request)."""
+        return build_app(self.service, self.auth)
 
     def call(
         self,
@@ -99,7 +104,7 @@ def make_stack(root: Path, catalog: Catalog | None = None, **settings: Any) -> S
     )
     service = JobService(deps)
     auth = ApiKeyAuthenticator({key: tenant for tenant, key in KEYS.items()})
-    return Stack(service, build_app(service, auth), blobs, queue, jobs, events)
+    return Stack(service, build_app(service, auth), blobs, queue, jobs, events, auth)
 
 
 def error_body(type_: str, message: str, details: str = "", extra_info: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -36,8 +36,10 @@ from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.registry import build_registry
 from comfyserve.localstack.adapters import LocalAdapters
 from comfyserve.localstack.apigw import build_event
+from comfyserve.localstack.edge import Authenticate, Mount
 from comfyserve.localstack.lifecycle import Lifecycle
-from comfyserve.localstack.server import Authenticate, LocalServer, Mount, Resolver
+from comfyserve.localstack.resolver_pool import Resolver
+from comfyserve.localstack.server import LocalServer
 from comfyserve.localstack.workers import WorkerProcessConfig, start_worker, worker_metrics
 from comfyserve.localstack.ws_hub import WebsocketHub
 from comfyserve.service.catalog_source import PublishedCatalog
@@ -142,10 +144,10 @@ class LocalStack:
 
     @property
     def app(self) -> Resolver:
-        """The route table the server resolves requests with."""
-        if self._server is None or self._server.routes is None:
+        """The route table the server resolves requests with (its pool of resolvers)."""
+        if self._server is None or self._server.app.pool is None:
             raise RuntimeError("the stack is not started")
-        return self._server.routes.app
+        return self._server.app.pool
 
     def _catalog(self) -> Catalog:
         """What the workers can run: the packaged catalog of the built-in packs (no node code imported) plus the
@@ -187,7 +189,7 @@ class LocalStack:
         service = JobService(deps)
         hub = self._hub = WebsocketHub(adapters.feed, service.queue_remaining)
         hub.start()
-        server.mount(Mount(build_app(service, auth), adapters.blobs, hub, websocket_authenticator(auth)))
+        server.mount(Mount(lambda: build_app(service, auth), adapters.blobs, hub, websocket_authenticator(auth)))
         self._thread = threading.Thread(target=server.serve_forever, name="comfyserve-http", daemon=True)
         self._thread.start()
         for index in range(self.workers):
@@ -304,13 +306,13 @@ class LocalStack:
         self._ready.clear()
         self._started_at.clear()
         self._restart_delay.clear()
+        if self._hub is not None:
+            self._hub.stop()  # closes the websockets while the server's loop still runs
+            self._hub = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        if self._hub is not None:
-            self._hub.stop()
-            self._hub = None
         if self._lifecycle is not None:
             self._lifecycle.stop()
             self._lifecycle = None

@@ -101,7 +101,7 @@ def test_blob_urls_refuse_escaping_keys_and_unsigned_requests(stack: LocalStack)
     ("header", "status", "reason"),
     [
         (("Content-Length", str(11 * 1024 * 1024)), 413, b"larger than 10485760 bytes"),
-        (("Content-Length", "-5"), 400, b"malformed Content-Length"),
+        (("Content-Length", "-5"), 400, b"malformed HTTP request: Invalid character in Content-Length"),
     ],
 )
 def test_the_server_refuses_bodies_it_will_not_read(

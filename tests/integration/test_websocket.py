@@ -1,43 +1,38 @@
-"""ComfyUI's websocket on the local server: the RFC 6455 framing on its own, then over a live stack (one
-worker): the message order for a prompt (reference §1.10), errors, isolation between clients and tenants."""
+"""ComfyUI's websocket on the local server: the edge's limits over raw sockets (exact close codes), then over
+a live stack (one worker): the message order for a prompt (reference §1.10), errors, isolation between clients
+and tenants."""
 
 from __future__ import annotations
 
 import base64
-import io
+import contextlib
+import hashlib
 import json
+import logging
 import os
 import socket
 import struct
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 import websocket
 
+from comfyserve.localstack.edge import EdgeLimits, Mount
+from comfyserve.localstack.feed import EventFeed
+from comfyserve.localstack.server import LocalServer
 from comfyserve.localstack.stack import LocalStack
-from comfyserve.localstack.websocket import (
-    CloseCode,
-    HandshakeError,
-    Opcode,
-    ProtocolError,
-    WebSocket,
-    accept_key,
-    check_upgrade,
-    close_payload,
-    encode_frame,
-    read_frame,
-)
+from comfyserve.localstack.ws_hub import GOING_AWAY, WebsocketHub
+from tests.api_stack import make_stack
 from tests.integration.stack_helpers import IMAGE_PACKS, STACK_NODES, Api, fail_workflow, wait_workflow
 
 KEYS = {"alice": "alice-key", "bob": "bob-key"}
-UPGRADE = {
-    "upgrade": "websocket",
-    "connection": "keep-alive, Upgrade",
-    "sec-websocket-version": "13",
-    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
-}
+CONT, TEXT, CLOSE, PING, PONG = 0x0, 0x1, 0x8, 0x9, 0xA
 
 
 def client_frame(opcode: int, payload: bytes, fin: bool = True, mask: bytes = b"\x01\x02\x03\x04") -> bytes:
@@ -46,83 +41,148 @@ def client_frame(opcode: int, payload: bytes, fin: bool = True, mask: bytes = b"
     length = len(payload)
     if length < 126:
         head += bytes([0x80 | length])
-    else:
+    elif length < 1 << 16:
         head += bytes([0x80 | 126]) + struct.pack("!H", length)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", length)
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
-# -- framing --------------------------------------------------------------------------------------------
+# -- the edge's limits, over real sockets (a server with a hub, no worker) ---------------------------------
 
 
-def test_the_accept_key_is_rfc_6455s_example() -> None:
-    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-    assert check_upgrade(UPGRADE) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+@pytest.fixture
+def edge(tmp_path: Path) -> Iterator[LocalServer]:
+    stack = make_stack(tmp_path)
+    hub = WebsocketHub(EventFeed(tmp_path / "feed.sqlite"), lambda tenant: 0)
+    hub.start()
+    server = LocalServer(("127.0.0.1", 0), EdgeLimits(max_websockets=2, ws_max_fragments=100))
+    server.mount(
+        Mount(stack.new_app, stack.blobs, hub, lambda headers: "tenant-a" if headers.get("x-api-key") else None)
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    hub.stop()
+    server.shutdown()
+    server.server_close()
+
+
+class RawSocket:
+    """A websocket client that sends frames exactly as given."""
+
+    def __init__(self, server: LocalServer, client_id: str = "raw") -> None:
+        host, port = server.server_address
+        self.sock = socket.create_connection((host, port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"x-api-key: {KEYS['alice']}\r\n\r\n"
+            ).encode()
+        )
+        self.reader = self.sock.makefile("rb")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += self.reader.read(1)
+        self.head = head
+        if head.startswith(b"HTTP/1.1 101 "):
+            assert f"Sec-WebSocket-Accept: {accept_key(key)}\r\n".encode().lower() in head.lower()
+            assert read_frame_unmasked(self.reader)[0] == TEXT  # the status message
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+    def close_code(self) -> int:
+        """The code of the close frame the server sends next (other frames skipped)."""
+        while True:
+            opcode, payload = read_frame_unmasked(self.reader)
+            if opcode == CLOSE:
+                return int(struct.unpack("!H", payload[:2])[0])
+
+
+def accept_key(client_key: str) -> str:
+    digest = hashlib.sha1((client_key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode(), usedforsecurity=False)
+    return base64.b64encode(digest.digest()).decode()
+
+
+def test_fragments_are_reassembled_around_a_ping(edge: LocalServer) -> None:
+    raw = RawSocket(edge)
+    raw.sock.sendall(
+        client_frame(TEXT, b'{"type": "feat', fin=False)
+        + client_frame(PING, b"hi")
+        + client_frame(CONT, b'ure_flags"}')
+    )
+    assert read_frame_unmasked(raw.reader) == (PONG, b"hi")
+    opcode, payload = read_frame_unmasked(raw.reader)
+    assert opcode == TEXT and json.loads(payload)["type"] == "feature_flags"
 
 
 @pytest.mark.parametrize(
-    ("change", "reason"),
+    ("frames", "code"),
     [
-        ({"upgrade": "h2c"}, "expected 'Upgrade: websocket'"),
-        ({"connection": "keep-alive"}, "expected 'Connection: Upgrade'"),
-        ({"sec-websocket-version": "8"}, "only websocket version 13 is supported"),
-        ({"sec-websocket-key": base64.b64encode(b"short").decode()}, "Sec-WebSocket-Key must be 16 bytes"),
-        ({"sec-websocket-key": "not base64!"}, "Sec-WebSocket-Key is not base64"),
+        ([client_frame(TEXT, b"\xff\xfe not utf-8")], 1007),
+        ([client_frame(TEXT, b"x" * 70_000, fin=False), client_frame(CONT, b"x" * 1_000_000)], 1009),
+        ([client_frame(TEXT, b"", fin=False)] + [client_frame(CONT, b"", fin=False)] * 100, 1009),  # 101 fragments
+        ([b"\x81\x02hi"], 1002),  # not masked
+        ([b"\xc1\x80\x00\x00\x00\x00"], 1002),  # reserved bits
+        ([client_frame(CONT, b"x")], 1002),  # a continuation of nothing
     ],
 )
-def test_bad_upgrades_are_refused_with_the_reason(change: dict[str, str], reason: str) -> None:
-    with pytest.raises(HandshakeError, match=reason):
-        check_upgrade({**UPGRADE, **change})
+def test_bad_messages_close_with_the_exact_code(edge: LocalServer, frames: list[bytes], code: int) -> None:
+    raw = RawSocket(edge)
+    raw.sock.sendall(b"".join(frames))
+    assert raw.close_code() == code
+    assert requests.get(f"{edge.url}/v1/health", timeout=5).status_code == 200
 
 
-@pytest.mark.parametrize(("size", "header"), [(125, b"\x81\x7d"), (126, b"\x81\x7e\x00\x7e"), (70000, b"\x81\x7f")])
-def test_server_frames_use_the_shortest_length_encoding(size: int, header: bytes) -> None:
-    frame = encode_frame(Opcode.TEXT, b"a" * size)
-    assert frame.startswith(header) and frame.endswith(b"a" * size)
-    assert len(frame) == size + {125: 2, 126: 4, 70000: 10}[size]
+def test_60k_empty_continuation_frames_cost_no_more_than_the_fragment_cap(
+    edge: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The frames behind the cap (read with it, or after the close) are dropped quietly."""
+    raw = RawSocket(edge)
+    started = time.process_time()
+    with contextlib.suppress(OSError):  # the server closes after 100 fragments; the rest may meet a reset
+        raw.sock.sendall(client_frame(TEXT, b"", fin=False) + client_frame(CONT, b"", fin=False) * 60_000)
+    assert raw.close_code() == 1009
+    assert time.process_time() - started < 2.0  # the server runs in this process: its CPU is counted here
+    raw.close()
+    time.sleep(0.2)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
-def test_client_frames_are_unmasked_and_fragments_reassembled() -> None:
-    stream = io.BytesIO(
-        client_frame(Opcode.TEXT, b"hel", fin=False)
-        + client_frame(Opcode.PING, b"hi")
-        + client_frame(Opcode.CONTINUATION, b"lo" * 100)
+def test_an_upgrade_elsewhere_than_the_websocket_paths_is_a_404(edge: LocalServer) -> None:
+    response = requests.get(
+        f"{edge.url}/v1/health",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+            "Sec-WebSocket-Version": "13",
+        },
+        timeout=5,
     )
-    out = io.BytesIO()
-    ws = WebSocket(stream, out)
-    assert ws.receive() == (Opcode.TEXT, b"hel" + b"lo" * 100)
-    assert out.getvalue() == encode_frame(Opcode.PONG, b"hi")  # the ping was answered in between
-    assert ws.receive() is None and ws.closed  # end of stream
+    assert response.status_code == 404 and response.json()["error"]["type"] == "not_found"
 
 
-def test_a_close_frame_is_answered_and_ends_the_connection() -> None:
-    out = io.BytesIO()
-    ws = WebSocket(io.BytesIO(client_frame(Opcode.CLOSE, struct.pack("!H", 1000))), out)
-    assert ws.receive() is None
-    assert out.getvalue() == encode_frame(Opcode.CLOSE, struct.pack("!H", CloseCode.NORMAL))
-    with pytest.raises(ConnectionError):
-        ws.send_text("late")
+def test_open_websockets_are_capped_with_a_503(edge: LocalServer) -> None:
+    first, second = RawSocket(edge, "one"), RawSocket(edge, "two")
+    third = RawSocket(edge, "three")
 
-
-@pytest.mark.parametrize(
-    ("frame", "reason"),
-    [
-        (b"\x81\x02hi", "client frames must be masked"),
-        (b"\xc1\x80\x00\x00\x00\x00", "reserved bits set"),
-        (b"\x83\x80\x00\x00\x00\x00", "unknown opcode 0x3"),
-        (b"\x09\x80\x00\x00\x00\x00", "control frames must be final"),
-    ],
-)
-def test_malformed_client_frames_are_protocol_errors(frame: bytes, reason: str) -> None:
-    with pytest.raises(ProtocolError, match=reason):
-        read_frame(io.BytesIO(frame))
-
-
-def test_a_protocol_error_closes_with_1002() -> None:
-    out = io.BytesIO()
-    assert WebSocket(io.BytesIO(b"\x81\x02hi"), out).receive() is None
-    assert out.getvalue() == encode_frame(
-        Opcode.CLOSE, close_payload(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
+    status_line, _, rest = third.head.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 503 ")
+    assert (
+        json.loads(third.reader.read(int(rest.lower().split(b"content-length: ")[1].split(b"\r\n")[0])))["error"][
+            "type"
+        ]
+        == "service_unavailable"
     )
+    first.close()
+    time.sleep(0.3)
+    assert RawSocket(edge, "four").head.startswith(b"HTTP/1.1 101 ")
+    second.close()
 
 
 # -- over a live stack ----------------------------------------------------------------------------------
@@ -266,7 +326,7 @@ def test_a_reused_client_id_replaces_the_old_socket(stack: LocalStack) -> None:
     second = connect(stack, "client-reused")
     assert json.loads(second.recv())["data"]["sid"] == "client-reused"
     opcode, frame = first.recv_data_frame(control_frame=True)
-    assert opcode == websocket.ABNF.OPCODE_CLOSE and struct.unpack("!H", frame.data[:2])[0] == CloseCode.GOING_AWAY
+    assert opcode == websocket.ABNF.OPCODE_CLOSE and struct.unpack("!H", frame.data[:2])[0] == GOING_AWAY
     second.close()
 
 
@@ -293,12 +353,12 @@ def test_a_raw_handshake_answers_101_with_the_accept_key_and_pongs(stack: LocalS
         while not head.endswith(b"\r\n\r\n"):
             head += reader.read(1)
         assert head.startswith(b"HTTP/1.1 101 ")
-        assert f"Sec-WebSocket-Accept: {accept_key(key)}\r\n".encode() in head
-        assert read_frame_unmasked(reader)[0] == Opcode.TEXT  # the status message
-        raw.sendall(client_frame(Opcode.PING, b"are you there"))
-        assert read_frame_unmasked(reader) == (Opcode.PONG, b"are you there")
-        raw.sendall(client_frame(Opcode.CLOSE, struct.pack("!H", 1000)))
-        assert read_frame_unmasked(reader)[0] == Opcode.CLOSE
+        assert f"Sec-WebSocket-Accept: {accept_key(key)}\r\n".encode().lower() in head.lower()
+        assert read_frame_unmasked(reader)[0] == TEXT  # the status message
+        raw.sendall(client_frame(PING, b"are you there"))
+        assert read_frame_unmasked(reader) == (PONG, b"are you there")
+        raw.sendall(client_frame(CLOSE, struct.pack("!H", 1000)))
+        assert read_frame_unmasked(reader)[0] == CLOSE
 
 
 def read_frame_unmasked(reader: Any) -> tuple[int, bytes]:
@@ -306,4 +366,6 @@ def read_frame_unmasked(reader: Any) -> tuple[int, bytes]:
     length = second & 0x7F
     if length == 126:
         (length,) = struct.unpack("!H", reader.read(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", reader.read(8))
     return first & 0x0F, reader.read(length)

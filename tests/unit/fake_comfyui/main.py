@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from comfyserve.localstack.websocket import WebSocket, check_upgrade
+from websockets.datastructures import Headers
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -79,6 +82,42 @@ OBJECT_INFO: dict[str, Any] = {
         "output_node": True,
     },
 }
+
+
+class WebSocket:
+    """A server-side websocket over a request handler's streams (the websockets library's sans-I/O protocol)."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler) -> None:
+        self.handler = handler
+        self.protocol = ServerProtocol()
+        self.lock = threading.Lock()
+
+    def accept(self) -> bool:
+        request = Request(self.handler.path, Headers(self.handler.headers.items()))
+        response = self.protocol.accept(request)
+        self.protocol.send_response(response)
+        self.flush()
+        return response.status_code == 101
+
+    def flush(self) -> None:
+        with self.lock:
+            self.handler.wfile.write(b"".join(self.protocol.data_to_send()))
+            self.handler.wfile.flush()
+
+    def send_text(self, text: str) -> None:
+        with self.lock:
+            self.protocol.send_text(text.encode())
+        self.flush()
+
+    def run(self) -> None:
+        """Read until the client closes (pings are answered by the protocol)."""
+        while data := self.handler.rfile.read1(65536):
+            with self.lock:
+                self.protocol.receive_data(data)
+                events = self.protocol.events_received()
+            self.flush()
+            if any(isinstance(event, Frame) and event.opcode is Opcode.CLOSE for event in events):
+                return
 
 
 class Fake:
@@ -244,18 +283,13 @@ def handler(fake: Fake) -> type[BaseHTTPRequestHandler]:
             return self.answer(404, {})
 
         def websocket(self, client_id: str) -> None:
-            accept = check_upgrade({k.lower(): v for k, v in self.headers.items()})
-            self.send_response(101)
-            self.send_header("Upgrade", "websocket")
-            self.send_header("Connection", "Upgrade")
-            self.send_header("Sec-WebSocket-Accept", accept)
-            self.end_headers()
-            self.wfile.flush()
-            socket = fake.sockets[client_id] = WebSocket(self.rfile, self.wfile)
-            socket.send_text(json.dumps({"type": "status", "data": {"status": {}, "sid": client_id}}))
-            while socket.receive() is not None:
-                pass
             self.close_connection = True
+            socket = WebSocket(self)
+            if not socket.accept():
+                return
+            fake.sockets[client_id] = socket
+            socket.send_text(json.dumps({"type": "status", "data": {"status": {}, "sid": client_id}}))
+            socket.run()
 
     return Handler
 
