@@ -63,6 +63,11 @@ class Catalog:
         # Not sort_keys: the order of a node's inputs is part of its contract (positional clients, widgets).
         return json.dumps(self.to_object_info(), indent=1) + "\n"
 
+    @property
+    def starting(self) -> bool:
+        """Whether this catalog stands in for one the fleet has not published yet (its ComfyUI is starting)."""
+        return False
+
     def __contains__(self, name: object) -> bool:
         return name in self.specs
 

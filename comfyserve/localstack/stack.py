@@ -174,7 +174,7 @@ class LocalStack:
             events=adapters.bus,
             catalog=self._catalog()
             if self.backend == "builtin"
-            else PublishedCatalog(adapters.blobs, Catalog.packaged(), refresh_s=1.0),
+            else PublishedCatalog(adapters.blobs, Catalog.packaged(), refresh_s=1.0, awaited=True),
             settings=self.settings,
             inventory=inventory,
             metrics=lambda: worker_metrics(self.data_dir),

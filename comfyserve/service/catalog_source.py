@@ -33,7 +33,10 @@ def publish_catalog(blobs: BlobStore, object_info: Mapping[str, Any], key: str =
 
 
 class PublishedCatalog(Catalog):
-    """A :class:`Catalog` that follows the published object (``fallback`` until there is one)."""
+    """A :class:`Catalog` that follows the published object (``fallback`` until there is one).
+
+    With ``awaited`` (a ComfyUI fleet, whose catalog is ComfyUI's, not the fallback's), the catalog is
+    :attr:`starting` until the first one is published: a workflow the fallback refuses may well be valid then."""
 
     def __init__(
         self,
@@ -43,9 +46,11 @@ class PublishedCatalog(Catalog):
         key: str = DEFAULT_CATALOG_KEY,
         refresh_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        awaited: bool = False,
     ) -> None:
         self._blobs = blobs
         self._fallback = fallback
+        self._awaited = awaited
         self._key = key
         self._refresh_s = refresh_s
         self._clock = clock
@@ -59,6 +64,10 @@ class PublishedCatalog(Catalog):
         """The ETag of the published catalog in use, ``None`` while on the fallback."""
         self._refresh()
         return self._version
+
+    @property
+    def starting(self) -> bool:
+        return self._awaited and self.version is None
 
     @property
     def specs(self) -> dict[str, NodeSpec]:

@@ -318,6 +318,7 @@ def main() -> None:
     if os.environ.get("FAKE_COMFYUI_FAIL_START"):
         print("fake ComfyUI: failing at start as asked", flush=True)
         sys.exit(7)
+    time.sleep(float(os.environ.get("FAKE_COMFYUI_START_S") or 0))  # ComfyUI takes 8-20 s to load its nodes
     server = ThreadingHTTPServer((args.listen, args.port), handler(Fake(args)))
     server.daemon_threads = True
     print(
