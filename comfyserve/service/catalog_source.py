@@ -28,7 +28,7 @@ DEFAULT_CATALOG_KEY = "catalog/object_info.json"
 def publish_catalog(blobs: BlobStore, object_info: Mapping[str, Any], key: str = DEFAULT_CATALOG_KEY) -> BlobInfo:
     """Publish a catalog document (``/object_info`` shape); the same content always gets the same ETag."""
     Catalog.from_object_info(dict(object_info))  # never publish what the API could not read
-    data = json.dumps(object_info, sort_keys=True, separators=(",", ":")).encode()
+    data = json.dumps(object_info, separators=(",", ":")).encode()  # ComfyUI's order is part of what it serves
     return blobs.put(key, data, "application/json")
 
 
@@ -57,7 +57,7 @@ class PublishedCatalog(Catalog):
         self._checked_at: float | None = None
         self._version: str | None = None
         self._lock = threading.Lock()
-        super().__init__(fallback.specs, fallback.node_classes)
+        super().__init__(fallback.specs, fallback.node_classes, fallback.document)
 
     @property
     def version(self) -> str | None:
@@ -109,4 +109,5 @@ class PublishedCatalog(Catalog):
     def _use(self, catalog: Catalog, version: str | None) -> None:
         self._specs = catalog.specs
         self.node_classes = catalog.node_classes
+        self.document = catalog.document
         self._version = version

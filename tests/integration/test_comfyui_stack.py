@@ -4,6 +4,7 @@ ComfyUI's error before anything is queued."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,16 @@ def test_a_job_runs_on_the_workers_comfyui(stack: LocalStack, alice: Api) -> Non
     assert [o["filename"] for o in view["outputs"]] == ["out_00001_.png"]
     download = requests.get(view["outputs"][0]["url"], timeout=10)
     assert download.status_code == 200 and download.content.startswith(b"\x89PNG")
+
+
+def test_object_info_is_served_as_comfyui_serves_it(stack: LocalStack, alice: Api) -> None:
+    spec = importlib.util.spec_from_file_location("fake_comfyui_main", FAKE_DIR / "main.py")
+    assert spec is not None and spec.loader is not None
+    fake = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake)
+    served = alice.http.get(f"{stack.url}/object_info", timeout=10).json()
+    assert list(served) == list(fake.OBJECT_INFO)
+    assert served["FakeGenerate"] == fake.OBJECT_INFO["FakeGenerate"]  # display_name null, tooltips, flags kept
 
 
 def test_the_edge_refuses_a_node_comfyui_does_not_have(stack: LocalStack, alice: Api) -> None:

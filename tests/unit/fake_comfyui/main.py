@@ -61,11 +61,15 @@ OBJECT_INFO: dict[str, Any] = {
         "output_is_list": [False],
         "output_name": ["IMAGE"],
         "name": "FakeGenerate",
-        "display_name": "FakeGenerate",
+        "display_name": None,  # as ComfyUI serves a class without one
         "description": "",
         "python_module": "nodes",
         "category": "fake",
         "output_node": False,
+        "output_tooltips": ["the image"],
+        "deprecated": False,
+        "experimental": False,
+        "api_node": False,
     },
     "FakeSave": {
         "input": {
