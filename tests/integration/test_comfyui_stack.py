@@ -5,6 +5,7 @@ ComfyUI's error before anything is queued."""
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,12 @@ def test_previews_and_text_outputs_reach_history_and_view(stack: LocalStack, ali
     assert view.status_code == 200 and view.content.startswith(b"\x89PNG")
     manifest = alice.http.get(f"{stack.url}/v1/jobs/{prompt_id}", timeout=10).json()
     assert {o["filename"] for o in manifest["outputs"]} >= {preview["filename"], "kinds_00001_.png"}
+
+
+def test_a_cancel_ends_a_running_job_within_a_fraction_of_a_second(stack: LocalStack, alice: Api) -> None:
+    job_id = alice.submit(workflow("slow"))  # progress until /interrupt
+    wait_for(lambda: (alice.job(job_id).get("progress") or {}).get("step"), what="a progress step")
+    started = time.monotonic()
+    assert alice.http.post(f"{stack.url}/v1/jobs/{job_id}/cancel", timeout=10).status_code == 202
+    assert alice.wait_status(job_id)["status"] == "cancelled"
+    assert time.monotonic() - started < 1.0  # the worker reads the record every 0.1 s; ComfyUI stops at once
