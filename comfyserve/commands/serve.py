@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from comfyserve.commands.comfyui import add_comfyui_options
 from comfyserve.commands.common import UsageError
+from comfyserve.engine.cache import CachePolicy
 from comfyserve.service.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -53,6 +54,16 @@ def add_parser(subparsers: Any) -> None:
         choices=("builtin", "comfyui"),
         default=os.environ.get("COMFYSERVE_BACKEND") or "builtin",
         help="execution backend (default: $COMFYSERVE_BACKEND, else builtin); comfyui runs a managed ComfyUI",
+    )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache-lru",
+        type=int,
+        metavar="N",
+        help="keep at most N node results (least recently used first out), as ComfyUI's --cache-lru; either backend",
+    )
+    cache.add_argument(
+        "--cache-none", action="store_true", help="keep no node result: every node runs every time (either backend)"
     )
     add_comfyui_options(parser)
     parser.set_defaults(func=run)
@@ -91,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 0:
         raise UsageError("--workers must be 0 or more")
+    try:
+        cache = CachePolicy(lru=args.cache_lru, none=args.cache_none)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.models is not None and not args.models.is_dir():
         raise UsageError(f"--models {args.models} is not a directory")
     if args.backend == "comfyui" and (args.comfyui_dir is None or not (args.comfyui_dir / "main.py").is_file()):
@@ -110,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             backend=args.backend,
             comfyui_dir=args.comfyui_dir,
             comfyui_python=args.comfyui_python,
+            cache=cache,
         )
         stack.start()
     except BaseException:

@@ -205,6 +205,3 @@ class CachePolicy:
         if self.none:
             return ("--cache-none",)
         return ("--cache-lru", str(self.lru)) if self.lru is not None else ()
-
-    def describe(self) -> str:
-        return "none" if self.none else f"lru {self.lru}" if self.lru is not None else "default"

@@ -27,6 +27,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
+from comfyserve.engine.cache import CachePolicy
 from comfyserve.engine.deadline import EXIT_MARGIN_S, exit_after
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.validation import Limits
@@ -58,6 +59,7 @@ class WorkerProcessConfig:
     backend: str = "builtin"  # or "comfyui": a managed ComfyUI per worker process
     comfyui_dir: Path | None = None
     comfyui_python: Path | None = None
+    cache: CachePolicy = CachePolicy()
     parent_pid: int | None = None  # the stack's process: the worker stops once it is gone
     parent_check_s: float = 0.25
 
@@ -148,6 +150,7 @@ def _backend(config: WorkerProcessConfig, work_dir: Path) -> Backend:
             work_dir=work_dir / f"comfyui-{os.getpid()}",
             model_root=config.models_dir,
             custom_nodes=config.custom_nodes,
+            cache=config.cache,
         )
     return build_backend(
         "builtin",
@@ -155,6 +158,7 @@ def _backend(config: WorkerProcessConfig, work_dir: Path) -> Backend:
         limits=config.limits,
         node_packs=config.node_packs,
         custom_nodes=config.custom_nodes,
+        cache=config.cache,
     )
 
 

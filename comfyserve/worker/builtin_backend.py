@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from comfyserve.contracts.jobs import JobError
+from comfyserve.engine.cache import CachePolicy
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.executor import Executor
 from comfyserve.engine.file_cache import FileReplayCache
@@ -35,14 +36,16 @@ class BuiltinBackend:
         limits: Limits | None = None,
         node_packs: Sequence[str] | None = None,
         custom_nodes: Sequence[Path] = (),
+        cache: CachePolicy = CachePolicy(),
     ) -> None:
         """``registry`` as given, or built on :meth:`start` from ``node_packs`` (default: every built-in pack)
-        and the ``custom_nodes`` folders."""
+        and the ``custom_nodes`` folders; ``cache`` bounds the output cache as ComfyUI's options do."""
         self.registry = registry
         self.models = models or ModelInventory()
         self.limits = limits or Limits()
         self._node_packs = node_packs
         self._custom_nodes = tuple(custom_nodes)
+        self._cache = cache
         self._executor: Executor | None = None
 
     def start(self) -> None:
@@ -54,7 +57,7 @@ class BuiltinBackend:
             for failure in self.registry.failures:
                 log.warning("skipped node pack %s: %s", failure.pack, failure.error)
         if self._executor is None:
-            self._executor = Executor(self.registry, cache=FileReplayCache())
+            self._executor = Executor(self.registry, cache=FileReplayCache(self._cache.max_entries))
 
     def run(self, job: BackendJob) -> BackendResult:
         self.start()

@@ -71,6 +71,21 @@ def test_malformed_api_keys_are_one_line_without_the_secret_and_nothing_is_writt
     assert not data.exists()
 
 
+def test_a_cache_lru_below_one_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = subprocess.run(
+        [*SERVE, "--port", "0", "--data", str(data), "--cache-lru", "0"],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "comfyserve serve: --cache-lru needs a number of node results of at least 1, got 0\n"
+    assert not data.exists()
+
+
 def test_a_busy_port_is_one_line_and_leaves_no_data_folder(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with socket.socket() as busy:

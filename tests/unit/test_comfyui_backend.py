@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from comfyserve.cli import main
+from comfyserve.engine.cache import CachePolicy
 from comfyserve.worker.backend import BackendJob
 from comfyserve.worker.comfyui import ComfyUIBackend, ComfyUIConfig, ComfyUIError, ComfyUIRestarted
 
@@ -176,6 +177,22 @@ def test_the_same_process_serves_the_next_job_with_the_same_output_names(
     assert second.cached == ["2", "3"] and second.executed == []  # ComfyUI served the output node from its cache
     assert second.outputs[0].path.read_bytes() == first.outputs[0].path.read_bytes()  # its files, still there
     assert backend.process.pid == pid
+
+
+def test_cache_none_is_passed_to_comfyui_and_every_job_runs_every_node(tmp_path: Path) -> None:
+    config = ComfyUIConfig(comfyui_dir=FAKE_DIR, work_dir=tmp_path, ready_timeout_s=30, cache=CachePolicy(none=True))
+    backend = ComfyUIBackend(config)
+    try:
+        first = backend.run(job(tmp_path / "a", prompt()))
+        second = backend.run(job(tmp_path / "b", prompt()))
+        argv = json.loads((backend.process.folders.root / "fake-argv.json").read_text())
+        output = sorted(p.name for p in backend.process.folders.output.iterdir())
+    finally:
+        backend.close()
+    assert "--cache-none" in argv
+    assert second.cached == [] and second.executed == ["2", "3"]
+    assert [o.relative_name for o in second.outputs] == [o.relative_name for o in first.outputs]
+    assert output == []  # nothing cached, so no file kept
 
 
 def test_a_node_failure_is_the_jobs_error(backend: ComfyUIBackend, tmp_path: Path) -> None:

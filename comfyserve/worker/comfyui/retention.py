@@ -57,10 +57,12 @@ class Retention:
         self._prune({path for job in self._jobs for key, paths in job.items() if key in wanted for path in paths})
 
     def after(self, prompt: Mapping[str, Any], named: Mapping[str, Iterable[Path]]) -> None:
-        """Remember the files the job's history ``named`` by node id, under each node's signature."""
+        """Remember the files the job's history ``named`` by node id, under each node's signature; delete the
+        files no cache entry can name."""
         keys = signatures(prompt)
         if self._jobs.maxlen:
             self._jobs.append({keys[node]: frozenset(paths) for node, paths in named.items() if node in keys})
+        self._prune({path for job in self._jobs for paths in job.values() for path in paths})
 
     def reset(self) -> None:
         """ComfyUI (re)starts with an empty cache: no file is named any more."""
