@@ -21,6 +21,7 @@ def takes_upload(options: Any) -> bool:
     ``*_upload`` flags (``video_upload``, ``audio_upload`` …)."""
     return isinstance(options, dict) and any(key.endswith("_upload") and value for key, value in options.items())
 
+
 _default_inventory = ModelInventory()
 
 

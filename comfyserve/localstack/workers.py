@@ -59,7 +59,7 @@ class WorkerProcessConfig:
     backend: str = "builtin"  # or "comfyui": a managed ComfyUI per worker process
     comfyui_dir: Path | None = None
     comfyui_python: Path | None = None
-    cache: CachePolicy = CachePolicy()
+    cache: CachePolicy = field(default_factory=CachePolicy)
     parent_pid: int | None = None  # the stack's process: the worker stops once it is gone
     parent_check_s: float = 0.25
 

@@ -131,7 +131,11 @@ def test_a_job_runs_with_its_inputs_and_every_output_file_is_collected(backend: 
     # names (this job's, for the next job with the same output node) are kept
     folders = backend.process.folders
     assert [p.name for p in folders.input.iterdir()] == []
-    assert sorted(p.name for p in folders.output.iterdir()) == ["ComfyUI_00001_.flac", "ComfyUI_00001_.mp4", "ComfyUI_00001_.png"]
+    assert sorted(p.name for p in folders.output.iterdir()) == [
+        "ComfyUI_00001_.flac",
+        "ComfyUI_00001_.mp4",
+        "ComfyUI_00001_.png",
+    ]
     assert [p.name for p in folders.temp.iterdir()] == [preview]
     assert backend.process.client is not None and backend.process.client.history(run.job_id) == {}
 
@@ -158,7 +162,11 @@ def test_previews_and_outputs_do_not_pile_up(backend: ComfyUIBackend, tmp_path: 
         nodes = prompt(extra_kinds=True)
         nodes["3"]["inputs"]["filename_prefix"] = f"run{index}"
         assert backend.run(job(tmp_path / str(index), nodes)).status == "success"
-    assert sorted(p.name for p in folders.output.iterdir()) == ["run2_00001_.flac", "run2_00001_.mp4", "run2_00001_.png"]
+    assert sorted(p.name for p in folders.output.iterdir()) == [
+        "run2_00001_.flac",
+        "run2_00001_.mp4",
+        "run2_00001_.png",
+    ]
     assert len(list(folders.temp.iterdir())) == 1
     failed = backend.run(job(tmp_path / "failed", prompt("error")))
     assert failed.status == "error"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from comfyserve.engine.cache import CachePolicy
@@ -49,7 +49,7 @@ class ComfyUIConfig:
     ready_timeout_s: float = 300.0
     interrupt_grace_s: float = 15.0  # after POST /interrupt, how long before a silent ComfyUI counts as hung
     ping_s: float = 5.0  # a websocket ping this often; one unanswered for as long means ComfyUI hangs
-    cache: CachePolicy = CachePolicy()  # passed to ComfyUI as its --cache-lru / --cache-none
+    cache: CachePolicy = field(default_factory=CachePolicy)  # passed to ComfyUI as its --cache-lru / --cache-none
     host: str = "127.0.0.1"
 
     @property

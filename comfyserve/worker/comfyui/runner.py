@@ -189,19 +189,23 @@ class PromptRun:
             followed.end = "execution_success" if status.get("status_str") == "success" else "execution_error"
             followed.end_data = {"exception_message": "the prompt ended without a result", "exception_type": ""}
         outputs, ui = self._collect(job, entry)
-        done = {"per_node_s": followed.per_node_s, "executed": followed.executed, "cached": followed.cached}
-        if followed.end == "execution_success":
-            return BackendResult(status="success", outputs=outputs, ui=ui, **done)
-        if followed.end == "execution_interrupted":
-            return BackendResult(status="interrupted", **done)
-        data = followed.end_data
-        error = JobError(
-            type="execution_error",
-            message=f"{data.get('exception_type', 'Exception')}: {data.get('exception_message', '')}".strip(),
-            node_id=_str_or_none(data.get("node_id")),
-            node_type=_str_or_none(data.get("node_type")),
+        result = BackendResult(
+            status="success", per_node_s=followed.per_node_s, executed=followed.executed, cached=followed.cached
         )
-        return BackendResult(status="error", error=error, **done)
+        if followed.end == "execution_success":
+            result.outputs, result.ui = outputs, ui
+        elif followed.end == "execution_interrupted":
+            result.status = "interrupted"
+        else:
+            data = followed.end_data
+            result.status = "error"
+            result.error = JobError(
+                type="execution_error",
+                message=f"{data.get('exception_type', 'Exception')}: {data.get('exception_message', '')}".strip(),
+                node_id=_str_or_none(data.get("node_id")),
+                node_type=_str_or_none(data.get("node_type")),
+            )
+        return result
 
     def _await_registration(self, websocket: ClientConnection) -> None:
         """Wait for the ``status`` message ComfyUI sends once it has registered the socket under our client id;

@@ -31,7 +31,7 @@ from zlib import crc32
 
 from comfyserve.localstack.websocket import WebSocket, check_upgrade
 
-PNG_HEAD = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000" "1f15c489")
+PNG_HEAD = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")
 PNG_TAIL = bytes.fromhex("0000000d49444154789c6360000002000001e5270ade0000000049454e44ae426082")
 PNG = PNG_HEAD + PNG_TAIL
 OBJECT_INFO: dict[str, Any] = {
