@@ -153,7 +153,7 @@ def _serve(stack: LocalStack, args: argparse.Namespace, hint: str, models: Path)
     job_log = JobLog(stack.adapters.bus.path, lambda line: print(line, flush=True))
     try:
         if args.backend == "comfyui":
-            print("starting ComfyUI in each worker…", flush=True)
+            print(f"starting ComfyUI in each worker… (meanwhile {stack.url}/v1/health says starting)", flush=True)
             try:
                 stack.wait_ready()  # the catalog the API validates against is ComfyUI's from here on
             except (RuntimeError, TimeoutError) as exc:
