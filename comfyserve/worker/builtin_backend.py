@@ -20,6 +20,7 @@ from comfyserve.engine.report import ExecutionResult
 from comfyserve.engine.validation import Limits
 from comfyserve.model_store.tiers import recording
 from comfyserve.worker.backend import BackendJob, BackendResult
+from comfyserve.worker.outputs import non_file_ui
 from comfyserve.worker.run_local import LocalRun, WorkflowInvalid, execute_workflow, output_files
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class BuiltinBackend:
         return BackendResult(
             status=result.status,
             outputs=[output for output in output_files(result, out_dir) if output.path.is_file()],
+            ui={node: values for node, ui in result.ui_outputs.items() if (values := non_file_ui(ui))},
             per_node_s=dict(result.timings),
             executed=list(result.executed),
             cached=list(result.cached),

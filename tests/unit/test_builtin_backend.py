@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,33 @@ def test_comfyuis_cache_options_bound_the_builtin_cache(tmp_path: Path, cache: C
         backend.close()
     assert again.status == "success" and again.cached == cached
     assert [o.relative_name for o in again.outputs] == ["x_00001_.png"]
+
+
+class ShowText:
+    """A custom node with a text UI output, as ComfyUI's PreviewAny."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"image": ("IMAGE",)}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "show"
+    OUTPUT_NODE = True
+
+    def show(self, image: Any) -> dict[str, Any]:
+        return {"ui": {"text": [f"{tuple(image.shape)}"]}}
+
+
+def test_builtin_returns_non_file_ui_outputs(tmp_path: Path) -> None:
+    registry = build_registry(PACKS)
+    registry.register_mappings({"ShowText": ShowText}, module="custom_nodes.show", builtin=False)
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 4, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ShowText", "inputs": {"image": ["1", 0]}},
+    }
+    result = BuiltinBackend(registry).run(BackendJob("job1", prompt, tmp_path))
+    assert result.status == "success", result.error
+    assert result.ui == {"2": {"text": ["(1, 4, 8, 3)"]}} and result.outputs == []
 
 
 def test_cache_options_are_checked() -> None:

@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 import urllib.error
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,7 +32,7 @@ from comfyserve.worker.backend import BackendJob, BackendResult
 from comfyserve.worker.comfyui.client import ComfyUIClient, ComfyUIHTTPError
 from comfyserve.worker.comfyui.process import Folders
 from comfyserve.worker.comfyui.retention import Retention
-from comfyserve.worker.outputs import LocalOutput
+from comfyserve.worker.outputs import LocalOutput, file_entries, non_file_ui
 
 RECV_POLL_S = 0.05  # how often the run looks at the job's cancel flag and at the process
 REGISTRATION_TIMEOUT_S = 30.0
@@ -82,26 +82,6 @@ def input_path(name: str) -> PurePosixPath:
     if path.is_absolute() or not path.parts or ".." in path.parts:
         raise BadInput(f"input {name!r} is not a relative path inside ComfyUI's input folder")
     return path
-
-
-def _is_file_entry(item: Any) -> bool:
-    return isinstance(item, dict) and isinstance(item.get("filename"), str)
-
-
-def file_entries(ui: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every file entry of a node's UI output, whatever its key (images, gifs, audio, video, 3d …)."""
-    for items in ui.values():
-        if isinstance(items, list):
-            yield from (item for item in items if _is_file_entry(item))
-
-
-def non_file_ui(ui: Mapping[str, Any]) -> dict[str, Any]:
-    """A node's UI output less its file lists: text, numbers and the like (``PreviewAny``'s ``text``)."""
-    return {
-        key: value
-        for key, value in ui.items()
-        if not (isinstance(value, list) and value and all(_is_file_entry(item) for item in value))
-    }
 
 
 class PromptRun:
