@@ -205,3 +205,12 @@ def test_the_published_catalog_is_served_as_comfyui_serves_it(tmp_path: Path) ->
     assert document["PreviewAny"]["display_name"] is None
     assert list(document["Wan22ImageToVideoLatent"]["input"]["required"]) == ["vae", "width"]
     assert document["SaveVideo"]["input"]["hidden"] == {"prompt": ["PROMPT"]}  # V3's shape, kept
+
+
+def test_an_awaited_catalog_is_starting_until_one_is_published(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path, BlobUrlSigner("http://h", b"s"))
+    assert not PublishedCatalog(blobs, Catalog.packaged(), refresh_s=0.0).starting  # a builtin fleet: no wait
+    live = PublishedCatalog(blobs, Catalog.packaged(), refresh_s=0.0, awaited=True)
+    assert live.starting
+    publish_catalog(blobs, export_catalog(FOREIGN))
+    assert not live.starting
