@@ -203,6 +203,22 @@ def test_cache_none_is_passed_to_comfyui_and_every_job_runs_every_node(tmp_path:
     assert output == []  # nothing cached, so no file kept
 
 
+def test_an_input_named_outside_the_input_folder_fails_the_job_before_comfyui_sees_it(
+    backend: ComfyUIBackend, tmp_path: Path
+) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(PNG)
+    events = Recorder()
+    result = backend.run(job(tmp_path, prompt(image="../photo.png"), inputs={"../photo.png": photo}, on_event=events))
+    assert result.status == "error" and result.error is not None
+    assert (result.error.type, result.error.message) == (
+        "invalid_input",
+        "input '../photo.png' is not a relative path inside ComfyUI's input folder",
+    )
+    assert not (backend.process.folders.root / "photo.png").exists()
+    assert events.events == []  # never queued: ComfyUI said nothing about it
+
+
 def test_a_node_failure_is_the_jobs_error(backend: ComfyUIBackend, tmp_path: Path) -> None:
     result = backend.run(job(tmp_path, prompt("error")))
     assert result.status == "error"
