@@ -43,7 +43,6 @@ class ComfyUIBackend:
             self.retention.reset()  # a fresh ComfyUI: its cache names no file
             self.process.start()
             self._object_info = None
-            self._raw_object_info()
 
     def _client(self) -> ComfyUIClient:
         client = self.process.client
