@@ -234,7 +234,7 @@ class ComfyServeStack(Stack):
         api = Api(
             self,
             "Api",
-            environment=environment,
+            environment={**environment, "COMFYSERVE_BACKEND": settings.backend},  # a comfyui fleet's start-up
             limits=UsageLimits(
                 rate_limit=settings.api_rate_limit,
                 burst_limit=settings.api_burst_limit,
@@ -247,7 +247,7 @@ class ComfyServeStack(Stack):
         drop_folder = DropFolder(
             self,
             "DropFolder",
-            environment=environment,
+            environment={**environment, "COMFYSERVE_BACKEND": settings.backend},
             bus=bus,
             access_logs=access_logs,
             retention=retention,

@@ -133,7 +133,11 @@ class UploadView(_Response):
 
 
 class Health(_Response):
-    status: str = "ok"
+    status: str = Field(
+        default="ok",
+        description="ok; or starting while the workers' node catalog is not published yet (a ComfyUI fleet "
+        "starting): a workflow the stand-in catalog refuses is answered 503 with Retry-After meanwhile.",
+    )
     nodes: int = Field(description="Node classes in the catalog.")
 
 

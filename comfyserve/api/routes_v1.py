@@ -141,4 +141,5 @@ def register(app: APIGatewayRestResolver, service: JobService) -> None:
 
     @app.get("/v1/health", summary="Health check", description="No API key needed.", tags=["service"])
     def health() -> Health:
-        return Health(nodes=len(service.deps.catalog))
+        catalog = service.deps.catalog
+        return Health(status="starting" if catalog.starting else "ok", nodes=len(catalog))

@@ -35,7 +35,8 @@ def aws_service(
     """The job service; model names are checked against the published inventory when
     ``COMFYSERVE_MODELS_BUCKET`` is set (docs/MODELS.md), else any name is accepted and the worker checks it.
     Workflows are validated against ``catalog``, by default the catalog the workers published under
-    ``COMFYSERVE_CATALOG_KEY`` (the packaged one until they have)."""
+    ``COMFYSERVE_CATALOG_KEY`` (the packaged one until they have: for a ``COMFYSERVE_BACKEND=comfyui`` fleet the
+    service is then starting, and a workflow the packaged catalog refuses is a 503, not a 400)."""
     session = session or boto3.session.Session()
     ports = aws_ports(names, session=session, client_config=client_config)
     deps = ServiceDeps(
@@ -43,7 +44,13 @@ def aws_service(
         queue=ports.queue,
         jobs=ports.jobs,
         events=ports.events,
-        catalog=catalog or PublishedCatalog(ports.blobs, Catalog.packaged(), key=names.catalog_key),
+        catalog=catalog
+        or PublishedCatalog(
+            ports.blobs,
+            Catalog.packaged(),
+            key=names.catalog_key,
+            awaited=os.environ.get("COMFYSERVE_BACKEND") == "comfyui",
+        ),
         settings=settings,
         inventory=api_inventory(ModelStoreSettings.from_env(), session.client("s3", config=client_config)),
     )

@@ -1,4 +1,5 @@
-"""``comfyserve make-test-models DIR [--for WORKFLOW.json ...]``: write tiny random-weight model files."""
+"""``comfyserve make-test-models DIR [--for WORKFLOW.json ...] [--comfyui]``: write tiny random-weight model files
+(with ``--comfyui``, in sizes ComfyUI loads too)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def add_parser(subparsers: Any) -> None:
         metavar="WORKFLOW.json",
         help="write the model files this API-format workflow names (repeatable); default: one of each kind",
     )
+    parser.add_argument(
+        "--comfyui",
+        action="store_true",
+        help="stand-ins ComfyUI loads too, so one set serves both backends (SD1.x only; about 640 MB a checkpoint)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -32,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.directory.exists() and not args.directory.is_dir():
         raise UsageError(f"{args.directory} exists and is not a directory")
-    for path in make_test_models(args.directory, args.workflows):
+    for path in make_test_models(args.directory, args.workflows, comfyui=args.comfyui):
         print(path)
     return 0

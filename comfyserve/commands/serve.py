@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from comfyserve.commands.comfyui import add_comfyui_options
 from comfyserve.commands.common import UsageError
+from comfyserve.engine.cache import CachePolicy
 from comfyserve.service.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -53,6 +54,16 @@ def add_parser(subparsers: Any) -> None:
         choices=("builtin", "comfyui"),
         default=os.environ.get("COMFYSERVE_BACKEND") or "builtin",
         help="execution backend (default: $COMFYSERVE_BACKEND, else builtin); comfyui runs a managed ComfyUI",
+    )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache-lru",
+        type=int,
+        metavar="N",
+        help="keep at most N node results (least recently used first out), as ComfyUI's --cache-lru; either backend",
+    )
+    cache.add_argument(
+        "--cache-none", action="store_true", help="keep no node result: every node runs every time (either backend)"
     )
     add_comfyui_options(parser)
     parser.set_defaults(func=run)
@@ -91,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give 1 or more (with no worker, every job would stay queued)")
+    try:
+        cache = CachePolicy(lru=args.cache_lru, none=args.cache_none)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.models is not None and not args.models.is_dir():
         raise UsageError(f"--models {args.models} is not a directory")
     if args.backend == "comfyui" and (args.comfyui_dir is None or not (args.comfyui_dir / "main.py").is_file()):
@@ -110,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             backend=args.backend,
             comfyui_dir=args.comfyui_dir,
             comfyui_python=args.comfyui_python,
+            cache=cache,
         )
         stack.start()
     except BaseException:
@@ -137,7 +153,7 @@ def _serve(stack: LocalStack, args: argparse.Namespace, hint: str, models: Path)
     job_log = JobLog(stack.adapters.bus.path, lambda line: print(line, flush=True))
     try:
         if args.backend == "comfyui":
-            print("starting ComfyUI in each worker…", flush=True)
+            print(f"starting ComfyUI in each worker… (meanwhile {stack.url}/v1/health says starting)", flush=True)
             try:
                 stack.wait_ready()  # the catalog the API validates against is ComfyUI's from here on
             except (RuntimeError, TimeoutError) as exc:

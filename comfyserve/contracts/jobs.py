@@ -132,6 +132,11 @@ class OutputRef(_Contract):
     type: OutputType = "output"
 
 
+UiOutputs = dict[str, dict[str, JsonValue]]
+"""Node id -> the part of its UI output that is not a file (``PreviewAny``'s ``text``, numbers …), as ComfyUI's
+history lists it."""
+
+
 class JobError(_Contract):
     type: str
     message: str
@@ -162,6 +167,7 @@ class JobRecord(_Contract):
     progress: Progress | None = None
     timings: Timings = Field(default_factory=Timings)
     outputs: list[OutputRef] = Field(default_factory=list)
+    ui: UiOutputs = Field(default_factory=dict)
     error: JobError | None = None
     attempts: int = Field(default=0, ge=0)
     cancel_requested: bool = False
@@ -193,6 +199,7 @@ class JobUpdate(_Contract):
     progress: Progress | None = None
     timings: Timings | None = None
     outputs: list[OutputRef] | None = None
+    ui: UiOutputs | None = None
     error: JobError | None = None
     attempts: int | None = Field(default=None, ge=0)
     cancel_requested: bool | None = None

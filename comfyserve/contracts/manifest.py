@@ -12,7 +12,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from comfyserve.contracts.jobs import JobError, JobId, JobStatus, OutputRef, Tenant, Timings, UtcDatetime, utc_now
+from comfyserve.contracts.jobs import (
+    JobError,
+    JobId,
+    JobStatus,
+    OutputRef,
+    Tenant,
+    Timings,
+    UiOutputs,
+    UtcDatetime,
+    utc_now,
+)
 
 MANIFEST_NAME = "manifest.json"
 ManifestStatus = Literal["succeeded", "failed", "cancelled"]
@@ -45,6 +55,7 @@ class JobManifest(BaseModel):
     tenant: Tenant
     status: ManifestStatus
     outputs: list[OutputRef] = Field(default_factory=list)
+    ui: UiOutputs = Field(default_factory=dict)  # the non-file UI outputs, by node
     error: JobError | None = None
     timings: Timings = Field(default_factory=Timings)
     cold_start: bool = False  # the worker's first job since it started (timings.cold_start_s is its start-up)

@@ -13,9 +13,12 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
 GIB = 1024**3
+DEFAULT_ENTRIES = 512
+DEFAULT_BYTES = 8 * GIB
 K = TypeVar("K")
 _SCALARS = (int, float, bool, type(None))
 _SCALAR_BYTES = 28  # CPython's size of a small int or a float; only buffers need to be counted precisely
@@ -98,7 +101,7 @@ def measure(outputs: list[list[Any]], ui: dict[str, Any] | None) -> tuple[int, d
 class OutputCache:
     """LRU by entry count and estimated bytes; safe to share between threads."""
 
-    def __init__(self, max_entries: int = 512, max_bytes: int = 8 * GIB) -> None:
+    def __init__(self, max_entries: int = DEFAULT_ENTRIES, max_bytes: int = DEFAULT_BYTES) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
@@ -174,3 +177,31 @@ class OutputCache:
             if record[1] == 0:
                 del self._buffers[ident]
                 self._bytes -= record[2]
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """ComfyUI's cache options, offered by both backends: the default, ``--cache-lru N`` (keep at most N node
+    results, least recently used first out) or ``--cache-none`` (keep nothing: every node runs every time).
+
+    The default is each backend's own: ComfyUI's classic cache (the previous prompt's results) on the ComfyUI
+    backend, an LRU of :data:`DEFAULT_ENTRIES` results bounded by :data:`DEFAULT_BYTES` on the built-in one."""
+
+    lru: int | None = None
+    none: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lru is not None and self.none:
+            raise ValueError("--cache-lru and --cache-none exclude each other")
+        if self.lru is not None and self.lru < 1:
+            raise ValueError(f"--cache-lru needs a number of node results of at least 1, got {self.lru}")
+
+    @property
+    def max_entries(self) -> int:
+        """The built-in output cache's bound on entries."""
+        return 0 if self.none else self.lru or DEFAULT_ENTRIES
+
+    def comfyui_args(self) -> tuple[str, ...]:
+        if self.none:
+            return ("--cache-none",)
+        return ("--cache-lru", str(self.lru)) if self.lru is not None else ()

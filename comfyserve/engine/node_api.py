@@ -15,6 +15,13 @@ from comfyserve.engine.inventory import ModelInventory
 MODEL_FOLDER = "model_folder"
 IMAGE_UPLOAD = "image_upload"
 
+
+def takes_upload(options: Any) -> bool:
+    """Whether an input's options mark it as taking an uploaded file: ``image_upload`` or ComfyUI's other
+    ``*_upload`` flags (``video_upload``, ``audio_upload`` …)."""
+    return isinstance(options, dict) and any(key.endswith("_upload") and value for key, value in options.items())
+
+
 _default_inventory = ModelInventory()
 
 

@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from comfyserve.engine.errors import CatalogError
+from comfyserve.engine.node_api import IMAGE_UPLOAD, takes_upload
 
 INPUT_KINDS = ("required", "optional", "hidden")
 
@@ -169,8 +170,9 @@ class NodeSpec:
             inputs: dict[str, InputSpec] = {}
             for kind in INPUT_KINDS:
                 for input_name, entry in _in_input_order(info, kind):
-                    if kind == "hidden":
-                        inputs[input_name] = InputSpec(input_name, str(entry), {}, kind)
+                    if kind == "hidden":  # V3 nodes list them as ["PROMPT"], classic ones as "PROMPT"
+                        hidden = entry[0] if isinstance(entry, list) and entry else entry
+                        inputs[input_name] = InputSpec(input_name, str(hidden), {}, kind)
                     else:
                         inputs[input_name] = _input_from_declaration(name, input_name, entry, kind)
             engine = info.get("comfyserve", {})
@@ -186,7 +188,7 @@ class NodeSpec:
                 input_is_list=bool(engine.get("input_is_list", False)),
                 not_idempotent=bool(engine.get("not_idempotent", False)),
                 category=str(info.get("category", "sd")),
-                display_name=str(info.get("display_name", name)),
+                display_name=str(info.get("display_name") or name),
                 description=str(info.get("description", "")),
                 python_module=str(info.get("python_module", "nodes")),
                 deprecated=bool(info.get("deprecated", False)),
@@ -213,6 +215,8 @@ def _input_from_declaration(node: str, input_name: str, entry: Any, kind: str) -
         raise CatalogError(f"{node}: input {input_name!r} must be declared as (TYPE, options), got {entry!r}")
     head = entry[0]
     options = dict(entry[1]) if len(entry) > 1 and isinstance(entry[1], Mapping) else {}
+    if takes_upload(options):  # validation matches any uploaded file's name, whatever the media
+        options[IMAGE_UPLOAD] = True
     type_: str | tuple[Any, ...] = tuple(head) if isinstance(head, list | tuple) else str(head)
     return InputSpec(input_name, type_, options, kind)
 

@@ -124,13 +124,14 @@ def validate_prompt(
     failed: list[tuple[str, list[ErrorDict]]] = []
     node_errors: dict[str, Any] = {}
     for output_id in outputs:
-        visited = checker.check_output(output_id)
+        checker.check_output(output_id)
         if checker.states[output_id].ok:
             good.append(output_id)
             continue
         failed.append((output_id, checker.states[output_id].errors))
-        for node_id in visited:
-            state = checker.states[node_id]
+        # ComfyUI's order: every node validated so far, each after its inputs; and, as ComfyUI does, a failed
+        # output is added to the dependents of every node with errors found so far.
+        for node_id, state in checker.states.items():
             if state.errors:
                 entry = node_errors.setdefault(
                     node_id,

@@ -31,6 +31,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from comfyserve.api.app import build_app
 from comfyserve.api.auth import Authenticator, authenticator_from_settings
+from comfyserve.engine.cache import CachePolicy
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.registry import build_registry
@@ -96,6 +97,7 @@ class LocalStack:
         backend: str = "builtin",
         comfyui_dir: Path | None = None,
         comfyui_python: Path | None = None,
+        cache: CachePolicy = CachePolicy(),
     ) -> None:
         if workers < 0:
             raise ValueError("workers must be 0 or more")
@@ -117,6 +119,7 @@ class LocalStack:
         self.backend = backend
         self.comfyui_dir = comfyui_dir
         self.comfyui_python = comfyui_python
+        self.cache = cache  # ComfyUI's --cache-lru / --cache-none, on either backend
         self.processes: list[BaseProcess] = []
         self._ready: list[Event] = []
         self._started_at: list[float] = []
@@ -181,7 +184,7 @@ class LocalStack:
             events=adapters.bus,
             catalog=self._catalog()
             if self.backend == "builtin"
-            else PublishedCatalog(adapters.blobs, Catalog.packaged(), refresh_s=1.0),
+            else PublishedCatalog(adapters.blobs, Catalog.packaged(), refresh_s=1.0, awaited=True),
             settings=self.settings,
             inventory=inventory,
             metrics=lambda tenant: worker_metrics(self.data_dir, tenant),
@@ -219,6 +222,7 @@ class LocalStack:
             backend=self.backend,
             comfyui_dir=self.comfyui_dir,
             comfyui_python=self.comfyui_python,
+            cache=self.cache,
             parent_pid=os.getpid(),
         )
 

@@ -303,3 +303,10 @@ TINY: dict[ModelFamily, FamilyDims] = {
 }
 """Test widths: same structure, multiples of 16 (so GroupNorm uses 16 groups, see ``configs``); CLIP-L and
 bigG differ in width so that the two SDXL encoders stay distinguishable."""
+
+COMFYUI_LOADABLE: dict[ModelFamily, FamilyDims] = {
+    ModelFamily.SD1: _sd1((320, 320, 320, 320), _FULL_VAE, ClipDims(768, 12, 3072)),
+}
+"""The smallest widths ComfyUI loads too: it detects SD1.5 by a 320-wide first UNet block and a 768-wide
+context, and builds the text encoder and the VAE at their published sizes whatever the file holds, so those
+two are full size (a 320-wide UNet at every level; about 640 MB in fp16)."""

@@ -109,25 +109,28 @@ def write_full_size_checkpoint(family: ModelFamily, path: Path, timeout_s: float
     subprocess.run([sys.executable, "-c", code, family.value, str(path)], check=True, timeout=timeout_s)
 
 
-def tiny_checkpoint(family: ModelFamily, seed: int = 0) -> StateDict:
-    """A random checkpoint of ``family`` with the published key layout and tiny widths."""
-    sd = _materialise(layout.checkpoint_shapes(family, layout.TINY[family]), seed)
+Sizes = Mapping[ModelFamily, layout.FamilyDims]
+
+
+def tiny_checkpoint(family: ModelFamily, seed: int = 0, sizes: Sizes = layout.TINY) -> StateDict:
+    """A random checkpoint of ``family`` with the published key layout and tiny widths (or ``sizes``)."""
+    sd = _materialise(layout.checkpoint_shapes(family, sizes[family]), seed)
     if family is ModelFamily.SD2_V:  # what ComfyUI's v-prediction test looks at (detect.py)
         gen = torch.Generator().manual_seed(seed + 1)
         sd[V_PRED_NORM_KEY] = (0.3 * torch.randn(sd[V_PRED_NORM_KEY].shape, generator=gen)).half()
     return sd
 
 
-def tiny_vae(seed: int = 0) -> StateDict:
+def tiny_vae(seed: int = 0, sizes: Sizes = layout.TINY) -> StateDict:
     """A standalone VAE file's keys (no ``first_stage_model.`` prefix)."""
-    return _materialise(layout.vae_shapes(layout.TINY[ModelFamily.SD1].vae, prefix=""), seed)
+    return _materialise(layout.vae_shapes(sizes[ModelFamily.SD1].vae, prefix=""), seed)
 
 
-def _unet_lora_modules(family: ModelFamily) -> dict[str, tuple[int, ...]]:
+def _unet_lora_modules(family: ModelFamily, sizes: Sizes) -> dict[str, tuple[int, ...]]:
     """kohya module name -> weight shape; SD1.x/SD2.x LoRAs use diffusers names, SDXL ones LDM names."""
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
-    shapes = layout.unet_shapes(layout.TINY[family].unet)
+    shapes = layout.unet_shapes(sizes[family].unet)
     targets = {k: v for k, v in shapes.items() if _UNET_LORA_TARGETS.search(k)}
     if family.is_xl:
         return {k[len(layout.UNET_PREFIX) : -len(".weight")]: v for k, v in targets.items()}
@@ -150,10 +153,10 @@ def _clip_lora_modules(dims: layout.ClipDims) -> dict[str, tuple[int, int]]:
     return out
 
 
-def tiny_lora(family: ModelFamily, seed: int = 0) -> StateDict:
+def tiny_lora(family: ModelFamily, seed: int = 0, sizes: Sizes = layout.TINY) -> StateDict:
     """A kohya-format LoRA (rank 4, alpha 2) for the UNet and text encoders of the tiny ``family`` model."""
-    dims = layout.TINY[family]
-    modules = {"lora_unet_" + k.replace(".", "_"): v for k, v in _unet_lora_modules(family).items()}
+    dims = sizes[family]
+    modules = {"lora_unet_" + k.replace(".", "_"): v for k, v in _unet_lora_modules(family, sizes).items()}
     if family.is_xl:
         encoders = [("lora_te1_", dims.clip_l), ("lora_te2_", dims.open_clip)]
     else:
@@ -182,6 +185,7 @@ def save(sd: StateDict, path: Path) -> None:
         save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
     else:
         torch.save({"state_dict": sd} if path.suffix.lower() == ".ckpt" else sd, path)
+    path.chmod(0o644)  # safetensors writes owner-only files: a model folder is read by others (ComfyUI, workers)
 
 
 def family_from_name(name: str) -> ModelFamily:
@@ -246,12 +250,12 @@ def _safe_relative(folder: str, name: str) -> str:
     return f"{folder}/{path}"
 
 
-def _state_dict(kind: str, family: ModelFamily, seed: int) -> StateDict:
+def _state_dict(kind: str, family: ModelFamily, seed: int, sizes: Sizes) -> StateDict:
     if kind == "checkpoint":
-        return tiny_checkpoint(family, seed)
+        return tiny_checkpoint(family, seed, sizes)
     if kind == "lora":
-        return tiny_lora(family, seed)
-    return tiny_vae(seed)
+        return tiny_lora(family, seed, sizes)
+    return tiny_vae(seed, sizes)
 
 
 def _workflow_prompt(document: Any) -> Mapping[str, Any]:
@@ -262,12 +266,14 @@ def _workflow_prompt(document: Any) -> Mapping[str, Any]:
     raise ModelRequestError("a workflow must be a JSON object of nodes (API format)")
 
 
-def make_test_models(directory: Path, workflows: Iterable[Path] = ()) -> list[Path]:
-    """Write tiny models into ``directory/<folder>/`` (the default set, or what ``workflows`` name)."""
+def make_test_models(directory: Path, workflows: Iterable[Path] = (), comfyui: bool = False) -> list[Path]:
+    """Write tiny models into ``directory/<folder>/`` (the default set, or what ``workflows`` name); with
+    ``comfyui``, in the smallest sizes ComfyUI loads too (:data:`layout.COMFYUI_LOADABLE`: SD1.x only)."""
+    sizes: Sizes = layout.COMFYUI_LOADABLE if comfyui else layout.TINY
     wanted: dict[str, tuple[str, ModelFamily]] = {}
     workflow_list = list(workflows)
     if not workflow_list:
-        wanted.update(DEFAULT_FILES)
+        wanted.update({name: entry for name, entry in DEFAULT_FILES.items() if entry[1] in sizes})
     for workflow in workflow_list:
         try:
             document = json.loads(workflow.read_text(encoding="utf-8"))
@@ -281,9 +287,14 @@ def make_test_models(directory: Path, workflows: Iterable[Path] = ()) -> list[Pa
                     f"{relative} is asked for as a {previous[1].value} {previous[0]} and as a "
                     f"{request.family.value} {request.kind}"
                 )
+    unloadable = sorted(f"{name} ({family.value})" for name, (_, family) in wanted.items() if family not in sizes)
+    if unloadable:
+        raise ModelRequestError(
+            f"no stand-in ComfyUI loads too for {', '.join(unloadable)}: --comfyui writes SD1.x files only"
+        )
     written = []
     for relative, (kind, family) in sorted(wanted.items()):
         path = directory / relative
-        save(_state_dict(kind, family, _seed(str(PurePosixPath(relative).with_suffix("")))), path)
+        save(_state_dict(kind, family, _seed(str(PurePosixPath(relative).with_suffix(""))), sizes), path)
         written.append(path)
     return written

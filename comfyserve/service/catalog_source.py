@@ -28,12 +28,15 @@ DEFAULT_CATALOG_KEY = "catalog/object_info.json"
 def publish_catalog(blobs: BlobStore, object_info: Mapping[str, Any], key: str = DEFAULT_CATALOG_KEY) -> BlobInfo:
     """Publish a catalog document (``/object_info`` shape); the same content always gets the same ETag."""
     Catalog.from_object_info(dict(object_info))  # never publish what the API could not read
-    data = json.dumps(object_info, sort_keys=True, separators=(",", ":")).encode()
+    data = json.dumps(object_info, separators=(",", ":")).encode()  # ComfyUI's order is part of what it serves
     return blobs.put(key, data, "application/json")
 
 
 class PublishedCatalog(Catalog):
-    """A :class:`Catalog` that follows the published object (``fallback`` until there is one)."""
+    """A :class:`Catalog` that follows the published object (``fallback`` until there is one).
+
+    With ``awaited`` (a ComfyUI fleet, whose catalog is ComfyUI's, not the fallback's), the catalog is
+    :attr:`starting` until the first one is published: a workflow the fallback refuses may well be valid then."""
 
     def __init__(
         self,
@@ -43,22 +46,28 @@ class PublishedCatalog(Catalog):
         key: str = DEFAULT_CATALOG_KEY,
         refresh_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        awaited: bool = False,
     ) -> None:
         self._blobs = blobs
         self._fallback = fallback
+        self._awaited = awaited
         self._key = key
         self._refresh_s = refresh_s
         self._clock = clock
         self._checked_at: float | None = None
         self._version: str | None = None
         self._lock = threading.Lock()
-        super().__init__(fallback.specs, fallback.node_classes)
+        super().__init__(fallback.specs, fallback.node_classes, fallback.document)
 
     @property
     def version(self) -> str | None:
         """The ETag of the published catalog in use, ``None`` while on the fallback."""
         self._refresh()
         return self._version
+
+    @property
+    def starting(self) -> bool:
+        return self._awaited and self.version is None
 
     @property
     def specs(self) -> dict[str, NodeSpec]:
@@ -100,4 +109,5 @@ class PublishedCatalog(Catalog):
     def _use(self, catalog: Catalog, version: str | None) -> None:
         self._specs = catalog.specs
         self.node_classes = catalog.node_classes
+        self.document = catalog.document
         self._version = version

@@ -15,7 +15,7 @@ from typing import Any
 
 from comfyserve import __version__
 from comfyserve.engine.inventory import FOLDER_ALIASES, ModelInventory
-from comfyserve.engine.node_api import IMAGE_UPLOAD
+from comfyserve.engine.node_api import takes_upload
 from comfyserve.service import keys
 from comfyserve.service.assets import ASSETS_FOLDER
 from comfyserve.service.deps import ServiceDeps
@@ -49,7 +49,7 @@ def with_choices(object_info: dict[str, Any], models: dict[str, list[str]], imag
                     continue
                 if MODEL_FOLDER in options:
                     choices = models.get(str(options[MODEL_FOLDER]), [])
-                elif options.get(IMAGE_UPLOAD):
+                elif takes_upload(options):
                     choices = images
                 else:
                     continue

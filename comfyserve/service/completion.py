@@ -115,6 +115,7 @@ class Completion:
             manifest.job_status,
             finished_at=manifest.written_at,
             outputs=manifest.outputs,
+            ui=manifest.ui,
             error=manifest.error,
             timings=manifest.timings,
             final_event="pending",

@@ -149,6 +149,15 @@ class Unavailable(ServiceError):
 
     status = 503
     default_type = "service_unavailable"
+    retry_after_s: ClassVar[int] = 1
 
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1"}
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class Starting(Unavailable):
+    """503: the fleet's catalog is not published yet (its ComfyUI is starting), and the workflow names what the
+    stand-in catalog does not have; nothing was accepted and the request may be retried."""
+
+    default_type = "starting"
+    retry_after_s = 5

@@ -98,9 +98,10 @@ def queue_item(deps: ServiceDeps, record: JobRecord) -> list[Any]:
 
 def history_entry(deps: ServiceDeps, record: JobRecord) -> dict[str, Any]:
     """The history entry of a finished job (ComfyUI lists only finished prompts in its history)."""
-    outputs: dict[str, dict[str, list[dict[str, str]]]] = {}
+    outputs: dict[str, dict[str, Any]] = {node_id: dict(values) for node_id, values in record.ui.items()}
     for ref in record.outputs:
-        outputs.setdefault(ref.node_id, {"images": []})["images"].append(output_location(ref, prompt_id_of(record)))
+        images = outputs.setdefault(ref.node_id, {}).setdefault("images", [])
+        images.append(output_location(ref, prompt_id_of(record)))
     succeeded = record.status is JobStatus.SUCCEEDED
     return {
         "prompt": queue_item(deps, record),

@@ -11,6 +11,7 @@ from comfyserve.engine.errors import WorkflowFormatError
 from comfyserve.engine.prompt_format import workflow_from_json
 from comfyserve.engine.validation import ValidationResult, make_error, validate_prompt
 from comfyserve.service.deps import ServiceDeps
+from comfyserve.service.errors import Starting
 
 PREFIX_INPUT = "filename_prefix"
 MAX_PREFIX_CHARS = 200
@@ -25,10 +26,11 @@ def check_workflow(
     targets: list[str] | None = None,
     strict: bool = True,
 ) -> ValidationResult:
-    """ComfyUI's validation result for ``document`` (a bare prompt or ``{"prompt": ...}``); never raises.
+    """ComfyUI's validation result for ``document`` (a bare prompt or ``{"prompt": ...}``).
 
     ``input_names`` are the names ``LoadImage`` may use; ``None`` leaves them unchecked. ``strict`` requires
     every output to be valid; without it, as in ComfyUI, valid outputs run and ``node_errors`` lists the rest.
+    Raises :class:`Starting` instead of refusing a workflow while the catalog only stands in for the fleet's.
     """
     try:
         prompt = parse_workflow(document)
@@ -66,6 +68,13 @@ def check_prompt(
         limits=deps.settings.limits,
         node_classes=deps.catalog.node_classes,
     )
+    if not result.ok and deps.catalog.starting:
+        raise Starting(
+            "The workers are starting: their node catalog is not published yet",
+            details=f"retry in {Starting.retry_after_s} s; the stand-in catalog says: {result.error['message']}"
+            if result.error
+            else "",
+        )
     return _check_prefixes(prompt, result) if result.ok else result
 
 

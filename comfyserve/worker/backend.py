@@ -45,6 +45,7 @@ class BackendResult:
 
     status: Literal["success", "error", "interrupted"]
     outputs: list[LocalOutput] = field(default_factory=list)  # every output file (images, videos, audio …)
+    ui: dict[str, dict[str, Any]] = field(default_factory=dict)  # node id -> its non-file UI output (text …)
     per_node_s: dict[str, float] = field(default_factory=dict)
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)

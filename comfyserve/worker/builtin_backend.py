@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from comfyserve.contracts.jobs import JobError
+from comfyserve.engine.cache import CachePolicy
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.executor import Executor
 from comfyserve.engine.file_cache import FileReplayCache
@@ -19,6 +20,7 @@ from comfyserve.engine.report import ExecutionResult
 from comfyserve.engine.validation import Limits
 from comfyserve.model_store.tiers import recording
 from comfyserve.worker.backend import BackendJob, BackendResult
+from comfyserve.worker.outputs import non_file_ui
 from comfyserve.worker.run_local import LocalRun, WorkflowInvalid, execute_workflow, output_files
 
 log = logging.getLogger(__name__)
@@ -35,14 +37,16 @@ class BuiltinBackend:
         limits: Limits | None = None,
         node_packs: Sequence[str] | None = None,
         custom_nodes: Sequence[Path] = (),
+        cache: CachePolicy = CachePolicy(),
     ) -> None:
         """``registry`` as given, or built on :meth:`start` from ``node_packs`` (default: every built-in pack)
-        and the ``custom_nodes`` folders."""
+        and the ``custom_nodes`` folders; ``cache`` bounds the output cache as ComfyUI's options do."""
         self.registry = registry
         self.models = models or ModelInventory()
         self.limits = limits or Limits()
         self._node_packs = node_packs
         self._custom_nodes = tuple(custom_nodes)
+        self._cache = cache
         self._executor: Executor | None = None
 
     def start(self) -> None:
@@ -54,7 +58,7 @@ class BuiltinBackend:
             for failure in self.registry.failures:
                 log.warning("skipped node pack %s: %s", failure.pack, failure.error)
         if self._executor is None:
-            self._executor = Executor(self.registry, cache=FileReplayCache())
+            self._executor = Executor(self.registry, cache=FileReplayCache(self._cache.max_entries))
 
     def run(self, job: BackendJob) -> BackendResult:
         self.start()
@@ -85,6 +89,7 @@ class BuiltinBackend:
         return BackendResult(
             status=result.status,
             outputs=[output for output in output_files(result, out_dir) if output.path.is_file()],
+            ui={node: values for node, ui in result.ui_outputs.items() if (values := non_file_ui(ui))},
             per_node_s=dict(result.timings),
             executed=list(result.executed),
             cached=list(result.cached),

@@ -422,6 +422,7 @@ class Worker:
             tenant=record.tenant,
             status=status,
             outputs=outputs,
+            ui=result.ui if succeeded else {},
             error=error,
             timings=timings,
             cold_start=timings.cold_start_s is not None,

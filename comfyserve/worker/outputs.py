@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import mimetypes
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from comfyserve.contracts.jobs import OutputOptions, OutputRef, OutputType
 from comfyserve.contracts.manifest import JobManifest, job_prefix, manifest_key
@@ -31,6 +33,26 @@ class LocalOutput:
     path: Path
     relative_name: str
     type: OutputType = "output"
+
+
+def _is_file_entry(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("filename"), str)
+
+
+def file_entries(ui: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every file entry of a node's UI output, whatever its key (images, gifs, audio, video, 3d …)."""
+    for items in ui.values():
+        if isinstance(items, list):
+            yield from (item for item in items if _is_file_entry(item))
+
+
+def non_file_ui(ui: Mapping[str, Any]) -> dict[str, Any]:
+    """A node's UI output less its file lists: text, numbers and the like (``PreviewAny``'s ``text``)."""
+    return {
+        key: value
+        for key, value in ui.items()
+        if not (isinstance(value, list) and value and all(_is_file_entry(item) for item in value))
+    }
 
 
 def encode(output: LocalOutput, options: OutputOptions) -> tuple[str, bytes, str]:

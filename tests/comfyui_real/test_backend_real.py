@@ -4,6 +4,8 @@ cancellation through /interrupt, a crash mid-job, warm caches, and the exported 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -89,9 +91,43 @@ def test_warm_caches_serve_the_next_job(backend: ComfyUIBackend, tmp_path: Path)
     first = backend.run(job(tmp_path / "a", steps_prompt(steps=2, value=0.75)))
     second = backend.run(job(tmp_path / "b", steps_prompt(steps=2, value=0.75)))
     assert first.status == second.status == "success"
-    assert "1" in second.cached and second.executed == ["2"]  # only the output node ran again
-    assert [o.relative_name for o in second.outputs] == ["pack_00001_.png"]
+    assert second.cached == ["1", "2"] and second.executed == []  # ComfyUI served the output node from its cache
+    assert [o.relative_name for o in second.outputs] == ["pack_00001_.png"]  # the first run's file, still there
+    assert second.outputs[0].path.read_bytes() == first.outputs[0].path.read_bytes()
     assert backend.process.pid == pid
+
+
+def test_the_png_carries_the_prompt_as_submitted_and_a_retry_writes_the_same_bytes(
+    backend: ComfyUIBackend, tmp_path: Path
+) -> None:
+    prompt = steps_prompt(steps=2, value=0.45, prefix="retry")
+    first = backend.run(job(tmp_path / "a", prompt, extra_pnginfo={"workflow": {"nodes": []}}))
+    with Image.open(first.outputs[0].path) as image:
+        assert json.loads(image.info["prompt"]) == prompt  # no rewritten prefix, no added input
+        assert json.loads(image.info["workflow"]) == {"nodes": []}
+    backend.process.kill()  # the retry of a released job runs on a restarted ComfyUI
+    backend.start()
+    again = backend.run(job(tmp_path / "b", prompt, extra_pnginfo={"workflow": {"nodes": []}}))
+    assert again.executed == ["1", "2"]
+    assert [o.relative_name for o in again.outputs] == [o.relative_name for o in first.outputs]
+    assert again.outputs[0].path.read_bytes() == first.outputs[0].path.read_bytes()
+
+
+def test_previews_and_text_outputs_are_collected_and_do_not_pile_up(backend: ComfyUIBackend, tmp_path: Path) -> None:
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0x204060}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+    }
+    temp = backend.process.folders.temp
+    for index in range(3):
+        prompt["1"]["inputs"]["color"] = index  # a new preview every time
+        result = backend.run(job(tmp_path / str(index), prompt))
+        assert result.status == "success", result.error
+        [preview] = result.outputs
+        assert (preview.node_id, preview.type) == ("2", "temp") and preview.path.read_bytes().startswith(b"\x89PNG")
+        assert list(result.ui) == ["3"] and isinstance(result.ui["3"]["text"][0], str)
+    assert [p.name for p in temp.rglob("*") if p.is_file()] == [preview.relative_name]  # the last job's only
 
 
 def test_cancelling_goes_through_interrupt(backend: ComfyUIBackend, tmp_path: Path) -> None:
@@ -124,6 +160,31 @@ def test_a_crash_mid_job_restarts_comfyui_and_the_job_completes_once_after(
     again = backend.run(run)  # the released job, delivered again
     assert again.status == "success"
     assert [o.relative_name for o in again.outputs] == ["pack_00001_.png"]
+
+
+def freeze_at_first_progress(backend: ComfyUIBackend, frozen: list[float]) -> Any:
+    def on_event(event: str, data: dict[str, Any]) -> None:
+        if event == "progress" and not frozen and backend.process.pid is not None:
+            os.kill(backend.process.pid, signal.SIGSTOP)  # ComfyUI answers nothing from here on
+            frozen.append(time.perf_counter())
+
+    return on_event
+
+
+@pytest.mark.parametrize("deadline", [True, False], ids=["at a deadline", "without one"])
+def test_a_frozen_comfyui_is_caught_within_the_documented_time(
+    backend: ComfyUIBackend, tmp_path: Path, deadline: bool
+) -> None:
+    """At a job's deadline /interrupt waits at most the grace period (20 s here); without one, the websocket's
+    keep-alive ping (every 5 s, 5 s to answer, 5 s to close) notices within 15 s."""
+    frozen: list[float] = []
+    run = job(tmp_path, steps_prompt(steps=400, seconds=0.05), cancel_check=lambda: deadline and bool(frozen))
+    with pytest.raises(ComfyUIRestarted, match="/interrupt" if deadline else "websocket ping"):
+        backend.run(BackendJob(**{**run.__dict__, "on_event": freeze_at_first_progress(backend, frozen)}))
+    caught = time.perf_counter() - frozen[0] - backend.process.last_start_s
+    FIGURES[f"frozen ComfyUI caught ({'at a deadline' if deadline else 'no deadline'}, s)"] = caught
+    assert caught < (backend.config.interrupt_grace_s + 1 if deadline else 3 * backend.config.ping_s + 1)
+    assert backend.run(job(tmp_path / "after", steps_prompt(steps=1))).status == "success"
 
 
 def test_per_job_overhead_over_comfyui_called_directly(backend: ComfyUIBackend, tmp_path: Path) -> None:
@@ -174,6 +235,11 @@ def test_the_exported_catalog_accepts_workflows_only_comfyui_can_run(backend: Co
     assert refused.error is not None and refused.error["type"] == "invalid_prompt"
 
 
+def errors_upstream_and_down(prompt: dict[str, Any]) -> None:
+    prompt["4"]["inputs"]["ckpt_name"] = "not-there.safetensors"
+    prompt["3"]["inputs"]["steps"] = 0
+
+
 @pytest.mark.parametrize(
     ("change", "where"),
     [
@@ -181,6 +247,7 @@ def test_the_exported_catalog_accepts_workflows_only_comfyui_can_run(backend: Co
         (lambda p: p["4"]["inputs"].update({"ckpt_name": "not-there.safetensors"}), "model not listed"),
         (lambda p: p["3"]["inputs"].pop("seed"), "missing input"),
         (lambda p: p["3"]["inputs"].update({"steps": 0}), "below min"),
+        (errors_upstream_and_down, "two nodes: ComfyUI's order"),
     ],
 )
 def test_the_edge_refuses_as_comfyui_refuses(backend: ComfyUIBackend, change: Any, where: str) -> None:
@@ -194,4 +261,15 @@ def test_the_edge_refuses_as_comfyui_refuses(backend: ComfyUIBackend, change: An
     theirs = refused.value.body
     assert refused.value.status == 400, where
     assert ours.error == theirs["error"], where
-    assert ours.node_errors == theirs["node_errors"], where
+    assert list(ours.node_errors.items()) == list(theirs["node_errors"].items()), where  # in ComfyUI's order
+
+
+def test_the_catalog_is_comfyuis_object_info_as_it_is(backend: ComfyUIBackend) -> None:
+    client = backend.process.client
+    assert client is not None
+    theirs = client.object_info()
+    ours = Catalog.from_object_info(backend.object_info()).to_object_info()
+    assert ours == theirs and list(ours) == list(theirs)
+    assert any(info["display_name"] is None for info in ours.values())
+    for key in ("deprecated", "experimental", "api_node", "output_tooltips"):
+        assert any(key in info for info in ours.values()), key

@@ -24,6 +24,12 @@ from tests.comfyui_real.prompts import steps_prompt
 from tests.integration.stack_helpers import Api
 
 KEY = "alice-key"
+COMFYUI_ONLY = {  # PreviewAny is not a built-in node: the stand-in catalog does not have it
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+    "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    "3": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+}
+STARTING: dict[str, Any] = {}  # what the API answered while ComfyUI was starting
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +37,7 @@ def served(comfyui_dir: Path, model_root: Path, tmp_path_factory: pytest.TempPat
     data = tmp_path_factory.mktemp("serve-data")
     argv = [sys.executable, "-m", "comfyserve", "serve", "--port", "0", "--data", str(data)]
     argv += ["--models", str(model_root), "--custom-nodes", str(PACKS)]
-    argv += ["--backend", "comfyui", "--comfyui-dir", str(comfyui_dir)]
+    argv += ["--backend", "comfyui", "--comfyui-dir", str(comfyui_dir), "--cache-lru", "32"]
     env = {**os.environ, "COMFYSERVE_API_KEYS": f"alice:{KEY}"}
     started = time.perf_counter()
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -40,6 +46,12 @@ def served(comfyui_dir: Path, model_root: Path, tmp_path_factory: pytest.TempPat
     lines = []
     for line in process.stdout:
         lines.append(line)
+        early = re.search(r"starting ComfyUI in each worker… \(meanwhile (http://\S+)/v1/health", line)
+        if early:
+            STARTING["health"] = requests.get(f"{early.group(1)}/v1/health", timeout=10).json()
+            STARTING["prompt"] = requests.post(
+                f"{early.group(1)}/prompt", json={"prompt": COMFYUI_ONLY}, headers={"x-api-key": KEY}, timeout=10
+            )
         found = re.search(r"serving on (http://\S+)", line)
         if found:
             url = found.group(1)
@@ -51,6 +63,29 @@ def served(comfyui_dir: Path, model_root: Path, tmp_path_factory: pytest.TempPat
     finally:
         process.terminate()
         process.wait(60)
+
+
+def test_while_comfyui_starts_a_workflow_is_answered_503_with_retry_after_not_400(served: Api) -> None:
+    assert STARTING["health"]["status"] == "starting"
+    answer = STARTING["prompt"]
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "5" and answer.json()["error"]["type"] == "starting"
+    assert requests.get(f"{served.url}/v1/health", timeout=10).json()["status"] == "ok"  # ComfyUI's catalog now
+    commands = [path.read_bytes().split(b"\0") for path in Path("/proc").glob("[0-9]*/cmdline")]
+    assert any(b"main.py" in argv and b"--cache-lru" in argv and b"32" in argv for argv in commands)  # ComfyUI's
+
+
+def test_previews_and_text_reach_history_and_view(served: Api) -> None:
+    answer = served.http.post(f"{served.url}/prompt", json={"prompt": COMFYUI_ONLY}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    prompt_id = answer.json()["prompt_id"]
+    assert served.wait_status(prompt_id, timeout_s=60)["status"] == "succeeded"
+    outputs = served.http.get(f"{served.url}/history/{prompt_id}", timeout=10).json()[prompt_id]["outputs"]
+    [preview] = outputs["2"]["images"]
+    assert preview["type"] == "temp"
+    view = served.http.get(f"{served.url}/view", params=preview, timeout=10)
+    assert view.status_code == 200 and view.content.startswith(b"\x89PNG")
+    assert isinstance(outputs["3"]["text"][0], str)  # PreviewAny's text
 
 
 def test_a_comfyui_client_gets_progress_and_its_image(served: Api) -> None:

@@ -104,6 +104,8 @@ def test_the_workers_and_the_scaler_share_the_fleets_backend_and_the_scaler_may_
 ) -> None:
     scaler_environment = _function_environment(synth, "scaler")
     assert ScalerTarget.from_env(scaler_environment).backend == "builtin"
+    for function in ("api", "drop_folder"):  # told, so that a comfyui fleet's start-up is a 503, not a 400
+        assert _function_environment(synth, function)["COMFYSERVE_BACKEND"] == "builtin"
     assert CloudWorkerSettings.from_env(_worker_environment(synth)).backend == "builtin"
     catalog_key = AwsResourceNames.from_env(scaler_environment).catalog_key
     readable = grants(synth, function_role(synth, "scaler"), "s3:GetObject")

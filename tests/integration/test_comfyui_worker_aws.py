@@ -60,12 +60,15 @@ def test_the_worker_on_comfyui_publishes_its_catalog_and_completes_a_job_once(cl
 
     assert record.status is JobStatus.SUCCEEDED and record.attempts == 1, record.error
     prefix = f"outputs/{TENANT}/{job_id}/"
+    preview = record.outputs[1].filename  # PreviewImage-style: a random part in its name
+    assert preview.startswith("ComfyUI_temp_fake_")
     assert [(ref.key, ref.type) for ref in record.outputs] == [
         (prefix + "ComfyUI_00001_.png", "output"),
-        (prefix + "ComfyUI_temp_fake_00001_.png", "temp"),
+        (prefix + preview, "temp"),
         (prefix + "ComfyUI_00001_.flac", "output"),
         (prefix + "ComfyUI_00001_.mp4", "output"),
     ]
+    assert record.ui == {"3": {"text": ["not a file"]}}  # the non-file UI output, through the manifest
     assert blobs.get(prefix + "ComfyUI_00001_.png").startswith(b"\x89PNG")
     assert blobs.get(prefix + "ComfyUI_00001_.mp4") == b"mp4"
     assert set(record.timings.per_node) == {"2", "3"}

@@ -56,18 +56,27 @@ def env(keys: str = f"alice:{KEY}") -> dict[str, str]:
     return {**os.environ, "COMFYSERVE_API_KEYS": keys}
 
 
-def test_malformed_api_keys_are_one_line_without_the_secret_and_nothing_is_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "keys", "error"),
+    [
+        ([], "alice:ok-key,hunter2-secret-value", "API key entry 2 is not 'tenant:key'"),  # without the secret
+        (["--cache-lru", "0"], f"alice:{KEY}", "--cache-lru needs a number of node results of at least 1, got 0"),
+    ],
+)
+def test_a_refused_start_is_one_line_and_nothing_is_written(
+    tmp_path: Path, args: list[str], keys: str, error: str
+) -> None:
     data = tmp_path / "data"
     result = subprocess.run(
-        [*SERVE, "--port", "0", "--data", str(data)],
+        [*SERVE, "--port", "0", "--data", str(data), *args],
         cwd=ROOT,
-        env=env("alice:ok-key,hunter2-secret-value"),
+        env=env(keys),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == "comfyserve serve: API key entry 2 is not 'tenant:key'\n"
+    assert result.stderr == f"comfyserve serve: {error}\n"
     assert not data.exists()
 
 

@@ -156,9 +156,9 @@ def test_run_lists_every_validation_error_and_exits_1(tmp_path: Path, capsys: py
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 1
     run_err = capsys.readouterr().err
     assert run_err == (
-        "invalid: Prompt outputs failed validation\n"
-        "  node 3 (ImageBlur): value_bigger_than_max: Value 99 bigger than max of 31: blur_radius\n"
+        "invalid: Prompt outputs failed validation\n"  # ComfyUI's order: a node after its inputs
         "  node 2 (ImagePadForOutpaint): required_input_missing: Required input is missing: left\n"
+        "  node 3 (ImageBlur): value_bigger_than_max: Value 99 bigger than max of 31: blur_radius\n"
     )
     assert not (tmp_path / "o").exists()
     assert main(["validate", str(path)]) == 1

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from PIL import Image
 
 from comfyserve.cli import main
+from comfyserve.engine.cache import CachePolicy
 from comfyserve.worker.backend import BackendJob
 from comfyserve.worker.comfyui import ComfyUIBackend, ComfyUIConfig, ComfyUIError, ComfyUIRestarted
 
@@ -65,6 +69,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory, models: Path) -> Iterator[
         custom_nodes=(custom,),
         ready_timeout_s=30,
         interrupt_grace_s=1.0,
+        ping_s=0.5,
     )
     backend = ComfyUIBackend(config)
     backend.start()
@@ -83,7 +88,9 @@ def test_starts_comfyui_on_loopback_with_the_workers_folders(backend: ComfyUIBac
     assert "--disable-auto-launch" in argv
     assert argv[argv.index("--input-directory") + 1] == str(folders.input)
     assert argv[argv.index("--output-directory") + 1] == str(folders.output)
-    assert argv[argv.index("--temp-directory") + 1] == str(folders.temp)
+    # ComfyUI appends /temp to --temp-directory: its temp folder is the one the backend collects previews from
+    assert Path(argv[argv.index("--temp-directory") + 1]) / "temp" == folders.temp
+    assert "--cache-lru" not in argv and "--cache-none" not in argv  # ComfyUI's own classic cache
     paths = json.loads(Path(argv[argv.index("--extra-model-paths-config") + 1]).read_text())
     assert paths["comfyserve_models"]["base_path"] == str(models.resolve())
     assert paths["comfyserve_models"]["checkpoints"] == "checkpoints"
@@ -99,14 +106,17 @@ def test_a_job_runs_with_its_inputs_and_every_output_file_is_collected(backend: 
     result = backend.run(run)
 
     assert result.status == "success", result.error
+    preview = result.outputs[1].relative_name
+    assert re.fullmatch(r"ComfyUI_temp_fake_[0-9a-f]{5}_00001_\.png", preview)
     assert [(o.node_id, o.relative_name, o.type) for o in result.outputs] == [
         ("3", "ComfyUI_00001_.png", "output"),
-        ("3", "ComfyUI_temp_fake_00001_.png", "temp"),
+        ("3", preview, "temp"),  # a PreviewImage-style file from ComfyUI's temp folder
         ("3", "ComfyUI_00001_.flac", "output"),
         ("3", "ComfyUI_00001_.mp4", "output"),
     ]
     assert all(o.path.is_file() and o.path.is_relative_to(run.work_dir / "out") for o in result.outputs)
     assert result.outputs[2].path.read_bytes() == b"flac"
+    assert result.ui == {"3": {"text": ["not a file"]}}  # the non-file UI output, files left out
     assert result.executed == ["2", "3", "1"]  # the fake runs nodes in prompt order
     assert set(result.per_node_s) == {"1", "2", "3"}
     names = events.names()
@@ -117,11 +127,50 @@ def test_a_job_runs_with_its_inputs_and_every_output_file_is_collected(backend: 
     assert all(data["prompt_id"] == run.job_id for _, data in events.events)
     executed = next(data for event, data in events.events if event == "executed")
     assert executed["output"]["images"][0] == {"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}
-    # per-job state is freed: no run folders left, the history entry deleted
+    # per-job state is freed: the inputs removed, the history entry deleted; only the files ComfyUI's cache
+    # names (this job's, for the next job with the same output node) are kept
     folders = backend.process.folders
     assert [p.name for p in folders.input.iterdir()] == []
-    assert [p.name for p in folders.output.iterdir() if p.is_dir()] == []
+    assert sorted(p.name for p in folders.output.iterdir()) == [
+        "ComfyUI_00001_.flac",
+        "ComfyUI_00001_.mp4",
+        "ComfyUI_00001_.png",
+    ]
+    assert [p.name for p in folders.temp.iterdir()] == [preview]
     assert backend.process.client is not None and backend.process.client.history(run.job_id) == {}
+
+
+def test_the_png_carries_the_prompt_as_submitted_and_a_rerun_writes_the_same_bytes(
+    backend: ComfyUIBackend, tmp_path: Path
+) -> None:
+    nodes = prompt()
+    nodes["2"]["inputs"]["steps"] = 5  # not the previous test's prompt: nothing cached
+    first = backend.run(job(tmp_path / "a", nodes))
+    with Image.open(first.outputs[0].path) as image:
+        assert json.loads(image.info["prompt"]) == nodes  # no rewritten prefix, no added input
+    backend.process.kill()  # a retried job runs on a restarted ComfyUI
+    backend.start()
+    again = backend.run(job(tmp_path / "b", nodes))
+    assert again.executed == ["2", "3"] and again.cached == []
+    assert [o.relative_name for o in again.outputs] == [o.relative_name for o in first.outputs]
+    assert again.outputs[0].path.read_bytes() == first.outputs[0].path.read_bytes()
+
+
+def test_previews_and_outputs_do_not_pile_up(backend: ComfyUIBackend, tmp_path: Path) -> None:
+    folders = backend.process.folders
+    for index in range(3):
+        nodes = prompt(extra_kinds=True)
+        nodes["3"]["inputs"]["filename_prefix"] = f"run{index}"
+        assert backend.run(job(tmp_path / str(index), nodes)).status == "success"
+    assert sorted(p.name for p in folders.output.iterdir()) == [
+        "run2_00001_.flac",
+        "run2_00001_.mp4",
+        "run2_00001_.png",
+    ]
+    assert len(list(folders.temp.iterdir())) == 1
+    failed = backend.run(job(tmp_path / "failed", prompt("error")))
+    assert failed.status == "error"
+    assert list(folders.output.iterdir()) == list(folders.temp.iterdir()) == []
 
 
 def test_the_same_process_serves_the_next_job_with_the_same_output_names(
@@ -133,7 +182,41 @@ def test_the_same_process_serves_the_next_job_with_the_same_output_names(
     assert (
         [o.relative_name for o in first.outputs] == [o.relative_name for o in second.outputs] == ["ComfyUI_00001_.png"]
     )
+    assert second.cached == ["2", "3"] and second.executed == []  # ComfyUI served the output node from its cache
+    assert second.outputs[0].path.read_bytes() == first.outputs[0].path.read_bytes()  # its files, still there
     assert backend.process.pid == pid
+
+
+def test_cache_none_is_passed_to_comfyui_and_every_job_runs_every_node(tmp_path: Path) -> None:
+    config = ComfyUIConfig(comfyui_dir=FAKE_DIR, work_dir=tmp_path, ready_timeout_s=30, cache=CachePolicy(none=True))
+    backend = ComfyUIBackend(config)
+    try:
+        first = backend.run(job(tmp_path / "a", prompt()))
+        second = backend.run(job(tmp_path / "b", prompt()))
+        argv = json.loads((backend.process.folders.root / "fake-argv.json").read_text())
+        output = sorted(p.name for p in backend.process.folders.output.iterdir())
+    finally:
+        backend.close()
+    assert "--cache-none" in argv
+    assert second.cached == [] and second.executed == ["2", "3"]
+    assert [o.relative_name for o in second.outputs] == [o.relative_name for o in first.outputs]
+    assert output == []  # nothing cached, so no file kept
+
+
+def test_an_input_named_outside_the_input_folder_fails_the_job_before_comfyui_sees_it(
+    backend: ComfyUIBackend, tmp_path: Path
+) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(PNG)
+    events = Recorder()
+    result = backend.run(job(tmp_path, prompt(image="../photo.png"), inputs={"../photo.png": photo}, on_event=events))
+    assert result.status == "error" and result.error is not None
+    assert (result.error.type, result.error.message) == (
+        "invalid_input",
+        "input '../photo.png' is not a relative path inside ComfyUI's input folder",
+    )
+    assert not (backend.process.folders.root / "photo.png").exists()
+    assert events.events == []  # never queued: ComfyUI said nothing about it
 
 
 def test_a_node_failure_is_the_jobs_error(backend: ComfyUIBackend, tmp_path: Path) -> None:
@@ -178,6 +261,43 @@ def test_a_hung_comfyui_is_killed_and_restarted_and_the_job_given_back(backend: 
         backend.run(job(tmp_path, prompt("hang"), cancel_check=lambda: True))
     assert backend.process.alive() and backend.process.pid != pid
     assert backend.process.starts == starts + 1
+    assert backend.run(job(tmp_path / "next", prompt())).status == "success"
+
+
+def freeze_when_running(backend: ComfyUIBackend, frozen: list[float]) -> Callable[[str, dict[str, Any]], None]:
+    """An event sink that freezes ComfyUI (SIGSTOP: it answers nothing more) at the prompt's first progress."""
+
+    def record(event: str, data: dict[str, Any]) -> None:
+        if event == "progress" and not frozen and backend.process.pid is not None:
+            os.kill(backend.process.pid, signal.SIGSTOP)
+            frozen.append(time.monotonic())
+
+    return record
+
+
+@pytest.mark.parametrize(
+    ("cancel", "why"),
+    [(True, r"did not answer /interrupt within 1\.0 s"), (False, r"answered no websocket ping within 0\.5 s")],
+)
+def test_a_frozen_comfyui_is_caught_within_the_grace_or_the_ping(
+    backend: ComfyUIBackend, tmp_path: Path, cancel: bool, why: str
+) -> None:
+    """At a job's deadline (cancel) the /interrupt call waits no longer than the grace period; without one, the
+    websocket's keep-alive ping notices within three times ``ping_s``."""
+    pid = backend.process.pid
+    frozen: list[float] = []
+    caught: list[float] = []
+    real_kill = backend.process.kill
+
+    def kill() -> None:
+        caught.append(time.monotonic())
+        real_kill()
+
+    run = job(tmp_path, prompt("slow"), cancel_check=lambda: cancel and bool(frozen))
+    with mock.patch.object(backend.process, "kill", kill), pytest.raises(ComfyUIRestarted, match=why):
+        backend.run(BackendJob(**{**run.__dict__, "on_event": freeze_when_running(backend, frozen)}))
+    assert caught[0] - frozen[0] < 2.0  # the grace (1 s), or a ping, its timeout and the close (0.5 s each)
+    assert backend.process.alive() and backend.process.pid != pid
     assert backend.run(job(tmp_path / "next", prompt())).status == "success"
 
 

@@ -189,3 +189,28 @@ def test_a_store_that_fails_keeps_the_current_catalog() -> None:
     fallback = Catalog.from_object_info(export_catalog(FOREIGN))
     live = PublishedCatalog(FailingBlobs(), fallback, refresh_s=0.0)  # type: ignore[arg-type]
     assert sorted(live.specs) == sorted(FOREIGN) and live.version is None
+
+
+def test_the_published_catalog_is_served_as_comfyui_serves_it(tmp_path: Path) -> None:
+    served = copy.deepcopy(FOREIGN)
+    served["PreviewAny"].update(display_name=None, deprecated=False, experimental=True, api_node=False)
+    served["WanVAELoader"]["output_tooltips"] = ["the VAE"]
+    served = {name: served[name] for name in reversed(served)}  # ComfyUI's order, not sorted
+    blobs = LocalBlobStore(tmp_path, BlobUrlSigner("http://h", b"s"))
+    publish_catalog(blobs, export_catalog(served))
+    live = PublishedCatalog(blobs, Catalog.packaged(), refresh_s=0.0)
+    assert live.specs["PreviewAny"].display_name == "PreviewAny"  # what the edge names it in errors
+    document = live.to_object_info()
+    assert document == served and list(document) == list(served)
+    assert document["PreviewAny"]["display_name"] is None
+    assert list(document["Wan22ImageToVideoLatent"]["input"]["required"]) == ["vae", "width"]
+    assert document["SaveVideo"]["input"]["hidden"] == {"prompt": ["PROMPT"]}  # V3's shape, kept
+
+
+def test_an_awaited_catalog_is_starting_until_one_is_published(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path, BlobUrlSigner("http://h", b"s"))
+    assert not PublishedCatalog(blobs, Catalog.packaged(), refresh_s=0.0).starting  # a builtin fleet: no wait
+    live = PublishedCatalog(blobs, Catalog.packaged(), refresh_s=0.0, awaited=True)
+    assert live.starting
+    publish_catalog(blobs, export_catalog(FOREIGN))
+    assert not live.starting

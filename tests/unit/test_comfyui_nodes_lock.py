@@ -108,6 +108,21 @@ def test_a_commit_the_repository_does_not_have_fails_naming_the_command(
     packs = [LockedPack("TestPack", str(repo), "0" * 40)]
     with pytest.raises(ComfyUIError, match="git fetch --quiet --depth 1"):
         install_lock(packs, root, root / "venv" / "bin" / "python")
+    assert not (root / "custom_nodes" / "TestPack").exists()  # nothing left in the way of a retry
+
+
+def test_a_retry_after_a_failed_install_installs(pack_repo: tuple[Path, list[str]], comfyui: tuple[Path, Path]) -> None:
+    repo, commits = pack_repo
+    root, _ = comfyui
+    python = root / "venv" / "bin" / "python"
+    with pytest.raises(ComfyUIError):
+        install_lock([LockedPack("TestPack", str(repo) + "-typo", commits[0])], root, python)
+    folder = root / "custom_nodes" / "TestPack"
+    folder.mkdir()
+    git(folder, "init", "--quiet")  # what an install interrupted before its fetch leaves
+    packs = parse_lock(lock_text(repo, commits[0]))
+    assert install_lock(packs, root, python) == [(packs[0], True)]
+    assert git(folder, "rev-parse", "HEAD") == commits[0]
 
 
 def test_a_folder_in_the_way_is_not_overwritten(pack_repo: tuple[Path, list[str]], comfyui: tuple[Path, Path]) -> None:

@@ -110,8 +110,8 @@ def test_refused_workflow_lists_node_errors_as_validate_does(
     assert refused == capsys.readouterr().out
     assert refused == (
         "invalid: Prompt outputs failed validation\n"
-        "  node 3 (ImageBlur): value_bigger_than_max: Value 99 bigger than max of 31: blur_radius\n"
         "  node 2 (ImagePadForOutpaint): required_input_missing: Required input is missing: left\n"
+        "  node 3 (ImageBlur): value_bigger_than_max: Value 99 bigger than max of 31: blur_radius\n"
     )
     assert api.posted == []
 

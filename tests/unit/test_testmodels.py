@@ -93,3 +93,16 @@ def test_cli_errors_are_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as usage:
         command.run(_parse(["make-test-models", str(not_a_dir)]))
     assert str(usage.value) == f"{not_a_dir} exists and is not a directory"
+
+
+def test_the_files_are_readable_by_others(tiny_models: Path) -> None:  # noqa: F811
+    modes = {oct(p.stat().st_mode & 0o777) for p in tiny_models.rglob("*") if p.is_file()}
+    assert modes == {oct(0o644)}
+
+
+def test_comfyui_loadable_stand_ins_are_sd1_only_and_say_so(tmp_path: Path) -> None:
+    workflow = _compat("07")  # an SDXL workflow
+    args = _parse(["make-test-models", str(tmp_path / "models"), "--for", str(workflow), "--comfyui"])
+    with pytest.raises(ModelRequestError, match=r"no stand-in ComfyUI loads too for checkpoints/sd_xl_base_1\.0"):
+        args.func(args)
+    assert not (tmp_path / "models").exists()

@@ -323,3 +323,20 @@ def test_catalog_round_trip_gives_the_same_verdicts() -> None:
     sampler: NodeSpec = catalog.specs["Sampler"]
     assert sampler.declared["scheduler"].choices == ("normal", "karras")
     assert catalog.specs["Checked"].validate_hook is not None
+
+
+def test_node_errors_come_in_comfyuis_order() -> None:
+    """ComfyUI lists a node's errors after its inputs' (its ``validated`` dict, filled depth first), and adds a
+    failed output to the dependents of every node with errors found so far, even one not upstream of it."""
+    prompt = graph(**{"3__steps": 0})
+    del prompt["4"]["inputs"]["ckpt_name"]
+    prompt["19"] = {"class_type": "Save", "inputs": {"images": ["18", 0]}}
+    prompt["18"] = {"class_type": "Passthrough", "inputs": {"image": ["3", 0], "upload": "image"}}
+    prompt["29"] = {"class_type": "Save", "inputs": {"images": ["8", 0]}}
+    result = check(prompt)
+    assert [(node, entry["dependent_outputs"]) for node, entry in result.node_errors.items()] == [
+        ("4", ["9", "19", "29"]),
+        ("3", ["9", "19", "29"]),
+        ("19", ["19", "29"]),
+        ("29", ["29"]),
+    ]

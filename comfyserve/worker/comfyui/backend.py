@@ -17,6 +17,7 @@ from comfyserve.worker.comfyui.catalog import export_catalog
 from comfyserve.worker.comfyui.client import ComfyUIClient
 from comfyserve.worker.comfyui.config import ComfyUIConfig, ComfyUIError, ComfyUIRestarted
 from comfyserve.worker.comfyui.process import ComfyUIProcess
+from comfyserve.worker.comfyui.retention import Retention
 from comfyserve.worker.comfyui.runner import Died, Hung, PromptRun
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,10 @@ class ComfyUIBackend:
     def __init__(self, config: ComfyUIConfig) -> None:
         self.config = config.checked()
         self.process = ComfyUIProcess(self.config)
+        folders = self.process.folders
+        self.retention = Retention((folders.output, folders.temp), self.config.retained_jobs)
         self.client_id = f"comfyserve-{uuid.uuid4().hex[:12]}"
         self._object_info: dict[str, Any] | None = None
-        self._output_classes: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()  # one prompt at a time: ComfyUI runs one, and one socket per client id
 
@@ -38,10 +40,9 @@ class ComfyUIBackend:
         with self._lock:
             if self.process.alive():
                 return
+            self.retention.reset()  # a fresh ComfyUI: its cache names no file
             self.process.start()
             self._object_info = None
-            info = self._raw_object_info()
-            self._output_classes = frozenset(n for n, v in info.items() if isinstance(v, dict) and v.get("output_node"))
 
     def _client(self) -> ComfyUIClient:
         client = self.process.client
@@ -69,10 +70,11 @@ class ComfyUIBackend:
         runner = PromptRun(
             self._client(),
             self.process.folders,
-            self._output_classes,
+            self.retention,
             client_id=self.client_id,
             alive=self.process.alive,
             interrupt_grace_s=self.config.interrupt_grace_s,
+            ping_s=self.config.ping_s,
         )
         try:
             return runner.run(job)

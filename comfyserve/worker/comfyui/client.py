@@ -42,6 +42,10 @@ class ComfyUIClient:
             except ValueError:
                 answer = {}
             raise ComfyUIHTTPError(exc.code, answer if isinstance(answer, dict) else {}) from None
+        except urllib.error.URLError as exc:  # a timeout while connecting or sending is one, like one reading
+            if isinstance(exc.reason, TimeoutError):
+                raise TimeoutError(f"{method} {path}: no answer within {timeout_s} s") from exc
+            raise
         except http.client.HTTPException as exc:  # the connection broke mid-answer (ComfyUI died)
             raise ConnectionError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         return json.loads(text) if text.strip() else None
@@ -69,12 +73,12 @@ class ComfyUIClient:
         entry = answer.get(prompt_id) if isinstance(answer, dict) else None
         return entry if isinstance(entry, dict) else {}
 
-    def forget(self, prompt_id: str) -> None:
+    def forget(self, prompt_id: str, timeout_s: float = HTTP_TIMEOUT_S) -> None:
         """Delete the prompt's history entry (ComfyUI keeps up to 10,000 otherwise)."""
-        self.post("/history", {"delete": [prompt_id]})
+        self.post("/history", {"delete": [prompt_id]}, timeout_s=timeout_s)
 
-    def interrupt(self, prompt_id: str) -> None:
-        self.post("/interrupt", {"prompt_id": prompt_id})
+    def interrupt(self, prompt_id: str, timeout_s: float = HTTP_TIMEOUT_S) -> None:
+        self.post("/interrupt", {"prompt_id": prompt_id}, timeout_s=timeout_s)
 
     def object_info(self) -> dict[str, Any]:
         answer = self.get("/object_info", timeout_s=OBJECT_INFO_TIMEOUT_S)
@@ -82,6 +86,17 @@ class ComfyUIClient:
             raise ValueError("GET /object_info did not answer a JSON object")
         return answer
 
-    def websocket(self, client_id: str) -> ClientConnection:
+    def websocket(self, client_id: str, ping_s: float | None = None) -> ClientConnection:
+        """The websocket of ``client_id``; with ``ping_s``, a ping every ``ping_s`` seconds, and the connection
+        failed (code 1011) when one goes unanswered for ``ping_s`` seconds, a closing handshake waited for no
+        longer: a silent peer is noticed within three times ``ping_s``."""
         url = self.base_url.replace("http", "ws", 1) + "/ws?clientId=" + urllib.parse.quote(client_id, safe="")
-        return connect(url, open_timeout=HTTP_TIMEOUT_S, max_size=None, compression=None)
+        return connect(
+            url,
+            open_timeout=HTTP_TIMEOUT_S,
+            max_size=None,
+            compression=None,
+            ping_interval=ping_s,
+            ping_timeout=ping_s,
+            close_timeout=ping_s if ping_s is not None else HTTP_TIMEOUT_S,
+        )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from comfyserve.engine.cache import CachePolicy
 from comfyserve.engine.errors import ComfyServeError
 from comfyserve.worker.backend import BackendRestarted
 
@@ -47,7 +48,14 @@ class ComfyUIConfig:
     cpu: bool | None = None
     ready_timeout_s: float = 300.0
     interrupt_grace_s: float = 15.0  # after POST /interrupt, how long before a silent ComfyUI counts as hung
+    ping_s: float = 5.0  # a websocket ping this often; one unanswered for as long means ComfyUI hangs
+    cache: CachePolicy = field(default_factory=CachePolicy)  # passed to ComfyUI as its --cache-lru / --cache-none
     host: str = "127.0.0.1"
+
+    @property
+    def retained_jobs(self) -> int:
+        """How many jobs' files ComfyUI's cache may still name (its classic cache: the previous prompt's)."""
+        return 0 if self.cache.none else self.cache.lru or 1
 
     def checked(self) -> ComfyUIConfig:
         """This config with its paths resolved; raises :class:`ComfyUIError` naming what is missing."""
@@ -74,5 +82,7 @@ class ComfyUIConfig:
             cpu=self.cpu if self.cpu is not None else not Path("/dev/nvidiactl").exists(),
             ready_timeout_s=self.ready_timeout_s,
             interrupt_grace_s=self.interrupt_grace_s,
+            ping_s=self.ping_s,
+            cache=self.cache,
             host=self.host,
         )

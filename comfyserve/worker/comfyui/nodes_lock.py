@@ -16,6 +16,7 @@ A pack already at its commit is left as it is, so installing twice does nothing 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tomllib
 from collections.abc import Callable, Sequence
@@ -94,19 +95,30 @@ def _head(folder: Path, run: Runner) -> str | None:
         return None
 
 
+def _only_git(folder: Path) -> bool:
+    """Whether ``folder`` holds a git repository with no commit checked out and nothing else."""
+    return [path.name for path in folder.iterdir()] == [".git"] and (folder / ".git").is_dir()
+
+
 def install_pack(pack: LockedPack, custom_nodes: Path, python: Path, run: Runner = run_command) -> bool:
     """Put ``pack`` at its commit under ``custom_nodes`` and its requirements into ``python``'s environment;
     returns False when it was already there."""
     folder = custom_nodes / pack.name
     if _head(folder, run) == pack.commit:
         return False
-    if folder.exists() and _head(folder, run) is None:
+    fresh = not folder.exists() or _only_git(folder)  # an empty checkout (an interrupted install) is reused
+    if not fresh and _head(folder, run) is None:
         raise ComfyUIError(f"{folder} exists and is not a git checkout; remove it or rename the pack")
     if not folder.exists():
         folder.mkdir(parents=True)
         run(["git", "init", "--quiet"], folder)
-    run(["git", "fetch", "--quiet", "--depth", "1", pack.url, pack.commit], folder)
-    run(["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", "--force", "FETCH_HEAD"], folder)
+    try:
+        run(["git", "fetch", "--quiet", "--depth", "1", pack.url, pack.commit], folder)
+        run(["git", "-c", "advice.detachedHead=false", "checkout", "--quiet", "--force", "FETCH_HEAD"], folder)
+    except ComfyUIError:
+        if fresh:  # leave nothing behind that a retry would have to get out of the way
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     got = _head(folder, run)
     if got != pack.commit:
         raise ComfyUIError(f"pack {pack.name}: fetched {got}, expected {pack.commit}")

@@ -133,8 +133,8 @@ class ComfyUIProcess:
             str(folders.input),
             "--output-directory",
             str(folders.output),
-            "--temp-directory",
-            str(folders.temp),
+            "--temp-directory",  # ComfyUI appends /temp: its temp folder is folders.temp
+            str(folders.temp.parent),
             "--user-directory",
             str(folders.user),
             "--database-url",
@@ -142,7 +142,7 @@ class ComfyUIProcess:
         ]
         if config.cpu:
             argv.append("--cpu")
-        return argv + list(config.extra_args)
+        return argv + list(config.cache.comfyui_args()) + list(config.extra_args)
 
     def start(self) -> None:
         """Spawn ComfyUI and wait until it answers; raises :class:`ComfyUIError` (with its log's tail) if it exits

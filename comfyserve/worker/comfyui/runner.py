@@ -1,25 +1,25 @@
-"""One job through ComfyUI: inputs into its input folder, ``POST /prompt``, the websocket followed to the end of
-the prompt, outputs collected from ``/history`` into the job's folder, and ComfyUI's per-job state freed.
+"""One job through ComfyUI: inputs into its input folder, ``POST /prompt`` with the prompt exactly as submitted,
+the websocket followed to the end of the prompt, outputs collected from ``/history`` into the job's folder, and
+ComfyUI's per-job state freed.
 
-Every run gets a fresh run id. Its files live under ``<run id>/`` in ComfyUI's input and output folders:
-input values are rewritten to ``<run id>/<file>``, ``filename_prefix`` values to ``<run id>/<prefix>``, so a
-job's outputs are named as on a fresh ComfyUI (``ComfyUI_00001_.png``) whichever jobs came before. Each output
-node also gets an undeclared input holding the run id: ComfyUI keys its cache on every input but passes only
-declared ones to the node, so output nodes always run (and write this job's files) while everything upstream
-(loaded models, encoded prompts) is served from ComfyUI's cache as usual.
+The prompt is never rewritten, so the PNGs ComfyUI writes carry it as the client sent it, and a job run again
+writes the same bytes. ComfyUI runs one prompt at a time, so its folders are the job's alone while it runs: the
+job's input files are linked into the input folder under the very names the workflow uses (and removed after),
+and the output and temp folders hold only what the cache may still name (:mod:`.retention`), so files are named
+as ComfyUI names them with nothing else around (``ComfyUI_00001_.png`` on a fresh ComfyUI). An output node
+that ComfyUI serves from its cache (same inputs as a recent job) runs no code: its history names the files of
+that earlier run, which are copied into this job's folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import shutil
 import time
 import urllib.error
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,20 +31,26 @@ from comfyserve.contracts.jobs import JobError, OutputType
 from comfyserve.worker.backend import BackendJob, BackendResult
 from comfyserve.worker.comfyui.client import ComfyUIClient, ComfyUIHTTPError
 from comfyserve.worker.comfyui.process import Folders
-from comfyserve.worker.outputs import LocalOutput
+from comfyserve.worker.comfyui.retention import Retention
+from comfyserve.worker.outputs import LocalOutput, file_entries, non_file_ui
 
-RUN_INPUT = "comfyserve_run"  # the undeclared input that makes output nodes run for every job
-RECV_POLL_S = 0.25
+RECV_POLL_S = 0.05  # how often the run looks at the job's cancel flag and at the process
 REGISTRATION_TIMEOUT_S = 30.0
+CLEANUP_TIMEOUT_S = 5.0  # forgetting a history entry: a ComfyUI that takes longer is not waited for
 TERMINAL = frozenset({"execution_success", "execution_error", "execution_interrupted"})
 
 
 class Hung(Exception):
-    """ComfyUI stopped answering: no end of the prompt within the grace period after ``/interrupt``."""
+    """ComfyUI stopped answering: no end of the prompt within the grace period after ``/interrupt``, or no
+    answer to the websocket's keep-alive pings."""
 
 
 class Died(Exception):
     """The websocket closed or the process exited before the prompt ended."""
+
+
+class BadInput(Exception):
+    """A job input's name is not a relative path inside ComfyUI's input folder."""
 
 
 @dataclass
@@ -70,52 +76,12 @@ class Followed:
             self.executed.append(node)
 
 
-def prepare_prompt(
-    prompt: Mapping[str, Any], run_id: str, input_values: Mapping[str, str], output_classes: frozenset[str]
-) -> dict[str, Any]:
-    """A copy of ``prompt`` set up for one run (see the module docstring)."""
-    prepared = copy.deepcopy(dict(prompt))
-    for node in prepared.values():
-        inputs = node.get("inputs") if isinstance(node, dict) else None
-        if not isinstance(inputs, dict):
-            continue
-        for name, value in inputs.items():
-            if not isinstance(value, str):
-                continue
-            if name == "filename_prefix":
-                inputs[name] = f"{run_id}/{value}"
-            elif value in input_values:
-                inputs[name] = input_values[value]
-        if node.get("class_type") in output_classes:
-            inputs[RUN_INPUT] = run_id
-    return prepared
-
-
-def _strip_run(subfolder: str, run_id: str) -> str:
-    parts = PurePosixPath(subfolder).parts
-    return "/".join(parts[1:]) if parts[:1] == (run_id,) else subfolder
-
-
-def _output_items(ui: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every file entry of a node's UI output, whatever its key (images, gifs, audio, video, 3d …)."""
-    for items in ui.values():
-        if isinstance(items, list):
-            yield from (item for item in items if isinstance(item, dict) and isinstance(item.get("filename"), str))
-
-
-def published_ui(ui: Mapping[str, Any], run_id: str) -> dict[str, Any]:
-    """An ``executed`` message's output with the run folder taken out of each file's subfolder."""
-    renamed: dict[str, Any] = {}
-    for key, items in ui.items():
-        if isinstance(items, list):
-            items = [
-                {**item, "subfolder": _strip_run(str(item.get("subfolder") or ""), run_id)}
-                if isinstance(item, dict) and "filename" in item
-                else item
-                for item in items
-            ]
-        renamed[key] = items
-    return renamed
+def input_path(name: str) -> PurePosixPath:
+    """Where ComfyUI finds the input a workflow names ``name``, relative to its input folder."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or not path.parts or ".." in path.parts:
+        raise BadInput(f"input {name!r} is not a relative path inside ComfyUI's input folder")
+    return path
 
 
 class PromptRun:
@@ -125,57 +91,63 @@ class PromptRun:
         self,
         client: ComfyUIClient,
         folders: Folders,
-        output_classes: frozenset[str],
+        retention: Retention,
         *,
         client_id: str,
         alive: Callable[[], bool],
         interrupt_grace_s: float,
+        ping_s: float,
     ) -> None:
         self.client = client
         self.folders = folders
-        self.output_classes = output_classes
+        self.retention = retention
         self.client_id = client_id
         self.alive = alive
         self.interrupt_grace_s = interrupt_grace_s
+        self.ping_s = ping_s
+        self._named: dict[str, list[Path]] = {}  # node id -> the files this job's history named
 
     def run(self, job: BackendJob) -> BackendResult:
-        run_id = f"cs-{uuid.uuid4().hex[:12]}"
         try:
-            values = self._stage_inputs(job, run_id)
-            prompt = prepare_prompt(job.prompt, run_id, values, self.output_classes)
-            return self._run(job, run_id, prompt)
+            self._stage_inputs(job)
+            self.retention.before(job.prompt)
+            result = self._run(job)
+        except BadInput as exc:
+            self._free(job)
+            return BackendResult(status="error", error=JobError(type="invalid_input", message=str(exc)))
         except (ConnectionError, urllib.error.URLError, TimeoutError) as exc:  # any call, ComfyUI gone
             raise Died(f"ComfyUI stopped answering: {exc}") from exc
-        finally:
-            self._free(job.job_id, run_id)
+        self._free(job)
+        return result
 
     # -- inputs --------------------------------------------------------------------------------------
 
-    def _stage_inputs(self, job: BackendJob, run_id: str) -> dict[str, str]:
-        """Link (or copy) the job's input files into ``input/<run id>/``; the value each input name becomes."""
-        folder = self.folders.input / run_id
-        values: dict[str, str] = {}
-        for index, (name, path) in enumerate(sorted(job.inputs.items())):
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{index:03d}_{path.name}"
+    def _stage_inputs(self, job: BackendJob) -> None:
+        """Link (or copy) the job's input files into ComfyUI's input folder under the names the workflow uses."""
+        self._clear_inputs()
+        for name, path in job.inputs.items():
+            target = self.folders.input / input_path(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(path, target)
             except OSError:
                 shutil.copyfile(path, target)
-            values[name] = f"{run_id}/{target.name}"
-        return values
+
+    def _clear_inputs(self) -> None:
+        shutil.rmtree(self.folders.input, ignore_errors=True)
+        self.folders.input.mkdir(parents=True, exist_ok=True)
 
     # -- the prompt ----------------------------------------------------------------------------------
 
-    def _run(self, job: BackendJob, run_id: str, prompt: dict[str, Any]) -> BackendResult:
+    def _run(self, job: BackendJob) -> BackendResult:
         prompt_id = job.job_id
-        body: dict[str, Any] = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id}
+        body: dict[str, Any] = {"prompt": job.prompt, "client_id": self.client_id, "prompt_id": prompt_id}
         if job.extra_pnginfo is not None:
             body["extra_data"] = {"extra_pnginfo": job.extra_pnginfo}
         if job.targets is not None:
             body["partial_execution_targets"] = list(job.targets)
         try:
-            websocket = self.client.websocket(self.client_id)
+            websocket = self.client.websocket(self.client_id, ping_s=self.ping_s)
         except (OSError, TimeoutError, ConnectionClosed) as exc:
             raise Died(f"cannot open ComfyUI's websocket: {exc}") from exc
         with websocket:
@@ -186,37 +158,34 @@ class PromptRun:
                 if exc.status == 400:
                     return _refused(exc.body)
                 raise
-            followed = self._follow(websocket, job, prompt_id, run_id)
+            try:
+                followed = self._follow(websocket, job, prompt_id)
+            except Hung:
+                websocket.close_socket()  # no closing handshake with a ComfyUI that answers nothing
+                raise
+        entry = self.client.history(prompt_id)
         if followed.end is None:  # no terminal message came: the history says how the prompt ended
-            status = self.client.history(prompt_id).get("status") or {}
+            status = entry.get("status") or {}
             followed.end = "execution_success" if status.get("status_str") == "success" else "execution_error"
             followed.end_data = {"exception_message": "the prompt ended without a result", "exception_type": ""}
+        outputs, ui = self._collect(job, entry)
+        result = BackendResult(
+            status="success", per_node_s=followed.per_node_s, executed=followed.executed, cached=followed.cached
+        )
         if followed.end == "execution_success":
-            return BackendResult(
-                status="success",
-                outputs=self._collect(job, prompt_id, run_id),
-                per_node_s=followed.per_node_s,
-                executed=followed.executed,
-                cached=followed.cached,
+            result.outputs, result.ui = outputs, ui
+        elif followed.end == "execution_interrupted":
+            result.status = "interrupted"
+        else:
+            data = followed.end_data
+            result.status = "error"
+            result.error = JobError(
+                type="execution_error",
+                message=f"{data.get('exception_type', 'Exception')}: {data.get('exception_message', '')}".strip(),
+                node_id=_str_or_none(data.get("node_id")),
+                node_type=_str_or_none(data.get("node_type")),
             )
-        if followed.end == "execution_interrupted":
-            return BackendResult(
-                status="interrupted", per_node_s=followed.per_node_s, executed=followed.executed, cached=followed.cached
-            )
-        data = followed.end_data
-        error = JobError(
-            type="execution_error",
-            message=f"{data.get('exception_type', 'Exception')}: {data.get('exception_message', '')}".strip(),
-            node_id=_str_or_none(data.get("node_id")),
-            node_type=_str_or_none(data.get("node_type")),
-        )
-        return BackendResult(
-            status="error",
-            error=error,
-            per_node_s=followed.per_node_s,
-            executed=followed.executed,
-            cached=followed.cached,
-        )
+        return result
 
     def _await_registration(self, websocket: ClientConnection) -> None:
         """Wait for the ``status`` message ComfyUI sends once it has registered the socket under our client id;
@@ -233,14 +202,13 @@ class PromptRun:
                 return
         raise Died(f"ComfyUI sent no status on its websocket within {REGISTRATION_TIMEOUT_S} s")
 
-    def _follow(self, websocket: ClientConnection, job: BackendJob, prompt_id: str, run_id: str) -> Followed:
+    def _follow(self, websocket: ClientConnection, job: BackendJob, prompt_id: str) -> Followed:
         followed = Followed()
         interrupted_at: float | None = None
         while not followed.closed:
             if interrupted_at is None and job.cancel_check():
                 interrupted_at = time.monotonic()
-                with contextlib.suppress(OSError, ComfyUIHTTPError):
-                    self.client.interrupt(prompt_id)
+                self._interrupt(prompt_id)
             if interrupted_at is not None and time.monotonic() - interrupted_at > self.interrupt_grace_s:
                 raise Hung(f"ComfyUI did not stop the prompt within {self.interrupt_grace_s} s of /interrupt")
             if not self.alive():
@@ -250,13 +218,25 @@ class PromptRun:
             except TimeoutError:
                 continue
             except ConnectionClosed as exc:
+                if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1011:  # keep-alive ping unanswered
+                    raise Hung(f"ComfyUI answered no websocket ping within {self.ping_s} s") from exc
                 raise Died(f"ComfyUI's websocket closed: {exc}") from exc
             if isinstance(message, str):
-                self._handle(message, followed, job, prompt_id, run_id)
+                self._handle(message, followed, job, prompt_id)
         followed.node_started(None)
         return followed
 
-    def _handle(self, message: str, followed: Followed, job: BackendJob, prompt_id: str, run_id: str) -> None:
+    def _interrupt(self, prompt_id: str) -> None:
+        """``POST /interrupt``, waited for no longer than the grace period: a ComfyUI that does not answer it
+        in that time is hung."""
+        try:
+            self.client.interrupt(prompt_id, timeout_s=self.interrupt_grace_s)
+        except ComfyUIHTTPError:
+            pass
+        except TimeoutError as exc:
+            raise Hung(f"ComfyUI did not answer /interrupt within {self.interrupt_grace_s} s") from exc
+
+    def _handle(self, message: str, followed: Followed, job: BackendJob, prompt_id: str) -> None:
         try:
             parsed = json.loads(message)
             event, data = str(parsed["type"]), parsed["data"]
@@ -270,8 +250,6 @@ class PromptRun:
             followed.closed = node is None
         elif event == "execution_cached":
             followed.cached = [str(node) for node in data.get("nodes") or []]
-        elif event == "executed" and isinstance(data.get("output"), dict):
-            data = {**data, "output": published_ui(data["output"], run_id)}
         elif event in TERMINAL:
             followed.end, followed.end_data = event, data
         if job.on_event is not None:
@@ -279,37 +257,45 @@ class PromptRun:
 
     # -- outputs -------------------------------------------------------------------------------------
 
-    def _collect(self, job: BackendJob, prompt_id: str, run_id: str) -> list[LocalOutput]:
-        """Every output file the history lists, moved into ``<job work dir>/out/`` under its published name."""
-        entry = self.client.history(prompt_id)
+    def _collect(self, job: BackendJob, entry: Mapping[str, Any]) -> tuple[list[LocalOutput], dict[str, Any]]:
+        """Every output file the history lists, copied into ``<job work dir>/out/`` under its own name, and
+        every node's non-file UI output."""
         outputs: list[LocalOutput] = []
-        moved: dict[Path, Path] = {}
+        ui_values: dict[str, Any] = {}
+        copied: dict[Path, Path] = {}
         out_dir = job.work_dir / "out"
         for node_id, ui in (entry.get("outputs") or {}).items():
             if not isinstance(ui, dict):
                 continue
-            for item in _output_items(ui):
-                folder = self.folders.by_type(str(item.get("type") or "output"))
-                subfolder = str(item.get("subfolder") or "")
-                source = (folder / subfolder / item["filename"]) if folder is not None else None
-                if source is None or not (source.is_file() or source in moved):
+            if values := non_file_ui(ui):
+                ui_values[str(node_id)] = values
+            for item in file_entries(ui):
+                kind = str(item.get("type") or "output")
+                folder = self.folders.by_type(kind)
+                relative = PurePosixPath(str(item.get("subfolder") or ""), item["filename"])
+                source = folder / relative if folder is not None and kind != "input" else None
+                if source is None or not source.is_file():
                     continue
-                relative = PurePosixPath(_strip_run(subfolder, run_id), item["filename"]).as_posix()
-                if source not in moved:
+                self._named.setdefault(str(node_id), []).append(source)
+                if source not in copied:
                     target = out_dir / relative
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.move(source, target)
-                    moved[source] = target
-                kind: OutputType = "temp" if item.get("type") == "temp" else "output"
-                outputs.append(LocalOutput(str(node_id), moved[source], relative, kind))
-        return outputs
+                    try:
+                        os.link(source, target)
+                    except OSError:
+                        shutil.copyfile(source, target)
+                    copied[source] = target
+                output_type: OutputType = "temp" if kind == "temp" else "output"
+                outputs.append(LocalOutput(str(node_id), copied[source], relative.as_posix(), output_type))
+        return outputs, ui_values
 
-    def _free(self, prompt_id: str, run_id: str) -> None:
-        for folder in (self.folders.input / run_id, self.folders.output / run_id, self.folders.temp / run_id):
-            shutil.rmtree(folder, ignore_errors=True)
-        if self.alive():
-            with contextlib.suppress(OSError, ComfyUIHTTPError):
-                self.client.forget(prompt_id)
+    def _free(self, job: BackendJob) -> None:
+        """After a run ComfyUI answered to the end: its history entry deleted, the job's inputs removed, the
+        files its history named remembered for the next job."""
+        with contextlib.suppress(OSError, ComfyUIHTTPError):
+            self.client.forget(job.job_id, timeout_s=CLEANUP_TIMEOUT_S)
+        self._clear_inputs()
+        self.retention.after(job.prompt, self._named)
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -4,8 +4,12 @@ classes, with failures, hangs and crashes on demand.
 
 ``FakeGenerate.mode`` chooses what a prompt does: ``ok``, ``error`` (an ``execution_error``), ``slow`` (progress
 until ``/interrupt``), ``hang`` (ignores ``/interrupt``), ``crash`` (the process exits mid-prompt) or
-``crash_once`` (crashes unless ``crashed.flag`` is in the output folder, which the crash leaves behind).
-``FakeSave`` writes an image (and, with ``extra_kinds``, an audio and a video entry) under its filename_prefix.
+``crash_once`` (crashes unless ``crashed.flag``, which the crash leaves behind, is beside the output folder).
+``FakeSave`` writes a PNG carrying the prompt as ComfyUI's SaveImage does (a ``tEXt`` chunk) under its
+filename_prefix, numbered after the files already there (and, with ``extra_kinds``, an audio and a video file, a
+preview in the temp folder and a text output). As ComfyUI, the temp folder is ``--temp-directory`` + ``/temp``
+(emptied at start), and a node whose inputs and upstream equal the previous prompt's is served from the cache
+(``--cache-none``: never): it runs no code and its history entry names the earlier run's files.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import struct
 import sys
 import threading
 import time
@@ -21,16 +27,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+from zlib import crc32
 
 from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360000002000001e5270ade0000000049454e44ae426082"
-)
+PNG_HEAD = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")
+PNG_TAIL = bytes.fromhex("0000000d49444154789c6360000002000001e5270ade0000000049454e44ae426082")
+PNG = PNG_HEAD + PNG_TAIL
 OBJECT_INFO: dict[str, Any] = {
     "FakeLoad": {
         "input": {"required": {"image": [[], {"image_upload": True}]}},
@@ -58,11 +64,15 @@ OBJECT_INFO: dict[str, Any] = {
         "output_is_list": [False],
         "output_name": ["IMAGE"],
         "name": "FakeGenerate",
-        "display_name": "FakeGenerate",
+        "display_name": None,  # as ComfyUI serves a class without one
         "description": "",
         "python_module": "nodes",
         "category": "fake",
         "output_node": False,
+        "output_tooltips": ["the image"],
+        "deprecated": False,
+        "experimental": False,
+        "api_node": False,
     },
     "FakeSave": {
         "input": {
@@ -120,11 +130,40 @@ class WebSocket:
                 return
 
 
+def png_with_prompt(prompt: dict[str, Any]) -> bytes:
+    """A 1x1 PNG with a ``tEXt`` chunk ``prompt`` holding the prompt's JSON, as SaveImage writes it."""
+    data = b"prompt\0" + json.dumps(prompt).encode("latin-1", "replace")
+    chunk = struct.pack(">I", len(data)) + b"tEXt" + data + struct.pack(">I", crc32(b"tEXt" + data))
+    return PNG_HEAD + chunk + PNG_TAIL
+
+
+def signatures(prompt: dict[str, Any]) -> dict[str, str]:
+    """Each node's cache key: its class and inputs, links replaced by the upstream node's key."""
+    keys: dict[str, str] = {}
+
+    def key(node_id: str) -> str:
+        if node_id not in keys:
+            node = prompt[node_id]
+            inputs = {
+                name: key(str(value[0])) + f"/{value[1]}" if isinstance(value, list) else value
+                for name, value in node["inputs"].items()
+            }
+            keys[node_id] = json.dumps([node["class_type"], inputs], sort_keys=True)
+        return keys[node_id]
+
+    for node_id in prompt:
+        key(node_id)
+    return keys
+
+
 class Fake:
     def __init__(self, args: argparse.Namespace) -> None:
         self.input_dir = Path(args.input_directory)
         self.output_dir = Path(args.output_directory)
-        self.temp_dir = Path(args.temp_directory)
+        self.temp_dir = Path(args.temp_directory) / "temp"
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.cache_none = bool(args.cache_none)
+        self.cache: dict[str, dict[str, Any]] = {}  # node signature -> its UI output, the previous prompt's
         self.sockets: dict[str, WebSocket] = {}
         self.history: dict[str, Any] = {}
         self.interrupted = threading.Event()
@@ -156,11 +195,20 @@ class Fake:
     def _execute(self, prompt_id: str, prompt: dict[str, Any], client_id: str) -> None:
         send = lambda event, data: self.send(client_id, event, {**data, "prompt_id": prompt_id})  # noqa: E731
         outputs: dict[str, Any] = {}
+        keys = signatures(prompt)
+        cached = [node_id for node_id in prompt if keys[node_id] in self.cache]
         send("execution_start", {"timestamp": 0})
-        send("execution_cached", {"nodes": [], "timestamp": 0})
+        send("execution_cached", {"nodes": cached, "timestamp": 0})
         ok = True
+        done: dict[str, dict[str, Any]] = {}
         for node_id, node in prompt.items():
             kind, inputs = node["class_type"], node["inputs"]
+            if node_id in cached:
+                done[keys[node_id]] = ui = self.cache[keys[node_id]]
+                if kind == "FakeSave":
+                    outputs[node_id] = ui
+                    send("executed", {"node": node_id, "display_node": node_id, "output": ui})
+                continue
             send("executing", {"node": node_id, "display_node": node_id})
             if kind == "FakeLoad" and not (self.input_dir / inputs["image"]).is_file():
                 ok = self.fail(send, node_id, kind, f"Invalid image file: {inputs['image']}")
@@ -170,8 +218,10 @@ class Fake:
                 if not ok:
                     break
             if kind == "FakeSave":
-                outputs[node_id] = self.save(inputs)
+                outputs[node_id] = self.save(inputs, prompt)
                 send("executed", {"node": node_id, "display_node": node_id, "output": outputs[node_id]})
+            done[keys[node_id]] = outputs.get(node_id, {})
+        self.cache = {} if self.cache_none else done
         status = {"status_str": "success" if ok else "error", "completed": ok, "messages": []}
         self.history[prompt_id] = {"prompt": [0, prompt_id, prompt, {}, []], "outputs": outputs, "status": status}
         if ok:
@@ -187,7 +237,7 @@ class Fake:
 
     def generate(self, send: Any, node_id: str, inputs: dict[str, Any]) -> bool:
         mode, steps = inputs["mode"], int(inputs["steps"])
-        flag = self.output_dir / "crashed.flag"
+        flag = self.output_dir.parent / "crashed.flag"
         if mode == "crash" or (mode == "crash_once" and not flag.exists()):
             flag.touch()
             os._exit(3)
@@ -204,21 +254,21 @@ class Fake:
             time.sleep(0.05 if mode in ("slow", "hang") else 0)
         return True
 
-    def save(self, inputs: dict[str, Any]) -> dict[str, Any]:
+    def save(self, inputs: dict[str, Any], prompt: dict[str, Any]) -> dict[str, Any]:
         prefix = Path(inputs["filename_prefix"])
         folder = self.output_dir / prefix.parent
         folder.mkdir(parents=True, exist_ok=True)
         subfolder = prefix.parent.as_posix() if prefix.parent != Path(".") else ""
-        index = len(list(folder.glob(f"{prefix.name}_*"))) + 1
+        index = len(list(folder.glob(f"{prefix.name}_*.png"))) + 1
         image = f"{prefix.name}_{index:05}_.png"
-        (folder / image).write_bytes(PNG)
+        (folder / image).write_bytes(png_with_prompt(prompt))
         ui: dict[str, Any] = {"images": [{"filename": image, "subfolder": subfolder, "type": "output"}]}
         if inputs.get("extra_kinds"):
             for key, suffix in (("audio", "flac"), ("video", "mp4")):
                 name = f"{prefix.name}_{index:05}_.{suffix}"
                 (folder / name).write_bytes(suffix.encode())
                 ui[key] = [{"filename": name, "subfolder": subfolder, "type": "output"}]
-            preview = f"ComfyUI_temp_fake_{index:05}_.png"  # a PreviewImage-style file in the temp folder
+            preview = f"ComfyUI_temp_fake_{uuid.uuid4().hex[:5]}_00001_.png"  # as PreviewImage names them
             self.temp_dir.mkdir(parents=True, exist_ok=True)
             (self.temp_dir / preview).write_bytes(PNG)
             ui["images"].append({"filename": preview, "subfolder": "", "type": "temp"})
@@ -301,10 +351,12 @@ def main() -> None:
     parser.add_argument("--input-directory", required=True)
     parser.add_argument("--output-directory", required=True)
     parser.add_argument("--temp-directory", required=True)
+    parser.add_argument("--cache-none", action="store_true")
     args, _ = parser.parse_known_args()
     if os.environ.get("FAKE_COMFYUI_FAIL_START"):
         print("fake ComfyUI: failing at start as asked", flush=True)
         sys.exit(7)
+    time.sleep(float(os.environ.get("FAKE_COMFYUI_START_S") or 0))  # ComfyUI takes 8-20 s to load its nodes
     server = ThreadingHTTPServer((args.listen, args.port), handler(Fake(args)))
     server.daemon_threads = True
     print(
