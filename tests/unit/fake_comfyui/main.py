@@ -29,7 +29,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 from zlib import crc32
 
-from websockets.datastructures import Headers
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
@@ -103,7 +102,14 @@ class WebSocket:
         self.lock = threading.Lock()
 
     def accept(self) -> bool:
-        request = Request(self.handler.path, Headers(self.handler.headers.items()))
+        # The handler has read the request already: hand the protocol its bytes, so that its parser moves on to
+        # frames (a protocol that never parsed a request reads every frame as HTTP: no pong, no close answer).
+        head = f"GET {self.handler.path} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in self.handler.headers.items()
+        )
+        self.protocol.receive_data((head + "\r\n").encode("latin-1"))
+        (request,) = self.protocol.events_received()
+        assert isinstance(request, Request)
         response = self.protocol.accept(request)
         self.protocol.send_response(response)
         self.flush()
