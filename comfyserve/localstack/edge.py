@@ -2,8 +2,10 @@
 ComfyUI's websocket.
 
 * every HTTP request that is not a blob URL becomes a REST proxy event for the route table (the same one Lambda
-  serves), resolved on a thread of its own with a resolver of its own (:mod:`.resolver_pool`): a slow request
-  (a locked database, a slow URL input) never holds up another;
+  serves), resolved with a resolver of its own (:mod:`.resolver_pool`) on one of
+  :attr:`EdgeLimits.resolve_threads` threads, the others waiting in turn (route work is CPU under the GIL: more
+  threads only share it, every request finishing later and the loop thread starved); health has a thread of
+  its own, so a slow or locked route never holds it up;
 * ``GET|PUT /v1/blobs/{key}?expires&sig`` serves the local blob store's presigned URLs (S3's role);
 * ``/ws?clientId=`` (also ``/api/ws``) is ComfyUI's websocket (:mod:`.ws_hub`).
 
@@ -66,7 +68,8 @@ Authenticate = Callable[[Mapping[str, str]], str | None]
 class EdgeLimits:
     read_timeout_s: float = 30.0  # for the headers, and for each part of a body
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
-    max_in_flight: int = 128  # requests between their headers and their answer (each has a thread to resolve on)
+    max_in_flight: int = 128  # requests between their headers and their answer
+    resolve_threads: int = 4  # route-table threads (health has one more of its own)
     max_websockets: int = 512
     ws_max_message: int = 1 * MiB
     ws_max_fragments: int = 1024  # frames one websocket message may be split into
@@ -122,7 +125,8 @@ class EdgeApp:
         self.pool: ResolverPool | None = None
         self.in_flight = 0
         self.websockets = 0
-        self._executor = ThreadPoolExecutor(limits.max_in_flight, thread_name_prefix="comfyserve-resolve")
+        self._executor = ThreadPoolExecutor(limits.resolve_threads, thread_name_prefix="comfyserve-resolve")
+        self._public = ThreadPoolExecutor(1, thread_name_prefix="comfyserve-health")
 
     def mount_routes(self, mount: Mount) -> None:
         self.pool = ResolverPool(mount.build_app)
@@ -130,6 +134,7 @@ class EdgeApp:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._public.shutdown(wait=False, cancel_futures=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -184,7 +189,7 @@ class EdgeApp:
             return
         # Unauthorised, the route table answers its own 401/403 without the body (it was never kept).
         event = build_event(scope["method"], path, query, text_headers, body, (scope.get("client") or ("",))[0])
-        response = await self._resolve(pool, event)
+        response = await self._resolve(pool, event, self._public if path in PUBLIC_PATHS else self._executor)
         if response is None:
             await refuse(send, 500, "internal_error", "the server failed to handle the request")
             return
@@ -212,11 +217,13 @@ class EdgeApp:
             await read_body(receive, 0, self.limits.read_timeout_s, keep=False)
         await send({"type": "http.response.body", "body": b""})
 
-    async def _resolve(self, pool: ResolverPool, event: dict[str, Any]) -> HttpResponse | None:
-        """The route table's answer; ``None`` when it raised (logged)."""
+    async def _resolve(
+        self, pool: ResolverPool, event: dict[str, Any], executor: ThreadPoolExecutor
+    ) -> HttpResponse | None:
+        """The route table's answer, resolved on ``executor``; ``None`` when it raised (logged)."""
         loop = asyncio.get_running_loop()
         try:
-            raw = await loop.run_in_executor(self._executor, pool.resolve, event, LambdaContextStub())
+            raw = await loop.run_in_executor(executor, pool.resolve, event, LambdaContextStub())
             return parse_response(raw)
         except Exception:
             log.exception("the route table raised on %s %s", event["httpMethod"], event["path"])
@@ -237,7 +244,7 @@ class EdgeApp:
             if sse.is_terminal(body) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(self.limits.events_poll_s)
-            response = await self._resolve(pool, {**event, "body": None})
+            response = await self._resolve(pool, {**event, "body": None}, self._executor)
             body = response.body if response is not None and response.status == 200 else None
         await send({"type": "http.response.body", "body": b""})
 

@@ -9,7 +9,7 @@ edge's limits.
   last answer was sent (uvicorn's keep-alive timer stops at the first byte), else it is closed;
 * a websocket message may be split into at most ``ws_max_fragments`` frames (its size is capped by the
   library's ``max_size``): the 1009 close comes before the fragments cost anything more (reads are parsed
-  :data:`FEED_BYTES` at a time, and not past the close).
+  :data:`FEED_BYTES` per turn of the event loop, and not past the close).
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from websockets.frames import Frame
 from comfyserve.localstack.edge import EdgeLimits, error_body
 
 MESSAGE_TOO_BIG = 1009
-FEED_BYTES = 8 * 1024
-"""A websocket's reads are parsed this much at a time: a read of 256 kB of tiny frames would otherwise all be
-parsed (43,000 empty frames) before the fragment cap could close the socket."""
+FEED_BYTES = 512
+"""A websocket's reads are parsed this much per turn of the event loop, reading paused until the rest is parsed:
+a read of tiny frames would otherwise be parsed whole (43,000 empty frames in 256 kB) before the fragment cap
+could close the socket, and a flood of them on a few sockets would hold the loop for everyone (85 empty
+frames is a fraction of a millisecond; a legitimate 1 MiB message costs 2048 turns, each cheap)."""
 
 
 def edge_protocols(limits: EdgeLimits) -> tuple[type[HttpToolsProtocol], type[WebSocketsSansIOProtocol]]:
@@ -106,6 +108,7 @@ class _EdgeWebsocket(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fragments = 0
+        self._unparsed = bytearray()
 
     def handle_text(self, event: Frame) -> None:
         self._fragments = 1
@@ -116,10 +119,24 @@ class _EdgeWebsocket(WebSocketsSansIOProtocol):
         super().handle_bytes(event)
 
     def data_received(self, data: bytes) -> None:
-        for start in range(0, len(data), FEED_BYTES):
-            if self.close_sent or self.transport.is_closing():
-                return  # closed by a cap: the rest is not read
-            super().data_received(data[start : start + FEED_BYTES])
+        feeding = bool(self._unparsed)  # a turn is already scheduled for what is left
+        self._unparsed += data
+        if not feeding:
+            self._feed()
+
+    def _feed(self) -> None:
+        """Parse the next slice of what was read; the rest waits for the loop's next turn, reading paused."""
+        if self.close_sent or self.transport.is_closing():
+            self._unparsed.clear()  # closed by a cap: the rest is not read
+            return
+        part = bytes(self._unparsed[:FEED_BYTES])
+        del self._unparsed[:FEED_BYTES]
+        super().data_received(part)
+        if self._unparsed and not (self.close_sent or self.transport.is_closing()):
+            self.transport.pause_reading()
+            self.loop.call_soon(self._feed)
+        elif not self.read_paused:  # uvicorn pauses reading of its own while the application lags
+            self.transport.resume_reading()
 
     async def send(self, message: Any) -> None:
         await super().send(message)

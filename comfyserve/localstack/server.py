@@ -60,6 +60,7 @@ class LocalServer:
             log_config=None,
             access_log=False,
             server_header=False,
+            proxy_headers=False,
             date_header=False,
             timeout_keep_alive=max(1, round(self.limits.keep_alive_s)),
             timeout_graceful_shutdown=max(1, round(GRACEFUL_SHUTDOWN_S)),
