@@ -12,6 +12,7 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.utility",
     "comfyserve.nodes.image",
     "comfyserve.nodes.image_transform",
+    "comfyserve.nodes.image_resize",
     "comfyserve.nodes.batch",
     "comfyserve.nodes.mask",
     "comfyserve.nodes.mask_ops",

@@ -16,6 +16,7 @@ from comfyserve.engine.errors import NodeInputError
 from comfyserve.engine.executor import Executor
 from comfyserve.engine.graph_utils import GraphBuilder
 from comfyserve.nodes import builtin_registry
+from comfyserve.nodes.image_resize import ImageScaleToMaxDimension, ImageScaleToTotalPixels
 from comfyserve.nodes.image_transform import (
     GetImageSize,
     ImageCompositeMasked,
@@ -43,6 +44,8 @@ def _comparable(entry: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in entry.items() if k not in ("python_module", "comfyserve")}
     if not any(out.get("output_tooltips") or ()):
         out.pop("output_tooltips", None)
+    if out.get("display_name") is None:  # a V3 node without one: the frontend shows the class name
+        out["display_name"] = out["name"]
     for flag in ("deprecated", "experimental", "api_node"):
         if out.get(flag) is False:
             out.pop(flag)
@@ -139,6 +142,22 @@ def test_image_composite_masked_blends_and_clips_at_the_edge() -> None:
 def test_image_composite_masked_refuses_a_source_with_fewer_channels() -> None:
     with pytest.raises(NodeInputError, match="source has 3 channels, fewer than the destination's 4"):
         ImageCompositeMasked().composite(torch.zeros(1, 2, 2, 4), torch.ones(1, 2, 2, 3), 0, 0, False)
+
+
+def test_image_scale_to_total_pixels_keeps_the_aspect_ratio() -> None:
+    (out,) = ImageScaleToTotalPixels().execute(torch.ones(1, 2, 4, 3), "nearest-exact", 32 / 1024 / 1024)
+    assert out.shape == (1, 4, 8, 3) and out.min() == 1.0  # 32 pixels: 2x4 scaled by 2
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "largest", "expected"),
+    [(2, 4, 8, (4, 8)), (4, 2, 8, (8, 4)), (3, 3, 5, (5, 5)), (3, 7, 5, (2, 5))],
+)
+def test_image_scale_to_max_dimension_sets_the_longer_side(
+    height: int, width: int, largest: int, expected: tuple[int, int]
+) -> None:
+    (out,) = ImageScaleToMaxDimension().upscale(torch.ones(1, height, width, 3), "area", largest)
+    assert tuple(out.shape[1:3]) == expected and out.min() == 1.0
 
 
 # -- masks -------------------------------------------------------------------------------------------
