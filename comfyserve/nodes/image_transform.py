@@ -6,13 +6,13 @@ IMAGE is ``[B, H, W, C]`` in 0..1. Each node behaves as ComfyUI 0.3.64's (``comf
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from comfyserve.engine.errors import NodeInputError
+from comfyserve.models.sampling.resize import repeat_to_batch
 from comfyserve.nodes.image import MAX_RESOLUTION, common_upscale
 
 ROTATIONS = ["none", "90 degrees", "180 degrees", "270 degrees"]
@@ -33,16 +33,6 @@ def _image(image: Any, name: str = "image") -> torch.Tensor:
     return image
 
 
-def repeat_to_batch_size(tensor: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Cut or tile ``tensor`` along its first axis to ``batch_size`` items (ComfyUI's ``repeat_to_batch_size``)."""
-    if tensor.shape[0] > batch_size:
-        return tensor[:batch_size]
-    if tensor.shape[0] < batch_size:
-        reps = math.ceil(batch_size / tensor.shape[0])
-        return tensor.repeat(reps, *([1] * (tensor.ndim - 1)))[:batch_size]
-    return tensor
-
-
 def composite(
     destination: torch.Tensor,
     source: torch.Tensor,
@@ -57,7 +47,7 @@ def composite(
     source = source.to(destination.device)
     if resize_source:
         source = F.interpolate(source, size=destination.shape[-2:], mode="bilinear")
-    source = repeat_to_batch_size(source, destination.shape[0])
+    source = repeat_to_batch(source, destination.shape[0])
     x = max(-source.shape[-1] * multiplier, min(x, destination.shape[-1] * multiplier))
     y = max(-source.shape[-2] * multiplier, min(y, destination.shape[-2] * multiplier))
     left, top = x // multiplier, y // multiplier
@@ -66,7 +56,7 @@ def composite(
         weight = torch.ones_like(source)
     else:
         planes = mask.to(destination.device).reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
-        weight = repeat_to_batch_size(F.interpolate(planes, size=source.shape[-2:], mode="bilinear"), source.shape[0])
+        weight = repeat_to_batch(F.interpolate(planes, size=source.shape[-2:], mode="bilinear"), source.shape[0])
     visible_w = destination.shape[-1] - left + min(0, x)
     visible_h = destination.shape[-2] - top + min(0, y)
     weight = weight[:, :, :visible_h, :visible_w]

@@ -6,20 +6,13 @@ A LATENT is ``{"samples": [B, C, H, W], "noise_mask"?: [B, 1, H, W], "batch_inde
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from comfyserve.models.sampling.resize import upscale
+from comfyserve.models.sampling.resize import repeat_to_batch, upscale
 from comfyserve.nodes.image import MAX_RESOLUTION
 from comfyserve.nodes.latent import DOWNSCALE, _samples
-
-
-def _tile(tensor: torch.Tensor, size: int) -> torch.Tensor:
-    """``tensor`` repeated along its first axis until it has at least ``size`` items, cut to ``size``."""
-    reps = math.ceil(size / tensor.shape[0])
-    return tensor.repeat((reps,) + (1,) * (tensor.ndim - 1))[:size]
 
 
 class LatentComposite:
@@ -127,7 +120,7 @@ class LatentFromBatch:
                 out["noise_mask"] = masks.clone()
             else:
                 if masks.shape[0] < latent.shape[0]:
-                    masks = _tile(masks, latent.shape[0])
+                    masks = repeat_to_batch(masks, latent.shape[0])
                 out["noise_mask"] = masks[start : start + count].clone()
         indices = samples.get("batch_index")
         out["batch_index"] = list(range(start, start + count)) if indices is None else indices[start : start + count]
