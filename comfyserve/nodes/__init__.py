@@ -9,14 +9,19 @@ from comfyserve.engine.registry import NodeFilter, NodeRegistry, build_registry
 
 BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.primitives",
+    "comfyserve.nodes.utility",
     "comfyserve.nodes.image",
+    "comfyserve.nodes.image_transform",
+    "comfyserve.nodes.image_resize",
     "comfyserve.nodes.batch",
     "comfyserve.nodes.mask",
+    "comfyserve.nodes.mask_ops",
     "comfyserve.nodes.image_io",
     "comfyserve.nodes.loaders",
     "comfyserve.nodes.conditioning",
     "comfyserve.nodes.vae",
     "comfyserve.nodes.latent",
+    "comfyserve.nodes.latent_batch",
     "comfyserve.nodes.sampling",
 )
 

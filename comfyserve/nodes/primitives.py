@@ -23,7 +23,7 @@ class _Primitive:
 
 
 class PrimitiveString(_Primitive):
-    VALUE = ("STRING", {})
+    VALUE = ("STRING", {"multiline": False})
     RETURN_TYPES = ("STRING",)
 
 
