@@ -18,6 +18,7 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.vae",
     "comfyserve.nodes.latent",
     "comfyserve.nodes.sampling",
+    "comfyserve.nodes.custom_sampling",
 )
 
 

@@ -43,20 +43,20 @@ def euler(run: Run, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def euler_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
+def euler_ancestral(run: Run, x: torch.Tensor, eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
     for i in range(run.steps):
         sigma = run.sigmas[i]
         denoised = run.denoise(x, i)
-        sigma_down, sigma_up = ancestral_step(sigma, run.sigmas[i + 1])
+        sigma_down, sigma_up = ancestral_step(sigma, run.sigmas[i + 1], eta)
         if sigma_down == 0:
             x = denoised
         else:
             x = x + _derivative(x, denoised, sigma) * (sigma_down - sigma)
-            x = x + run.noise(sigma, run.sigmas[i + 1]) * sigma_up
+            x = x + run.noise(sigma, run.sigmas[i + 1]) * s_noise * sigma_up
     return x
 
 
-def _euler_cfg_pp(run: Run, x: torch.Tensor, eta: float) -> torch.Tensor:
+def _euler_cfg_pp(run: Run, x: torch.Tensor, eta: float, s_noise: float) -> torch.Tensor:
     """CFG++ (Chung et al. 2024) Euler: renoise the guided prediction with the unguided one's noise direction,
     ``x = D + sigma_down * (x - D_uncond) / sigma``; with ``eta`` fresh noise of ``sigma_up`` follows."""
     for i in range(run.steps):
@@ -67,17 +67,17 @@ def _euler_cfg_pp(run: Run, x: torch.Tensor, eta: float) -> torch.Tensor:
             continue
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         x = denoised + sigma_down * _derivative(x, run.uncond(), sigma)
-        if eta:
-            x = x + run.noise(sigma, sigma_next) * sigma_up
+        if eta > 0 and s_noise > 0:
+            x = x + run.noise(sigma, sigma_next) * s_noise * sigma_up
     return x
 
 
 def euler_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _euler_cfg_pp(run, x, eta=0.0)
+    return _euler_cfg_pp(run, x, eta=0.0, s_noise=0.0)
 
 
-def euler_ancestral_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _euler_cfg_pp(run, x, eta=1.0)
+def euler_ancestral_cfg_pp(run: Run, x: torch.Tensor, eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
+    return _euler_cfg_pp(run, x, eta, s_noise)
 
 
 def heun(run: Run, x: torch.Tensor) -> torch.Tensor:
@@ -180,12 +180,12 @@ def lms(run: Run, x: torch.Tensor, order: int = 4) -> torch.Tensor:
     return x
 
 
-def dpmpp_2s_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
+def dpmpp_2s_ancestral(run: Run, x: torch.Tensor, eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
     """DPM-Solver++(2S) single-step second order, with ancestral noise."""
     for i in range(run.steps):
         sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
         denoised = run.denoise(x, i)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         if sigma_down == 0:
             x = x + _derivative(x, denoised, sigma) * (sigma_down - sigma)
         else:
@@ -195,7 +195,7 @@ def dpmpp_2s_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
             denoised_2 = run.model(x_2, sigma_mid)
             x = (sigma_down / sigma) * x - math.expm1(-h) * denoised_2
         if sigma_next > 0:
-            x = x + run.noise(sigma, sigma_next) * sigma_up
+            x = x + run.noise(sigma, sigma_next) * s_noise * sigma_up
     return x
 
 
@@ -400,7 +400,7 @@ def dpmpp_2s_ancestral_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def dpmpp_sde(run: Run, x: torch.Tensor, r: float = 0.5) -> torch.Tensor:
+def dpmpp_sde(run: Run, x: torch.Tensor, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5) -> torch.Tensor:
     """DPM-Solver++ stochastic, two stages per step (the midpoint at fraction ``r`` in log sigma)."""
     for i in range(run.steps):
         sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
@@ -410,15 +410,17 @@ def dpmpp_sde(run: Run, x: torch.Tensor, r: float = 0.5) -> torch.Tensor:
             continue
         h = math.log(sigma) - math.log(sigma_next)
         sigma_mid = math.exp(math.log(sigma) - r * h)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_mid)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_mid, eta)
         x_2 = (sigma_down / sigma) * x - math.expm1(math.log(sigma_down) - math.log(sigma)) * denoised
-        x_2 = x_2 + run.noise(sigma, sigma_mid) * sigma_up
+        if eta > 0 and s_noise > 0:
+            x_2 = x_2 + run.noise(sigma, sigma_mid) * s_noise * sigma_up
         denoised_2 = run.model(x_2, sigma_mid)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         fac = 1 / (2 * r)
         denoised_d = (1 - fac) * denoised + fac * denoised_2
         x = (sigma_down / sigma) * x - math.expm1(math.log(sigma_down) - math.log(sigma)) * denoised_d
-        x = x + run.noise(sigma, sigma_next) * sigma_up
+        if eta > 0 and s_noise > 0:
+            x = x + run.noise(sigma, sigma_next) * s_noise * sigma_up
     return x
 
 
@@ -460,8 +462,10 @@ def dpmpp_2m_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _dpmpp_multistep_sde(run: Run, x: torch.Tensor, order: int, solver: str = "midpoint") -> torch.Tensor:
-    """DPM-Solver++(2M/3M) SDE with eta 1: exponential integrator plus exact-variance fresh noise."""
+def dpmpp_multistep_sde(
+    run: Run, x: torch.Tensor, order: int, solver: str = "midpoint", eta: float = 1.0, s_noise: float = 1.0
+) -> torch.Tensor:
+    """DPM-Solver++(2M/3M) SDE: exponential integrator plus exact-variance fresh noise (``eta`` 0: the ODE)."""
     denoised_1: torch.Tensor | None = None
     denoised_2: torch.Tensor | None = None
     h_1: float | None = None
@@ -474,9 +478,9 @@ def _dpmpp_multistep_sde(run: Run, x: torch.Tensor, order: int, solver: str = "m
             x = denoised
         else:
             h = math.log(sigma) - math.log(sigma_next)
-            h_eta = 2 * h
+            h_eta = h * (eta + 1)
             phi_1 = -math.expm1(-h_eta)
-            x = (sigma_next / sigma) * math.exp(-h) * x + phi_1 * denoised
+            x = (sigma_next / sigma) * math.exp(-h * eta) * x + phi_1 * denoised
             phi_2 = phi_1 / -h_eta + 1
             if order == 3 and denoised_2 is not None and h_1 is not None and h_2 is not None:
                 assert denoised_1 is not None
@@ -493,22 +497,23 @@ def _dpmpp_multistep_sde(run: Run, x: torch.Tensor, order: int, solver: str = "m
                     x = x + 0.5 * phi_1 * (1 / r) * (denoised - denoised_1)
                 else:
                     x = x + phi_2 * (1 / r) * (denoised - denoised_1)
-            x = x + run.noise(sigma, sigma_next) * sigma_next * math.sqrt(-math.expm1(-2 * h))
+            if eta > 0 and s_noise > 0:
+                x = x + run.noise(sigma, sigma_next) * sigma_next * math.sqrt(-math.expm1(-2 * h * eta)) * s_noise
         denoised_1, denoised_2 = denoised, denoised_1
         h_1, h_2 = h, h_1
     return x
 
 
 def dpmpp_2m_sde(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _dpmpp_multistep_sde(run, x, order=2, solver="midpoint")
+    return dpmpp_multistep_sde(run, x, order=2, solver="midpoint")
 
 
 def dpmpp_2m_sde_heun(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _dpmpp_multistep_sde(run, x, order=2, solver="heun")
+    return dpmpp_multistep_sde(run, x, order=2, solver="heun")
 
 
 def dpmpp_3m_sde(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _dpmpp_multistep_sde(run, x, order=3)
+    return dpmpp_multistep_sde(run, x, order=3)
 
 
 def _er_scale(value: torch.Tensor) -> torch.Tensor:
