@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 import torch
 
+from comfyserve.cli import main
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.errors import NodeInputError
 from comfyserve.models.checkpoint import load_checkpoint
 from comfyserve.models.handles import DiffusionModel
 from comfyserve.nodes import builtin_registry
 from comfyserve.nodes import custom_sampling as cs
+from comfyserve.nodes.conditioning import CLIPTextEncode
 from comfyserve.nodes.latent import EmptyLatentImage, SetLatentNoiseMask
 from comfyserve.nodes.sampling import KSampler, KSamplerAdvanced
 from tests.unit.fake_unet import cond, fake_model
@@ -242,8 +244,6 @@ def test_a_noise_mask_is_honoured_and_empty_sigmas_return_the_latent() -> None:
 
 def test_sampler_custom_advanced_equals_ksampler_on_a_tiny_sd15(tiny_models: Path) -> None:  # noqa: F811
     model, clip, _ = load_checkpoint(tiny_models / SD1)
-    from comfyserve.nodes.conditioning import CLIPTextEncode
-
     positive = CLIPTextEncode().encode(clip, "a red barn")[0]
     negative = CLIPTextEncode().encode(clip, "blurry")[0]
     latent = EmptyLatentImage().generate(64, 64, 1)[0]
@@ -263,3 +263,17 @@ def test_bad_sigmas_get_a_clear_error() -> None:
         cs.SamplerCustomAdvanced().sample(
             cs.RandomNoise().get_noise(1)[0], guider, sampler, torch.zeros(2, 2), _latent()
         )
+
+
+def test_the_sdxl_turbo_template_runs_end_to_end(tiny_models: Path, tmp_path: Path) -> None:  # noqa: F811
+    """ComfyUI's ``sdxlturbo_example`` template (API format, a tiny SDXL stand-in, 256²): SamplerCustom with
+    KSamplerSelect and SDTurboScheduler."""
+    out = tmp_path / "out"
+    assert (
+        main(["run", str(DATA / "sdxl_turbo_custom_sampling.json"), "--out", str(out), "--models", str(tiny_models)])
+        == 0
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "success"
+    assert [o["node_id"] for o in manifest["outputs"]] == ["27"]
+    assert Path(manifest["outputs"][0]["path"]).is_file()
