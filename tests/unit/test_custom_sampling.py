@@ -83,11 +83,7 @@ def test_range_schedulers_match_comfyui(node: Any, args: tuple[Any, ...], key: s
     ],
 )
 def test_model_schedulers_match_comfyui(node: Any, args: tuple[Any, ...], key: str) -> None:
-    """Within one float32 ulp: the engine's model sigmas take their log in float32, ComfyUI's in float64."""
-    values = node().get_sigmas(fake_model(), *args)[0]
-    expected = torch.tensor(SIGMAS[key], dtype=torch.float32)
-    assert values.dtype == torch.float32 and values.shape == expected.shape
-    assert torch.allclose(values, expected, rtol=1.2e-7, atol=0.0)
+    _exact(node().get_sigmas(fake_model(), *args)[0], SIGMAS[key])
 
 
 def test_basic_scheduler_at_denoise_0_is_empty() -> None:
@@ -96,8 +92,8 @@ def test_basic_scheduler_at_denoise_0_is_empty() -> None:
 
 def test_sampling_percent_to_sigma_matches_comfyui() -> None:
     node, model = cs.SamplingPercentToSigma(), fake_model()
-    assert node.get_sigma(model, 0.3, False)[0] == pytest.approx(SIGMAS["percent_0.3"], rel=1e-7)
-    assert node.get_sigma(model, 0.0, True)[0] == pytest.approx(SIGMAS["percent_0_actual"], rel=1e-7)
+    assert node.get_sigma(model, 0.3, False)[0] == SIGMAS["percent_0.3"]
+    assert node.get_sigma(model, 0.0, True)[0] == SIGMAS["percent_0_actual"]
     assert node.get_sigma(model, 0.0, False)[0] == SIGMAS["percent_0"]
 
 
