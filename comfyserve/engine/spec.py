@@ -20,12 +20,14 @@ INPUT_KINDS = ("required", "optional", "hidden")
 @dataclass(frozen=True)
 class InputSpec:
     """One declared input. ``type`` is a type name (``"INT"``, ``"IMAGE,FLOAT"``, ``"COMBO"``) or, for a
-    classic combo, the list of its options."""
+    classic combo, the list of its options. ``with_options``: declared with an options dict, even an empty one
+    (ComfyUI serialises ``("MODEL", {})`` as ``["MODEL", {}]``)."""
 
     name: str
     type: str | tuple[Any, ...]
     options: Mapping[str, Any]
     kind: str
+    with_options: bool = False
 
     @property
     def is_combo(self) -> bool:
@@ -46,7 +48,7 @@ class InputSpec:
     def config(self) -> list[Any]:
         """The ``(type, options)`` pair as ComfyUI serialises it in ``/object_info`` and error ``input_config``."""
         head: Any = list(self.type) if isinstance(self.type, tuple) else self.type
-        return [head, dict(self.options)] if self.options else [head]
+        return [head, dict(self.options)] if self.options or self.with_options else [head]
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class NodeSpec:
     validate_hook: ValidateHook | None = None
     has_is_changed: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    input_kinds: tuple[str, ...] = ()  # the kinds declared, even empty (DisableNoise: ``{"required": {}}``)
 
     @cached_property
     def declared(self) -> dict[str, InputSpec]:
@@ -106,6 +109,7 @@ class NodeSpec:
         for kind in INPUT_KINDS:
             for input_name, entry in (declared.get(kind) or {}).items():
                 inputs[input_name] = _input_from_declaration(name, input_name, entry, kind)
+        input_kinds = tuple(kind for kind in INPUT_KINDS if declared.get(kind) is not None)
         return_types = tuple(getattr(node_class, "RETURN_TYPES", ()))
         output_is_list = tuple(getattr(node_class, "OUTPUT_IS_LIST", ())) or (False,) * len(return_types)
         return cls(
@@ -125,13 +129,14 @@ class NodeSpec:
             experimental=bool(getattr(node_class, "EXPERIMENTAL", False)),
             validate_hook=_validate_hook(node_class),
             has_is_changed=callable(getattr(node_class, "IS_CHANGED", None)),
+            input_kinds=input_kinds,
         )
 
     # -- to and from the /object_info shape ---------------------------------------------------------
 
     def to_object_info(self) -> dict[str, Any]:
-        by_kind: dict[str, dict[str, Any]] = {}
-        order: dict[str, list[str]] = {}
+        by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in self.input_kinds}
+        order: dict[str, list[str]] = {kind: [] for kind in self.input_kinds}
         for spec in self.inputs.values():
             value: Any = spec.type if spec.kind == "hidden" else spec.config()
             by_kind.setdefault(spec.kind, {})[spec.name] = value
@@ -196,6 +201,7 @@ class NodeSpec:
                 validate_hook=None
                 if hook is None
                 else ValidateHook(frozenset(hook["params"]), bool(hook["kwargs"]), bool(hook["input_types"])),
+                input_kinds=tuple(kind for kind in INPUT_KINDS if kind in (info.get("input") or {})),
             )
         except (AttributeError, KeyError, TypeError) as exc:
             raise CatalogError(f"catalog entry {name!r} is malformed: {exc}") from exc
@@ -214,11 +220,12 @@ def _input_from_declaration(node: str, input_name: str, entry: Any, kind: str) -
     if not isinstance(entry, list | tuple) or not entry:
         raise CatalogError(f"{node}: input {input_name!r} must be declared as (TYPE, options), got {entry!r}")
     head = entry[0]
-    options = dict(entry[1]) if len(entry) > 1 and isinstance(entry[1], Mapping) else {}
+    with_options = len(entry) > 1 and isinstance(entry[1], Mapping)
+    options = dict(entry[1]) if with_options else {}
     if takes_upload(options):  # validation matches any uploaded file's name, whatever the media
         options[IMAGE_UPLOAD] = True
     type_: str | tuple[Any, ...] = tuple(head) if isinstance(head, list | tuple) else str(head)
-    return InputSpec(input_name, type_, options, kind)
+    return InputSpec(input_name, type_, options, kind, with_options)
 
 
 def _validate_hook(node_class: type) -> ValidateHook | None:

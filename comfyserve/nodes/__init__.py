@@ -23,6 +23,7 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.latent",
     "comfyserve.nodes.latent_batch",
     "comfyserve.nodes.sampling",
+    "comfyserve.nodes.custom_sampling",
 )
 
 

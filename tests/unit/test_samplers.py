@@ -18,7 +18,7 @@ import torchsde
 from comfyserve.models.handles import SamplingSettings
 from comfyserve.models.sampling.noise import BrownianNoise, gaussian_noise, initial_noise
 from comfyserve.models.sampling.run import Run
-from comfyserve.models.sampling.samplers import SAMPLER_NAMES, SAMPLERS, ancestral_step
+from comfyserve.models.sampling.samplers import SAMPLER_NAMES, SAMPLERS, ancestral_step, dpmpp_multistep_sde, lms
 from comfyserve.models.sampling.schedule import schedule_for
 from comfyserve.models.sampling.schedulers import karras
 
@@ -312,3 +312,47 @@ def test_dpm_solvers_integrate_to_the_smallest_nonzero_sigma() -> None:
         assert float((adaptive - ode_solution(x_t, SIGMA_MAX, sigmas[-2])).abs().max()) < 0.2
     for coarse, fine in itertools.pairwise(errors):
         assert coarse / fine > 0.8 * 2**3, errors
+
+
+# ComfyUI 0.3.64's k-diffusion functions with non-default parameters (eta 0.5, s_noise 0.7; dpmpp_sde r 0.3),
+# as the custom sampling nodes pass them; same denoiser, sigmas, seed and start as above.
+COMFYUI_PARAMETERISED = {
+    "euler_ancestral": ([0.77385, 0.98004, 0.35083, 1.05254, 0.86782, 0.41918, 0.08159, 0.91165], {}),
+    "dpmpp_2s_ancestral": ([0.79907, 1.08623, 0.25339, 1.17577, 0.93876, 0.31452, -0.07045, 0.97594], {}),
+    "dpmpp_sde": ([0.67718, 1.27652, 0.35412, 0.97078, 0.67321, 0.34647, 0.22179, 0.76267], {"r": 0.3}),
+    "dpmpp_2m_sde_heun": (
+        [0.9693, 0.93931, 0.33851, 0.62117, 0.33884, -0.01374, 0.14028, 0.85643],
+        {"order": 2, "solver": "heun"},
+    ),
+    "dpmpp_3m_sde": ([1.35724, 1.03071, -0.04695, 0.48453, 0.21033, -0.28107, -0.12292, 1.0396], {"order": 3}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMFYUI_PARAMETERISED))
+def test_eta_and_s_noise_give_comfyuis_sample(name: str) -> None:
+    expected, extra = COMFYUI_PARAMETERISED[name]
+    sigmas = torch.tensor([14.6146, 6.0, 2.5, 1.0, 0.3, 0.0292, 0.0]).tolist()
+    x = torch.randn(1, 2, 2, 3, generator=torch.Generator().manual_seed(2024)) * sigmas[0]
+    spec = SAMPLERS[name]
+    noise = BrownianNoise(x, 0.0292, sigmas[0], 2024) if spec.noise == "brownian" else gaussian_noise(x, 2024)
+    run = Run(exact_denoiser, sigmas, noise, lambda step: None)
+    fn = dpmpp_multistep_sde if "order" in extra else spec.fn
+    out = fn(run, x, eta=0.5, s_noise=0.7, **extra).flatten().tolist()  # type: ignore[call-arg]
+    assert out[:8] == pytest.approx(expected, abs=2e-5)
+
+
+def test_dpmpp_2m_sde_at_eta_0_is_comfyuis_ode() -> None:
+    sigmas = torch.tensor([14.6146, 6.0, 2.5, 1.0, 0.3, 0.0292, 0.0]).tolist()
+    x = torch.randn(1, 2, 2, 3, generator=torch.Generator().manual_seed(2024)) * sigmas[0]
+    run = Run(exact_denoiser, sigmas, BrownianNoise(x, 0.0292, sigmas[0], 2024), lambda step: None)
+    out = dpmpp_multistep_sde(run, x, order=2, eta=0.0).flatten().tolist()
+    expected = [0.65066, 1.63736, 0.21854, 1.43972, 0.95587, 0.40382, 0.23462, 1.04642]
+    assert out[:8] == pytest.approx(expected, abs=2e-5)
+
+
+def test_lms_of_order_2_gives_comfyuis_sample() -> None:
+    sigmas = torch.tensor([14.6146, 6.0, 2.5, 1.0, 0.3, 0.0292, 0.0]).tolist()
+    x = torch.randn(1, 2, 2, 3, generator=torch.Generator().manual_seed(2024)) * sigmas[0]
+    out = lms(Run(exact_denoiser, sigmas, gaussian_noise(x, 1), lambda step: None), x, order=2).flatten().tolist()
+    expected = [0.66504, 1.36418, 0.35885, 1.22414, 0.8813, 0.49014, 0.37024, 0.94547]
+    assert out[:8] == pytest.approx(expected, abs=2e-5)

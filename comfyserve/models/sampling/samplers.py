@@ -2,7 +2,8 @@
 
 Each sampler takes a :class:`Run` and the starting ``x`` (noise at ``sigmas[0]`` already added) and returns
 the sample at ``sigmas[-1]``. ``Run.denoise`` reports each step to the callback after the step's first model
-call, as ComfyUI's samplers do.
+call, as ComfyUI's samplers do. The solvers with their own machinery live beside it (``dpm_solver``, ``unipc``,
+``sa_solver``, ``vp_sde``); this module holds the rest and the registry, :data:`SAMPLERS`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from comfyserve.models.sampling.dpm_solver import dpm_adaptive, dpm_fast
 from comfyserve.models.sampling.run import Run
 from comfyserve.models.sampling.sa_solver import sa_solver, sa_solver_pece
 from comfyserve.models.sampling.unipc import unipc
+from comfyserve.models.sampling.vp_sde import er_sde, seeds_2, seeds_3
 
 NoiseKind = Literal["none", "gaussian", "brownian"]
 
@@ -43,20 +45,20 @@ def euler(run: Run, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def euler_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
+def euler_ancestral(run: Run, x: torch.Tensor, eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
     for i in range(run.steps):
         sigma = run.sigmas[i]
         denoised = run.denoise(x, i)
-        sigma_down, sigma_up = ancestral_step(sigma, run.sigmas[i + 1])
+        sigma_down, sigma_up = ancestral_step(sigma, run.sigmas[i + 1], eta)
         if sigma_down == 0:
             x = denoised
         else:
             x = x + _derivative(x, denoised, sigma) * (sigma_down - sigma)
-            x = x + run.noise(sigma, run.sigmas[i + 1]) * sigma_up
+            x = x + run.noise(sigma, run.sigmas[i + 1]) * s_noise * sigma_up
     return x
 
 
-def _euler_cfg_pp(run: Run, x: torch.Tensor, eta: float) -> torch.Tensor:
+def _euler_cfg_pp(run: Run, x: torch.Tensor, eta: float, s_noise: float) -> torch.Tensor:
     """CFG++ (Chung et al. 2024) Euler: renoise the guided prediction with the unguided one's noise direction,
     ``x = D + sigma_down * (x - D_uncond) / sigma``; with ``eta`` fresh noise of ``sigma_up`` follows."""
     for i in range(run.steps):
@@ -67,17 +69,17 @@ def _euler_cfg_pp(run: Run, x: torch.Tensor, eta: float) -> torch.Tensor:
             continue
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         x = denoised + sigma_down * _derivative(x, run.uncond(), sigma)
-        if eta:
-            x = x + run.noise(sigma, sigma_next) * sigma_up
+        if eta > 0 and s_noise > 0:
+            x = x + run.noise(sigma, sigma_next) * s_noise * sigma_up
     return x
 
 
 def euler_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _euler_cfg_pp(run, x, eta=0.0)
+    return _euler_cfg_pp(run, x, eta=0.0, s_noise=0.0)
 
 
-def euler_ancestral_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _euler_cfg_pp(run, x, eta=1.0)
+def euler_ancestral_cfg_pp(run: Run, x: torch.Tensor, eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
+    return _euler_cfg_pp(run, x, eta, s_noise)
 
 
 def heun(run: Run, x: torch.Tensor) -> torch.Tensor:
@@ -180,12 +182,12 @@ def lms(run: Run, x: torch.Tensor, order: int = 4) -> torch.Tensor:
     return x
 
 
-def dpmpp_2s_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
+def dpmpp_2s_ancestral(run: Run, x: torch.Tensor, eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
     """DPM-Solver++(2S) single-step second order, with ancestral noise."""
     for i in range(run.steps):
         sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
         denoised = run.denoise(x, i)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         if sigma_down == 0:
             x = x + _derivative(x, denoised, sigma) * (sigma_down - sigma)
         else:
@@ -195,7 +197,7 @@ def dpmpp_2s_ancestral(run: Run, x: torch.Tensor) -> torch.Tensor:
             denoised_2 = run.model(x_2, sigma_mid)
             x = (sigma_down / sigma) * x - math.expm1(-h) * denoised_2
         if sigma_next > 0:
-            x = x + run.noise(sigma, sigma_next) * sigma_up
+            x = x + run.noise(sigma, sigma_next) * s_noise * sigma_up
     return x
 
 
@@ -400,7 +402,7 @@ def dpmpp_2s_ancestral_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def dpmpp_sde(run: Run, x: torch.Tensor, r: float = 0.5) -> torch.Tensor:
+def dpmpp_sde(run: Run, x: torch.Tensor, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5) -> torch.Tensor:
     """DPM-Solver++ stochastic, two stages per step (the midpoint at fraction ``r`` in log sigma)."""
     for i in range(run.steps):
         sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
@@ -410,15 +412,17 @@ def dpmpp_sde(run: Run, x: torch.Tensor, r: float = 0.5) -> torch.Tensor:
             continue
         h = math.log(sigma) - math.log(sigma_next)
         sigma_mid = math.exp(math.log(sigma) - r * h)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_mid)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_mid, eta)
         x_2 = (sigma_down / sigma) * x - math.expm1(math.log(sigma_down) - math.log(sigma)) * denoised
-        x_2 = x_2 + run.noise(sigma, sigma_mid) * sigma_up
+        if eta > 0 and s_noise > 0:
+            x_2 = x_2 + run.noise(sigma, sigma_mid) * s_noise * sigma_up
         denoised_2 = run.model(x_2, sigma_mid)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
         fac = 1 / (2 * r)
         denoised_d = (1 - fac) * denoised + fac * denoised_2
         x = (sigma_down / sigma) * x - math.expm1(math.log(sigma_down) - math.log(sigma)) * denoised_d
-        x = x + run.noise(sigma, sigma_next) * sigma_up
+        if eta > 0 and s_noise > 0:
+            x = x + run.noise(sigma, sigma_next) * s_noise * sigma_up
     return x
 
 
@@ -460,8 +464,10 @@ def dpmpp_2m_cfg_pp(run: Run, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _dpmpp_multistep_sde(run: Run, x: torch.Tensor, order: int, solver: str = "midpoint") -> torch.Tensor:
-    """DPM-Solver++(2M/3M) SDE with eta 1: exponential integrator plus exact-variance fresh noise."""
+def dpmpp_multistep_sde(
+    run: Run, x: torch.Tensor, order: int, solver: str = "midpoint", eta: float = 1.0, s_noise: float = 1.0
+) -> torch.Tensor:
+    """DPM-Solver++(2M/3M) SDE: exponential integrator plus exact-variance fresh noise (``eta`` 0: the ODE)."""
     denoised_1: torch.Tensor | None = None
     denoised_2: torch.Tensor | None = None
     h_1: float | None = None
@@ -474,9 +480,9 @@ def _dpmpp_multistep_sde(run: Run, x: torch.Tensor, order: int, solver: str = "m
             x = denoised
         else:
             h = math.log(sigma) - math.log(sigma_next)
-            h_eta = 2 * h
+            h_eta = h * (eta + 1)
             phi_1 = -math.expm1(-h_eta)
-            x = (sigma_next / sigma) * math.exp(-h) * x + phi_1 * denoised
+            x = (sigma_next / sigma) * math.exp(-h * eta) * x + phi_1 * denoised
             phi_2 = phi_1 / -h_eta + 1
             if order == 3 and denoised_2 is not None and h_1 is not None and h_2 is not None:
                 assert denoised_1 is not None
@@ -493,120 +499,23 @@ def _dpmpp_multistep_sde(run: Run, x: torch.Tensor, order: int, solver: str = "m
                     x = x + 0.5 * phi_1 * (1 / r) * (denoised - denoised_1)
                 else:
                     x = x + phi_2 * (1 / r) * (denoised - denoised_1)
-            x = x + run.noise(sigma, sigma_next) * sigma_next * math.sqrt(-math.expm1(-2 * h))
+            if eta > 0 and s_noise > 0:
+                x = x + run.noise(sigma, sigma_next) * sigma_next * math.sqrt(-math.expm1(-2 * h * eta)) * s_noise
         denoised_1, denoised_2 = denoised, denoised_1
         h_1, h_2 = h, h_1
     return x
 
 
 def dpmpp_2m_sde(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _dpmpp_multistep_sde(run, x, order=2, solver="midpoint")
+    return dpmpp_multistep_sde(run, x, order=2, solver="midpoint")
 
 
 def dpmpp_2m_sde_heun(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _dpmpp_multistep_sde(run, x, order=2, solver="heun")
+    return dpmpp_multistep_sde(run, x, order=2, solver="heun")
 
 
 def dpmpp_3m_sde(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _dpmpp_multistep_sde(run, x, order=3)
-
-
-def _er_scale(value: torch.Tensor) -> torch.Tensor:
-    """ER-SDE's default noise scaler ``x (e^(x^0.3) + 10)``."""
-    return value * ((value**0.3).exp() + 10.0)
-
-
-def er_sde(run: Run, x: torch.Tensor, stages: int = 3, points: int = 200) -> torch.Tensor:
-    """ER-SDE-Solver-3 (Cui et al. 2023, arXiv 2309.06169), VP data prediction for an eps model (lambda is
-    sigma): a first-order step scaled by the noise scaler's ratio, then corrections from the first and second
-    divided differences of the prediction, their integrals taken over ``points`` samples of the step in float32;
-    fresh noise keeps the marginal variance."""
-    sigmas = torch.tensor(run.sigmas, dtype=torch.float32)
-    grid = torch.arange(0, points, dtype=torch.float32)
-    previous: torch.Tensor | None = None
-    previous_d: torch.Tensor | None = None
-    for i in range(run.steps):
-        denoised = run.denoise(x, i)
-        if run.sigmas[i + 1] == 0:
-            x = denoised
-            previous = denoised
-            continue
-        lam_s, lam_t = sigmas[i], sigmas[i + 1]
-        ratio = float(_er_scale(lam_t) / _er_scale(lam_s))
-        x = ratio * x + (1 - ratio) * denoised
-        if i >= 1 and stages >= 2:
-            assert previous is not None
-            dt = lam_t - lam_s
-            step = -dt / points
-            positions = lam_t + grid * step
-            scaled = _er_scale(positions)
-            first = float(torch.sum(1 / scaled) * step)
-            d = (denoised - previous) / float(lam_s - sigmas[i - 1])
-            x = x + float(dt + first * _er_scale(lam_t)) * d
-            if i >= 2 and stages >= 3 and previous_d is not None:
-                second = float(torch.sum((positions - lam_s) / scaled) * step)
-                u = (d - previous_d) / float((lam_s - sigmas[i - 2]) / 2)
-                x = x + float(dt**2 / 2 + second * _er_scale(lam_t)) * u
-            previous_d = d
-        spread = (lam_t**2 - lam_s**2 * ratio**2).sqrt().nan_to_num(nan=0.0)
-        x = x + run.noise(run.sigmas[i], run.sigmas[i + 1]) * float(spread)
-        previous = denoised
-    return x
-
-
-def _seeds(run: Run, x: torch.Tensor, fractions: tuple[float, ...]) -> torch.Tensor:
-    """SEEDS-2/3 (Gonzalez et al. 2023, arXiv 2305.14267), VP data prediction with eta 1 for an eps model:
-    exponential stages at the fractions of each step in log sigma, the stage noises chained so that the
-    step's noise is one Brownian path."""
-    for i in range(run.steps):
-        sigma, sigma_next = run.sigmas[i], run.sigmas[i + 1]
-        denoised = run.denoise(x, i)
-        if sigma_next == 0:
-            x = denoised
-            continue
-        h = math.log(sigma) - math.log(sigma_next)
-        stage_sigmas = [math.exp(math.log(sigma) - f * h) for f in fractions]
-        preds = [denoised]
-        r_1 = fractions[0]
-        sigma_1 = stage_sigmas[0]
-        x_stage = (sigma_1 / sigma) * math.exp(-r_1 * h) * x - math.expm1(-2 * r_1 * h) * denoised
-        noise = math.sqrt(-math.expm1(-2 * r_1 * h)) * run.noise(sigma, sigma_1)
-        preds.append(run.model(x_stage + noise * sigma_1, sigma_1))
-        last_fraction, last_sigma = r_1, sigma_1
-        if len(fractions) == 2:  # SEEDS-3's middle stage
-            r_2 = fractions[1]
-            sigma_2 = stage_sigmas[1]
-            a_2 = r_2 / r_1 * _phi_2(-2 * r_2 * h)
-            a_1 = math.expm1(-2 * r_2 * h) - a_2
-            x_stage = (sigma_2 / sigma) * math.exp(-r_2 * h) * x - (a_1 * denoised + a_2 * preds[1])
-            segment = (r_1 - r_2) * h
-            noise = noise * math.exp(segment) + math.sqrt(-math.expm1(2 * segment)) * run.noise(sigma_1, sigma_2)
-            preds.append(run.model(x_stage + noise * sigma_2, sigma_2))
-            last_fraction, last_sigma = r_2, sigma_2
-        if len(fractions) == 1:
-            mixed = denoised + (preds[1] - denoised) / (2 * r_1)
-            x = (sigma_next / sigma) * math.exp(-h) * x - math.expm1(-2 * h) * mixed
-        else:
-            b_3 = _phi_2(-2 * h) / last_fraction
-            b_1 = math.expm1(-2 * h) - b_3
-            x = (sigma_next / sigma) * math.exp(-h) * x - (b_1 * denoised + b_3 * preds[2])
-        segment = (last_fraction - 1) * h
-        noise = noise * math.exp(segment) + math.sqrt(-math.expm1(2 * segment)) * run.noise(last_sigma, sigma_next)
-        x = x + noise * sigma_next
-    return x
-
-
-def _phi_2(z: float) -> float:
-    """``(e^z - 1 - z) / z``: h times the second phi function of exponential integrators, at ``z = -h``."""
-    return (math.expm1(z) - z) / z
-
-
-def seeds_2(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _seeds(run, x, (0.5,))
-
-
-def seeds_3(run: Run, x: torch.Tensor) -> torch.Tensor:
-    return _seeds(run, x, (1 / 3, 2 / 3))
+    return dpmpp_multistep_sde(run, x, order=3)
 
 
 def ddpm(run: Run, x: torch.Tensor) -> torch.Tensor:

@@ -42,18 +42,18 @@ def rescale_zero_terminal_snr(sigmas: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True, eq=False)
 class DiscreteSchedule:
-    """The model's sigmas (ascending, float32) and how they map to the UNet's timestep values.
+    """The model's sigmas (ascending, float32), their logs, and how they map to the UNet's timestep values.
+
+    ``log_sigmas`` are taken where ComfyUI takes them: from the float64 sigmas, except LCM's distilled grid
+    (from the float32 ones).
 
     ``skip`` is the number of training timesteps between two entries: 1 normally, 20 for LCM, whose
     distilled grid keeps 50 of the 1000 timesteps (entry ``k`` is timestep ``k * 20 + 19``).
     """
 
     sigmas: torch.Tensor
+    log_sigmas: torch.Tensor
     skip: int = 1
-
-    @functools.cached_property
-    def log_sigmas(self) -> torch.Tensor:
-        return self.sigmas.log()
 
     @property
     def sigma_min(self) -> float:
@@ -96,9 +96,10 @@ def schedule_for(settings: SamplingSettings) -> DiscreteSchedule:
     sigmas = ((1.0 - alpha_bar) / alpha_bar).sqrt()
     if settings.zsnr:
         sigmas = rescale_zero_terminal_snr(sigmas)
-    sigmas = sigmas.float()
     if settings.prediction != "lcm":
-        return DiscreteSchedule(sigmas)
+        return DiscreteSchedule(sigmas.float(), sigmas.log().float())
+    sigmas = sigmas.float()
     skip = settings.timesteps // LCM_ORIGINAL_STEPS
     kept = torch.arange(settings.timesteps - 1, -1, -skip)[:LCM_ORIGINAL_STEPS].flip(0)
-    return DiscreteSchedule(sigmas[kept].contiguous(), skip=skip)
+    grid = sigmas[kept].contiguous()
+    return DiscreteSchedule(grid, grid.log(), skip=skip)

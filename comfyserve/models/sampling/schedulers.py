@@ -30,6 +30,25 @@ def exponential(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), steps).exp())
 
 
+def polyexponential(steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    """A polynomial in log sigma: ``rho`` 1 is the exponential schedule, larger ``rho`` lingers at high noise."""
+    ramp = torch.linspace(1, 0, steps) ** rho
+    return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
+def laplace(steps: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> torch.Tensor:
+    """Tiankai et al. 2024: log sigma at the Laplace(mu, beta) quantiles, clamped to the range; no final zero."""
+    x = torch.linspace(0, 1, steps)
+    log_sigma = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + 1e-5)
+    return torch.clamp(torch.exp(log_sigma), min=sigma_min, max=sigma_max)
+
+
+def vp(steps: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+    """The continuous variance-preserving schedule (Song et al. 2021) at ``steps`` times from 1 down to ``eps_s``."""
+    t = torch.linspace(1, eps_s, steps)
+    return _append_zero(torch.sqrt(torch.special.expm1(beta_d * t**2 / 2 + beta_min * t)))
+
+
 def kl_optimal(steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """Uniform steps in arctan(sigma) (the KL-optimal schedule of Zhang et al., via AUTOMATIC1111 #15608)."""
     fraction = torch.arange(steps, dtype=torch.float32) / max(steps - 1, 1)

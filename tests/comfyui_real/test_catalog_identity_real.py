@@ -1,0 +1,28 @@
+"""The built-in engine's catalog entries for the node packs that pin ComfyUI's (``tests/data/comfyui_object_info``)
+equal the live ComfyUI's ``/object_info``, and the pinned reference is still what that ComfyUI serves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from comfyserve.engine.catalog import Catalog
+from comfyserve.worker.comfyui import ComfyUIBackend
+
+REFERENCES = Path(__file__).resolve().parents[1] / "data" / "comfyui_object_info"
+
+
+def _entry(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in info.items() if k not in ("python_module", "comfyserve")}
+
+
+def test_pinned_classes_equal_the_live_comfyui_s(backend: ComfyUIBackend) -> None:
+    live = backend.object_info()
+    ours = Catalog.packaged().to_object_info()
+    references = sorted(REFERENCES.glob("*.json"))
+    assert references
+    for reference_file in references:
+        for name, reference in json.loads(reference_file.read_text()).items():
+            assert _entry(live[name]) == _entry(reference), f"{reference_file.name}: {name} changed in ComfyUI"
+            assert _entry(ours[name]) == _entry(live[name]), name
