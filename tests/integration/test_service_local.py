@@ -11,9 +11,11 @@ from comfyserve.api.app import build_app
 from comfyserve.api.auth import ApiKeyAuthenticator
 from comfyserve.contracts.events import JobEvent
 from comfyserve.contracts.jobs import JobStatus, QueueMessage
+from comfyserve.localstack.resolver_pool import ResolverPool
 from comfyserve.service.job_service import JobService
 from comfyserve.service.models import JobSubmission
 from tests.api_stack import KEYS, Stack, error_body, make_stack, workflow
+from tests.apigw import resolve, rest_event
 
 
 class BrokenQueue:
@@ -90,13 +92,18 @@ def test_racing_submits_with_one_idempotency_key_make_one_job(tmp_path: Path) ->
 
 
 def test_the_route_table_serves_threads_correctly(tmp_path: Path) -> None:
-    """Powertools keeps the current request in class-level state; the resolver must not mix up requests."""
+    """A resolver holds the request it resolves; served as the local server serves it (a pool lending one route
+    table per request in flight), concurrent requests must not be mixed up."""
     stack = make_stack(tmp_path)
+    resolvers = ResolverPool(stack.new_app)
+
+    def call(method: str, url: str, tenant: str, **kw: Any) -> Any:
+        return resolve(resolvers, rest_event(method, url, headers={"x-api-key": KEYS[tenant]}, **kw)).json()
 
     def submit_and_read(seed: int) -> tuple[int, str, Any]:
         tenant = "tenant-a" if seed % 2 else "tenant-b"
-        job_id = stack.call("POST", "/v1/jobs", tenant=tenant, body={"workflow": workflow(seed=seed)}).json()["job_id"]
-        return seed, tenant, stack.call("GET", f"/v1/jobs/{job_id}", tenant=tenant).json()
+        job_id = call("POST", "/v1/jobs", tenant, body={"workflow": workflow(seed=seed)})["job_id"]
+        return seed, tenant, call("GET", f"/v1/jobs/{job_id}", tenant)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(submit_and_read, range(40)))
