@@ -24,9 +24,10 @@ from tests.comfyui_real.prompts import steps_prompt
 from tests.integration.stack_helpers import Api
 
 KEY = "alice-key"
-COMFYUI_ONLY = {  # PreviewAny is not a built-in node: the stand-in catalog does not have it
+COMFYUI_ONLY = {  # ImageQuantize is not a built-in node: the stand-in catalog does not have it
     "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-    "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    "4": {"class_type": "ImageQuantize", "inputs": {"image": ["1", 0], "colors": 256, "dither": "none"}},
+    "2": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
     "3": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
 }
 STARTING: dict[str, Any] = {}  # what the API answered while ComfyUI was starting
