@@ -53,9 +53,14 @@ def test_the_entries_survive_the_catalog_round_trip() -> None:
     assert again["SamplingPercentToSigma"]["input"]["required"]["model"] == ["MODEL", {}]
 
 
+def _float32(values: list[float]) -> list[float]:
+    """``values`` rounded to float32, as ComfyUI's SIGMAS tensors hold them."""
+    return torch.tensor(values, dtype=torch.float32).tolist()
+
+
 def _exact(values: torch.Tensor, expected: list[float]) -> None:
     assert values.dtype == torch.float32
-    assert values.tolist() == torch.tensor(expected, dtype=torch.float32).tolist()
+    assert values.tolist() == _float32(expected)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +74,8 @@ def _exact(values: torch.Tensor, expected: list[float]) -> None:
     ],
 )
 def test_range_schedulers_match_comfyui(node: Any, args: tuple[Any, ...], key: str) -> None:
-    _exact(node().get_sigmas(*args)[0], SIGMAS[key])
+    (sigmas,) = node().get_sigmas(*args)
+    assert sigmas.dtype == torch.float32 and sigmas.tolist() == _float32(SIGMAS[key])
 
 
 @pytest.mark.parametrize(
@@ -83,7 +89,8 @@ def test_range_schedulers_match_comfyui(node: Any, args: tuple[Any, ...], key: s
     ],
 )
 def test_model_schedulers_match_comfyui(node: Any, args: tuple[Any, ...], key: str) -> None:
-    _exact(node().get_sigmas(fake_model(), *args)[0], SIGMAS[key])
+    (sigmas,) = node().get_sigmas(fake_model(), *args)
+    assert sigmas.dtype == torch.float32 and sigmas.tolist() == _float32(SIGMAS[key])
 
 
 def test_basic_scheduler_at_denoise_0_is_empty() -> None:
