@@ -243,6 +243,11 @@ class JobStore(Protocol):
         :class:`InvalidCursor` for a cursor this store did not issue for this tenant and filter."""
         ...
 
+    def count(self, tenant: str, statuses: Collection[JobStatus], limit: int) -> int:
+        """How many of the tenant's jobs have one of ``statuses``, counted up to ``limit`` (no record is read
+        into memory: a figure for displays such as ComfyUI's ``queue_remaining``)."""
+        ...
+
     def transition(
         self, job_id: str, from_statuses: Collection[JobStatus], to_status: JobStatus, **fields: Any
     ) -> JobRecord:

@@ -37,6 +37,13 @@ def check_limit(limit: int) -> None:
         raise ValueError(f"limit must be 1-{MAX_LIST_LIMIT}")
 
 
+def status_values(statuses: Collection[JobStatus]) -> list[str]:
+    """The statuses a count filters on, in a stable order; at least one."""
+    if not statuses:
+        raise ValueError("statuses must not be empty")
+    return sorted(status.value for status in statuses)
+
+
 def order_key_before(time: datetime) -> str:
     """The ``list_order_key`` bound below which every job created before ``time`` sorts."""
     return time.astimezone(UTC).strftime(ORDER_KEY_TIME)

@@ -37,6 +37,7 @@ from comfyserve.localstack.apigw import HttpResponse, LambdaContextStub, build_e
 from comfyserve.localstack.framing import (
     BodyError,
     Disconnected,
+    DrainBudget,
     declared_length,
     framing_error,
     read_body,
@@ -69,10 +70,11 @@ class EdgeLimits:
     read_timeout_s: float = 30.0  # for the headers, and for each part of a body
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
     max_in_flight: int = 128  # requests between their headers and their answer
-    resolve_threads: int = 4  # route-table threads (health has one more of its own)
+    resolve_threads: int = 2  # route-table threads (health has one more of its own)
     max_websockets: int = 512
     ws_max_message: int = 1 * MiB
-    ws_max_fragments: int = 1024  # frames one websocket message may be split into
+    ws_max_fragments: int = 64  # frames one websocket message may be split into
+    drain_bytes_per_s: int = 32 * MiB  # refused bodies are read (and dropped) at most this fast, all together
     events_poll_s: float = sse.POLL_S
 
 
@@ -125,6 +127,7 @@ class EdgeApp:
         self.pool: ResolverPool | None = None
         self.in_flight = 0
         self.websockets = 0
+        self._drain = DrainBudget(limits.drain_bytes_per_s)
         self._executor = ThreadPoolExecutor(limits.resolve_threads, thread_name_prefix="comfyserve-resolve")
         self._public = ThreadPoolExecutor(1, thread_name_prefix="comfyserve-health")
 
@@ -177,7 +180,7 @@ class EdgeApp:
         if not authorised:
             authorised = mount.authenticate({name.lower(): value for name, value in text_headers}) is not None
         try:
-            body = await read_body(receive, limit, self.limits.read_timeout_s, keep=authorised)
+            body = await read_body(receive, limit, self.limits.read_timeout_s, self._drain, keep=authorised)
         except BodyError as error:
             await refuse(send, error.status, error.type, error.message)
             return
@@ -214,7 +217,7 @@ class EdgeApp:
             return
         await send({"type": "http.response.body", "body": body, "more_body": True})
         with contextlib.suppress(BodyError, Disconnected):
-            await read_body(receive, 0, self.limits.read_timeout_s, keep=False)
+            await read_body(receive, 0, self.limits.read_timeout_s, self._drain, keep=False)
         await send({"type": "http.response.body", "body": b""})
 
     async def _resolve(

@@ -5,12 +5,15 @@ The HTTP parser (llhttp) already refuses a malformed chunk size, a signed, liste
 :func:`framing_error` refuses, in addition, what it lets through and a proxy in front of us might read another
 way (a coding before ``chunked``) and an HTTP/1.1 request without ``Host`` (RFC 9112 §3.2). :func:`read_body`
 keeps at most ``limit`` bytes of a body, whatever its framing, and drops what it is told not to keep: a request refused
-before its route costs no memory.
+before its route costs no memory. What it drops is read no faster than a :class:`DrainBudget` shared by every
+connection allows, so that clients streaming refused bodies (no key, over the limit) cannot take the event loop's
+time from the requests it serves: the sender is held back by TCP's own flow control.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -35,6 +38,21 @@ class Disconnected(Exception):
     """The client went away before its body arrived."""
 
 
+class DrainBudget:
+    """Bytes per second that refused bodies may be read at, all connections together (each dropped part waits
+    for its turn: a virtual schedule, so a burst is spread rather than refused)."""
+
+    def __init__(self, bytes_per_s: float) -> None:
+        self._bytes_per_s = bytes_per_s
+        self._free_at = 0.0
+
+    async def take(self, size: int) -> None:
+        now = time.monotonic()
+        self._free_at = max(self._free_at, now) + size / self._bytes_per_s
+        if self._free_at > now:
+            await asyncio.sleep(self._free_at - now)
+
+
 def framing_error(headers: Headers, http_version: str) -> str | None:
     """Why the request's head is ambiguous, ``None`` when it is not (header names lower-case)."""
     if http_version == "1.1" and not any(name == b"host" for name, _ in headers):
@@ -57,12 +75,12 @@ def too_large(limit: int) -> BodyError:
     return BodyError(413, "payload_too_large", f"the body is larger than {limit} bytes")
 
 
-async def read_body(receive: Receive, limit: int, timeout_s: float, *, keep: bool = True) -> bytes:
+async def read_body(receive: Receive, limit: int, timeout_s: float, drain: DrainBudget, *, keep: bool = True) -> bytes:
     """The body, up to ``limit`` bytes (dropped when not ``keep``); each part must come within ``timeout_s``.
 
     A body over the limit is read to its end (and dropped) before :class:`BodyError` 413, so that a client that
     sends the whole body before reading still reads the answer; the time for that is bounded by the timeout
-    per part, its memory by one part."""
+    per part and by ``drain``, its memory by one part."""
     parts: list[bytes] = []
     size = 0
     more = True
@@ -81,6 +99,8 @@ async def read_body(receive: Receive, limit: int, timeout_s: float, *, keep: boo
             parts.append(chunk)
         elif size > MAX_DISCARD:
             break
+        else:
+            await drain.take(len(chunk))
     if size > limit:
         raise too_large(limit)
     return b"".join(parts)

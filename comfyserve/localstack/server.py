@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import threading
 
 import uvicorn
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 512
 GRACEFUL_SHUTDOWN_S = 2.0  # open event streams and websockets are cut after this
+GIL_SWITCH_S = 0.0005
+"""How long a thread waiting for the GIL lets the holder run before asking for it (Python's default is 5 ms).
+The event loop gives the GIL up at every socket call and must wait to take it back from the route-table threads:
+at 5 ms per wait a request's few turns of the loop cost tens of milliseconds under load (the convoy effect)."""
 
 
 class ListenError(ComfyServeError):
@@ -87,6 +92,7 @@ class LocalServer:
     def serve_forever(self) -> None:
         """Serve on this thread until :meth:`shutdown`."""
         self._serving.set()
+        sys.setswitchinterval(GIL_SWITCH_S)  # for the whole process: the server is what it runs
         try:
             asyncio.run(self._server.serve(sockets=[self._socket]))
         finally:

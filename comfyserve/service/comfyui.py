@@ -30,6 +30,7 @@ from comfyserve.service.submit import Draft
 
 _job_id = re.compile(JOB_ID_PATTERN)
 MAX_SCAN_PAGES = 10
+QUEUE_REMAINING_CAP = 1000  # the store's largest count
 
 
 def prompt_draft(tenant: str, request: PromptRequest) -> Draft:
@@ -130,8 +131,8 @@ def queue(deps: ServiceDeps, tenant: str) -> dict[str, Any]:
 
 
 def queue_remaining(deps: ServiceDeps, tenant: str) -> int:
-    limit = PAGE_LIMIT
-    return sum(len(deps.jobs.list(tenant, status=s, limit=limit)[0]) for s in (JobStatus.QUEUED, JobStatus.RUNNING))
+    """The tenant's jobs queued or running (ComfyUI's figure), counted up to QUEUE_REMAINING_CAP."""
+    return deps.jobs.count(tenant, {JobStatus.QUEUED, JobStatus.RUNNING}, QUEUE_REMAINING_CAP)
 
 
 def delete_queued(deps: ServiceDeps, tenant: str, prompt_ids: list[str], clear: bool) -> None:

@@ -374,6 +374,24 @@ def test_job_undispatched_lists_only_flagged_jobs_created_before_oldest_first(ad
         store.undispatched(T0, limit=0)
 
 
+def test_job_count_counts_the_tenant_s_jobs_in_the_statuses_up_to_the_limit(adapters: AdapterSet) -> None:
+    store = adapters.store
+    for index in range(5):
+        store.create(job(f"q{index}"))
+    store.transition("q0", {JobStatus.QUEUED}, JobStatus.RUNNING)
+    store.transition("q1", {JobStatus.QUEUED}, JobStatus.CANCELLED)
+    store.create(job("other", tenant="globex"))
+
+    assert store.count("acme", {JobStatus.QUEUED, JobStatus.RUNNING}, 1000) == 4
+    assert store.count("acme", {JobStatus.QUEUED}, 1000) == 3
+    assert store.count("acme", {JobStatus.QUEUED, JobStatus.RUNNING}, 2) == 2
+    assert store.count("globex", {JobStatus.RUNNING}, 1000) == 0
+    with pytest.raises(ValueError, match=r"^statuses must not be empty$"):
+        store.count("acme", set(), 10)
+    with pytest.raises(ValueError, match=r"^limit must be 1-1000$"):
+        store.count("acme", {JobStatus.QUEUED}, 0)
+
+
 # --- EventBus -------------------------------------------------------------------------------------------
 
 
@@ -493,6 +511,7 @@ def test_aws_adapters_make_one_request_per_operation(aws_adapters: AwsAdapters) 
     assert measured(lambda: store.update_progress("j1", Progress(step=1, max=2))) == {"UpdateItem": 1}
     assert measured(lambda: store.list("acme", limit=10)) == {"Query": 1}
     assert measured(lambda: store.undispatched(T0)) == {"Query": DISPATCH_SHARDS}
+    assert measured(lambda: store.count("acme", {JobStatus.QUEUED}, 10)) == {"Query": 1}
     assert measured(lambda: queue.send(message("j1"))) == {"SendMessage": 1}
     assert measured(lambda: queue.receive()) == {"ReceiveMessage": 1}
     assert measured(lambda: bus.publish(JobEvent.from_record(JobEventType.JOB_QUEUED, job("j1")))) == {"PutEvents": 1}

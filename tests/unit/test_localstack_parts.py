@@ -3,9 +3,11 @@ resolver), the websocket feed writer, the serve command's key file and the submi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from comfyserve.commands.submit import describe
 from comfyserve.contracts.jobs import JobError, JobRecord, JobStatus
 from comfyserve.localstack.apigw import LambdaContextStub, build_event, parse_response
 from comfyserve.localstack.feed import EventFeed
+from comfyserve.localstack.framing import BodyError, DrainBudget, read_body
 from comfyserve.localstack.prompt_messages import feed_messages
 
 WORKFLOW = {"1": {"class_type": "EmptyImage", "inputs": {}}}
@@ -126,3 +129,31 @@ def test_submit_describes_progress_the_way_it_prints_it() -> None:
     assert describe(running) == "running 2/7 nodes, node 3 step 4/20"
     assert describe({"status": "queued", "progress": None}) == "queued"
     assert describe({"status": "running", "progress": {"nodes_done": 0, "nodes_total": 0}}) == "running"
+
+
+def test_refused_bodies_are_read_no_faster_than_the_drain_budget_all_readers_together() -> None:
+    """Two bodies of 256 KiB dropped at the same time through one budget of 1 MiB/s: 0.5 s at least, and each
+    reader still gets its body's verdict (the one over the limit its 413, the unauthorised one nothing kept)."""
+    part = b"x" * (64 * 1024)
+
+    def body(parts: int) -> Any:
+        messages = [{"type": "http.request", "body": part, "more_body": i < parts - 1} for i in range(parts)]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        return receive
+
+    async def both() -> list[Any]:
+        budget = DrainBudget(1024 * 1024)
+        unauthorised = read_body(body(4), 10 * 1024 * 1024, 5.0, budget, keep=False)
+        over_limit = read_body(body(4), 1024, 5.0, budget)
+        return await asyncio.gather(unauthorised, over_limit, return_exceptions=True)
+
+    started = time.monotonic()
+    dropped, refused = asyncio.run(both())
+    elapsed = time.monotonic() - started
+
+    assert dropped == b""
+    assert isinstance(refused, BodyError) and (refused.status, refused.type) == (413, "payload_too_large")
+    assert elapsed >= 0.45  # 8 parts of 64 KiB dropped, 512 KiB at 1 MiB/s

@@ -42,7 +42,13 @@ from pydantic import JsonValue
 
 from comfyserve.adapters.aws.errors import error_code
 from comfyserve.adapters.cursor import decode_cursor, encode_cursor
-from comfyserve.adapters.job_writes import check_limit, field_changes, order_key_before, transition_changes
+from comfyserve.adapters.job_writes import (
+    check_limit,
+    field_changes,
+    order_key_before,
+    status_values,
+    transition_changes,
+)
 from comfyserve.contracts.jobs import JOB_ID_PATTERN, JobRecord, JobStatus, Progress, utc_now
 from comfyserve.ports import IdempotencyKeyInUse, JobAlreadyExists, JobNotFound, TransitionConflict
 
@@ -205,6 +211,29 @@ class DynamoJobStore:
         records = [_to_record(item) for item in items[:limit]]
         more = len(items) > limit
         return records, encode_cursor(tenant, status, records[-1].list_order_key()) if more else None
+
+    def count(self, tenant: str, statuses: Collection[JobStatus], limit: int) -> int:
+        check_limit(limit)
+        wanted = status_values(statuses)
+        values: dict[str, Any] = {":tenant": {"S": tenant}}
+        values.update({f":s{index}": {"S": status} for index, status in enumerate(wanted)})
+        query: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": TENANT_INDEX,
+            "KeyConditionExpression": "#tenant = :tenant",
+            "FilterExpression": f"#status IN ({', '.join(f':s{index}' for index in range(len(wanted)))})",
+            "ExpressionAttributeNames": {"#tenant": TENANT_ATTR, "#status": "status"},
+            "ExpressionAttributeValues": values,
+            "Select": "COUNT",
+        }
+        counted = 0
+        while counted < limit:
+            response = self._ddb.query(**query)
+            counted += response["Count"]
+            if "LastEvaluatedKey" not in response:
+                break
+            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return min(counted, limit)
 
     def transition(
         self, job_id: str, from_statuses: Collection[JobStatus], to_status: JobStatus, **fields: Any

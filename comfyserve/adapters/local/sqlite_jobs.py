@@ -14,7 +14,13 @@ from typing import Any
 from pydantic import JsonValue
 
 from comfyserve.adapters.cursor import decode_cursor, encode_cursor
-from comfyserve.adapters.job_writes import check_limit, field_changes, order_key_before, transition_changes
+from comfyserve.adapters.job_writes import (
+    check_limit,
+    field_changes,
+    order_key_before,
+    status_values,
+    transition_changes,
+)
 from comfyserve.adapters.local.sqlite_db import SqliteDb
 from comfyserve.contracts.jobs import JobRecord, JobStatus, Progress, utc_now
 from comfyserve.ports import IdempotencyKeyInUse, JobAlreadyExists, JobNotFound, TransitionConflict
@@ -97,6 +103,15 @@ class SqliteJobStore:
         records = [JobRecord.model_validate_json(row[0]) for row in rows[:limit]]
         more = len(rows) > limit
         return records, encode_cursor(tenant, status, records[-1].list_order_key()) if more else None
+
+    def count(self, tenant: str, statuses: Collection[JobStatus], limit: int) -> int:
+        check_limit(limit)
+        wanted = status_values(statuses)
+        marks = ", ".join("?" * len(wanted))
+        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE tenant = ? AND status IN ({marks}) LIMIT ?)"
+        with self._db.read() as conn:
+            (counted,) = conn.execute(sql, [tenant, *wanted, limit]).fetchone()
+        return int(counted)
 
     def transition(
         self, job_id: str, from_statuses: Collection[JobStatus], to_status: JobStatus, **fields: Any
