@@ -20,7 +20,14 @@ from comfyserve.contracts.manifest import JobManifest, job_prefix, manifest_key
 from comfyserve.ports import BlobStore
 
 DEFAULT_QUALITY = 90
-CONTENT_TYPES = {"webp": "image/webp", "jpeg": "image/jpeg"}
+# By suffix, whatever the platform's mimetypes table holds (webp and webm are missing from some).
+CONTENT_TYPES = {
+    "webp": "image/webp",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+}
 SUFFIXES = {"webp": ".webp", "jpeg": ".jpg"}
 
 
@@ -57,14 +64,18 @@ def non_file_ui(ui: Mapping[str, Any]) -> dict[str, Any]:
 
 def encode(output: LocalOutput, options: OutputOptions) -> tuple[str, bytes, str]:
     """The name, bytes and content type to publish: files as written for ``png`` (a PNG carries the prompt),
-    else re-encoded to webp or jpeg with the requested quality."""
+    else still images re-encoded to webp or jpeg with the requested quality. Videos, audio and animated images
+    (SaveAnimatedWEBP, SaveAnimatedPNG) are always published as written: re-encoding would keep one frame."""
     data = output.path.read_bytes()
-    if options.format == "png":
-        content_type = mimetypes.guess_type(output.relative_name)[0] or "application/octet-stream"
+    content_type = CONTENT_TYPES.get(output.path.suffix.lstrip(".").lower())
+    content_type = content_type or mimetypes.guess_type(output.relative_name)[0] or "application/octet-stream"
+    if options.format == "png" or not content_type.startswith("image/"):
         return output.relative_name, data, content_type
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
+        if getattr(image, "is_animated", False):
+            return output.relative_name, data, content_type
         image.load()
         keep_alpha = options.format == "webp" and image.mode in ("RGB", "RGBA")
         converted = image if keep_alpha else image.convert("RGB")
