@@ -15,13 +15,16 @@ from PIL import Image, ImageSequence
 
 
 def moving_frames(count: int, height: int, width: int) -> np.ndarray:
-    """``count`` distinct uint8 RGB frames ``[N, H, W, 3]``: smooth gradients that shift frame by frame."""
-    y, x = np.mgrid[0:height, 0:width]
+    """``count`` distinct uint8 RGB frames ``[N, H, W, 3]``: smooth waves that drift frame by frame."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
     frames = [
-        np.stack([(x * 7 + i * 20) % 256, (y * 9 + i * 13) % 256, ((x + y) * 3 + i * 40) % 256], axis=-1)
+        np.stack(
+            [np.sin(2 * x + 0.3 * i), np.cos(3 * y - 0.2 * i), np.sin(2 * (x + y) + 0.5 * i)],
+            axis=-1,
+        )
         for i in range(count)
     ]
-    return np.asarray(frames, dtype=np.uint8)
+    return np.round(127.5 + 100 * np.asarray(frames)).astype(np.uint8)
 
 
 def sine(sample_rate: int, seconds: float, channels: int, frequency: float = 440.0) -> np.ndarray:
