@@ -54,12 +54,21 @@ def file_entries(ui: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def non_file_ui(ui: Mapping[str, Any]) -> dict[str, Any]:
-    """A node's UI output less its file lists: text, numbers and the like (``PreviewAny``'s ``text``)."""
+    """A node's UI output less its file lists: text, numbers and flags (``PreviewAny``'s ``text``, the
+    ``animated`` flag of animated and video savers), tuples as the lists JSON makes of them."""
     return {
-        key: value
+        key: _as_json(value)
         for key, value in ui.items()
         if not (isinstance(value, list) and value and all(_is_file_entry(item) for item in value))
     }
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_as_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _as_json(item) for key, item in value.items()}
+    return value
 
 
 def encode(output: LocalOutput, options: OutputOptions) -> tuple[str, bytes, str]:
