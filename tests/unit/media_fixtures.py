@@ -124,7 +124,7 @@ def read_animation(path: Path) -> Animation:
         for frame in ImageSequence.Iterator(image):
             frames.append(np.asarray(frame.convert(mode)))
             durations.append(int(frame.info.get("duration", 0)))
-        return Animation(frames, durations, str(image.format), dict(image.info))
+        return Animation(frames, durations, str(image.format), {str(k): v for k, v in image.info.items()})
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

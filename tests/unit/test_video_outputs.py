@@ -33,7 +33,7 @@ def _node(class_type: str, **inputs: Any) -> dict[str, Any]:
     return {"class_type": class_type, "inputs": inputs}
 
 
-WORKFLOW = {
+WORKFLOW: dict[str, Any] = {
     "1": _node("EmptyImage", width=16, height=8, batch_size=1, color=0x3080F0),
     "2": _node(
         "SaveAnimatedWEBP",
