@@ -28,6 +28,7 @@ from comfyserve.nodes.imagefile import to_uint8
 from comfyserve.nodes.video import CreateVideo, GetVideoComponents, LoadVideo, SaveVideo
 from comfyserve.nodes.video_types import VideoFromComponents, VideoFromFile
 from comfyserve.nodes.videofile import VideoComponents
+from comfyserve.ui_workflow import to_api_prompt
 from tests.unit.media_fixtures import moving_frames, psnr, read_animation, read_video, sine, write_video
 
 REFERENCE = json.loads((Path(__file__).parents[1] / "data" / "comfyui_object_info" / "video.json").read_text())
@@ -76,6 +77,38 @@ def test_v3_entries_survive_the_catalog_round_trip() -> None:
     assert _entry(again.specs["SaveVideo"].to_object_info()) == _entry(REFERENCE["SaveVideo"])
     assert _entry(again.specs["GetVideoComponents"].to_object_info()) == _entry(REFERENCE["GetVideoComponents"])
     assert "api_node" not in exported["SaveAnimatedWEBP"]  # a classic node keeps the classic shape
+
+
+def test_the_packaged_catalog_carries_the_classes() -> None:
+    packaged = Catalog.packaged().to_object_info()
+    for name, reference in REFERENCE.items():
+        assert _entry(packaged[name]) == _entry(reference), name
+
+
+def test_an_editor_workflow_of_video_nodes_converts_as_the_editor_sends_it() -> None:
+    """Widget values as ComfyUI's editor saves them (a template's): Load Video's upload button serialises
+    ``"image"`` after the file name, which the API prompt leaves out."""
+    chain = [
+        ("LoadVideo", None, ["clip.mp4", "image"]),
+        ("GetVideoComponents", "video", []),
+        ("CreateVideo", "images", [24]),
+        ("SaveVideo", "video", ["video/ComfyUI", "auto", "auto"]),
+    ]
+    nodes = []
+    for node_id, (type_, input_name, values) in enumerate(chain, start=1):
+        node: dict[str, Any] = {"id": node_id, "type": type_, "mode": 0, "widgets_values": values}
+        node["outputs"] = [{"name": "out", "type": "*", "links": [node_id] if node_id < len(chain) else []}]
+        if input_name is not None:
+            node["inputs"] = [{"name": input_name, "type": "*", "link": node_id - 1}]
+        nodes.append(node)
+    links = [[i, i, 0, i + 1, 0, "*"] for i in range(1, len(chain))]
+    prompt = to_api_prompt({"nodes": nodes, "links": links, "version": 0.4}, Catalog.packaged().specs)
+    assert {key: (node["class_type"], node["inputs"]) for key, node in prompt.items()} == {
+        "1": ("LoadVideo", {"file": "clip.mp4"}),
+        "2": ("GetVideoComponents", {"video": ["1", 0]}),
+        "3": ("CreateVideo", {"fps": 24, "images": ["2", 0]}),
+        "4": ("SaveVideo", {"filename_prefix": "video/ComfyUI", "format": "auto", "codec": "auto", "video": ["3", 0]}),
+    }
 
 
 # -- SaveAnimatedWEBP / SaveAnimatedPNG ------------------------------------------------------------------
