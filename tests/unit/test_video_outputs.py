@@ -120,6 +120,7 @@ def test_history_reports_images_and_the_animated_flag_as_comfyui_does(
             "images": [{"filename": "clip_00001_.mp4", "subfolder": f"{job}/video", "type": "output"}],
         },
     }
+    assert list(entry["5"]) == ["images", "animated"]  # ComfyUI's order
 
 
 def test_a_still_image_is_still_re_encoded_on_request(tmp_path: Path) -> None:
