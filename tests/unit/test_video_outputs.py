@@ -17,6 +17,7 @@ from comfyserve.contracts.jobs import JobRecord, JobStatus, OutputOptions, Queue
 from comfyserve.contracts.manifest import JobManifest, manifest_key
 from comfyserve.engine.registry import NodeRegistry, build_registry
 from comfyserve.localstack.adapters import LocalAdapters
+from comfyserve.service.comfyui_jobs import job_summary
 from comfyserve.service.completion import Completion
 from comfyserve.service.history import history_entry
 from comfyserve.worker.builtin_backend import BuiltinBackend
@@ -130,3 +131,19 @@ def test_a_still_image_is_still_re_encoded_on_request(tmp_path: Path) -> None:
     Image.new("RGB", (4, 4), (10, 20, 30)).save(still)
     name, data, content_type = encode(LocalOutput("9", still, "still.png"), OutputOptions(format="webp"))
     assert (name, content_type, data[8:12]) == ("still.webp", "image/webp", b"WEBP")
+
+
+def test_the_job_list_previews_the_first_node_with_files(
+    adapters: LocalAdapters, registry: NodeRegistry, tmp_path: Path
+) -> None:
+    """A text-only ui node listed before the files (Preview Any) is skipped for the preview."""
+    record = run_job(adapters, registry, OutputOptions())
+    with_text = record.model_copy(update={"ui": {"0": {"text": ["24.0"]}, **record.ui}})
+    summary = job_summary(make_stack(tmp_path / "api").service.deps, with_text)
+    assert summary["preview_output"] == {
+        "filename": "anim_00001_.webp",
+        "subfolder": record.job_id,
+        "type": "output",
+        "nodeId": "2",
+        "mediaType": "images",
+    }
