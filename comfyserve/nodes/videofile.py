@@ -34,6 +34,7 @@ AUDIO_CODEC = "aac"
 PIXEL_FORMAT = "yuv420p"
 
 Audio = dict[str, Any]  # ComfyUI's AUDIO: {"waveform": [batch, channels, samples] float, "sample_rate": int}
+Source = Path | IO[bytes]  # a file, or its bytes in a seekable buffer
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def _encode_audio(output: Any, stream: Any, audio: Audio, rate: Fraction, frames
     output.mux(stream.encode(None))
 
 
-def remux_mp4(source: Path, target: IO[bytes], metadata: Mapping[str, Any] | None) -> None:
+def remux_mp4(source: Source, target: IO[bytes], metadata: Mapping[str, Any] | None) -> None:
     """Copy ``source``'s video, audio and subtitle packets unchanged into an MP4, its metadata kept except
     where ``metadata`` replaces it (strings as they are, other values as JSON)."""
     import av
@@ -128,29 +129,30 @@ class VideoInfo:
     height: int
 
 
-def probe(path: Path) -> VideoInfo:
-    with _open(path) as container:
+def probe(source: Source) -> VideoInfo:
+    with _open(source) as container:
         stream = next((s for s in container.streams if s.type == "video"), None)
         if stream is None:
-            raise NodeInputError(f"video {path.name!r} has no video stream")
+            raise NodeInputError(f"video {name_of(source)!r} has no video stream")
         return VideoInfo(container.format.name, stream.codec.name, int(stream.width), int(stream.height))
 
 
-def decode(path: Path) -> VideoComponents:
+def decode(source: Source) -> VideoComponents:
     """Every frame of the first video stream (RGB, 0..1), the average frame rate (1 when unknown), the last
     audio stream's samples ``[1, channels, samples]`` and the container metadata."""
-    with _open(path) as container:
+    name = name_of(source)
+    with _open(source) as container:
         if not container.streams.video:
-            raise NodeInputError(f"video {path.name!r} has no video stream")
+            raise NodeInputError(f"video {name!r} has no video stream")
         try:
-            frames = _frames(container, path.name)
+            frames = _frames(container, name)
             stream = container.streams.video[0]
             frame_rate = Fraction(stream.average_rate) if stream.average_rate else Fraction(1)
             audio = _audio(container)
         except NodeInputError:
             raise
         except Exception as exc:  # PyAV raises FFmpeg's errors for damaged streams
-            raise NodeInputError(f"cannot decode video {path.name!r}: {exc}") from exc
+            raise NodeInputError(f"cannot decode video {name!r}: {exc}") from exc
         return VideoComponents(torch.stack(frames), frame_rate, audio, dict(container.metadata))
 
 
@@ -184,10 +186,17 @@ def _audio(container: Any) -> Audio | None:
     return audio
 
 
-def _open(path: Path) -> Any:
+def name_of(source: Source) -> str:
+    """How errors name a source: the file's name, or ``<buffer>``."""
+    return source.name if isinstance(source, Path) else "<buffer>"
+
+
+def _open(source: Source) -> Any:
     import av
 
+    if not isinstance(source, Path):
+        source.seek(0)
     try:
-        return av.open(str(path), mode="r")
+        return av.open(str(source) if isinstance(source, Path) else source, mode="r")
     except Exception as exc:  # av.error.InvalidDataError and friends, FileNotFoundError
-        raise NodeInputError(f"cannot read video {path.name!r}: {exc}") from exc
+        raise NodeInputError(f"cannot read video {name_of(source)!r}: {exc}") from exc
