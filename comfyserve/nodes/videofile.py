@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from numbers import Integral
 from pathlib import Path
 from typing import IO, Any
 
@@ -72,7 +73,7 @@ def encode_mp4(target: IO[bytes], components: VideoComponents, metadata: Mapping
         video = output.add_stream(VIDEO_CODEC, rate=rate)
         assert isinstance(video, av.VideoStream)
         video.width, video.height, video.pix_fmt = width, height, PIXEL_FORMAT
-        audio = components.audio
+        audio = _checked_audio(components.audio)
         audio_stream = output.add_stream(AUDIO_CODEC, rate=int(audio["sample_rate"])) if audio else None
         for image in images:
             frame = av.VideoFrame.from_ndarray(to_uint8(image), format="rgb24").reformat(format=PIXEL_FORMAT)
@@ -80,6 +81,19 @@ def encode_mp4(target: IO[bytes], components: VideoComponents, metadata: Mapping
         output.mux(video.encode(None))
         if audio_stream is not None and audio:
             _encode_audio(output, audio_stream, audio, rate, int(images.shape[0]))
+
+
+def _checked_audio(audio: Any) -> Audio | None:
+    if audio is None:
+        return None
+    waveform = audio.get("waveform") if isinstance(audio, dict) else None
+    if (
+        not isinstance(waveform, torch.Tensor)
+        or waveform.ndim != 3
+        or not isinstance(audio.get("sample_rate"), Integral)
+    ):
+        raise NodeInputError("audio must be an AUDIO: a waveform [batch, channels, samples] and an int sample_rate")
+    return dict(audio)
 
 
 def _encode_audio(output: Any, stream: Any, audio: Audio, rate: Fraction, frames: int) -> None:
@@ -102,20 +116,27 @@ def remux_mp4(source: Source, target: IO[bytes], metadata: Mapping[str, Any] | N
     where ``metadata`` replaces it (strings as they are, other values as JSON)."""
     import av
 
-    with _open(source) as container, av.open(target, mode="w", format="mp4", options=MP4_OPTIONS) as output:
-        for key, value in container.metadata.items():
-            if metadata is None or key not in metadata:
-                output.metadata[key] = value
-        for key, value in (metadata or {}).items():
-            output.metadata[key] = value if isinstance(value, str) else json.dumps(value)
-        streams = {}
-        for stream in container.streams:
-            if stream.type in ("video", "audio", "subtitle"):
-                streams[stream] = output.add_stream_from_template(template=stream, opaque=True)
-        for packet in container.demux():
-            if packet.stream in streams and packet.dts is not None:
-                packet.stream = streams[packet.stream]
-                output.mux(packet)
+    try:
+        with _open(source) as container, av.open(target, mode="w", format="mp4", options=MP4_OPTIONS) as output:
+            _copy(container, output, metadata)
+    except av.FFmpegError as exc:  # a stream MP4 cannot carry (a Matroska subtitle track …), damaged packets
+        raise NodeInputError(f"cannot copy video {name_of(source)!r} into an MP4: {exc}") from exc
+
+
+def _copy(container: Any, output: Any, metadata: Mapping[str, Any] | None) -> None:
+    for key, value in container.metadata.items():
+        if metadata is None or key not in metadata:
+            output.metadata[key] = value
+    for key, value in (metadata or {}).items():
+        output.metadata[key] = value if isinstance(value, str) else json.dumps(value)
+    streams = {}
+    for stream in container.streams:
+        if stream.type in ("video", "audio", "subtitle"):
+            streams[stream] = output.add_stream_from_template(template=stream, opaque=True)
+    for packet in container.demux():
+        if packet.stream in streams and packet.dts is not None:
+            packet.stream = streams[packet.stream]
+            output.mux(packet)
 
 
 @dataclass(frozen=True)

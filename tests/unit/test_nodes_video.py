@@ -233,6 +233,25 @@ def test_save_video_refuses_frames_h264_cannot_take(ctx: RunContext, video_image
         SaveVideo().execute(video, "bad", "auto", "auto")
 
 
+def test_save_video_refuses_audio_that_is_not_an_audio(ctx: RunContext) -> None:
+    for audio in ({"waveform": torch.zeros(2, 100)}, {"waveform": torch.zeros(1, 2, 100), "sample_rate": "fast"}):
+        (video,) = CreateVideo().execute(images(2), 24.0, audio)
+        with pytest.raises(NodeInputError, match="audio must be an AUDIO"):
+            SaveVideo().execute(video, "bad", "auto", "auto")
+    five_channels = {"waveform": torch.zeros(1, 5, 100), "sample_rate": 8000}
+    with pytest.raises(NodeInputError, match="mono or stereo, got 5 channels"):
+        SaveVideo().execute(CreateVideo().execute(images(2), 24.0, five_channels)[0], "bad", "auto", "auto")
+
+
+def test_a_video_in_memory_is_read_and_saved_to_a_path(tmp_path: Path) -> None:
+    """``comfy_api``'s ``VideoFromFile(BytesIO)`` and ``save_to(path)``, which node packs use."""
+    data = write_video(tmp_path / "clip.mp4", moving_frames(3, 16, 16), 5).read_bytes()
+    video = VideoFromFile(io.BytesIO(data))
+    assert video.get_dimensions() == (16, 16) and video.get_components().images.shape == (3, 16, 16, 3)
+    video.save_to(str(tmp_path / "copy.mp4"))
+    assert np.array_equal(read_video(tmp_path / "copy.mp4").frames, read_video(tmp_path / "clip.mp4").frames)
+
+
 def test_save_video_refuses_what_is_not_a_video_and_unknown_formats(ctx: RunContext) -> None:
     with pytest.raises(NodeInputError, match="must be a VIDEO"):
         SaveVideo().execute(images(2), "bad", "auto", "auto")  # type: ignore[arg-type]
