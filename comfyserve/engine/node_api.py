@@ -16,10 +16,18 @@ MODEL_FOLDER = "model_folder"
 IMAGE_UPLOAD = "image_upload"
 
 
+def upload_media(options: Any) -> str | None:
+    """The media an input's options say it takes as an uploaded file: ``"image"`` for ``image_upload``,
+    ``"video"``, ``"audio"`` … for ComfyUI's other ``*_upload`` flags; ``None`` for any other input."""
+    if not isinstance(options, dict):
+        return None
+    flags = (key for key, value in options.items() if key.endswith("_upload") and value)
+    return next((key.removesuffix("_upload") for key in flags), None)
+
+
 def takes_upload(options: Any) -> bool:
-    """Whether an input's options mark it as taking an uploaded file: ``image_upload`` or ComfyUI's other
-    ``*_upload`` flags (``video_upload``, ``audio_upload`` …)."""
-    return isinstance(options, dict) and any(key.endswith("_upload") and value for key, value in options.items())
+    """Whether an input's options mark it as taking an uploaded file (:func:`upload_media`)."""
+    return upload_media(options) is not None
 
 
 _default_inventory = ModelInventory()

@@ -12,7 +12,6 @@ from functools import cached_property
 from typing import Any
 
 from comfyserve.engine.errors import CatalogError
-from comfyserve.engine.node_api import IMAGE_UPLOAD, takes_upload
 
 INPUT_KINDS = ("required", "optional", "hidden")
 
@@ -84,6 +83,10 @@ class NodeSpec:
     has_is_changed: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
     input_kinds: tuple[str, ...] = ()  # the kinds declared, even empty (DisableNoise: ``{"required": {}}``)
+    # ComfyUI's V3 (``io.ComfyNode``) entry shape: hidden inputs as ``["PROMPT"]``, ``api_node``, ``deprecated``,
+    # ``experimental`` and ``output_tooltips`` always present. A class opts in with ``V3_SCHEMA = True``.
+    v3: bool = False
+    output_tooltips: tuple[str | None, ...] = ()
 
     @cached_property
     def declared(self) -> dict[str, InputSpec]:
@@ -130,6 +133,8 @@ class NodeSpec:
             validate_hook=_validate_hook(node_class),
             has_is_changed=callable(getattr(node_class, "IS_CHANGED", None)),
             input_kinds=input_kinds,
+            v3=bool(getattr(node_class, "V3_SCHEMA", False)),
+            output_tooltips=tuple(getattr(node_class, "OUTPUT_TOOLTIPS", None) or (None,) * len(return_types)),
         )
 
     # -- to and from the /object_info shape ---------------------------------------------------------
@@ -138,7 +143,7 @@ class NodeSpec:
         by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in self.input_kinds}
         order: dict[str, list[str]] = {kind: [] for kind in self.input_kinds}
         for spec in self.inputs.values():
-            value: Any = spec.type if spec.kind == "hidden" else spec.config()
+            value: Any = spec.config() if spec.kind != "hidden" else [spec.type] if self.v3 else spec.type
             by_kind.setdefault(spec.kind, {})[spec.name] = value
             order.setdefault(spec.kind, []).append(spec.name)
         info: dict[str, Any] = {
@@ -154,10 +159,12 @@ class NodeSpec:
             "category": self.category,
             "output_node": self.output_node,
         }
-        if self.deprecated:
-            info["deprecated"] = True
-        if self.experimental:
-            info["experimental"] = True
+        if self.v3:
+            info.update(api_node=False, output_tooltips=list(self.output_tooltips))
+        if self.deprecated or self.v3:
+            info["deprecated"] = self.deprecated
+        if self.experimental or self.v3:
+            info["experimental"] = self.experimental
         # comfyserve's additions: what the engine needs to validate without the class.
         engine: dict[str, Any] = {"input_is_list": self.input_is_list, "not_idempotent": self.not_idempotent}
         if self.validate_hook is not None:
@@ -202,6 +209,8 @@ class NodeSpec:
                 if hook is None
                 else ValidateHook(frozenset(hook["params"]), bool(hook["kwargs"]), bool(hook["input_types"])),
                 input_kinds=tuple(kind for kind in INPUT_KINDS if kind in (info.get("input") or {})),
+                v3="api_node" in info,
+                output_tooltips=tuple(info.get("output_tooltips") or ()),
             )
         except (AttributeError, KeyError, TypeError) as exc:
             raise CatalogError(f"catalog entry {name!r} is malformed: {exc}") from exc
@@ -222,8 +231,6 @@ def _input_from_declaration(node: str, input_name: str, entry: Any, kind: str) -
     head = entry[0]
     with_options = len(entry) > 1 and isinstance(entry[1], Mapping)
     options = dict(entry[1]) if with_options else {}
-    if takes_upload(options):  # validation matches any uploaded file's name, whatever the media
-        options[IMAGE_UPLOAD] = True
     type_: str | tuple[Any, ...] = tuple(head) if isinstance(head, list | tuple) else str(head)
     return InputSpec(input_name, type_, options, kind, with_options)
 

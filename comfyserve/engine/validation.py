@@ -16,7 +16,7 @@ from typing import Any
 
 from comfyserve.engine.graph_utils import ExecutionBlocker
 from comfyserve.engine.inventory import ModelInventory
-from comfyserve.engine.node_api import IMAGE_UPLOAD, MODEL_FOLDER
+from comfyserve.engine.node_api import MODEL_FOLDER, takes_upload
 from comfyserve.engine.prompt_format import unwrap_literal
 from comfyserve.engine.spec import InputSpec, NodeSpec, ValidateHook
 from comfyserve.engine.types import types_compatible
@@ -585,7 +585,7 @@ def _combo_error(name: str, spec: InputSpec, value: Any, checker: _Checker) -> E
         if checker.inventory is None or checker.inventory.has(folder, value):
             return None
         choices: tuple[Any, ...] = tuple(checker.inventory.names(folder))
-    elif spec.options.get(IMAGE_UPLOAD):
+    elif takes_upload(spec.options):
         if not isinstance(value, str) or not value:
             return make_error("value_not_in_list", "Value not in list", f"{name}: an input image name is required")
         if checker.input_names is None or value in checker.input_names:

@@ -17,6 +17,8 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.mask",
     "comfyserve.nodes.mask_ops",
     "comfyserve.nodes.image_io",
+    "comfyserve.nodes.animated",
+    "comfyserve.nodes.video",
     "comfyserve.nodes.loaders",
     "comfyserve.nodes.conditioning",
     "comfyserve.nodes.vae",

@@ -106,17 +106,23 @@ def save_png_batch(
     for batch_number, image in enumerate(images):
         data = encode_png(to_uint8(image), text_chunks, compress_level)
         stem = target.filename.replace("%batch_num%", str(batch_number))
-        while True:
-            file = f"{stem}_{counter:05}_.png"
-            try:
-                with open(target.folder / file, "xb") as handle:
-                    handle.write(data)
-                break
-            except FileExistsError:
-                counter += 1
+        file, counter = write_new_file(target.folder, stem, counter, "png", data)
         results.append({"filename": file, "subfolder": target.subfolder, "type": folder_type})
         counter += 1
     return results
+
+
+def write_new_file(folder: Path, stem: str, counter: int, extension: str, data: bytes) -> tuple[str, int]:
+    """Write ``data`` as ``{stem}_{counter:05}_.{extension}``, the counter raised past files that exist
+    (created exclusively, so concurrent savers never overwrite each other); returns the name and counter."""
+    while True:
+        file = f"{stem}_{counter:05}_.{extension}"
+        try:
+            with open(folder / file, "xb") as handle:
+                handle.write(data)
+            return file, counter
+        except FileExistsError:
+            counter += 1
 
 
 def png_text_chunks(prompt: dict[str, Any] | None, extra_pnginfo: dict[str, Any] | None) -> dict[str, str]:
@@ -127,7 +133,7 @@ def png_text_chunks(prompt: dict[str, Any] | None, extra_pnginfo: dict[str, Any]
     return chunks
 
 
-def _file_sha256(image: str) -> str:
+def file_sha256(image: str) -> str:
     digest = hashlib.sha256()
     with open(context.current().resolve_input(image), "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -216,7 +222,7 @@ class LoadImage:
 
     @classmethod
     def IS_CHANGED(cls, image: str) -> str:
-        return _file_sha256(image)
+        return file_sha256(image)
 
 
 class LoadImageMask:
@@ -241,7 +247,7 @@ class LoadImageMask:
 
     @classmethod
     def IS_CHANGED(cls, image: str, channel: str) -> str:
-        return _file_sha256(image)
+        return file_sha256(image)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -7,6 +7,7 @@ The API runs apart from the GPU workers, so ``/system_stats`` describes the API 
 from __future__ import annotations
 
 import itertools
+import mimetypes
 import os
 import platform
 import posixpath
@@ -15,7 +16,7 @@ from typing import Any
 
 from comfyserve import __version__
 from comfyserve.engine.inventory import FOLDER_ALIASES, ModelInventory
-from comfyserve.engine.node_api import takes_upload
+from comfyserve.engine.node_api import takes_upload, upload_media
 from comfyserve.service import keys
 from comfyserve.service.assets import ASSETS_FOLDER
 from comfyserve.service.deps import ServiceDeps
@@ -28,16 +29,22 @@ FEATURE_FLAGS: dict[str, Any] = {"supports_preview_metadata": False, "max_upload
 
 
 def _combo(declaration: Any) -> dict[str, Any] | None:
-    """The options of a ``[[choices…], {options}]`` declaration, ``None`` for any other."""
-    if isinstance(declaration, list) and len(declaration) > 1 and isinstance(declaration[0], list):
-        options = declaration[1]
-        return options if isinstance(options, dict) else None
-    return None
+    """The options of a combo declaration, ``[[choices…], {options}]`` or V3's ``["COMBO", {"options": …}]``;
+    ``None`` for any other."""
+    if not (isinstance(declaration, list) and len(declaration) > 1 and isinstance(declaration[1], dict)):
+        return None
+    options: dict[str, Any] = declaration[1]
+    return options if isinstance(declaration[0], list) or declaration[0] == "COMBO" else None
+
+
+def _is_video(name: str) -> bool:
+    return (mimetypes.guess_type(name)[0] or "").startswith("video/")
 
 
 def with_choices(object_info: dict[str, Any], models: dict[str, list[str]], images: list[str]) -> dict[str, Any]:
-    """``object_info`` with each model-name input listing ``models[folder]`` and each image-upload input
-    listing ``images``, as ComfyUI lists its model folders and input directory. ``object_info`` is not changed."""
+    """``object_info`` with each model-name input listing ``models[folder]`` and each upload input listing the
+    uploads ``images``: a video input (Load Video) those named as videos, any other the rest, as ComfyUI lists
+    its model folders and input directory by content type. ``object_info`` is not changed."""
     filled = dict(object_info)
     for name, info in object_info.items():
         inputs = info.get("input") or {}
@@ -50,10 +57,14 @@ def with_choices(object_info: dict[str, Any], models: dict[str, list[str]], imag
                 if MODEL_FOLDER in options:
                     choices = models.get(str(options[MODEL_FOLDER]), [])
                 elif takes_upload(options):
-                    choices = images
+                    video = upload_media(options) == "video"
+                    choices = [n for n in images if _is_video(n) == video]
                 else:
                     continue
-                changed.setdefault(kind, dict(declared))[input_name] = [list(choices), options]
+                if declaration[0] == "COMBO":
+                    changed.setdefault(kind, dict(declared))[input_name] = ["COMBO", {**options, "options": choices}]
+                else:
+                    changed.setdefault(kind, dict(declared))[input_name] = [list(choices), options]
         if changed:
             filled[name] = {**info, "input": {**inputs, **changed}}
     return filled

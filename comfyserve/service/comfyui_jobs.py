@@ -46,8 +46,8 @@ def job_summary(deps: ServiceDeps, record: JobRecord) -> dict[str, Any]:
         entry = history_entry(deps, record)
         job["execution_error"] = entry["status"]["messages"][-1][1]
     if record.outputs:
-        first = history_entry(deps, record)["outputs"]
-        node_id, media = next(iter(first.items()))
+        outputs = history_entry(deps, record)["outputs"]
+        node_id, media = next((node, media) for node, media in outputs.items() if media.get("images"))
         job["preview_output"] = {**media["images"][0], "nodeId": node_id, "mediaType": "images"}
     return {name: value for name, value in job.items() if value is not None}
 

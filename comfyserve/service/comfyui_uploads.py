@@ -1,4 +1,5 @@
-"""ComfyUI's ``POST /upload/image`` over the blob store, per tenant: an image is stored at
+"""ComfyUI's ``POST /upload/image`` over the blob store, per tenant: an image (or a video: ComfyUI's editor
+uploads Load Video's files here too) is stored at
 ``uploads/{tenant}/{subfolder/}{name}``, a ``LoadImage`` value that names it becomes a job input
 (comfyserve.service.inputs, which also holds the image check both apply), and ``GET /view?type=input`` serves
 it back.
@@ -17,7 +18,7 @@ from comfyserve.ports import InvalidKey, validate_key
 from comfyserve.service import keys
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Conflict, Invalid
-from comfyserve.service.inputs import UPLOAD_TYPES, image_content_type, pixel_cap, upload_path_key
+from comfyserve.service.inputs import UPLOAD_TYPES, media_content_type, pixel_cap, upload_path_key
 
 # Short enough that "subfolder/name (N).ext [input]" stays a valid job input name (256 characters).
 MAX_NAME_CHARS = 128
@@ -51,7 +52,7 @@ def upload_image(deps: ServiceDeps, tenant: str, upload: ImageUpload) -> Uploade
         raise _invalid("Invalid type", f"type must be one of {', '.join(UPLOAD_TYPES)}, not {upload.type!r}")
     name = _check_name(upload.filename)
     subfolder = _check_subfolder(upload.subfolder)
-    content_type = image_content_type(name, upload.data, pixel_cap(deps))
+    content_type = media_content_type(name, upload.data, pixel_cap(deps))
     folder = keys.uploads_prefix(tenant) + (f"{subfolder}/" if subfolder else "")
     name, stored = (name, False) if upload.overwrite else _free_name(deps, folder, name, upload.data)
     if not stored:

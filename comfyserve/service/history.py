@@ -98,10 +98,12 @@ def queue_item(deps: ServiceDeps, record: JobRecord) -> list[Any]:
 
 def history_entry(deps: ServiceDeps, record: JobRecord) -> dict[str, Any]:
     """The history entry of a finished job (ComfyUI lists only finished prompts in its history)."""
-    outputs: dict[str, dict[str, Any]] = {node_id: dict(values) for node_id, values in record.ui.items()}
-    for ref in record.outputs:
+    outputs: dict[str, dict[str, Any]] = {node_id: {} for node_id in record.ui}
+    for ref in record.outputs:  # a node's files first, then its other values, as ComfyUI's PreviewVideo orders them
         images = outputs.setdefault(ref.node_id, {}).setdefault("images", [])
         images.append(output_location(ref, prompt_id_of(record)))
+    for node_id, values in record.ui.items():
+        outputs[node_id].update(values)
     succeeded = record.status is JobStatus.SUCCEEDED
     return {
         "prompt": queue_item(deps, record),

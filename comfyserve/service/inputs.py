@@ -6,10 +6,12 @@ are fetched here, at submit time (comfyserve.service.url_inputs: the SSRF guard,
 deadline), never by a worker. Then base64 and URL inputs are claim-checked into the blob store under
 deterministic per-job keys, so the record and the queue message carry keys only.
 
-This module is the one home of a submit's input checks: which values of the prompt are images
-(:func:`image_values`), which of them name an upload or a URL (:func:`attach_uploads`), what an image must be
-(:func:`image_content_type`: a known format, read from its header, within the pixel cap) and the resolution
-itself. ComfyUI's upload route (comfyserve.service.comfyui_uploads) applies the same image check.
+This module is the one home of a submit's input checks: which values of the prompt name uploaded media
+(:func:`upload_values`: images, videos …), which of them name an upload or a URL (:func:`attach_uploads`), what
+an image must be (:func:`image_content_type`: a known format, read from its header, within the pixel cap),
+what a video must be (:func:`video_content_type`: a known container by its signature; its frames are capped
+where they are decoded, by the worker) and the resolution itself. ComfyUI's upload route
+(comfyserve.service.comfyui_uploads) applies the same checks.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from comfyserve.contracts.jobs import InputRef
-from comfyserve.engine.node_api import IMAGE_UPLOAD
+from comfyserve.engine.node_api import upload_media
 from comfyserve.netguard import UnsafeURL
 from comfyserve.ports import InvalidKey, validate_key
 from comfyserve.service import keys, url_inputs
@@ -70,10 +72,43 @@ class _Blob:
     content_type: str
 
 
+CHECKED_MEDIA = ("image", "video")  # the upload media whose bytes are checked before a job takes them
+VIDEO_NAMES = "MP4, MOV, WEBM, MKV, AVI"
+EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # Matroska and WebM
+
+
+def sniff_video_type(data: bytes) -> str | None:
+    """The content type of a video container recognised by its signature (ISO BMFF ``ftyp``, EBML, RIFF AVI)."""
+    if data[4:8] == b"ftyp":
+        return "video/quicktime" if data[8:12] == b"qt  " else "video/mp4"
+    if data.startswith(EBML_MAGIC):
+        return "video/webm" if b"webm" in data[:64] else "video/x-matroska"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "video/x-msvideo"
+    return None
+
+
 def sniff_content_type(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
-    return next((kind for magic, kind in MAGIC_TYPES if data.startswith(magic)), "application/octet-stream")
+    image = next((kind for magic, kind in MAGIC_TYPES if data.startswith(magic)), None)
+    return image or sniff_video_type(data) or "application/octet-stream"
+
+
+def video_content_type(name: str, data: bytes) -> str:
+    """The content type of a video in a known container (:func:`sniff_video_type`); :class:`Invalid` for
+    anything else. Nothing is decoded here (the edge has no codecs): the worker caps the decoded frames, each
+    within ``COMFYSERVE_MAX_PIXELS`` and all together within one image file's budget."""
+    kind = sniff_video_type(data)
+    if kind is None:
+        raise Invalid("Invalid video", type_="invalid_video", details=f"{name!r} is not a video ({VIDEO_NAMES})")
+    return kind
+
+
+def media_content_type(name: str, data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS) -> str:
+    """The content type of an uploaded image or video: a video by its container signature, else checked as an
+    image (:func:`image_content_type`)."""
+    return sniff_video_type(data) or image_content_type(name, data, max_pixels)
 
 
 def pixel_cap(deps: ServiceDeps) -> int:
@@ -121,8 +156,13 @@ def upload_key(tenant: str, value: str) -> str | None:
     return upload_path_key(tenant, next((value.removesuffix(a) for a in ANNOTATIONS if value.endswith(a)), value))
 
 
-def image_values(deps: ServiceDeps, prompt: Mapping[str, Any]) -> Iterator[str]:
-    """The string values of every image-upload input (``LoadImage.image`` …) of the parsed ``prompt``."""
+def upload_values(deps: ServiceDeps, prompt: Mapping[str, Any]) -> dict[str, str]:
+    """The string value of every upload input of the parsed ``prompt`` (``LoadImage.image``,
+    ``LoadVideo.file`` …) and the media it takes (``"image"``, ``"video"`` …)."""
+    return dict(_upload_values(deps, prompt))
+
+
+def _upload_values(deps: ServiceDeps, prompt: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     for node in prompt.values():
         class_type = node.get("class_type") if isinstance(node, dict) else None
         spec = deps.catalog.specs.get(class_type) if isinstance(class_type, str) else None
@@ -131,8 +171,9 @@ def image_values(deps: ServiceDeps, prompt: Mapping[str, Any]) -> Iterator[str]:
             continue
         for name, input_spec in spec.inputs.items():
             value = values.get(name)
-            if input_spec.options.get(IMAGE_UPLOAD) and isinstance(value, str):
-                yield value
+            media = upload_media(input_spec.options)
+            if media is not None and isinstance(value, str):
+                yield value, media
 
 
 def is_url(value: str) -> bool:
@@ -142,7 +183,7 @@ def is_url(value: str) -> bool:
 def attach_uploads(
     deps: ServiceDeps, tenant: str, images: Collection[str], supplied: Mapping[str, InputSource]
 ) -> dict[str, InputSource]:
-    """The inputs an image value (of :func:`image_values`) names without being in ``supplied``: one of the
+    """The inputs an upload value (of :func:`upload_values`) names without being in ``supplied``: one of the
     tenant's uploads (``{"key": upload}``), or an http(s) URL, as cog-style workflows name images (``{"url":
     value}``, fetched at submit time with every URL input). Any other value stays as it is (validation refuses
     it)."""
@@ -166,12 +207,14 @@ def resolve_inputs(
     job_id: str,
     sources: Mapping[str, InputSource],
     written: list[str],
-    images: Collection[str] = (),
+    media: Mapping[str, str] | None = None,
 ) -> dict[str, InputRef]:
     """Check every input and fetch the URL ones, then write the inline and fetched ones (appending their keys
     to ``written`` as it goes); :class:`Invalid`, :class:`Forbidden` or :class:`TooLarge`, naming the input,
-    before any write. Inputs named in ``images`` (the images nodes load) get ``POST /upload/image``'s checks:
-    a readable image, not truncated, within the pixel cap (:func:`pixel_cap`) by its header."""
+    before any write. Inputs ``media`` names (of :func:`upload_values`) get ``POST /upload/image``'s checks:
+    an image readable, not truncated, within the pixel cap (:func:`pixel_cap`) by its header; a video in a
+    known container."""
+    media = media or {}
     if len(sources) > deps.settings.max_inputs:
         raise Invalid("Too many inputs", type_="invalid_input", details=f"at most {deps.settings.max_inputs}")
     refs: dict[str, InputRef] = {}
@@ -182,12 +225,12 @@ def resolve_inputs(
         if source.url is not None:
             urls[name] = source.url  # fetched once every other input has passed its checks
         elif source.key is not None:
-            refs[name] = _upload_ref(deps, tenant, name, source.key, source.content_type, name in images)
+            refs[name] = _upload_ref(deps, tenant, name, source.key, source.content_type, media.get(name))
         else:
-            blobs.append(_checked(deps, _decode(deps, name, source), images))
+            blobs.append(_checked(deps, _decode(deps, name, source), media))
     deadline = time.monotonic() + deps.settings.url_fetch_timeout_s
     for name, url in urls.items():
-        blobs.append(_checked(deps, _fetch(deps, name, url, sources[name].content_type, deadline), images))
+        blobs.append(_checked(deps, _fetch(deps, name, url, sources[name].content_type, deadline), media))
     for blob in blobs:
         key = keys.input_key(tenant, job_id, blob.name)
         deps.blobs.put(key, blob.data, blob.content_type)
@@ -220,23 +263,28 @@ def _fetch(deps: ServiceDeps, name: str, url: str, content_type: str | None, dea
     return _Blob(name, fetched.data, content_type or fetched.content_type or sniff_content_type(fetched.data))
 
 
-def _upload_ref(deps: ServiceDeps, tenant: str, name: str, key: str, content_type: str | None, image: bool) -> InputRef:
+def _upload_ref(
+    deps: ServiceDeps, tenant: str, name: str, key: str, content_type: str | None, media: str | None
+) -> InputRef:
     info = deps.blobs.head(check_upload_key(tenant, key, f"input {name!r}"))
     if info is None:
         raise _invalid(name, "Input key not found", f"nothing was uploaded to {key}")
-    if image:
-        return InputRef(key=key, content_type=_image_type(deps, name, deps.blobs.get(key)))
+    if media in CHECKED_MEDIA:
+        return InputRef(key=key, content_type=_media_type(deps, name, deps.blobs.get(key), media))
     return InputRef(key=key, content_type=content_type or info.content_type)
 
 
-def _checked(deps: ServiceDeps, blob: _Blob, images: Collection[str]) -> _Blob:
-    """``blob`` with the content type its bytes verify as, when a node loads it as an image."""
-    return _Blob(blob.name, blob.data, _image_type(deps, blob.name, blob.data)) if blob.name in images else blob
+def _checked(deps: ServiceDeps, blob: _Blob, media: Mapping[str, str]) -> _Blob:
+    """``blob`` with the content type its bytes verify as, when a node loads it as an image or a video."""
+    kind = media.get(blob.name)
+    if kind not in CHECKED_MEDIA:
+        return blob
+    return _Blob(blob.name, blob.data, _media_type(deps, blob.name, blob.data, kind))
 
 
-def _image_type(deps: ServiceDeps, name: str, data: bytes) -> str:
+def _media_type(deps: ServiceDeps, name: str, data: bytes, media: str | None) -> str:
     try:
-        return image_content_type(name, data, pixel_cap(deps))
+        return video_content_type(name, data) if media == "video" else image_content_type(name, data, pixel_cap(deps))
     except Invalid as exc:
         raise Invalid(exc.message, type_=exc.type, details=exc.details, extra_info={"input": name}) from None
 

@@ -36,7 +36,7 @@ from comfyserve.service import idempotency, keys
 from comfyserve.service.backpressure import BacklogGate
 from comfyserve.service.deps import ServiceDeps
 from comfyserve.service.errors import Conflict, Invalid, Unavailable
-from comfyserve.service.inputs import attach_uploads, image_values, resolve_inputs
+from comfyserve.service.inputs import attach_uploads, resolve_inputs, upload_values
 from comfyserve.service.models import InputSource
 from comfyserve.service.reconcile import announce, send_message
 from comfyserve.service.validate import check_prompt, format_error, parse_workflow
@@ -87,8 +87,8 @@ class Submitter:
             prompt = parse_workflow(draft.prompt)
         except WorkflowFormatError as exc:
             raise Invalid.from_validation(format_error(exc)) from None
-        images = set(image_values(self._deps, prompt))
-        attached = attach_uploads(self._deps, tenant, images, draft.inputs)
+        uploads = upload_values(self._deps, prompt)
+        attached = attach_uploads(self._deps, tenant, uploads, draft.inputs)
         # Every image a node names must be an input, an upload of the tenant's or a URL: ComfyUI refuses an
         # unknown image at validation too, and a path ('/etc/…', '../…') is never one.
         result = check_prompt(
@@ -105,7 +105,7 @@ class Submitter:
             raise self._taken(draft.prompt_id or job_id)  # before any claim check: its keys would be the existing job's
         written: list[str] = []
         try:
-            inputs = resolve_inputs(self._deps, tenant, job_id, {**draft.inputs, **attached}, written, images)
+            inputs = resolve_inputs(self._deps, tenant, job_id, {**draft.inputs, **attached}, written, uploads)
             record = self._record(tenant, job_id, draft, result, inputs, written)
             self._deps.jobs.create(record)
         except IdempotencyKeyInUse as exc:

@@ -20,7 +20,14 @@ from comfyserve.contracts.manifest import JobManifest, job_prefix, manifest_key
 from comfyserve.ports import BlobStore
 
 DEFAULT_QUALITY = 90
-CONTENT_TYPES = {"webp": "image/webp", "jpeg": "image/jpeg"}
+# By suffix, whatever the platform's mimetypes table holds (webp and webm are missing from some).
+CONTENT_TYPES = {
+    "webp": "image/webp",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+}
 SUFFIXES = {"webp": ".webp", "jpeg": ".jpg"}
 
 
@@ -47,24 +54,37 @@ def file_entries(ui: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def non_file_ui(ui: Mapping[str, Any]) -> dict[str, Any]:
-    """A node's UI output less its file lists: text, numbers and the like (``PreviewAny``'s ``text``)."""
+    """A node's UI output less its file lists: text, numbers and flags (``PreviewAny``'s ``text``, the
+    ``animated`` flag of animated and video savers), tuples as the lists JSON makes of them."""
     return {
-        key: value
+        key: _as_json(value)
         for key, value in ui.items()
         if not (isinstance(value, list) and value and all(_is_file_entry(item) for item in value))
     }
 
 
+def _as_json(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_as_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _as_json(item) for key, item in value.items()}
+    return value
+
+
 def encode(output: LocalOutput, options: OutputOptions) -> tuple[str, bytes, str]:
     """The name, bytes and content type to publish: files as written for ``png`` (a PNG carries the prompt),
-    else re-encoded to webp or jpeg with the requested quality."""
+    else still images re-encoded to webp or jpeg with the requested quality. Videos, audio and animated images
+    (SaveAnimatedWEBP, SaveAnimatedPNG) are always published as written: re-encoding would keep one frame."""
     data = output.path.read_bytes()
-    if options.format == "png":
-        content_type = mimetypes.guess_type(output.relative_name)[0] or "application/octet-stream"
+    content_type = CONTENT_TYPES.get(output.path.suffix.lstrip(".").lower())
+    content_type = content_type or mimetypes.guess_type(output.relative_name)[0] or "application/octet-stream"
+    if options.format == "png" or not content_type.startswith("image/"):
         return output.relative_name, data, content_type
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
+        if getattr(image, "is_animated", False):
+            return output.relative_name, data, content_type
         image.load()
         keep_alpha = options.format == "webp" and image.mode in ("RGB", "RGBA")
         converted = image if keep_alpha else image.convert("RGB")

@@ -12,6 +12,7 @@ import pytest
 from comfyserve.adapters.local.blobs import BlobUrlSigner, LocalBlobStore
 from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.errors import CatalogError
+from comfyserve.engine.node_api import upload_media
 from comfyserve.engine.validation import validate_prompt
 from comfyserve.service.catalog_source import DEFAULT_CATALOG_KEY, PublishedCatalog, publish_catalog
 from comfyserve.worker.comfyui.catalog import export_catalog, read_allowlist
@@ -118,7 +119,7 @@ def test_model_lists_are_checked_as_comfyui_checks_them(catalog: Catalog) -> Non
 
 def test_upload_inputs_accept_any_uploaded_name(catalog: Catalog) -> None:
     spec = catalog.specs["LoadVideo"].inputs["file"]
-    assert spec.options["image_upload"] is True
+    assert upload_media(spec.options) == "video" and "image_upload" not in spec.options  # read, never rewritten
     assert FOREIGN["LoadVideo"]["input"]["required"]["file"][1] == {"options": [], "video_upload": True}  # unchanged
     assert catalog.specs["SaveVideo"].hidden == {"prompt": "PROMPT"}
 

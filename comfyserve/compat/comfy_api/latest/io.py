@@ -95,6 +95,7 @@ Image, Mask, Latent = _type("IMAGE"), _type("MASK"), _type("LATENT")
 Conditioning, Model, Clip, Vae = _type("CONDITIONING"), _type("MODEL"), _type("CLIP"), _type("VAE")
 Sampler, Sigmas, Noise, Guider = _type("SAMPLER"), _type("SIGMAS"), _type("NOISE"), _type("GUIDER")
 ControlNet, UpscaleModel = _type("CONTROL_NET"), _type("UPSCALE_MODEL")
+Video, Audio = _type("VIDEO"), _type("AUDIO")  # comfy_api.input's VideoInput and AudioInput
 AnyType = _type("*")
 
 
