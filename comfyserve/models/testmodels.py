@@ -182,6 +182,11 @@ def tiny_lora(family: ModelFamily, seed: int = 0, sizes: Sizes = layout.TINY) ->
     return sd
 
 
+def tiny_controlnet(family: ModelFamily, seed: int = 0, sizes: Sizes = layout.TINY) -> StateDict:
+    """A ControlNet fitting the UNet of the tiny ``family`` model (or ``sizes``), in its published layout."""
+    return _materialise(controlnet_shapes(family, sizes[family].unet), seed)
+
+
 def save(sd: StateDict, path: Path) -> None:
     """Write ``sd`` as safetensors, or as a torch pickle for ``.ckpt`` (under ``state_dict``) / ``.pth``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +269,7 @@ def _state_dict(kind: str, family: ModelFamily, seed: int, sizes: Sizes) -> Stat
     if kind == "lora":
         return tiny_lora(family, seed, sizes)
     if kind == "controlnet":
-        return _materialise(controlnet_shapes(family, sizes[family].unet), seed)
+        return tiny_controlnet(family, seed, sizes)
     return tiny_vae(seed, sizes)
 
 
