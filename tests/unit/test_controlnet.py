@@ -24,11 +24,12 @@ from comfyserve.models import layout
 from comfyserve.models.checkpoint import load_checkpoint
 from comfyserve.models.controlnet import build_controlnet, load_controlnet, with_base
 from comfyserve.models.errors import ModelFileError
+from comfyserve.models.files import read_state_dict
 from comfyserve.models.handles import ControlNet, DiffusionModel, ModelFamily
 from comfyserve.models.sampling.conditioning import SamplingInputs, prepare_conds
-from comfyserve.models.sampling.control import ControlPreparer, fill_uncond_controls
+from comfyserve.models.sampling.control import fill_uncond_controls
 from comfyserve.models.sampling.schedule import schedule_for
-from comfyserve.models.testmodels import make_test_models, save, tiny_checkpoint, tiny_controlnet
+from comfyserve.models.testmodels import make_test_models, save, tiny_controlnet
 from comfyserve.nodes import builtin_registry
 from comfyserve.nodes import controlnet as cn
 from comfyserve.nodes.conditioning import CLIPTextEncode
@@ -73,7 +74,7 @@ def test_every_class_of_the_pack_has_comfyui_s_catalog_entry() -> None:
 def test_the_ldm_layout_converts_onto_the_unet_s_own_names(tiny_models: Path) -> None:  # noqa: F811
     """An LDM ControlNet whose encoder is the checkpoint's UNet encoder loads with exactly the UNet's weights under
     the same diffusers names (the checkpoint converter and the ControlNet converter agree)."""
-    checkpoint = tiny_checkpoint(ModelFamily.SD1)
+    checkpoint = read_state_dict(tiny_models / SD1)
     sd = tiny_controlnet(ModelFamily.SD1)
     for key in sd:
         unet_key = layout.UNET_PREFIX + key.removeprefix("control_model.")
@@ -106,8 +107,11 @@ def test_files_that_are_no_controlnet_get_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="is a Control-LoRA"):
         build_controlnet({"lora_controlnet": torch.zeros(1)}, "x.safetensors")
     broken = tiny_controlnet(ModelFamily.SD1)
+    del broken["control_model.input_blocks.1.0.emb_layers.1.weight"]
+    with pytest.raises(ModelFileError, match=r"do not fit the expected layout \(1 missing"):
+        build_controlnet(broken, "broken.safetensors")
     del broken["control_model.input_blocks.1.0.in_layers.2.weight"]
-    with pytest.raises(ModelFileError, match="do not fit the expected layout"):
+    with pytest.raises(ModelFileError, match="is not a ControlNet of a known layout"):
         build_controlnet(broken, "broken.safetensors")
 
 
@@ -157,7 +161,7 @@ def test_apply_advanced_shares_one_copy_per_previous_controlnet_and_chains() -> 
     assert applied.strength == 0.7 and applied.percent == (0.2, 0.9) and applied.previous is None
     assert applied.hint is not None and applied.hint.shape == (2, 3, 16, 24)
     assert negative[0][1]["x"] == 1 and negative[0][1]["control_apply_to_uncond"] is False
-    positive2, negative2 = cn.ControlNetApplyAdvanced().apply_controlnet(
+    positive2, _ = cn.ControlNetApplyAdvanced().apply_controlnet(
         positive, negative, _net(), image, 1.0, 0.0, 1.0
     )
     assert positive2[0][1]["control"].previous is applied
@@ -208,9 +212,9 @@ def test_controlnet_apply_hands_its_controlnets_to_a_negative_side_without_any()
     two = fill_uncond_controls(positive, _cond({}, {}))
     assert [e[1]["control"] for e in two] == [a, b]
     already = _cond({"control": c})
-    assert fill_uncond_controls(positive, already) == already
+    assert fill_uncond_controls(positive, already)[0] is already[0]
     advanced = _cond({"control": c, "control_apply_to_uncond": False})
-    assert fill_uncond_controls(advanced, _cond({})) == _cond({})
+    assert fill_uncond_controls(advanced, _cond({}))[0][1] == {}
 
 
 # --- sampling ---------------------------------------------------------------------------------------------------

@@ -144,25 +144,26 @@ def fill_uncond_controls(positive: Sequence[Any], negative: Sequence[Any]) -> li
     the i-th such ControlNet goes to negative entry ``i % len(negative)``, a later one replacing an earlier."""
     out = list(negative)
     extras = [_extras(entry) for entry in negative]
-    if not out or any(e.get("control") is not None for e in extras):
+    if not out or any(e is not None and e.get("control") is not None for e in extras):
         return out
     nets = [
         e["control"]
         for e in map(_extras, positive)
-        if e.get("control_apply_to_uncond") is True and e.get("control") is not None
+        if e is not None and e.get("control_apply_to_uncond") is True and e.get("control") is not None
     ]
     for index, net in enumerate(nets):
         target = index % len(out)
-        if extras[target]:
-            out[target] = [negative[target][0], {**extras[target], "control": net}]
+        options = extras[target]
+        if options is not None:
+            out[target] = [negative[target][0], {**options, "control": net}]
     return out
 
 
-def _extras(entry: Any) -> dict[str, Any]:
-    """An entry's options, or nothing for a malformed entry (which conditioning preparation then refuses)."""
+def _extras(entry: Any) -> dict[str, Any] | None:
+    """An entry's options; ``None`` for a malformed entry (which conditioning preparation then refuses)."""
     if isinstance(entry, list | tuple) and len(entry) == 2 and isinstance(entry[1], dict):
         return entry[1]
-    return {}
+    return None
 
 
 def control_modules(*conditionings: Any) -> list[torch.nn.Module]:
@@ -170,7 +171,7 @@ def control_modules(*conditionings: Any) -> list[torch.nn.Module]:
     modules: dict[int, torch.nn.Module] = {}
     for conditioning in conditionings:
         for entry in conditioning if isinstance(conditioning, list | tuple) else ():
-            control = _extras(entry).get("control")
+            control = (_extras(entry) or {}).get("control")
             for net in control.chain() if isinstance(control, ControlNet) else ():
                 modules[id(net.model)] = net.model
     return list(modules.values())
