@@ -161,9 +161,7 @@ def test_apply_advanced_shares_one_copy_per_previous_controlnet_and_chains() -> 
     assert applied.strength == 0.7 and applied.percent == (0.2, 0.9) and applied.previous is None
     assert applied.hint is not None and applied.hint.shape == (2, 3, 16, 24)
     assert negative[0][1]["x"] == 1 and negative[0][1]["control_apply_to_uncond"] is False
-    positive2, _ = cn.ControlNetApplyAdvanced().apply_controlnet(
-        positive, negative, _net(), image, 1.0, 0.0, 1.0
-    )
+    positive2, _ = cn.ControlNetApplyAdvanced().apply_controlnet(positive, negative, _net(), image, 1.0, 0.0, 1.0)
     assert positive2[0][1]["control"].previous is applied
     assert positive2[0][1]["control"].chain()[0] is applied
     assert "control" not in _cond({})[0][1]  # inputs untouched
