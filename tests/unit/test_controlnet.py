@@ -185,7 +185,7 @@ def test_apply_old_gives_each_entry_its_own_copy_for_both_sides() -> None:
 
 
 def test_bad_inputs_get_clear_errors() -> None:
-    node = cn.ControlNetApplyAdvanced()
+    node: Any = cn.ControlNetApplyAdvanced()
     with pytest.raises(NodeInputError, match=r"image must be an IMAGE of shape \[batch, height, width, channels\]"):
         node.apply_controlnet(_cond({}), _cond({}), _net(), torch.rand(8, 8, 3), 1.0, 0.0, 1.0)
     with pytest.raises(NodeInputError, match="control_net must be a CONTROL_NET"):
@@ -234,7 +234,9 @@ def sd1(tiny_models: Path) -> tuple[DiffusionModel, Any, Any, ControlNet]:  # no
     return model, _text(clip, "a fox"), _text(clip, "blurry"), load_controlnet(tiny_models / SD1_CN)
 
 
-def _advanced(positive: Any, negative: Any, net: ControlNet, strength: float, start: float, end: float) -> Any:
+def _advanced(
+    positive: Any, negative: Any, net: ControlNet, strength: float, start: float, end: float
+) -> tuple[Any, Any]:
     image = torch.rand(1, 48, 64, 3, generator=torch.Generator().manual_seed(0))
     return cn.ControlNetApplyAdvanced().apply_controlnet(positive, negative, net, image, strength, start, end)
 
@@ -253,7 +255,8 @@ class _Recording(torch.nn.Module):
 
     def __init__(self, inner: torch.nn.Module) -> None:
         super().__init__()
-        self.inner, self.config, self.timesteps = inner, inner.config, []  # type: ignore[assignment]
+        self.inner, self.config = inner, inner.config
+        self.timesteps: list[float] = []
 
     def forward(self, **kwargs: Any) -> Any:
         self.timesteps.append(float(kwargs["timestep"][0]))
