@@ -45,7 +45,7 @@ class _Stage:
         repeats = x.shape[0] // self.hint.shape[0]
         down, mid = self.net.model(
             sample=x,
-            timestep=timesteps,
+            timestep=timesteps.to(x.dtype),  # ComfyUI gives the ControlNet its own dtype's timestep (fp16 on GPUs)
             encoder_hidden_states=context,
             controlnet_cond=self.hint.repeat(repeats, 1, 1, 1),
             added_cond_kwargs=dict(added) if added is not None else None,
