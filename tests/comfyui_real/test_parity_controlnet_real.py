@@ -6,7 +6,8 @@ checkpoint ComfyUI loads and an LDM-layout ControlNet of the same widths (``cont
 lllyasviel's). One prompt holds three branches: ControlNetApplyAdvanced over part of the run, two chained
 ControlNetApplyAdvanced with different hints and ranges, and the deprecated ControlNetApply (positive only, which
 sampling hands to the negative side). The hint is a non-square image, so the centre crop and the nearest-exact
-resize to the latent size × 8 are exercised.
+resize to the latent size × 8 are exercised; the latent batch is 3, and the chained branch's second hint is a
+batch of 2 (repeated to the latents: 0, 1, 0).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ CHECKPOINT = "parity-cn-sd15.safetensors"
 CONTROLNET = "parity-cn-sd15-scribble.safetensors"
 HINT = "hint.png"
 BRANCHES = ("advanced", "chained", "old")
+BATCH = 3
 
 
 def _sampler(positive: list[Any], negative: list[Any]) -> dict[str, Any]:
@@ -70,16 +72,18 @@ def _apply(positive: list[Any], negative: list[Any], image: str, strength: float
 def controlnet_prompt() -> dict[str, Any]:
     prompt: dict[str, Any] = {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": BATCH}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": "a red fox in the snow"}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", 1], "text": "blurry"}},
         "20": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": CONTROLNET}},
         "21": {"class_type": "LoadImage", "inputs": {"image": HINT}},
         "22": {"class_type": "ImageInvert", "inputs": {"image": ["21", 0]}},
+        "23": {"class_type": "ImageBatch", "inputs": {"image1": ["21", 0], "image2": ["22", 0]}},
         # advanced: the first 60 % of the run
         "30": _apply(["6", 0], ["7", 0], "21", 0.9, 0.0, 0.6),
-        # chained: a second ControlNet onto the first, from 30 % to the end, with the inverted hint
-        "40": _apply(["30", 0], ["30", 1], "22", 0.5, 0.3, 1.0),
+        # chained: a second ControlNet onto the first, from 30 % to the end, with a batch of two hints (the hint
+        # and its inverse) for the three latents
+        "40": _apply(["30", 0], ["30", 1], "23", 0.5, 0.3, 1.0),
         # old: positive only
         "50": {
             "class_type": "ControlNetApply",
@@ -129,11 +133,17 @@ def builtin(models: Path) -> Iterator[BuiltinBackend]:
 
 
 def _images(backend: Any, work: Path, hint: Path) -> dict[str, np.ndarray]:
+    """Each branch's batch of images, ``[BATCH, 64, 64, 3]``."""
     job = BackendJob(job_id=f"controlnet-{work.name}", prompt=controlnet_prompt(), work_dir=work, inputs={HINT: hint})
     result = backend.run(job)
     assert result.status == "success", result.error
-    by_node = {output.node_id: output.path for output in result.outputs}
-    return {branch: pixels(by_node[str(70 + index)]) for index, branch in enumerate(BRANCHES)}
+    by_node: dict[str, list[Path]] = {}
+    for output in result.outputs:
+        by_node.setdefault(output.node_id, []).append(output.path)
+    return {
+        branch: np.stack([pixels(path) for path in sorted(by_node[str(70 + index)])])
+        for index, branch in enumerate(BRANCHES)
+    }
 
 
 def test_controlnet_workflows_give_the_same_images(
@@ -143,7 +153,7 @@ def test_controlnet_workflows_give_the_same_images(
     theirs = _images(backend, tmp_path / "comfyui", hint)
     ours = _images(builtin, tmp_path / "builtin", hint)
     for branch in BRANCHES:
-        assert theirs[branch].shape == ours[branch].shape == (64, 64, 3)
+        assert theirs[branch].shape == ours[branch].shape == (BATCH, 64, 64, 3)
         difference = float(np.max(np.abs(theirs[branch] - ours[branch])))
         FIGURES[f"parity SD1.5 ControlNet {branch}: max abs diff"] = difference
         assert difference <= 1.0, branch

@@ -22,13 +22,20 @@ from comfyserve.engine.errors import NodeInputError
 from comfyserve.engine.node_api import MODEL_FOLDER
 from comfyserve.models import layout
 from comfyserve.models.checkpoint import load_checkpoint
-from comfyserve.models.controlnet import build_controlnet, load_controlnet, with_base
+from comfyserve.models.controlnet import (
+    _diffusers_weights,
+    build_controlnet,
+    controlnet_config,
+    load_controlnet,
+    with_base,
+)
 from comfyserve.models.errors import ModelFileError
 from comfyserve.models.files import read_state_dict
 from comfyserve.models.handles import ControlNet, DiffusionModel, ModelFamily
 from comfyserve.models.sampling.conditioning import SamplingInputs, prepare_conds
 from comfyserve.models.sampling.control import fill_uncond_controls
 from comfyserve.models.sampling.schedule import schedule_for
+from comfyserve.models.testcontrolnet import controlnet_shapes
 from comfyserve.models.testmodels import make_test_models, save, tiny_controlnet
 from comfyserve.nodes import builtin_registry
 from comfyserve.nodes import controlnet as cn
@@ -99,6 +106,40 @@ def test_the_diffusers_layout_loads_as_stored(tiny_models: Path) -> None:  # noq
     stored = build_controlnet(dict(net.model.state_dict()), "again.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(net.model.parameters(), stored.model.parameters(), strict=True))
     assert load_controlnet(tiny_models / SDXL_CN) is net  # cached like checkpoints
+
+
+@pytest.mark.parametrize(
+    ("family", "published"),
+    [
+        # lllyasviel/sd-controlnet-canny and diffusers/controlnet-canny-sdxl-1.0 (their config.json)
+        (ModelFamily.SD1, {"attention_head_dim": 8, "cross_attention_dim": 768, "use_linear_projection": False}),
+        (
+            ModelFamily.SDXL,
+            {
+                "attention_head_dim": [5, 10, 20],
+                "cross_attention_dim": 2048,
+                "use_linear_projection": True,
+                "transformer_layers_per_block": [1, 2, 10],
+                "addition_embed_type": "text_time",
+                "projection_class_embeddings_input_dim": 2816,
+            },
+        ),
+    ],
+)
+def test_full_size_layouts_give_the_published_configs(family: ModelFamily, published: dict[str, Any]) -> None:
+    """The published widths' key layout (on the meta device) converts to exactly the parameters of a
+    ControlNetModel built from the config read off it, and that config has the published values."""
+    from diffusers import ControlNetModel
+
+    shapes = controlnet_shapes(family, layout.FULL_SIZE[family].unet)
+    weights, _ = _diffusers_weights({k: torch.empty(v, device="meta") for k, v in shapes.items()}, "full")
+    config = controlnet_config(weights)
+    assert {k: config[k] for k in published} == published
+    assert config["conditioning_embedding_out_channels"] == [16, 32, 96, 256]
+    assert config["norm_num_groups"] == 32
+    with torch.device("meta"):
+        model = ControlNetModel.from_config(config)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {k: tuple(v.shape) for k, v in weights.items()}
 
 
 def test_files_that_are_no_controlnet_get_a_clear_error(tmp_path: Path) -> None:
