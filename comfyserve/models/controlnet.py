@@ -24,6 +24,7 @@ from comfyserve.models.device import policy
 from comfyserve.models.errors import ModelFileError
 from comfyserve.models.files import StateDict, read_state_dict
 from comfyserve.models.handles import ControlNet, DiffusionModel, ModelFamily
+from comfyserve.models.lora import merged
 from comfyserve.models.memory import module_bytes
 
 LDM_PREFIX = "control_model."
@@ -141,13 +142,14 @@ def load_controlnet(path: Path) -> ControlNet:
 
 
 def with_base(net: ControlNet, model: DiffusionModel) -> ControlNet:
-    """A difference ControlNet made whole: the base UNet's weights added to those it shares with it (the
-    ControlNet's encoder half has the UNet's parameter names). Other ControlNets come back unchanged."""
+    """A difference ControlNet made whole: the base UNet's weights (its LoRAs merged, as ComfyUI reads the
+    patched model) added to those it shares with it (the ControlNet's encoder half has the UNet's parameter
+    names). Other ControlNets come back unchanged."""
     if not net.difference:
         return net
-    base = model.unet.state_dict()
     control = copy.deepcopy(net.model)
-    with torch.no_grad():
+    with torch.no_grad(), merged([("", model.unet)], model.lora):
+        base = model.unet.state_dict()
         for name, parameter in control.named_parameters():
             if name in base and base[name].shape == parameter.shape:
                 parameter.add_(base[name].to(parameter.device, parameter.dtype))

@@ -32,6 +32,7 @@ from comfyserve.models.controlnet import (
 from comfyserve.models.errors import ModelFileError
 from comfyserve.models.files import read_state_dict
 from comfyserve.models.handles import ControlNet, DiffusionModel, ModelFamily
+from comfyserve.models.lora import apply_lora, load_lora_file, merged
 from comfyserve.models.sampling.conditioning import SamplingInputs, prepare_conds
 from comfyserve.models.sampling.control import fill_uncond_controls
 from comfyserve.models.sampling.schedule import schedule_for
@@ -178,6 +179,15 @@ def test_a_difference_controlnet_gets_the_base_model_added(tiny_models: Path) ->
     )
     plain = build_controlnet(tiny_controlnet(ModelFamily.SD1), "plain.safetensors")
     assert with_base(plain, model) is plain
+    # a LoRA on the model is part of the base added, as ComfyUI adds the patched weights
+    lora = load_lora_file(tiny_models / "loras" / "tiny-sd15-lora.safetensors")
+    patched_model, _ = apply_lora(lora, "tiny-sd15-lora", model, None, 1.0, 0.0)
+    assert patched_model is not None
+    query = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    with torch.no_grad(), merged([("", model.unet)], patched_model.lora):
+        expected = net.model.state_dict()[query] + model.unet.state_dict()[query]
+    assert torch.equal(with_base(net, patched_model).model.state_dict()[query], expected)
+    assert not torch.equal(expected, whole.model.state_dict()[query])
 
 
 # --- nodes ------------------------------------------------------------------------------------------------------
