@@ -36,7 +36,7 @@ from comfyserve.models.lora import apply_lora, load_lora_file, merged
 from comfyserve.models.sampling.conditioning import SamplingInputs, prepare_conds
 from comfyserve.models.sampling.control import fill_uncond_controls
 from comfyserve.models.sampling.schedule import schedule_for
-from comfyserve.models.testcontrolnet import controlnet_shapes
+from comfyserve.models.testcontrolnet import controlnet_shapes, ldm_controlnet_shapes
 from comfyserve.models.testmodels import make_test_models, save, tiny_controlnet
 from comfyserve.nodes import builtin_registry
 from comfyserve.nodes import controlnet as cn
@@ -141,6 +141,17 @@ def test_full_size_layouts_give_the_published_configs(family: ModelFamily, publi
     with torch.device("meta"):
         model = ControlNetModel.from_config(config)
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {k: tuple(v.shape) for k, v in weights.items()}
+
+
+def test_an_sdxl_controlnet_in_the_ldm_layout_loads_its_size_embedding() -> None:
+    shapes = ldm_controlnet_shapes(layout.TINY[ModelFamily.SDXL].unet)
+    generator = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(v, generator=generator) for k, v in shapes.items()}
+    net = build_controlnet(dict(sd), "xl-ldm.safetensors")
+    assert net.model.config.addition_embed_type == "text_time"
+    loaded = net.model.state_dict()
+    assert torch.equal(loaded["add_embedding.linear_1.weight"], sd["control_model.label_emb.0.0.weight"])
+    assert torch.equal(loaded["controlnet_down_blocks.3.bias"], sd["control_model.zero_convs.3.0.bias"])
 
 
 def test_files_that_are_no_controlnet_get_a_clear_error(tmp_path: Path) -> None:
