@@ -11,13 +11,15 @@ Conventions (ComfyUI's):
   hidden states, chunks of 77 concatenated), ``extras`` a dict that may hold ``"pooled_output"`` (SDXL:
   ``Tensor[1, 1280]``), ``"width"``/``"height"``/``"crop_w"``/``"crop_h"``/``"target_width"``/``"target_height"``
   (SDXL size conditioning, pixels), ``"start_percent"``/``"end_percent"`` (timestep range, 0..1),
-  ``"concat_latent_image"`` and ``"concat_mask"`` (inpainting models), ``"strength"``.
+  ``"concat_latent_image"`` and ``"concat_mask"`` (inpainting models), ``"strength"``, ``"control"`` (a
+  :class:`ControlNet` with its hint) and ``"control_apply_to_uncond"``.
 - IMAGE is ``Tensor[B, H, W, C]`` float32 in 0..1; MASK is ``Tensor[B, H, W]`` float32 in 0..1.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -131,3 +133,35 @@ class Autoencoder:
     downscale: int = 8
     latent_channels: int = 4
     source: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class ControlNet:
+    """ComfyUI's CONTROL_NET: a diffusers ``ControlNetModel`` and, once an apply node set them, its hint image
+    (``[B, C, H, W]`` in 0..1), strength, the fraction of the run it acts in and the ControlNet it chains
+    onto. Compared by identity: conditioning entries holding the same one share its UNet batches.
+
+    ``global_average_pooling`` (shuffle ControlNets) replaces each residual by its spatial mean;
+    ``difference`` marks a file holding differences to a base UNet (DiffControlNetLoader adds the base).
+    """
+
+    model: Any
+    global_average_pooling: bool = False
+    difference: bool = False
+    source: str = ""
+    hint: torch.Tensor | None = None
+    strength: float = 1.0
+    percent: tuple[float, float] = (0.0, 1.0)
+    previous: ControlNet | None = None
+
+    def copy(self, **changes: Any) -> ControlNet:
+        return dataclasses.replace(self, **changes)
+
+    def chain(self) -> list[ControlNet]:
+        """This ControlNet and those it chains onto, the first applied first."""
+        nets: list[ControlNet] = []
+        net: ControlNet | None = self
+        while net is not None:
+            nets.append(net)
+            net = net.previous
+        return nets[::-1]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from comfyserve.models.device import DevicePolicy, policy
-from comfyserve.models.handles import Autoencoder, DiffusionModel, TextEncoder
+from comfyserve.models.handles import Autoencoder, ControlNet, DiffusionModel, TextEncoder
 
 
 def module_bytes(module: Any) -> int:
@@ -107,6 +107,8 @@ def release(value: object) -> None:
             modules = item.encoders
         elif isinstance(item, Autoencoder):
             modules = (item.vae,)
+        elif isinstance(item, ControlNet):
+            modules = (item.model,)
         for module in modules:
             if isinstance(module, torch.nn.Module):
                 residency().forget(module)

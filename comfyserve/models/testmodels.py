@@ -1,10 +1,11 @@
 """Tiny random-weight model files in the very single-file layouts real ones use (``make-test-models``).
 
-Checkpoints (SD1.x, SD1.x inpainting, SD2.x 768-v, SDXL base and refiner), kohya-format LoRAs and a VAE,
-each a few MB, stored in fp16 like most published files. With workflows, the files are written under the
-names and folders the workflows ask for: the family comes from the loader and the name (``xl`` -> SDXL,
-``refiner`` -> SDXL refiner, ``inpaint`` -> SD1.x inpainting, ``768-v`` / ``v2`` / ``sd2`` / ``2.1`` ->
-SD2.x v-prediction, else SD1.x), a LoRA's family from the checkpoint its model input comes from.
+Checkpoints (SD1.x, SD1.x inpainting, SD2.x 768-v, SDXL base and refiner), kohya-format LoRAs, a VAE and
+ControlNets (:mod:`testcontrolnet`), each a few MB, stored in fp16 like most published files. With workflows,
+the files are written under the names and folders the workflows ask for: the family comes from the loader and
+the name (``xl`` -> SDXL, ``refiner`` -> SDXL refiner, ``inpaint`` -> SD1.x inpainting, ``768-v`` / ``v2`` /
+``sd2`` / ``2.1`` -> SD2.x v-prediction, else SD1.x), a LoRA's family from the checkpoint its model input
+comes from.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from comfyserve.models import layout
 from comfyserve.models.configs import unet_config
 from comfyserve.models.detect import V_PRED_NORM_KEY
 from comfyserve.models.handles import ModelFamily
+from comfyserve.models.testcontrolnet import controlnet_family, controlnet_shapes
 
 StateDict = dict[str, torch.Tensor]
 
@@ -53,12 +55,16 @@ DEFAULT_FILES: dict[str, tuple[str, ModelFamily]] = {
     "loras/tiny-sdxl-lora.safetensors": ("lora", ModelFamily.SDXL),
     "loras/tiny-sdxl-lora.pth": ("lora", ModelFamily.SDXL),
     "vae/tiny-vae.safetensors": ("vae", ModelFamily.SD1),
+    "controlnet/tiny-sd15-controlnet.safetensors": ("controlnet", ModelFamily.SD1),
+    "controlnet/tiny-sdxl-controlnet.safetensors": ("controlnet", ModelFamily.SDXL),
 }
 _LOADERS = {
     "CheckpointLoaderSimple": ("ckpt_name", "checkpoints", "checkpoint"),
     "VAELoader": ("vae_name", "vae", "vae"),
     "LoraLoader": ("lora_name", "loras", "lora"),
     "LoraLoaderModelOnly": ("lora_name", "loras", "lora"),
+    "ControlNetLoader": ("control_net_name", "controlnet", "controlnet"),
+    "DiffControlNetLoader": ("control_net_name", "controlnet", "controlnet"),
 }
 _MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt", ".bin")
 
@@ -176,6 +182,11 @@ def tiny_lora(family: ModelFamily, seed: int = 0, sizes: Sizes = layout.TINY) ->
     return sd
 
 
+def tiny_controlnet(family: ModelFamily, seed: int = 0, sizes: Sizes = layout.TINY) -> StateDict:
+    """A ControlNet fitting the UNet of the tiny ``family`` model (or ``sizes``), in its published layout."""
+    return _materialise(controlnet_shapes(family, sizes[family].unet), seed)
+
+
 def save(sd: StateDict, path: Path) -> None:
     """Write ``sd`` as safetensors, or as a torch pickle for ``.ckpt`` (under ``state_dict``) / ``.pth``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,6 +248,8 @@ def requests_for(prompt: Mapping[str, Any]) -> list[Request]:
             checkpoint = _upstream_checkpoint(prompt, node_id, set())
             family = family_from_name(checkpoint) if checkpoint else ModelFamily.SD1
             family = ModelFamily.SD1 if family is ModelFamily.SD1_INPAINT else family
+        elif kind == "controlnet":
+            family = controlnet_family(family_from_name(name))
         else:
             family = family_from_name(name)
         found.append(Request(folder, name, kind, family))
@@ -255,6 +268,8 @@ def _state_dict(kind: str, family: ModelFamily, seed: int, sizes: Sizes) -> Stat
         return tiny_checkpoint(family, seed, sizes)
     if kind == "lora":
         return tiny_lora(family, seed, sizes)
+    if kind == "controlnet":
+        return tiny_controlnet(family, seed, sizes)
     return tiny_vae(seed, sizes)
 
 

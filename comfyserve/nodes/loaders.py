@@ -16,6 +16,7 @@ from comfyserve.model_store.store import invalidate, resolve
 from comfyserve.model_store.tiers import ModelLoad, Tier, record
 from comfyserve.models.cache import model_cache
 from comfyserve.models.checkpoint import load_checkpoint, load_vae
+from comfyserve.models.controlnet import load_controlnet
 from comfyserve.models.errors import ModelFileError
 from comfyserve.models.handles import Autoencoder, DiffusionModel, TextEncoder
 from comfyserve.models.lora import apply_lora, load_lora_file
@@ -56,6 +57,7 @@ FILE_LOADERS: dict[str, Callable[[Path], object]] = {
     "checkpoints": load_checkpoint,
     "vae": load_vae,
     "loras": load_lora_file,
+    "controlnet": load_controlnet,
 }
 
 

@@ -38,6 +38,7 @@ def builtin(model_root: Path, stand_ins: list[Path]) -> Iterator[BuiltinBackend]
 def test_the_stand_ins_are_the_sd1_set_and_readable_by_others(stand_ins: list[Path], model_root: Path) -> None:
     assert sorted(str(p.relative_to(model_root)) for p in stand_ins) == [
         "checkpoints/tiny-sd15.safetensors",
+        "controlnet/tiny-sd15-controlnet.safetensors",
         "loras/tiny-sd15-lora.pth",
         "loras/tiny-sd15-lora.safetensors",
         "vae/tiny-vae.safetensors",

@@ -77,6 +77,7 @@ def test_core_workflows_are_valid_and_only_model_files_are_missing() -> None:
         "06": [("10", "lora_name"), ("4", "ckpt_name")],
         "07": [("11", "lora_name"), ("4", "ckpt_name")],
         "10": [("4", "ckpt_name")],
+        "11": [("12", "control_net_name"), ("13", "vae_name"), ("14", "ckpt_name")],
     }
     for key, missing in expected_missing.items():
         verdict = VERDICTS[key]
@@ -86,9 +87,8 @@ def test_core_workflows_are_valid_and_only_model_files_are_missing() -> None:
 
 
 def test_workflows_needing_nodes_we_do_not_ship_name_the_first_missing_node() -> None:
-    # Upscale models and ControlNet are not built in yet: the edge rejects them before any GPU time.
+    # Upscale models are not built in yet: the edge rejects them before any GPU time.
     assert VERDICTS["08"]["error"] == "Cannot execute because node UpscaleModelLoader does not exist."
-    assert VERDICTS["11"]["error"] == "Cannot execute because node ControlNetApply does not exist."
 
 
 HANDLER_PROBE = """

@@ -2,18 +2,19 @@
 
 Each entry becomes a :class:`PreparedCond`: the text context, SDXL's pooled text embedding and size
 ``time_ids``, an inpainting model's extra input channels (mask, masked-image latent), its strength and the
-sigma range in which it applies (``ConditioningSetTimestepRange``).
+sigma range in which it applies (``ConditioningSetTimestepRange``), and its ControlNets (:mod:`control`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from comfyserve.engine.errors import NodeInputError
 from comfyserve.models.handles import DiffusionModel, ModelFamily
+from comfyserve.models.sampling.control import ControlPreparer, PreparedControl
 from comfyserve.models.sampling.resize import repeat_to_batch, resize_to_batch, upscale
 from comfyserve.models.sampling.schedule import DiscreteSchedule
 
@@ -32,6 +33,7 @@ class PreparedCond:
     sigma_end: float
     added: dict[str, torch.Tensor] | None
     concat: torch.Tensor | None
+    control: PreparedControl | None = None
 
     def active(self, sigma: float) -> bool:
         return self.sigma_end <= sigma <= self.sigma_start
@@ -40,7 +42,7 @@ class PreparedCond:
         """Entries with equal keys can share one UNet call."""
         added = tuple((k, v.shape) for k, v in self.added.items()) if self.added else ()
         concat = self.concat.shape if self.concat is not None else None
-        return (self.context.shape, added, concat)
+        return (self.context.shape, added, concat, id(self.control))
 
 
 @dataclass
@@ -51,6 +53,7 @@ class SamplingInputs:
     denoise_mask: torch.Tensor | None
     device: torch.device
     dtype: torch.dtype
+    controls: ControlPreparer = field(default_factory=ControlPreparer)
 
 
 def _entry(entry: Any, side: str, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -150,6 +153,7 @@ def prepare_conds(
                 sigma_end=schedule.percent_to_sigma(extras.get("end_percent", 1.0)),
                 added=_sdxl_added(model, extras, side, inputs) if model.family.is_xl else None,
                 concat=_inpaint_concat(extras, inputs) if model.in_channels > model.latent_channels else None,
+                control=inputs.controls.prepare(model, schedule, extras.get("control"), inputs.latent, inputs.dtype),
             )
         )
     return prepared

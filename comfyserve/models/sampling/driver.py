@@ -14,7 +14,9 @@ import torch
 from comfyserve.engine.errors import NodeInputError
 from comfyserve.models.handles import DiffusionModel
 from comfyserve.models.lora import patched
+from comfyserve.models.memory import on_device
 from comfyserve.models.sampling.conditioning import SamplingInputs, prepare_conds
+from comfyserve.models.sampling.control import control_modules, fill_uncond_controls
 from comfyserve.models.sampling.guidance import Guider
 from comfyserve.models.sampling.noise import BrownianNoise, NoiseSampler, gaussian_noise, initial_noise
 from comfyserve.models.sampling.resize import repeat_to_batch
@@ -128,7 +130,8 @@ def run_sampling(job: Sampling, progress: ProgressFn | None = None) -> tuple[dic
     out = dict(job.latent)
     if not job.sigmas:
         return out, out
-    with torch.no_grad(), patched(job.guidance.model) as unet:
+    controls = control_modules(job.guidance.positive, job.guidance.negative)
+    with torch.no_grad(), patched(job.guidance.model) as unet, on_device(*controls):
         x, denoised = _sample(job, samples, next(unet.parameters()), progress)
     out["samples"] = x.float().cpu()
     if denoised is None:
@@ -151,6 +154,7 @@ def _sample(
 
     inputs = SamplingInputs(latent=latent, denoise_mask=denoise_mask, device=device, dtype=dtype)
     negative = [] if job.guidance.negative is None else job.guidance.negative
+    negative = fill_uncond_controls(job.guidance.positive, negative)
     guider = Guider(
         model,
         schedule,

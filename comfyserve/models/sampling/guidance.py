@@ -2,7 +2,8 @@
 
 At each sigma the active entries of each side are averaged by strength (ComfyUI sums ``strength * x0`` and
 divides by the summed strengths), then ``uncond + cfg * (cond - uncond)``. With ``cfg == 1`` the negative
-side is never evaluated. Entries whose tensors have equal shapes run through the UNet in one batch.
+side is never evaluated. Entries whose tensors have equal shapes (and that hold the same ControlNet) run through
+the UNet in one batch.
 """
 
 from __future__ import annotations
@@ -105,11 +106,18 @@ class Guider:
         if batch.concat is not None:
             model_input = torch.cat([model_input, batch.concat], 1)
         timesteps = torch.full((model_input.shape[0],), timestep, device=x.device, dtype=torch.float32)
+        control = entries[0].control
+        residuals = {}
+        if control is not None:
+            residuals = control.unet_kwargs(
+                model_input[:, : x.shape[1]].to(self.unet_dtype), sigma, timesteps, batch.context, batch.added
+            )
         output = self.model.unet(
             model_input.to(self.unet_dtype),
             timesteps,
             encoder_hidden_states=batch.context,
             added_cond_kwargs=batch.added,
+            **residuals,
         ).sample.float()
         return [to_denoised(prediction, x, chunk, sigma, timestep) for chunk in output.chunk(len(entries))]
 
