@@ -24,6 +24,7 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.latent_batch",
     "comfyserve.nodes.sampling",
     "comfyserve.nodes.custom_sampling",
+    "comfyserve.nodes.upscale_model",
 )
 
 
