@@ -82,7 +82,7 @@ class NodeSpec:
     experimental: bool = False
     validate_hook: ValidateHook | None = None
     has_is_changed: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # more /object_info fields, as the class declares them
     input_kinds: tuple[str, ...] = ()  # the kinds declared, even empty (DisableNoise: ``{"required": {}}``)
 
     @cached_property
@@ -129,6 +129,7 @@ class NodeSpec:
             experimental=bool(getattr(node_class, "EXPERIMENTAL", False)),
             validate_hook=_validate_hook(node_class),
             has_is_changed=callable(getattr(node_class, "IS_CHANGED", None)),
+            extra=dict(getattr(node_class, "OBJECT_INFO_EXTRA", {})),
             input_kinds=input_kinds,
         )
 
@@ -158,6 +159,7 @@ class NodeSpec:
             info["deprecated"] = True
         if self.experimental:
             info["experimental"] = True
+        info.update(self.extra)
         # comfyserve's additions: what the engine needs to validate without the class.
         engine: dict[str, Any] = {"input_is_list": self.input_is_list, "not_idempotent": self.not_idempotent}
         if self.validate_hook is not None:

@@ -17,9 +17,12 @@ from comfyserve.models.upscale_model import load_upscale_model, upscale_image
 from comfyserve.nodes.loaders import load_model
 
 FOLDER = "upscale_models"
+# What ComfyUI's /object_info adds for these V3 (``io.ComfyNode``) classes.
+_V3_FIELDS = {"api_node": False, "deprecated": False, "experimental": False, "output_tooltips": [None]}
 
 
 class UpscaleModelLoader:
+    OBJECT_INFO_EXTRA = _V3_FIELDS
     CATEGORY = "loaders"
     RETURN_TYPES = ("UPSCALE_MODEL",)
     FUNCTION = "load_model"
@@ -42,6 +45,7 @@ def _progress(count: int) -> Callable[[], None]:
 
 
 class ImageUpscaleWithModel:
+    OBJECT_INFO_EXTRA = _V3_FIELDS
     CATEGORY = "image/upscaling"
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "upscale"

@@ -76,6 +76,7 @@ def test_core_workflows_are_valid_and_only_model_files_are_missing() -> None:
         "05": [("29", "ckpt_name")],
         "06": [("10", "lora_name"), ("4", "ckpt_name")],
         "07": [("11", "lora_name"), ("4", "ckpt_name")],
+        "08": [("13", "model_name"), ("4", "ckpt_name")],
         "10": [("4", "ckpt_name")],
     }
     for key, missing in expected_missing.items():
@@ -86,8 +87,7 @@ def test_core_workflows_are_valid_and_only_model_files_are_missing() -> None:
 
 
 def test_workflows_needing_nodes_we_do_not_ship_name_the_first_missing_node() -> None:
-    # Upscale models and ControlNet are not built in yet: the edge rejects them before any GPU time.
-    assert VERDICTS["08"]["error"] == "Cannot execute because node UpscaleModelLoader does not exist."
+    # ControlNet is not built in yet: the edge rejects it before any GPU time.
     assert VERDICTS["11"]["error"] == "Cannot execute because node ControlNetApply does not exist."
 
 

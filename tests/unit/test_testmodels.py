@@ -53,7 +53,7 @@ def test_files_for_the_compat_workflows(tmp_path: Path) -> None:
 
 def test_default_set_is_small(tiny_models: Path) -> None:  # noqa: F811
     sizes = {p.name: p.stat().st_size for p in tiny_models.rglob("*") if p.is_file()}
-    assert len(sizes) == 10
+    assert len(sizes) == 12
     assert max(sizes.values()) < 12 * 2**20
 
 
