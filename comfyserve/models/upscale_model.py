@@ -141,9 +141,11 @@ def upscale_image(
     """IMAGE ``[B, H, W, C]`` in 0..1 upscaled by the model's scale, clamped to 0..1. The model is on the compute
     device for the call only, as ComfyUI moves it there and back."""
     module = descriptor.model
-    with on_device(module):
-        pixels = image.movedim(-1, -3).to(policy().device)
-        out = upscale_tiled(descriptor, pixels, descriptor.scale, on_tiles)
-    residency().forget(module)
-    module.to("cpu")
+    try:
+        with on_device(module):
+            pixels = image.movedim(-1, -3).to(policy().device)
+            out = upscale_tiled(descriptor, pixels, descriptor.scale, on_tiles)
+    finally:
+        residency().forget(module)
+        module.to("cpu")
     return torch.clamp(out.movedim(-3, -1), min=0.0, max=1.0)
