@@ -7,9 +7,11 @@ its out-of-memory fallback, and the nodes end to end on the tiny models ``make-t
 from __future__ import annotations
 
 import copy
+import importlib.util
 import itertools
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,11 @@ def test_tiny_models_upscale_by_the_scale_their_name_states(name: str, scale: in
     assert (model.architecture.id, model.scale) == ("ESRGAN", scale)
     out = model(torch.rand(1, 3, 6, 5))
     assert out.shape == (1, 3, 6 * scale, 5 * scale)
+
+
+def test_spandrel_loads_while_torchvision_stays_absent() -> None:
+    build_upscale_model(tiny_upscale_model(2), Path("x2.pth"))
+    assert "torchvision" not in sys.modules and importlib.util.find_spec("torchvision") is None
 
 
 def test_a_scale_that_is_no_power_of_two_is_refused() -> None:
