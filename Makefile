@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt gpu_container/requirements-nodeps.txt
 	@echo "Installing comfyserve into $(VENV): a few minutes on the first run; skipped afterwards until pyproject.toml or constraints.txt change."
 	@echo "[1/4] the virtual environment $(VENV)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --progress-bar on -c constraints.txt torch
 	@echo "[4/4] comfyserve and the rest: model libraries (diffusers, transformers), AWS and CDK, test and lint tools"
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[worker,infra,dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r gpu_container/requirements-nodeps.txt
 	@echo "Installed: $(VENV)/bin/comfyserve"
 	touch $(STAMP)
 

@@ -74,9 +74,21 @@ def read_safetensors(path: Path, cast: Cast = _as_stored) -> StateDict:
 def read_state_dict(path: Path, cast: Cast = _as_stored) -> StateDict:
     """All tensors of a model file, each through ``cast``; a truncated or corrupt file is a ModelFileError
     naming it."""
-    try:
-        if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+        try:
             return read_safetensors(path, cast)
+        except FileNotFoundError:
+            raise ModelFileError(f"model file {path.name!r} does not exist") from None
+        except Exception as exc:  # any parse failure of a damaged file; the library's words stay in the chain
+            raise ModelFileError(f"cannot read model file {path.name!r}: the file is truncated or corrupt") from exc
+    loaded = read_torch_file(path)
+    return {k: cast(k, v) for k, v in loaded.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
+def read_torch_file(path: Path) -> dict[Any, Any]:
+    """A torch pickle's dict as ComfyUI's ``load_torch_file`` returns it: its ``state_dict`` entry, the dict of a
+    lone entry (``{"params_ema": {...}}``), else the whole dict; read with ``weights_only=True`` only."""
+    try:
         loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelFileError(f"model file {path.name!r} does not exist") from None
@@ -84,9 +96,11 @@ def read_state_dict(path: Path, cast: Cast = _as_stored) -> StateDict:
         raise ModelFileError(f"cannot read model file {path.name!r}: the file is truncated or corrupt") from exc
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
+    elif isinstance(loaded, dict) and len(loaded) == 1 and isinstance(next(iter(loaded.values())), dict):
+        loaded = next(iter(loaded.values()))
     if not isinstance(loaded, dict):
         raise ModelFileError(f"model file {path.name!r} holds a {type(loaded).__name__}, not a dict of tensors")
-    return {k: cast(k, v) for k, v in loaded.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    return loaded
 
 
 def state_dict_bytes(sd: StateDict) -> int:

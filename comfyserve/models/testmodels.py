@@ -1,9 +1,9 @@
 """Tiny random-weight model files in the very single-file layouts real ones use (``make-test-models``).
 
-Checkpoints (SD1.x, SD1.x inpainting, SD2.x 768-v, SDXL base and refiner), kohya-format LoRAs, a VAE and
-ControlNets (:mod:`testcontrolnet`), each a few MB, stored in fp16 like most published files. With workflows,
-the files are written under the names and folders the workflows ask for: the family comes from the loader and
-the name (``xl`` -> SDXL, ``refiner`` -> SDXL refiner, ``inpaint`` -> SD1.x inpainting, ``768-v`` / ``v2`` /
+Checkpoints (SD1.x, SD1.x inpainting, SD2.x 768-v, SDXL base and refiner), kohya-format LoRAs, a VAE,
+ControlNets (:mod:`testcontrolnet`) and upscale models (:mod:`testmodels_upscale`), each a few MB, stored in fp16
+like most published files. With workflows, the files are written under the names and folders the workflows ask
+for: the family comes from the loader and the name (``xl`` -> SDXL, ``refiner`` -> SDXL refiner, ``inpaint`` -> SD1.x inpainting, ``768-v`` / ``v2`` /
 ``sd2`` / ``2.1`` -> SD2.x v-prediction, else SD1.x), a LoRA's family from the checkpoint its model input
 comes from.
 """
@@ -29,6 +29,7 @@ from comfyserve.models.configs import unet_config
 from comfyserve.models.detect import V_PRED_NORM_KEY
 from comfyserve.models.handles import ModelFamily
 from comfyserve.models.testcontrolnet import controlnet_family, controlnet_shapes
+from comfyserve.models.testmodels_upscale import scale_from_name, tiny_upscale_model
 
 StateDict = dict[str, torch.Tensor]
 
@@ -57,6 +58,8 @@ DEFAULT_FILES: dict[str, tuple[str, ModelFamily]] = {
     "vae/tiny-vae.safetensors": ("vae", ModelFamily.SD1),
     "controlnet/tiny-sd15-controlnet.safetensors": ("controlnet", ModelFamily.SD1),
     "controlnet/tiny-sdxl-controlnet.safetensors": ("controlnet", ModelFamily.SDXL),
+    "upscale_models/RealESRGAN_x4plus.pth": ("upscale", ModelFamily.SD1),  # the family is unused
+    "upscale_models/4x-UltraSharp.pth": ("upscale", ModelFamily.SD1),
 }
 _LOADERS = {
     "CheckpointLoaderSimple": ("ckpt_name", "checkpoints", "checkpoint"),
@@ -65,6 +68,7 @@ _LOADERS = {
     "LoraLoaderModelOnly": ("lora_name", "loras", "lora"),
     "ControlNetLoader": ("control_net_name", "controlnet", "controlnet"),
     "DiffControlNetLoader": ("control_net_name", "controlnet", "controlnet"),
+    "UpscaleModelLoader": ("model_name", "upscale_models", "upscale"),
 }
 _MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt", ".bin")
 
@@ -251,7 +255,7 @@ def requests_for(prompt: Mapping[str, Any]) -> list[Request]:
         elif kind == "controlnet":
             family = controlnet_family(family_from_name(name))
         else:
-            family = family_from_name(name)
+            family = ModelFamily.SD1 if kind == "upscale" else family_from_name(name)
         found.append(Request(folder, name, kind, family))
     return found
 
@@ -263,7 +267,9 @@ def _safe_relative(folder: str, name: str) -> str:
     return f"{folder}/{path}"
 
 
-def _state_dict(kind: str, family: ModelFamily, seed: int, sizes: Sizes) -> StateDict:
+def _state_dict(kind: str, family: ModelFamily, seed: int, sizes: Sizes, name: str) -> StateDict:
+    if kind == "upscale":
+        return tiny_upscale_model(scale_from_name(name), seed)
     if kind == "checkpoint":
         return tiny_checkpoint(family, seed, sizes)
     if kind == "lora":
@@ -310,6 +316,6 @@ def make_test_models(directory: Path, workflows: Iterable[Path] = (), comfyui: b
     written = []
     for relative, (kind, family) in sorted(wanted.items()):
         path = directory / relative
-        save(_state_dict(kind, family, _seed(str(PurePosixPath(relative).with_suffix(""))), sizes), path)
+        save(_state_dict(kind, family, _seed(str(PurePosixPath(relative).with_suffix(""))), sizes, relative), path)
         written.append(path)
     return written

@@ -27,6 +27,7 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.sampling",
     "comfyserve.nodes.custom_sampling",
     "comfyserve.nodes.controlnet",
+    "comfyserve.nodes.upscale_model",
 )
 
 

@@ -18,6 +18,7 @@ from comfyserve.engine.errors import NodeInputError
 from comfyserve.models.handles import DiffusionModel
 from comfyserve.models.sampling import samplers as k
 from comfyserve.models.sampling.driver import Guidance, Noise, Sampling, run_sampling
+from comfyserve.models.sampling.sa_solver import tau_interval
 from comfyserve.models.sampling.samplers import SAMPLER_NAMES, SAMPLERS, SamplerSpec
 from comfyserve.models.sampling.schedule import schedule_for
 from comfyserve.models.sampling.schedulers import (
@@ -30,6 +31,7 @@ from comfyserve.models.sampling.schedulers import (
 )
 from comfyserve.models.sampling.schedulers import beta as beta_sigmas
 from comfyserve.models.sampling.sigmas import basic_sigmas, flip_sigmas, sd_turbo_sigmas, split_sigmas_denoise
+from comfyserve.models.sampling.vp_sde import reverse_time_sde_scaler
 from comfyserve.nodes.sampling import MAX_SEED
 
 _SCHEDULERS = "sampling/custom_sampling/schedulers"
@@ -362,6 +364,124 @@ class SamplerDPMPP_2S_Ancestral(_Sampler):
         return _bound("dpmpp_2s_ancestral", k.dpmpp_2s_ancestral, eta=eta, s_noise=s_noise)
 
 
+def _unrounded(default: float, high: float = 100.0) -> tuple[str, dict[str, Any]]:
+    """An unrounded FLOAT up to 100, as the adaptive, ER-SDE and SA-Solver parameters are declared."""
+    return _float(default, high=high)
+
+
+class SamplerDPMAdaptative(_Sampler):
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "order": ("INT", {"default": 3, "min": 2, "max": 3}),
+                "rtol": _unrounded(0.05),
+                "atol": _unrounded(0.0078),
+                "h_init": _unrounded(0.05),
+                "pcoeff": _unrounded(0.0),
+                "icoeff": _unrounded(1.0),
+                "dcoeff": _unrounded(0.0),
+                "accept_safety": _unrounded(0.81),
+                "eta": _unrounded(0.0),
+                "s_noise": _unrounded(1.0),
+            }
+        }
+
+    def get_sampler(
+        self,
+        order: int,
+        rtol: float,
+        atol: float,
+        h_init: float,
+        pcoeff: float,
+        icoeff: float,
+        dcoeff: float,
+        accept_safety: float,
+        eta: float,
+        s_noise: float,
+    ) -> tuple[SamplerSpec]:
+        parameters = {"order": order, "rtol": rtol, "atol": atol, "h_init": h_init, "pcoeff": pcoeff}
+        parameters |= {"icoeff": icoeff, "dcoeff": dcoeff, "accept_safety": accept_safety, "eta": eta}
+        (spec,) = _bound("dpm_adaptive", k.dpm_adaptive, s_noise=s_noise, **parameters)
+        return (dataclasses.replace(spec, noise="gaussian"),)  # its ancestral steps (eta > 0) draw noise
+
+
+ER_SDE_SOLVERS = ("ER-SDE", "Reverse-time SDE", "ODE")
+
+
+class SamplerER_SDE(_Sampler):
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        eta_tooltip = (
+            "Stochastic strength of reverse-time SDE.\nWhen eta=0, it reduces to deterministic ODE. "
+            "This setting doesn't apply to ER-SDE solver type."
+        )
+        return {
+            "required": {
+                "solver_type": ("COMBO", {"options": list(ER_SDE_SOLVERS)}),
+                "max_stage": ("INT", {"default": 3, "min": 1, "max": 3}),
+                "eta": ("FLOAT", {**_unrounded(1.0)[1], "tooltip": eta_tooltip}),
+                "s_noise": _unrounded(1.0),
+            }
+        }
+
+    def get_sampler(self, solver_type: str, max_stage: int, eta: float, s_noise: float) -> tuple[SamplerSpec]:
+        """ER-SDE's own noise scaler, or the reverse-time SDE's ``x^(eta + 1)``; the ODE is that at eta 0,
+        without noise."""
+        if solver_type not in ER_SDE_SOLVERS:
+            raise NodeInputError(f"unknown solver_type {solver_type!r}; available: {', '.join(ER_SDE_SOLVERS)}")
+        if solver_type == "ODE" or (solver_type == "Reverse-time SDE" and eta == 0):
+            eta, s_noise = 0.0, 0.0
+        scaler = {} if solver_type == "ER-SDE" else {"noise_scaler": reverse_time_sde_scaler(eta)}
+        return _bound("er_sde", k.er_sde, max_stage=max_stage, s_noise=s_noise, **scaler)
+
+
+class SamplerSASolver(_Sampler):
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "model": ("MODEL", {}),
+                "eta": _unrounded(1.0, high=10.0),
+                "sde_start_percent": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.001}),
+                "sde_end_percent": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.001}),
+                "s_noise": _unrounded(1.0),
+                "predictor_order": ("INT", {"default": 3, "min": 1, "max": 6}),
+                "corrector_order": ("INT", {"default": 4, "min": 0, "max": 6}),
+                "use_pece": ("BOOLEAN", {}),
+                "simple_order_2": ("BOOLEAN", {}),
+            }
+        }
+
+    def get_sampler(
+        self,
+        model: DiffusionModel,
+        eta: float,
+        sde_start_percent: float,
+        sde_end_percent: float,
+        s_noise: float,
+        predictor_order: int,
+        corrector_order: int,
+        use_pece: bool,
+        simple_order_2: bool,
+    ) -> tuple[SamplerSpec]:
+        """Noise of strength ``eta`` while sigma is between the model's sigmas at the two percentages."""
+        schedule = schedule_for(model.sampling)
+        window = tau_interval(
+            schedule.percent_to_sigma(sde_start_percent), schedule.percent_to_sigma(sde_end_percent), eta
+        )
+        return _bound(
+            "sa_solver",
+            k.sa_solver,
+            tau_func=window,
+            s_noise=s_noise,
+            predictor_order=predictor_order,
+            corrector_order=corrector_order,
+            use_pece=use_pece,
+            simple_order_2=simple_order_2,
+        )
+
+
 class BasicGuider:
     RETURN_TYPES = ("GUIDER",)
     FUNCTION = "get_guider"
@@ -511,6 +631,9 @@ NODE_CLASS_MAPPINGS = {
     "SamplerDPMPP_2M_SDE": SamplerDPMPP_2M_SDE,
     "SamplerDPMPP_SDE": SamplerDPMPP_SDE,
     "SamplerDPMPP_2S_Ancestral": SamplerDPMPP_2S_Ancestral,
+    "SamplerDPMAdaptative": SamplerDPMAdaptative,
+    "SamplerER_SDE": SamplerER_SDE,
+    "SamplerSASolver": SamplerSASolver,
     "SplitSigmas": SplitSigmas,
     "SplitSigmasDenoise": SplitSigmasDenoise,
     "FlipSigmas": FlipSigmas,

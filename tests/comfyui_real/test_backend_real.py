@@ -226,7 +226,7 @@ def compat(name: str) -> dict[str, Any]:
     return {key: value for key, value in document.items() if isinstance(value, dict)}
 
 
-@pytest.mark.parametrize("name", ["08_cog_upscale_model.json", "14_comfyui_ws_images_example_SaveImageWebsocket.json"])
+@pytest.mark.parametrize("name", ["14_comfyui_ws_images_example_SaveImageWebsocket.json"])
 def test_the_exported_catalog_accepts_workflows_only_comfyui_can_run(backend: ComfyUIBackend, name: str) -> None:
     exported = Catalog.from_object_info(backend.object_info())
     prompt = compat(name)

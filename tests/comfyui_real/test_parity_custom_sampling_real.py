@@ -119,6 +119,76 @@ def turbo() -> dict[str, Any]:
     }
 
 
+PARAMETERISED_SAMPLERS: dict[str, dict[str, Any]] = {
+    "SamplerDPMAdaptative": {  # DPM-Solver-12, a PID controller and ancestral steps, loose tolerances (few steps)
+        "order": 2,
+        "rtol": 0.2,
+        "atol": 0.05,
+        "h_init": 0.5,
+        "pcoeff": 0.2,
+        "icoeff": 0.8,
+        "dcoeff": 0.1,
+        "accept_safety": 0.81,
+        "eta": 0.5,
+        "s_noise": 0.9,
+    },
+    "SamplerER_SDE": {"solver_type": "Reverse-time SDE", "max_stage": 2, "eta": 0.5, "s_noise": 0.8},
+    "SamplerSASolver": {
+        "model": ["4", 0],
+        "eta": 0.7,
+        "sde_start_percent": 0.1,
+        "sde_end_percent": 0.9,
+        "s_noise": 0.9,
+        "predictor_order": 2,
+        "corrector_order": 2,
+        "use_pece": True,
+        "simple_order_2": True,
+    },
+}
+
+
+def parameterised(sampler: str) -> dict[str, Any]:
+    """SamplerCustom over BasicScheduler's Karras sigmas with one of the parameterised sampler nodes."""
+    return {
+        **_base(),
+        "10": {
+            "class_type": "BasicScheduler",
+            "inputs": {"model": ["4", 0], "scheduler": "karras", "steps": 5, "denoise": 1.0},
+        },
+        "12": {"class_type": sampler, "inputs": PARAMETERISED_SAMPLERS[sampler]},
+        "3": {
+            "class_type": "SamplerCustom",
+            "inputs": {
+                "model": ["4", 0],
+                "add_noise": True,
+                "noise_seed": 11,
+                "cfg": 6.0,
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "sampler": ["12", 0],
+                "sigmas": ["10", 0],
+                "latent_image": ["5", 0],
+            },
+        },
+    }
+
+
+@pytest.mark.timeout(900)  # the module's first test: it writes the full-width checkpoint and both engines load it
+@pytest.mark.parametrize("sampler", list(PARAMETERISED_SAMPLERS))
+def test_parameterised_samplers_same_image_on_both_backends(
+    backend: ComfyUIBackend,
+    builtin: BuiltinBackend,  # noqa: F811
+    sd15: Path,  # noqa: F811
+    sampler: str,
+    tmp_path: Path,
+) -> None:
+    prompt = parameterised(sampler)
+    theirs = image(backend, prompt, tmp_path / "comfyui")
+    ours = image(builtin, prompt, tmp_path / "builtin")
+    assert theirs.shape == (64, 64, 3)
+    assert_same("SD1.5", sampler, "karras", theirs, ours)
+
+
 @pytest.mark.parametrize("workflow", [advanced_cfg, custom_split, turbo], ids=lambda fn: fn.__name__)
 def test_custom_sampling_same_image_on_both_backends(
     backend: ComfyUIBackend,

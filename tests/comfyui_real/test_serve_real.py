@@ -137,7 +137,7 @@ def test_a_comfyui_crash_mid_job_releases_the_job_and_it_completes_once(served: 
 
 
 def test_the_edge_validates_against_the_catalog_comfyui_serves(served: Api) -> None:
-    upscale = json.loads((COMPAT / "08_cog_upscale_model.json").read_text())  # nodes comfyserve does not ship
+    upscale = json.loads((COMPAT / "08_cog_upscale_model.json").read_text())
     answer = served.http.post(f"{served.url}/v1/validate", json={"workflow": upscale}, timeout=10)
     assert answer.status_code == 200 and answer.json()["ok"], answer.text
     refused = served.http.post(

@@ -8,7 +8,9 @@ these classes; ``tests/data/comfyui_sigmas.json`` the SIGMAS its nodes return fo
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from comfyserve.engine.catalog import Catalog
 from comfyserve.engine.errors import NodeInputError
 from comfyserve.models.checkpoint import load_checkpoint
 from comfyserve.models.handles import DiffusionModel
+from comfyserve.models.sampling.driver import Noise
+from comfyserve.models.sampling.sa_solver import _weights as sa_weights
 from comfyserve.nodes import builtin_registry
 from comfyserve.nodes import custom_sampling as cs
 from comfyserve.nodes.conditioning import CLIPTextEncode
@@ -167,10 +171,15 @@ def test_sampler_custom_advanced_gives_ksampler_s_latent(name: str, scheduler: s
         (cs.SamplerDPMPP_3M_SDE, (1.0, 1.0, "cpu"), "dpmpp_3m_sde"),
         (cs.SamplerLMS, (4,), "lms"),
         (cs.SamplerEulerAncestralCFGPP, (1.0, 1.0), "euler_ancestral_cfg_pp"),
+        (cs.SamplerDPMAdaptative, (3, 0.05, 0.0078, 0.05, 0.0, 1.0, 0.0, 0.81, 0.0, 1.0), "dpm_adaptive"),
+        (cs.SamplerER_SDE, ("ER-SDE", 3, 1.0, 1.0), "er_sde"),
+        (cs.SamplerSASolver, ("model", 1.0, 0.2, 0.8, 1.0, 3, 4, False, False), "sa_solver"),
+        (cs.SamplerSASolver, ("model", 1.0, 0.2, 0.8, 1.0, 3, 4, True, False), "sa_solver_pece"),
     ],
 )
 def test_sampler_nodes_at_their_defaults_are_the_named_sampler(node: Any, args: tuple[Any, ...], name: str) -> None:
     model = fake_model()
+    args = tuple(model if a == "model" else a for a in args)
     got = _advanced(model, node().get_sampler(*args)[0], "karras", _latent())["samples"]
     assert torch.equal(got, _ksampler(model, name, "karras", _latent()))
 
@@ -187,6 +196,67 @@ def test_eta_0_makes_an_ancestral_sampler_deterministic_and_s_noise_scales_the_n
         _advanced(model, loud, "karras", _latent())["samples"],
         _advanced(model, default, "karras", _latent())["samples"],
     )
+
+
+def _with_seed(model: DiffusionModel, sampler: Any, seed: int) -> torch.Tensor:
+    sigmas = cs.BasicScheduler().get_sigmas(model, "karras", 4, 1.0)[0]
+    guider = cs.CFGGuider().get_guider(model, POSITIVE, NEGATIVE, 7.0)[0]
+    noise = Noise(seed, enabled=False)  # no starting noise: only the sampler's own draws use the seed
+    return cs.SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, _latent())[0]["samples"]
+
+
+def _varies_with_the_seed(model: DiffusionModel, sampler: Any) -> bool:
+    return not torch.equal(_with_seed(model, sampler, 1), _with_seed(model, sampler, 2))
+
+
+def test_the_er_sde_ode_draws_no_noise_and_is_the_reverse_time_sde_at_eta_0() -> None:
+    model, node = fake_model(), cs.SamplerER_SDE()
+    ode = node.get_sampler("ODE", 3, 1.0, 1.0)[0]
+    at_0 = node.get_sampler("Reverse-time SDE", 3, 0.0, 1.0)[0]
+    assert torch.equal(_with_seed(model, ode, 1), _with_seed(model, at_0, 2))
+    stochastic = node.get_sampler("Reverse-time SDE", 3, 0.5, 1.0)[0]
+    lower_stage = node.get_sampler("ODE", 1, 1.0, 1.0)[0]
+    results = [_with_seed(model, s, 1) for s in (ode, stochastic, lower_stage)]
+    assert not torch.equal(results[0], results[1]) and not torch.equal(results[0], results[2])
+    with pytest.raises(NodeInputError, match="unknown solver_type 'SDE'"):
+        node.get_sampler("SDE", 3, 1.0, 1.0)
+
+
+def test_sa_solver_noise_window_eta_and_simple_order_2() -> None:
+    model, node = fake_model(), cs.SamplerSASolver()
+    ode = node.get_sampler(model, 0.0, 0.2, 0.8, 1.0, 3, 4, False, False)[0]
+    no_window = node.get_sampler(model, 1.0, 0.9, 0.95, 1.0, 3, 4, False, False)[0]  # karras' 4 sigmas miss it
+    silent = node.get_sampler(model, 1.0, 0.2, 0.8, 0.0, 3, 4, False, False)[0]
+    assert torch.equal(_with_seed(model, ode, 1), _with_seed(model, no_window, 2))
+    assert not _varies_with_the_seed(model, silent)
+    assert _varies_with_the_seed(model, node.get_sampler(model, 0.5, 0.0, 1.0, 1.0, 3, 4, False, False)[0])
+    simple = node.get_sampler(model, 0.0, 0.2, 0.8, 1.0, 2, 2, False, True)[0]
+    general = node.get_sampler(model, 0.0, 0.2, 0.8, 1.0, 2, 2, False, False)[0]
+    assert not torch.equal(_with_seed(model, simple, 1), _with_seed(model, general, 1))
+    lambdas = torch.tensor([14.6, 5.2, 1.3, 0.4]).log().neg()
+    for tau, corrector in itertools.product((0.0, 0.7), (False, True)):
+        ends = (lambdas[1], lambdas[2]) if corrector else (lambdas[2], lambdas[3])
+        weights = [sa_weights(lambdas[1:3], *ends, tau, simple, corrector) for simple in (True, False)]
+        whole = -math.expm1(-(1 + tau**2) * float(ends[1] - ends[0]))  # both integrate the constant exactly
+        assert [float(w.sum()) for w in weights] == pytest.approx([whole, whole], rel=1e-5)
+        assert not torch.allclose(weights[0], weights[1])
+
+
+def test_dpm_adaptive_orders_pid_and_eta() -> None:
+    model, node = fake_model(), cs.SamplerDPMAdaptative()
+    default = (3, 0.05, 0.0078, 0.05, 0.0, 1.0, 0.0, 0.81, 0.0, 1.0)
+    results = {
+        "default": node.get_sampler(*default)[0],
+        "order 2": node.get_sampler(2, *default[1:])[0],
+        "pid": node.get_sampler(3, 0.05, 0.0078, 0.05, 0.3, 0.7, 0.2, 0.81, 0.0, 1.0)[0],
+    }
+    latents = {name: _with_seed(model, sampler, 1) for name, sampler in results.items()}
+    assert not torch.equal(latents["default"], latents["order 2"]) and not torch.equal(
+        latents["default"], latents["pid"]
+    )
+    assert not any(_varies_with_the_seed(model, s) for s in results.values())
+    ancestral = node.get_sampler(3, 0.05, 0.0078, 0.05, 0.0, 1.0, 0.0, 0.81, 1.0, 1.0)[0]
+    assert _varies_with_the_seed(model, ancestral)
 
 
 def test_sampler_custom_is_cfg_guider_with_random_noise() -> None:

@@ -76,6 +76,7 @@ def test_core_workflows_are_valid_and_only_model_files_are_missing() -> None:
         "05": [("29", "ckpt_name")],
         "06": [("10", "lora_name"), ("4", "ckpt_name")],
         "07": [("11", "lora_name"), ("4", "ckpt_name")],
+        "08": [("13", "model_name"), ("4", "ckpt_name")],
         "10": [("4", "ckpt_name")],
         "11": [("12", "control_net_name"), ("13", "vae_name"), ("14", "ckpt_name")],
     }
@@ -84,11 +85,6 @@ def test_core_workflows_are_valid_and_only_model_files_are_missing() -> None:
         assert verdict["ok"] is True, (key, verdict)
         assert [tuple(pair) for pair in verdict["missing_models"]] == missing, key
         assert verdict["other_errors"] == [], key
-
-
-def test_workflows_needing_nodes_we_do_not_ship_name_the_first_missing_node() -> None:
-    # Upscale models are not built in yet: the edge rejects them before any GPU time.
-    assert VERDICTS["08"]["error"] == "Cannot execute because node UpscaleModelLoader does not exist."
 
 
 HANDLER_PROBE = """

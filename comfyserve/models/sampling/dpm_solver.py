@@ -91,35 +91,85 @@ def dpm_fast(run: Run, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class _PIDController:
+    """The step size's PID controller: the factor ``e0^b1 e1^b2 e2^b3`` of the last three inverse errors,
+    limited by ``1 + atan(f - 1)``; a step is accepted when the factor reaches ``accept_safety``."""
+
+    def __init__(self, h: float, coefficients: tuple[float, float, float], order: float, accept_safety: float) -> None:
+        p, i, d = coefficients
+        self.h = h
+        self.exponents = ((p + i + d) / order, -(p + 2 * d) / order, d / order)
+        self.accept_safety = accept_safety
+        self.inverse_errors: list[float] = []
+
+    def propose(self, error: float) -> bool:
+        inverse = 1 / (error + 1e-8)
+        if not self.inverse_errors:
+            self.inverse_errors = [inverse] * 3
+        self.inverse_errors[0] = inverse
+        e0, e1, e2 = self.inverse_errors
+        b1, b2, b3 = self.exponents
+        factor = 1 + math.atan(e0**b1 * e1**b2 * e2**b3 - 1)
+        accept = factor >= self.accept_safety
+        if accept:
+            self.inverse_errors = [e0, e0, e1]
+        self.h *= factor
+        return accept
+
+
 def dpm_adaptive(
     run: Run,
     x: torch.Tensor,
+    order: int = 3,
     rtol: float = 0.05,
     atol: float = 0.0078,
     h_init: float = 0.05,
+    pcoeff: float = 0.0,
+    icoeff: float = 1.0,
+    dcoeff: float = 0.0,
     accept_safety: float = 0.81,
+    eta: float = 0.0,
+    s_noise: float = 1.0,
 ) -> torch.Tensor:
-    """DPM-Solver-23: a 3rd-order step and its embedded 2nd-order one give the error estimate (relative to
-    ``rtol``/``atol``); an integral step-size controller (limited by ``1 + atan(f - 1)``) accepts or shrinks."""
+    """DPM-Solver-12 or -23 (``order`` 2 or 3): a step of that order and its embedded one of the order below
+    give the error estimate (relative to ``rtol``/``atol``) on which :class:`_PIDController` accepts the step
+    or shrinks it. With ``eta``, each accepted step goes down to the ancestral sigma and adds fresh noise
+    (times ``s_noise``) back up to the step's end."""
+    if order not in (2, 3):
+        raise ValueError(f"dpm_adaptive's order is 2 or 3, not {order}")
     if run.steps < 1:
         return x
     solver, (s, t_end) = _Solver(run), _ends(run)
-    h = h_init
+    pid = _PIDController(abs(h_init), (pcoeff, icoeff, dcoeff), 1.5 if eta else order, accept_safety)
     tolerance_abs, tolerance_rel = torch.tensor(atol), torch.tensor(rtol)
     x_previous = x
     calls = 0
     while s < t_end - 1e-5:
         cache: dict[str, torch.Tensor] = {}
-        t = torch.minimum(t_end, s + h)
+        t = torch.minimum(t_end, s + pid.h)
+        t_down, sigma_up = _ancestral(s, t, t_end, eta) if eta else (t, 0.0)
         solver.eps(cache, "eps", x, s)
-        x_low = solver.step_2(x, s, t, cache, r1=1 / 3)
-        x_high = solver.step_3(x, s, t, cache)
+        if order == 2:
+            x_low, x_high = solver.step_1(x, s, t_down, cache), solver.step_2(x, s, t_down, cache)
+        else:
+            x_low, x_high = solver.step_2(x, s, t_down, cache, r1=1 / 3), solver.step_3(x, s, t_down, cache)
         scale = torch.maximum(tolerance_abs, tolerance_rel * torch.maximum(x_low.abs(), x_previous.abs()))
         error = torch.linalg.norm((x_low - x_high) / scale) / x.numel() ** 0.5
-        factor = 1 + math.atan((1 / (float(error) + 1e-8)) ** (1 / 3) - 1)  # integral control for order 3
-        if factor >= accept_safety:
-            x_previous, x, s = x_low, x_high, t
-        h *= factor
+        if pid.propose(float(error)):
+            x_previous, x = x_low, x_high
+            if sigma_up:
+                x = x + sigma_up * s_noise * run.noise(solver.sigma(s), solver.sigma(t))
+            s = t
         run.callback(min(calls, run.steps - 1))
         calls += 1
     return x
+
+
+def _ancestral(s: torch.Tensor, t: torch.Tensor, t_end: torch.Tensor, eta: float) -> tuple[torch.Tensor, float]:
+    """The time an ancestral step from ``s`` to ``t`` goes down to (not past ``t_end``) and the noise it adds
+    back, in float32 as ComfyUI computes them."""
+    sigma_s, sigma_t = s.neg().exp(), t.neg().exp()
+    sigma_up = torch.minimum(sigma_t, eta * (sigma_t**2 * (sigma_s**2 - sigma_t**2) / sigma_s**2) ** 0.5)
+    sigma_down = (sigma_t**2 - sigma_up**2) ** 0.5
+    t_down = torch.minimum(t_end, sigma_down.log().neg())
+    return t_down, float((sigma_t**2 - t_down.neg().exp() ** 2) ** 0.5)

@@ -5,10 +5,13 @@ ER-SDE-Solver-3 and SEEDS-2/3, with their coefficient integrals (ComfyUI's ``er_
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from comfyserve.models.sampling.run import Run
+
+NoiseScaler = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _er_scale(value: torch.Tensor) -> torch.Tensor:
@@ -16,11 +19,18 @@ def _er_scale(value: torch.Tensor) -> torch.Tensor:
     return value * ((value**0.3).exp() + 10.0)
 
 
-def er_sde(run: Run, x: torch.Tensor, stages: int = 3, points: int = 200) -> torch.Tensor:
+def er_sde(
+    run: Run,
+    x: torch.Tensor,
+    max_stage: int = 3,
+    s_noise: float = 1.0,
+    noise_scaler: NoiseScaler = _er_scale,
+    points: int = 200,
+) -> torch.Tensor:
     """ER-SDE-Solver-3 (Cui et al. 2023, arXiv 2309.06169), VP data prediction for an eps model (lambda is
-    sigma): a first-order step scaled by the noise scaler's ratio, then corrections from the first and second
-    divided differences of the prediction, their integrals taken over ``points`` samples of the step in float32;
-    fresh noise keeps the marginal variance."""
+    sigma): a first-order step scaled by the noise scaler's ratio, then (up to ``max_stage``) corrections from
+    the first and second divided differences of the prediction, their integrals taken over ``points`` samples of
+    the step in float32; fresh noise times ``s_noise`` keeps the marginal variance (none drawn at 0)."""
     sigmas = torch.tensor(run.sigmas, dtype=torch.float32)
     grid = torch.arange(0, points, dtype=torch.float32)
     previous: torch.Tensor | None = None
@@ -32,26 +42,32 @@ def er_sde(run: Run, x: torch.Tensor, stages: int = 3, points: int = 200) -> tor
             previous = denoised
             continue
         lam_s, lam_t = sigmas[i], sigmas[i + 1]
-        ratio = float(_er_scale(lam_t) / _er_scale(lam_s))
+        ratio = float(noise_scaler(lam_t) / noise_scaler(lam_s))
         x = ratio * x + (1 - ratio) * denoised
-        if i >= 1 and stages >= 2:
+        if i >= 1 and max_stage >= 2:
             assert previous is not None
             dt = lam_t - lam_s
             step = -dt / points
             positions = lam_t + grid * step
-            scaled = _er_scale(positions)
+            scaled = noise_scaler(positions)
             first = float(torch.sum(1 / scaled) * step)
             d = (denoised - previous) / float(lam_s - sigmas[i - 1])
-            x = x + float(dt + first * _er_scale(lam_t)) * d
-            if i >= 2 and stages >= 3 and previous_d is not None:
+            x = x + float(dt + first * noise_scaler(lam_t)) * d
+            if i >= 2 and max_stage >= 3 and previous_d is not None:
                 second = float(torch.sum((positions - lam_s) / scaled) * step)
                 u = (d - previous_d) / float((lam_s - sigmas[i - 2]) / 2)
-                x = x + float(dt**2 / 2 + second * _er_scale(lam_t)) * u
+                x = x + float(dt**2 / 2 + second * noise_scaler(lam_t)) * u
             previous_d = d
-        spread = (lam_t**2 - lam_s**2 * ratio**2).sqrt().nan_to_num(nan=0.0)
-        x = x + run.noise(run.sigmas[i], run.sigmas[i + 1]) * float(spread)
+        if s_noise > 0:
+            spread = (lam_t**2 - lam_s**2 * ratio**2).sqrt().nan_to_num(nan=0.0)
+            x = x + run.noise(run.sigmas[i], run.sigmas[i + 1]) * s_noise * float(spread)
         previous = denoised
     return x
+
+
+def reverse_time_sde_scaler(eta: float) -> NoiseScaler:
+    """The noise scaler ``x^(eta + 1)`` of ER-SDE's reverse-time SDE (eta 0: the ODE)."""
+    return lambda value: value ** (eta + 1)
 
 
 def _seeds(run: Run, x: torch.Tensor, fractions: tuple[float, ...]) -> torch.Tensor:
