@@ -13,7 +13,7 @@ from comfyserve.commands.common import UsageError
 from comfyserve.models.detect import detect
 from comfyserve.models.files import read_state_dict
 from comfyserve.models.handles import ModelFamily
-from comfyserve.models.testmodels import ModelRequestError, family_from_name, make_test_models
+from comfyserve.models.testmodels import DEFAULT_FILES, ModelRequestError, family_from_name, make_test_models
 from tests.unit.models_fixtures import COMPAT, tiny_models  # noqa: F401
 
 WORKFLOWS = ["01", "03", "05", "06", "07"]
@@ -52,8 +52,8 @@ def test_files_for_the_compat_workflows(tmp_path: Path) -> None:
 
 
 def test_default_set_is_small(tiny_models: Path) -> None:  # noqa: F811
-    sizes = {p.name: p.stat().st_size for p in tiny_models.rglob("*") if p.is_file()}
-    assert len(sizes) == 12
+    sizes = {p.relative_to(tiny_models).as_posix(): p.stat().st_size for p in tiny_models.rglob("*") if p.is_file()}
+    assert set(sizes) == set(DEFAULT_FILES)
     assert max(sizes.values()) < 12 * 2**20
 
 
