@@ -345,7 +345,7 @@ def main() -> None:
             **summary(records, names),
             "ran_after": sorted(r.workflow for r in records if r.outcomes["after"].runs),
             "top_missing_sd_family_after": {
-                row["class"]: [row["workflows"], row["only_missing_class_of"]]
+                row["class"]: {key: row[key] for key in ("templates", "examples", "only_missing_class_of")}
                 for row in missing_ranking(records, "after")
             },
             "wall_s": round(time.perf_counter() - started, 1),

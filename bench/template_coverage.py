@@ -266,16 +266,25 @@ def summary(records: list[Record], engines: Iterable[str]) -> dict[str, Any]:
 
 
 def missing_ranking(records: list[Record], engine: str, top: int = 15) -> list[dict[str, Any]]:
-    """The classes the engine lacks, by how many SD-family workflows use them, with how many each is the
-    only missing class of (adding it alone would let those past the class check)."""
-    using: collections.Counter[str] = collections.Counter()
+    """The classes the engine lacks, by how many SD-family workflows (templates, then examples) use them, with
+    how many each is the only missing class of (adding it alone would let those past the class check)."""
+    using: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     alone: collections.Counter[str] = collections.Counter()
     for record in records:
         if record.family not in SD_FAMILIES:
             continue
         missing = record.outcomes[engine].missing
-        using.update(missing)
+        for name in missing:
+            using[name][record.source] += 1
         if len(missing) == 1:
             alone[missing[0]] += 1
-    ranked = sorted(using, key=lambda c: (-using[c], -alone[c], c))[:top]
-    return [{"class": c, "workflows": using[c], "only_missing_class_of": alone[c]} for c in ranked]
+    ranked = sorted(using, key=lambda c: (-using[c].total(), -alone[c], -using[c]["template"], c))[:top]
+    return [
+        {
+            "class": c,
+            "templates": using[c]["template"],
+            "examples": using[c]["example"],
+            "only_missing_class_of": alone[c],
+        }
+        for c in ranked
+    ]

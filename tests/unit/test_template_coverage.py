@@ -156,10 +156,11 @@ def test_the_ranking_counts_sd_family_workflows_and_those_a_class_alone_blocks()
         record("c", "sd", blocked, Outcome("missing_classes", ["ControlNetLoader"])),
         record("d", "flux", blocked, Outcome("missing_classes", ["ImageCompare", "FluxGuidance"])),
         record("e", "sd", blocked, Outcome("missing_classes", ["ImageCompare", "SaveVideo"])),
+        record("f", "sd", blocked, Outcome("missing_classes", ["ControlNetLoader"]), source="example"),
     ]
     assert missing_ranking(records, "after") == [
-        {"class": "ControlNetLoader", "workflows": 2, "only_missing_class_of": 1},
-        {"class": "ImageCompare", "workflows": 2, "only_missing_class_of": 1},
-        {"class": "ControlNetApply", "workflows": 1, "only_missing_class_of": 0},
-        {"class": "SaveVideo", "workflows": 1, "only_missing_class_of": 0},
+        {"class": "ControlNetLoader", "templates": 2, "examples": 1, "only_missing_class_of": 2},
+        {"class": "ImageCompare", "templates": 2, "examples": 0, "only_missing_class_of": 1},
+        {"class": "ControlNetApply", "templates": 1, "examples": 0, "only_missing_class_of": 0},
+        {"class": "SaveVideo", "templates": 1, "examples": 0, "only_missing_class_of": 0},
     ]
