@@ -265,7 +265,7 @@ def summary(records: list[Record], engines: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def missing_ranking(records: list[Record], engine: str, top: int = 15) -> list[dict[str, Any]]:
+def missing_ranking(records: list[Record], engine: str) -> list[dict[str, Any]]:
     """The classes the engine lacks, by how many SD-family workflows (templates, then examples) use them, with
     how many each is the only missing class of (adding it alone would let those past the class check)."""
     using: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -278,7 +278,7 @@ def missing_ranking(records: list[Record], engine: str, top: int = 15) -> list[d
             using[name][record.source] += 1
         if len(missing) == 1:
             alone[missing[0]] += 1
-    ranked = sorted(using, key=lambda c: (-using[c].total(), -alone[c], -using[c]["template"], c))[:top]
+    ranked = sorted(using, key=lambda c: (-using[c].total(), -alone[c], -using[c]["template"], c))
     return [
         {
             "class": c,
