@@ -250,7 +250,7 @@ def stand_ins(prompt: dict[str, Any], specs: Specs, work: Path) -> tuple[dict[st
             folder = declared.options.get(MODEL_FOLDER)
             family = name_family(node["class_type"], value)
             if isinstance(folder, str) and family != "sd":
-                lacking.append(f"{node['class_type']} {value} (a {family} model)")
+                lacking.append(f"{node['class_type']} {value} ({family} model)")
             elif isinstance(folder, str) and (folder, value) not in writable:
                 lacking.append(f"{node['class_type']} {value} (no stand-in writer for {folder})")
             elif declared.options.get(IMAGE_UPLOAD):

@@ -3,10 +3,12 @@ uses, its family, the time caps, and the summary and ranking of outcomes."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.bench_template_coverage import stand_ins
 from bench.template_coverage import (
     Outcome,
     Record,
@@ -19,6 +21,7 @@ from bench.template_coverage import (
     used_nodes,
     workflow_family,
 )
+from comfyserve.engine.catalog import Catalog
 
 
 def ui_node(node_id: int, type_: str, values: list[Any], mode: int = 0) -> dict[str, Any]:
@@ -164,3 +167,29 @@ def test_the_ranking_counts_sd_family_workflows_and_those_a_class_alone_blocks()
         {"class": "ControlNetApply", "templates": 1, "examples": 0, "only_missing_class_of": 0},
         {"class": "SaveVideo", "templates": 1, "examples": 0, "only_missing_class_of": 0},
     ]
+
+
+def test_a_model_no_stand_in_can_be_written_for_stops_the_workflow_before_it_runs(tmp_path: Path) -> None:
+    # A loader the stand-in writer does not know yet, and a model of another family.
+    specs = Catalog.packaged().specs
+    upscale = {
+        "input": {"required": {"model_name": [[], {"model_folder": "upscale_models"}]}},
+        "output": ["UPSCALE_MODEL"],
+        "output_is_list": [False],
+        "output_name": ["UPSCALE_MODEL"],
+        "name": "FutureSDLoader",
+        "category": "loaders",
+    }
+    specs = {**specs, **Catalog.from_object_info({"FutureSDLoader": upscale}).specs}
+    prompt = {
+        "1": {"class_type": "FutureSDLoader", "inputs": {"model_name": "sd15_upscaler.pth"}},
+        "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "flux1-dev-fp8.safetensors"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+    }
+    inputs, stopped = stand_ins(prompt, specs, tmp_path)
+    assert inputs == {} and stopped is not None and stopped.stage == "no_stand_in"
+    assert stopped.detail == (
+        "CheckpointLoaderSimple flux1-dev-fp8.safetensors (flux model); "
+        "FutureSDLoader sd15_upscaler.pth (no stand-in writer for upscale_models)"
+    )
+    assert not (tmp_path / "models").exists()
