@@ -30,6 +30,10 @@ abuse; the server's memory within the body limit times the requests in flight (1
 replaced server (`http.server`, one lock around the route table), `new.*` this one; `server_choice_quiet`
 compares three ASGI servers on the same application.
 
+`template_coverage` counts the official templates and public example workflows that run end to end on the
+built-in engine, before and after issue 18; its method and ranking are in docs/COMFYUI_SUITE.md ("Template
+coverage"), one line per workflow in `bench/results/template_coverage.details.jsonl`.
+
 ## Summary
 
 Each target with its latest figure, the peer measured beside it and their ratio where the benchmark has one
