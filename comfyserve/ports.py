@@ -267,6 +267,11 @@ class JobStore(Protocol):
         """Set ``fields`` without moving the status (only while the status is in ``when_status``, if given)."""
         ...
 
+    def mark_dispatched(self, job_id: str) -> None:
+        """Clear the job's ``dispatch_pending`` (its message is queued, its ``Job Queued`` published) in one
+        write that returns nothing: the submit path's last step. :class:`JobNotFound` if absent."""
+        ...
+
     def find_by_idempotency_key(self, tenant: str, key: str) -> JobRecord | None:
         """The job created with this tenant's idempotency key (compare its ``body_hash`` to detect a reuse)."""
         ...

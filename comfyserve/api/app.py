@@ -66,7 +66,7 @@ def build_app(service: JobService, auth: Authenticator) -> APIGatewayRestResolve
         json_body_deserializer=loads_json,
     )
     gate = RequestGate(auth, service.settings)
-    app.use(middlewares=[gate.middleware])
+    app.use(middlewares=[gate.middleware()])
     register_error_handlers(app, gate)
     routes_v1.register(app, service)
     routes_comfyui.register(app, service)

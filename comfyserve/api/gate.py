@@ -3,6 +3,7 @@ and, for routes with a typed JSON body, its content type (415). Nothing is recor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -54,6 +55,13 @@ class RequestGate:
         if route is not None and route.dependant.body_params and not is_json(content_type):
             raise UnsupportedMediaType("Unsupported content type", details=f"send application/json, not {content_type}")
 
-    def middleware(self, app: Any, next_middleware: NextMiddleware) -> Response:
-        self.check(app)
-        return next_middleware(app)
+    def middleware(self) -> Callable[[Any, NextMiddleware], Response]:
+        """The gate as a Powertools middleware: a function, since Powertools caches what it learns of a
+        middleware's signature on the callable, which a bound method cannot hold (it would inspect it again,
+        type hints and all, on every request)."""
+
+        def gate(app: Any, next_middleware: NextMiddleware) -> Response:
+            self.check(app)
+            return next_middleware(app)
+
+        return gate

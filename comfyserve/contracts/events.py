@@ -65,8 +65,11 @@ class JobEvent(BaseModel):
     time: UtcDatetime = Field(default_factory=utc_now)
 
     @classmethod
-    def from_record(cls, event_type: JobEventType, record: JobRecord, time: datetime | None = None) -> JobEvent:
-        """The event for ``record`` as it stands; the status comes from the event type."""
+    def from_record(
+        cls, event_type: JobEventType, record: JobRecord, time: datetime | None = None, event_id: str | None = None
+    ) -> JobEvent:
+        """The event for ``record`` as it stands; the status comes from the event type (a new ``event_id``
+        unless one is given)."""
         return cls(
             type=event_type,
             job_id=record.job_id,
@@ -79,6 +82,7 @@ class JobEvent(BaseModel):
             metadata=record.metadata,
             webhook=record.webhook,
             time=time or utc_now(),
+            event_id=event_id or uuid.uuid4().hex,
         )
 
     def webhook_body(self) -> bytes:

@@ -47,9 +47,9 @@ def queued_event_id(job_id: str) -> str:
 def announce(jobs: JobStore, bus: EventBus, record: JobRecord, time: datetime | None = None) -> bool:
     """Publish the job's ``Job Queued`` event, then clear its ``dispatch_pending``. ``False`` when the bus
     refused the event: the flag stays set and the reconciler publishes it later."""
-    event = JobEvent.from_record(JobEventType.JOB_QUEUED, record, time)
+    event = JobEvent.from_record(JobEventType.JOB_QUEUED, record, time, queued_event_id(record.job_id))
     try:
-        bus.publish(event.model_copy(update={"event_id": queued_event_id(record.job_id)}))
+        bus.publish(event)
     except Exception:
         log.warning(
             "%s for job %s was not published; the reconciler will publish it",
@@ -59,7 +59,7 @@ def announce(jobs: JobStore, bus: EventBus, record: JobRecord, time: datetime | 
         )
         return False
     try:
-        jobs.set_fields(record.job_id, dispatch_pending=False)
+        jobs.mark_dispatched(record.job_id)
     except Exception:  # the event is out; at worst the reconciler publishes it a second time
         log.warning("could not clear dispatch_pending of job %s", record.job_id, exc_info=True)
     return True

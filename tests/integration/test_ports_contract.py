@@ -374,6 +374,21 @@ def test_job_undispatched_lists_only_flagged_jobs_created_before_oldest_first(ad
         store.undispatched(T0, limit=0)
 
 
+def test_job_mark_dispatched_clears_the_flag_and_keeps_the_rest(adapters: AdapterSet) -> None:
+    store = adapters.store
+    created = job("d1", dispatch_pending=True)
+    store.create(created)
+
+    store.mark_dispatched("d1")
+
+    marked = store.get("acme", "d1")
+    assert marked is not None and marked.dispatch_pending is False and marked.updated_at > created.updated_at
+    assert marked.model_copy(update={"dispatch_pending": True, "updated_at": created.updated_at}) == created
+    assert store.undispatched(T0 + timedelta(hours=1)) == []
+    with pytest.raises(JobNotFound):
+        store.mark_dispatched("nope")
+
+
 def test_job_count_counts_the_tenant_s_jobs_in_the_statuses_up_to_the_limit(adapters: AdapterSet) -> None:
     store = adapters.store
     for index in range(5):
@@ -512,6 +527,7 @@ def test_aws_adapters_make_one_request_per_operation(aws_adapters: AwsAdapters) 
     assert measured(lambda: store.list("acme", limit=10)) == {"Query": 1}
     assert measured(lambda: store.undispatched(T0)) == {"Query": DISPATCH_SHARDS}
     assert measured(lambda: store.count("acme", {JobStatus.QUEUED}, 10)) == {"Query": 1}
+    assert measured(lambda: store.mark_dispatched("j1")) == {"UpdateItem": 1}
     assert measured(lambda: queue.send(message("j1"))) == {"SendMessage": 1}
     assert measured(lambda: queue.receive()) == {"ReceiveMessage": 1}
     assert measured(lambda: bus.publish(JobEvent.from_record(JobEventType.JOB_QUEUED, job("j1")))) == {"PutEvents": 1}

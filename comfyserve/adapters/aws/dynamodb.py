@@ -250,6 +250,9 @@ class DynamoJobStore:
     def set_fields(self, job_id: str, *, when_status: Collection[JobStatus] | None = None, **fields: Any) -> JobRecord:
         return self._update(job_id, when_status, field_changes(fields, when_status), "set fields")
 
+    def mark_dispatched(self, job_id: str) -> None:
+        self.set_fields(job_id, dispatch_pending=False)  # one UpdateItem either way
+
     def _update(
         self,
         job_id: str,

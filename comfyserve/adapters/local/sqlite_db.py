@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -41,6 +42,11 @@ class SqliteDb:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def write_one(self, sql: str, params: Sequence[Any]) -> int:
+        """One statement, atomic on its own (no ``BEGIN``/``COMMIT`` round trips); the rows it changed."""
+        with self._lock:
+            return self._conn.execute(sql, params).rowcount
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

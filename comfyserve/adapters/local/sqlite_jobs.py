@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import sqlite3
 from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
@@ -126,6 +125,14 @@ class SqliteJobStore:
     def set_fields(self, job_id: str, *, when_status: Collection[JobStatus] | None = None, **fields: Any) -> JobRecord:
         return self._update(job_id, when_status, field_changes(fields, when_status), None, "set fields")
 
+    def mark_dispatched(self, job_id: str) -> None:
+        sql = (
+            "UPDATE jobs SET record = json_set(record, '$.dispatch_pending', json('false'), '$.updated_at', ?)"
+            " WHERE job_id = ?"
+        )
+        if self._db.write_one(sql, (utc_now().isoformat(), job_id)) == 0:
+            raise JobNotFound(job_id)
+
     def _update(
         self,
         job_id: str,
@@ -135,10 +142,13 @@ class SqliteJobStore:
         wanted: str,
     ) -> JobRecord:
         with self._db.write() as conn:
-            current = _load(conn, job_id)
-            if expected is not None and current.status not in expected:
-                raise TransitionConflict(job_id, current.status, expected, wanted)
-            data = json.loads(current.model_dump_json())
+            row = conn.execute("SELECT status, record FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            status = JobStatus(row[0])
+            if expected is not None and status not in expected:
+                raise TransitionConflict(job_id, status, expected, wanted)
+            data = json.loads(row[1])  # the stored record is valid: it is validated once, with the changes
             data.update(changes, updated_at=utc_now().isoformat())
             if to_status is not None:
                 data["status"] = to_status.value
@@ -164,10 +174,3 @@ class SqliteJobStore:
 
     def close(self) -> None:
         self._db.close()
-
-
-def _load(conn: sqlite3.Connection, job_id: str) -> JobRecord:
-    row = conn.execute("SELECT record FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-    if row is None:
-        raise JobNotFound(job_id)
-    return JobRecord.model_validate_json(row[0])

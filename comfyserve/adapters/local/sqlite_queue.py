@@ -70,11 +70,10 @@ class SqliteJobQueue:
     def send(self, message: QueueMessage) -> str:
         message_id = uuid.uuid4().hex
         now = time.time()
-        with self._db.write() as conn:
-            conn.execute(
-                "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at) VALUES (?, ?, ?, ?, ?)",
-                (self.name, message_id, message.model_dump_json(), now, now),
-            )
+        self._db.write_one(
+            "INSERT INTO queue_messages (queue, message_id, body, sent_at, visible_at) VALUES (?, ?, ?, ?, ?)",
+            (self.name, message_id, message.model_dump_json(), now, now),
+        )
         return message_id
 
     def receive(self, max_messages: int = 1, visibility_timeout_s: int = 30, wait_s: int = 0) -> list[ReceivedMessage]:
