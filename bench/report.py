@@ -26,7 +26,8 @@ other work at the same time (load average 1 to 3); the GPU figures name their ca
 The local edge under abuse (`edge_abuse`, beside the server it replaced in the same run): health p99 under
 50 ms and no connection reset for 60 well-behaved clients while idle keep-alive clients, half-sent bodies,
 4.6 MB nested bodies and fragmented websockets run; submit p99 no worse than the replaced server's without
-abuse; the server's memory within the body limit times the requests in flight (10 MiB x 128). `old.*` is the
+abuse (both servers up at once, their quiet runs interleaved, the median p99 of three compared); the server's
+memory within the body limit times the requests in flight (10 MiB x 128). `old.*` is the
 replaced server (`http.server`, one lock around the route table), `new.*` this one; `server_choice_quiet`
 compares three ASGI servers on the same application.
 

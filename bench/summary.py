@@ -126,14 +126,14 @@ ROWS = (
     Row("local edge under abuse, health p99", "edge_abuse", at("new.under_abuse.health.p99_ms"), "ms", "<=", 50),
     Row("local edge under abuse, connection resets", "edge_abuse", at("new.under_abuse.resets"), "", "<=", 0),
     ratio(
-        "local edge submit p99, no abuse",
+        "local edge submit p99, no abuse (median of interleaved runs)",
         "edge_abuse",
-        "new.quiet.submit.p99_ms",
+        "targets.submit_p99_quiet_median_ms.new",
         "ms",
         "<=",
         1.0,
         "the replaced server",
-        "old.quiet.submit.p99_ms",
+        "targets.submit_p99_quiet_median_ms.old",
     ),
     Row(
         "first job from zero, deployed default, p50 (simulated)",
