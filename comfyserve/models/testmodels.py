@@ -3,9 +3,9 @@
 Checkpoints (SD1.x, SD1.x inpainting, SD2.x 768-v, SDXL base and refiner), kohya-format LoRAs, a VAE,
 ControlNets (:mod:`testcontrolnet`) and upscale models (:mod:`testmodels_upscale`), each a few MB, stored in fp16
 like most published files. With workflows, the files are written under the names and folders the workflows ask
-for: the family comes from the loader and the name (``xl`` -> SDXL, ``refiner`` -> SDXL refiner, ``inpaint`` -> SD1.x inpainting, ``768-v`` / ``v2`` /
-``sd2`` / ``2.1`` -> SD2.x v-prediction, else SD1.x), a LoRA's family from the checkpoint its model input
-comes from.
+for: the family comes from the loader and the name (``xl`` -> SDXL, ``refiner`` -> SDXL refiner, ``inpaint`` ->
+SD1.x inpainting, ``768-v`` / ``v2`` / ``sd2`` / ``2.1`` -> SD2.x v-prediction, else SD1.x), a LoRA's family from
+the checkpoint its model input comes from.
 """
 
 from __future__ import annotations
