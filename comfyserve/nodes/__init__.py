@@ -24,6 +24,9 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.latent_batch",
     "comfyserve.nodes.sampling",
     "comfyserve.nodes.custom_sampling",
+    "comfyserve.nodes.conditioning_sdxl",
+    "comfyserve.nodes.model_patches",
+    "comfyserve.nodes.canny",
 )
 
 

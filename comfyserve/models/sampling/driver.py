@@ -14,15 +14,17 @@ import torch
 from comfyserve.engine.errors import NodeInputError
 from comfyserve.models.handles import DiffusionModel
 from comfyserve.models.lora import patched
-from comfyserve.models.sampling.conditioning import SamplingInputs, prepare_conds
-from comfyserve.models.sampling.guidance import Guider
+from comfyserve.models.sampling.conditioning import PreparedCond, SamplingInputs, prepare_conds
+from comfyserve.models.sampling.guidance import DualGuider, Guider
 from comfyserve.models.sampling.noise import BrownianNoise, NoiseSampler, gaussian_noise, initial_noise
 from comfyserve.models.sampling.resize import repeat_to_batch
 from comfyserve.models.sampling.run import Denoiser, Run
 from comfyserve.models.sampling.samplers import SamplerSpec
-from comfyserve.models.sampling.schedule import schedule_for
+from comfyserve.models.sampling.schedule import DiscreteSchedule, schedule_for
+from comfyserve.models.unet_patches import output_block_patches
 
 ProgressFn = Callable[[int, int], None]
+Prepare = Callable[[Any, str], list[PreparedCond]]
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,25 @@ class Guidance:
     positive: Any
     negative: Any | None = None
     cfg: float = 1.0
+
+    def guider(self, schedule: DiscreteSchedule, prepare: Prepare) -> Guider:
+        """The denoiser of a run; ``prepare`` turns a CONDITIONING of a side into the UNet's inputs."""
+        negative = [] if self.negative is None else self.negative
+        return Guider(self.model, schedule, prepare(self.positive, "positive"), prepare(negative, "negative"), self.cfg)
+
+
+@dataclass(frozen=True)
+class DualGuidance(Guidance):
+    """DualCFGGuider's GUIDER: ``positive`` (cond1) guided from ``middle`` (cond2) by ``cfg_conds``, ``middle``
+    from ``negative`` by ``cfg`` (cfg_cond2_negative); ``nested`` for the nested style."""
+
+    middle: Any = None
+    cfg_conds: float = 1.0
+    nested: bool = False
+
+    def guider(self, schedule: DiscreteSchedule, prepare: Prepare) -> Guider:
+        conds = (prepare(self.positive, "positive"), prepare(self.middle, "middle"), prepare(self.negative, "negative"))
+        return DualGuider(self.model, schedule, conds, self.cfg_conds, self.cfg, self.nested)
 
 
 @dataclass(frozen=True)
@@ -128,7 +149,8 @@ def run_sampling(job: Sampling, progress: ProgressFn | None = None) -> tuple[dic
     out = dict(job.latent)
     if not job.sigmas:
         return out, out
-    with torch.no_grad(), patched(job.guidance.model) as unet:
+    model = job.guidance.model
+    with torch.no_grad(), patched(model) as unet, output_block_patches(unet, model.output_block_patches):
         x, denoised = _sample(job, samples, next(unet.parameters()), progress)
     out["samples"] = x.float().cpu()
     if denoised is None:
@@ -150,13 +172,8 @@ def _sample(
     denoise_mask = _prepare_mask(mask, latent.shape, device) if mask is not None else None
 
     inputs = SamplingInputs(latent=latent, denoise_mask=denoise_mask, device=device, dtype=dtype)
-    negative = [] if job.guidance.negative is None else job.guidance.negative
-    guider = Guider(
-        model,
-        schedule,
-        prepare_conds(model, schedule, job.guidance.positive, "positive", inputs),
-        prepare_conds(model, schedule, negative, "negative", inputs),
-        job.guidance.cfg,
+    guider = job.guidance.guider(
+        schedule, lambda conditioning, side: prepare_conds(model, schedule, conditioning, side, inputs)
     )
     if spec.needs_uncond:
         guider.keep_uncond()
