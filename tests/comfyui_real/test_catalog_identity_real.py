@@ -9,6 +9,7 @@ from typing import Any
 
 from comfyserve.engine.catalog import Catalog
 from comfyserve.worker.comfyui import ComfyUIBackend
+from tests.unit.test_nodes_utils import _comparable
 
 REFERENCES = Path(__file__).resolve().parents[1] / "data" / "comfyui_object_info"
 
@@ -25,4 +26,5 @@ def test_pinned_classes_equal_the_live_comfyui_s(backend: ComfyUIBackend) -> Non
     for reference_file in references:
         for name, reference in json.loads(reference_file.read_text()).items():
             assert _entry(live[name]) == _entry(reference), f"{reference_file.name}: {name} changed in ComfyUI"
-            assert _entry(ours[name]) == _entry(live[name]), name
+            # V3 nodes' entries carry what the engine's catalog writes its own way (null display names …)
+            assert _comparable(ours[name]) == _comparable(live[name]), name
