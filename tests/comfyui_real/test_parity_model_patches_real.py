@@ -2,11 +2,11 @@
 engine and through ComfyUI save the same image (max abs difference <= 1 on 8-bit pixels).
 
 SD1.5 at its published widths (FreeU acts on the blocks 2x and 4x as wide as the first, which the 320-wide
-checkpoint of ``test_parity_real`` lacks): RescaleCFG + FreeU_V2 under KSampler, FreeU with DualCFGGuider. The
-320-wide SD1.5 of ``test_parity_real``: DualCFGGuider in both styles, with RescaleCFG and with a cfg of 1.
-Canny on a model-free image. SDXL (full width, as ``test_parity_sdxl_real``, each engine alone in memory):
-CLIPTextEncodeSDXL with size, crop and target conditioning and prompts of different window counts, with and
-without FreeU.
+checkpoint of ``test_parity_real`` lacks), 128x128 (at 64x64 the deepest blocks are 1x1, where FreeU_V2's
+min-max normalisation divides 0 by 0 in both engines): RescaleCFG + FreeU_V2 under KSampler, FreeU with
+DualCFGGuider, DualCFGGuider in both styles with RescaleCFG and with a cfg of 1. Canny on a model-free image.
+SDXL (full width, as ``test_parity_sdxl_real``, each engine alone in memory): CLIPTextEncodeSDXL with size, crop
+and target conditioning and prompts of different window counts, with and without FreeU.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from comfyserve.worker.builtin_backend import BuiltinBackend
 from comfyserve.worker.comfyui import ComfyUIBackend
 from tests.comfyui_real.conftest import FIGURES
 from tests.comfyui_real.test_parity_custom_sampling_real import _base
-from tests.comfyui_real.test_parity_real import assert_same, builtin, image, pixels, sd15  # noqa: F401
+from tests.comfyui_real.test_parity_real import assert_same, image, pixels
 
 SDXL_CHECKPOINT = "parity-patches-sdxl.safetensors"
 SD15_FULL = "parity-patches-sd15-full.safetensors"
@@ -47,11 +47,18 @@ def assert_pixels_match(name: str, theirs: np.ndarray, ours: np.ndarray) -> None
     assert difference <= 1.0
 
 
-def rescale_freeu_v2() -> dict[str, Any]:
-    """KSampler on FreeU_V2(RescaleCFG(model)), full-width SD1.5."""
+def _sd15_base() -> dict[str, Any]:
     return {
         **_base(),
         "4": _node("CheckpointLoaderSimple", ckpt_name=SD15_FULL),
+        "5": _node("EmptyLatentImage", width=128, height=128, batch_size=1),
+    }
+
+
+def rescale_freeu_v2() -> dict[str, Any]:
+    """KSampler on FreeU_V2(RescaleCFG(model))."""
+    return {
+        **_sd15_base(),
         "10": _node("RescaleCFG", model=["4", 0], multiplier=0.7),
         "11": _node("FreeU_V2", model=["10", 0], b1=1.3, b2=1.4, s1=0.9, s2=0.2),
         "3": _node(
@@ -72,7 +79,7 @@ def rescale_freeu_v2() -> dict[str, Any]:
 
 def _dual(style: str, model: list[Any], cfg_conds: float, cfg_negative: float, sampler: str) -> dict[str, Any]:
     return {
-        **_base(),
+        **_sd15_base(),
         "12": _node("CLIPTextEncode", clip=["4", 1], text="an oil painting"),
         "13": _node(
             "DualCFGGuider",
@@ -99,9 +106,8 @@ def _dual(style: str, model: list[Any], cfg_conds: float, cfg_negative: float, s
 
 
 def dual_cfg_regular_freeu() -> dict[str, Any]:
-    """DualCFGGuider (regular) on FreeU(model), euler, full-width SD1.5."""
+    """DualCFGGuider (regular) on FreeU(model), euler."""
     prompt = _dual("regular", ["10", 0], 5.0, 3.0, "euler")
-    prompt["4"] = _node("CheckpointLoaderSimple", ckpt_name=SD15_FULL)
     prompt["10"] = _node("FreeU", model=["4", 0], b1=1.1, b2=1.2, s1=0.9, s2=0.2)
     return prompt
 
@@ -128,8 +134,8 @@ def sd15_full(model_root: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def both_sd15(model_root: Path, sd15: Path, sd15_full: Path) -> Iterator[BuiltinBackend]:  # noqa: F811
-    """The built-in engine with both SD1.5 checkpoints in its inventory."""
+def both_sd15(model_root: Path, sd15_full: Path) -> Iterator[BuiltinBackend]:
+    """The built-in engine with the full-width SD1.5 in its inventory."""
     engine = BuiltinBackend(models=ModelInventory.scan(model_root))
     engine.start()
     yield engine
@@ -148,7 +154,7 @@ def test_patched_sd15_same_image_on_both_backends(
     prompt = workflow()
     theirs = image(backend, prompt, tmp_path / "comfyui")
     ours = image(both_sd15, prompt, tmp_path / "builtin")
-    assert theirs.shape == (64, 64, 3)
+    assert theirs.shape == (128, 128, 3)
     assert_pixels_match(workflow.__name__, theirs, ours)
 
 
@@ -179,14 +185,14 @@ def canny_prompt(low: float, high: float) -> dict[str, Any]:
 @pytest.mark.parametrize(("low", "high"), [(0.4, 0.8), (0.05, 0.2), (0.3, 0.3)])
 def test_canny_same_image_on_both_backends(
     backend: ComfyUIBackend,
-    builtin: BuiltinBackend,  # noqa: F811
+    both_sd15: BuiltinBackend,
     low: float,
     high: float,
     tmp_path: Path,
 ) -> None:
     prompt = canny_prompt(low, high)
     theirs = _images(backend, prompt, tmp_path / "comfyui")
-    ours = _images(builtin, prompt, tmp_path / "builtin")
+    ours = _images(both_sd15, prompt, tmp_path / "builtin")
     assert len(theirs) == len(ours) == 2
     for theirs_image, ours_image in zip(theirs, ours, strict=True):
         assert theirs_image.shape == (40, 48, 3)
