@@ -20,12 +20,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+
+# ComfyUI's model_options patches (set by model-patch nodes on a clone, read by the sampling side):
+# ``sampler_cfg_function`` is called with (x, sigma, cond denoised, uncond denoised, cfg scale) and returns what
+# the guided prediction is ``x`` minus, and ``output_block_patch`` maps a UNet output block's (hidden, skip)
+# features before they are concatenated.
+CfgFunction = Callable[["torch.Tensor", float, "torch.Tensor", "torch.Tensor", float], "torch.Tensor"]
+OutputBlockPatch = Callable[["torch.Tensor", "torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
 
 
 class ModelFamily(StrEnum):
@@ -79,7 +87,8 @@ class DiffusionModel:
 
     ``unet`` is a diffusers ``UNet2DConditionModel`` (shared between clones; LoRA patches are applied and
     removed around a sampling run by the loading side's ``patched()`` helper). ``in_channels`` is 9 for
-    inpainting models (latent + mask + masked-image latent), 4 otherwise.
+    inpainting models (latent + mask + masked-image latent), 4 otherwise. ``cfg_function`` replaces the CFG
+    formula (RescaleCFG); ``output_block_patches`` apply in order to every UNet output block (FreeU).
     """
 
     unet: Any
@@ -90,6 +99,8 @@ class DiffusionModel:
     lora: tuple[LoraPatch, ...] = ()
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    cfg_function: CfgFunction | None = None
+    output_block_patches: tuple[OutputBlockPatch, ...] = ()
 
     def clone(self, **changes: Any) -> DiffusionModel:
         other = copy.copy(self)

@@ -105,15 +105,40 @@ def _encode_windows(encoder: ClipEncoder, windows: Sequence[Weighted], layer: in
     return z.reshape(1, -1, z.shape[-1]), pooled[:1].float().cpu()
 
 
-def encode_text(clip: TextEncoder, text: str) -> Conditioning:
-    """CONDITIONING ``[[cond [1, 77*k, width], {"pooled_output": [1, pooled width]}]]``, on the CPU, float32."""
+def prompt_windows(clip: TextEncoder, text: str) -> list[list[Weighted]]:
+    """``text``'s token windows for each of ``clip``'s encoders."""
+    return [
+        token_windows(text, Windowing(tokenize, encoder.pad_token))
+        for tokenize, encoder in zip(clip.tokenizers, clip.encoders, strict=True)
+    ]
+
+
+def sdxl_windows(clip: TextEncoder, text_g: str, text_l: str) -> list[list[Weighted]]:
+    """SDXL base's windows with CLIP-L reading ``text_l`` and bigG ``text_g``; the side with fewer windows is
+    padded with the empty prompt's window until both have as many (``CLIPTextEncodeSDXL``)."""
+    (tokenize_l, tokenize_g), (clip_l, clip_g) = clip.tokenizers, clip.encoders
+    windows_l = token_windows(text_l, Windowing(tokenize_l, clip_l.pad_token))
+    windows_g = token_windows(text_g, Windowing(tokenize_g, clip_g.pad_token))
+    for windows, encoder in ((windows_l, clip_l), (windows_g, clip_g)):
+        empty = [(token, 1.0) for token in empty_window(encoder.pad_token)]
+        windows.extend(list(empty) for _ in range(max(len(windows_l), len(windows_g)) - len(windows)))
+    return [windows_l, windows_g]
+
+
+def encode_windows(clip: TextEncoder, windows: Sequence[Sequence[Weighted]]) -> Conditioning:
+    """CONDITIONING ``[[cond [1, 77*k, width], {"pooled_output": [1, pooled width]}]]`` from each encoder's
+    windows, on the CPU, float32; the encoders' states are cut to the shortest and concatenated."""
     conds, pooled = [], None
     targets = [(f"{i}.", encoder.module) for i, encoder in enumerate(clip.encoders)]
     with on_device(*(module for _, module in targets)), merged(targets, clip.lora):
-        for tokenize, encoder in zip(clip.tokenizers, clip.encoders, strict=True):
-            windows = token_windows(text, Windowing(tokenize, encoder.pad_token))
-            cond, pooled = _encode_windows(encoder, windows, clip.stop_at_layer)
+        for encoder, encoder_windows in zip(clip.encoders, windows, strict=True):
+            cond, pooled = _encode_windows(encoder, encoder_windows, clip.stop_at_layer)
             conds.append(cond)
     length = min(c.shape[1] for c in conds)
     cond = torch.cat([c[:, :length] for c in conds], dim=-1)
     return [[cond, {"pooled_output": pooled}]]
+
+
+def encode_text(clip: TextEncoder, text: str) -> Conditioning:
+    """``text`` encoded by every encoder of ``clip`` (CLIPTextEncode)."""
+    return encode_windows(clip, prompt_windows(clip, text))

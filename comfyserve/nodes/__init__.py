@@ -28,6 +28,9 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.custom_sampling",
     "comfyserve.nodes.controlnet",
     "comfyserve.nodes.upscale_model",
+    "comfyserve.nodes.conditioning_sdxl",
+    "comfyserve.nodes.model_patches",
+    "comfyserve.nodes.canny",
 )
 
 

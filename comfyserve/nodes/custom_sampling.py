@@ -17,7 +17,7 @@ from comfyserve.engine.context import ProgressBar
 from comfyserve.engine.errors import NodeInputError
 from comfyserve.models.handles import DiffusionModel
 from comfyserve.models.sampling import samplers as k
-from comfyserve.models.sampling.driver import Guidance, Noise, Sampling, run_sampling
+from comfyserve.models.sampling.driver import DualGuidance, Guidance, Noise, Sampling, run_sampling
 from comfyserve.models.sampling.sa_solver import tau_interval
 from comfyserve.models.sampling.samplers import SAMPLER_NAMES, SAMPLERS, SamplerSpec
 from comfyserve.models.sampling.schedule import schedule_for
@@ -515,6 +515,51 @@ class CFGGuider:
         return (Guidance(model, positive, negative, cfg),)
 
 
+class DualCFGGuider:
+    RETURN_TYPES = ("GUIDER",)
+    FUNCTION = "get_guider"
+    CATEGORY = _GUIDERS
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "cond1": ("CONDITIONING",),
+                "cond2": ("CONDITIONING",),
+                "negative": ("CONDITIONING",),
+                "cfg_conds": CfgInput,
+                "cfg_cond2_negative": CfgInput,
+                "style": (["regular", "nested"],),
+            }
+        }
+
+    def get_guider(
+        self,
+        model: DiffusionModel,
+        cond1: Any,
+        cond2: Any,
+        negative: Any,
+        cfg_conds: float,
+        cfg_cond2_negative: float,
+        style: str,
+    ) -> tuple[Guidance]:
+        if style not in ("regular", "nested"):
+            raise NodeInputError(f"style must be 'regular' or 'nested', got {style!r}")
+        if not isinstance(cond2, list):
+            raise NodeInputError("cond2 must be a CONDITIONING: a list of [tensor, options] pairs")
+        # cond2 is guided against like a negative prompt (the refiner's default aesthetic score for one).
+        middle = [[entry[0], {**entry[1], "prompt_type": "negative"}] if _is_pair(entry) else entry for entry in cond2]
+        guidance = DualGuidance(
+            model, cond1, negative, cfg_cond2_negative, middle=middle, cfg_conds=cfg_conds, nested=style == "nested"
+        )
+        return (guidance,)
+
+
+def _is_pair(entry: Any) -> bool:
+    return isinstance(entry, list | tuple) and len(entry) == 2 and isinstance(entry[1], dict)
+
+
 class DisableNoise:
     RETURN_TYPES = ("NOISE",)
     FUNCTION = "get_noise"
@@ -640,6 +685,7 @@ NODE_CLASS_MAPPINGS = {
     "SetFirstSigma": SetFirstSigma,
     "SamplingPercentToSigma": SamplingPercentToSigma,
     "CFGGuider": CFGGuider,
+    "DualCFGGuider": DualCFGGuider,
     "BasicGuider": BasicGuider,
     "RandomNoise": RandomNoise,
     "DisableNoise": DisableNoise,

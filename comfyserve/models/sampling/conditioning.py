@@ -90,7 +90,8 @@ def _sdxl_added(
     width = extras.get("width", inputs.latent.shape[3] * 8)
     sizes = [height, width, extras.get("crop_h", 0), extras.get("crop_w", 0)]
     if model.family == ModelFamily.SDXL_REFINER:
-        sizes.append(extras.get("aesthetic_score", REFINER_AESTHETIC_SCORE[side]))
+        prompt_type = "negative" if extras.get("prompt_type", side) == "negative" else "positive"
+        sizes.append(extras.get("aesthetic_score", REFINER_AESTHETIC_SCORE[prompt_type]))
     else:
         sizes += [extras.get("target_height", height), extras.get("target_width", width)]
     batch = inputs.latent.shape[0]

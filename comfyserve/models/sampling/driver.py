@@ -15,16 +15,18 @@ from comfyserve.engine.errors import NodeInputError
 from comfyserve.models.handles import DiffusionModel
 from comfyserve.models.lora import patched
 from comfyserve.models.memory import on_device
-from comfyserve.models.sampling.conditioning import SamplingInputs, prepare_conds
+from comfyserve.models.sampling.conditioning import PreparedCond, SamplingInputs, prepare_conds
 from comfyserve.models.sampling.control import control_modules, fill_uncond_controls
-from comfyserve.models.sampling.guidance import Guider
+from comfyserve.models.sampling.guidance import DualGuider, Guider
 from comfyserve.models.sampling.noise import BrownianNoise, NoiseSampler, gaussian_noise, initial_noise
 from comfyserve.models.sampling.resize import repeat_to_batch
 from comfyserve.models.sampling.run import Denoiser, Run
 from comfyserve.models.sampling.samplers import SamplerSpec
-from comfyserve.models.sampling.schedule import schedule_for
+from comfyserve.models.sampling.schedule import DiscreteSchedule, schedule_for
+from comfyserve.models.unet_patches import output_block_patches
 
 ProgressFn = Callable[[int, int], None]
+Prepare = Callable[[Any, str], list[PreparedCond]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,37 @@ class Guidance:
     positive: Any
     negative: Any | None = None
     cfg: float = 1.0
+
+    def guider(self, schedule: DiscreteSchedule, prepare: Prepare) -> Guider:
+        """The denoiser of a run; ``prepare`` turns a CONDITIONING of a side into the UNet's inputs."""
+        positive, negative = prepare(self.positive, "positive"), prepare(self.negative_side(), "negative")
+        return Guider(self.model, schedule, positive, negative, self.cfg)
+
+    def negative_side(self) -> list[Any]:
+        """The negative conditioning, given the positive side's ControlNets where ComfyUI hands them over."""
+        return fill_uncond_controls(self.positive, [] if self.negative is None else self.negative)
+
+    def controls(self) -> list[torch.nn.Module]:
+        """The ControlNet models of every side (held on the device for the run)."""
+        return control_modules(self.positive, self.negative)
+
+
+@dataclass(frozen=True)
+class DualGuidance(Guidance):
+    """DualCFGGuider's GUIDER: ``positive`` (cond1) guided from ``middle`` (cond2) by ``cfg_conds``, ``middle``
+    from ``negative`` by ``cfg`` (cfg_cond2_negative); ``nested`` for the nested style."""
+
+    middle: Any = None
+    cfg_conds: float = 1.0
+    nested: bool = False
+
+    def guider(self, schedule: DiscreteSchedule, prepare: Prepare) -> Guider:
+        negative = prepare(self.negative_side(), "negative")
+        conds = (prepare(self.positive, "positive"), prepare(self.middle, "middle"), negative)
+        return DualGuider(self.model, schedule, conds, self.cfg_conds, self.cfg, self.nested)
+
+    def controls(self) -> list[torch.nn.Module]:
+        return control_modules(self.positive, self.middle, self.negative)
 
 
 @dataclass(frozen=True)
@@ -130,8 +163,13 @@ def run_sampling(job: Sampling, progress: ProgressFn | None = None) -> tuple[dic
     out = dict(job.latent)
     if not job.sigmas:
         return out, out
-    controls = control_modules(job.guidance.positive, job.guidance.negative)
-    with torch.no_grad(), patched(job.guidance.model) as unet, on_device(*controls):
+    model = job.guidance.model
+    with (
+        torch.no_grad(),
+        patched(model) as unet,
+        output_block_patches(unet, model.output_block_patches),
+        on_device(*job.guidance.controls()),
+    ):
         x, denoised = _sample(job, samples, next(unet.parameters()), progress)
     out["samples"] = x.float().cpu()
     if denoised is None:
@@ -153,14 +191,8 @@ def _sample(
     denoise_mask = _prepare_mask(mask, latent.shape, device) if mask is not None else None
 
     inputs = SamplingInputs(latent=latent, denoise_mask=denoise_mask, device=device, dtype=dtype)
-    negative = [] if job.guidance.negative is None else job.guidance.negative
-    negative = fill_uncond_controls(job.guidance.positive, negative)
-    guider = Guider(
-        model,
-        schedule,
-        prepare_conds(model, schedule, job.guidance.positive, "positive", inputs),
-        prepare_conds(model, schedule, negative, "negative", inputs),
-        job.guidance.cfg,
+    guider = job.guidance.guider(
+        schedule, lambda conditioning, side: prepare_conds(model, schedule, conditioning, side, inputs)
     )
     if spec.needs_uncond:
         guider.keep_uncond()

@@ -1,9 +1,9 @@
 """The denoiser a sampler calls: UNet predictions per conditioning entry, combined with classifier-free guidance.
 
 At each sigma the active entries of each side are averaged by strength (ComfyUI sums ``strength * x0`` and
-divides by the summed strengths), then ``uncond + cfg * (cond - uncond)``. With ``cfg == 1`` the negative
-side is never evaluated. Entries whose tensors have equal shapes (and that hold the same ControlNet) run through
-the UNet in one batch.
+divides by the summed strengths), then ``uncond + cfg * (cond - uncond)`` (or the model's patched CFG
+function). With ``cfg == 1`` the negative side is never evaluated (its prediction taken as zeros). Entries whose
+tensors have equal shapes (and that hold the same ControlNet) run through the UNet in one batch.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from comfyserve.models.handles import DiffusionModel
+from comfyserve.models.sampling.cfg import guided
 from comfyserve.models.sampling.conditioning import PreparedCond
 from comfyserve.models.sampling.prediction import input_scale, to_denoised
 from comfyserve.models.sampling.schedule import DiscreteSchedule
@@ -62,16 +63,21 @@ class Guider:
         return self.uncond
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        entries = [c for c in self.positive if c.active(sigma)]
-        count_positive = len(entries)
+        cond, uncond = self._evaluate(x, sigma, [self.positive, None if self.skip_negative else self.negative])
         if not self.skip_negative:
-            entries += [c for c in self.negative if c.active(sigma)]
-        predictions = self._predict(x, sigma, entries)
-        cond = _average(x, entries[:count_positive], predictions[:count_positive])
-        if self.skip_negative:
-            return cond
-        uncond = self.uncond = _average(x, entries[count_positive:], predictions[count_positive:])
-        return uncond + (cond - uncond) * self.cfg
+            self.uncond = uncond
+        return guided(self.model.cfg_function, x, sigma, cond, uncond, self.cfg)
+
+    def _evaluate(self, x: torch.Tensor, sigma: float, sides: list[list[PreparedCond] | None]) -> list[torch.Tensor]:
+        """Each side's prediction (its active entries averaged; zeros for a side that is ``None`` or has none
+        active), all sides' entries batched together through the UNet."""
+        active = [[c for c in side if c.active(sigma)] if side is not None else [] for side in sides]
+        predictions = self._predict(x, sigma, [entry for entries in active for entry in entries])
+        out, start = [], 0
+        for entries in active:
+            out.append(_average(x, entries, predictions[start : start + len(entries)]))
+            start += len(entries)
+        return out
 
     def _predict(self, x: torch.Tensor, sigma: float, entries: list[PreparedCond]) -> list[torch.Tensor]:
         groups: dict[tuple[object, ...], list[int]] = {}
@@ -120,6 +126,42 @@ class Guider:
             **residuals,
         ).sample.float()
         return [to_denoised(prediction, x, chunk, sigma, timestep) for chunk in output.chunk(len(entries))]
+
+
+class DualGuider(Guider):
+    """ComfyUI's DualCFGGuider: ``cond1`` guided away from ``cond2`` by ``cfg1`` and ``cond2`` away from the
+    negative by ``cfg2``; "regular" adds the two guidance terms, "nested" applies the second to the first's
+    result. In the regular style, cfg2 of 1 skips the negative and cfg1 of 1 as well skips ``cond2``."""
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        schedule: DiscreteSchedule,
+        conds: tuple[list[PreparedCond], list[PreparedCond], list[PreparedCond]],
+        cfg1: float,
+        cfg2: float,
+        nested: bool,
+    ) -> None:
+        positive, self.middle, negative = conds
+        super().__init__(model, schedule, positive, negative, cfg2)
+        self.cfg1, self.cfg2, self.nested = cfg1, cfg2, nested
+        self.skip_middle = self.skip_negative and math.isclose(cfg1, 1.0)
+
+    def keep_uncond(self) -> None:
+        super().keep_uncond()
+        self.skip_middle = False
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        function = self.model.cfg_function
+        if self.nested:
+            negative, middle, positive = self._evaluate(x, sigma, [self.negative, self.middle, self.positive])
+            self.uncond = middle
+            text = guided(function, x, sigma, positive, middle, self.cfg1)
+            return negative + self.cfg2 * (text - negative)
+        sides = [None if self.skip_negative else self.negative, None if self.skip_middle else self.middle]
+        negative, middle, positive = self._evaluate(x, sigma, [*sides, self.positive])
+        self.uncond = negative
+        return guided(function, x, sigma, middle, negative, self.cfg2) + (positive - middle) * self.cfg1
 
 
 def _average(x: torch.Tensor, entries: Sequence[PreparedCond], predictions: Sequence[torch.Tensor]) -> torch.Tensor:
