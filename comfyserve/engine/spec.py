@@ -74,7 +74,8 @@ class NodeSpec:
     input_is_list: bool = False
     not_idempotent: bool = False
     category: str = "sd"
-    display_name: str = ""
+    display_name: str = ""  # as shown (the class name when none is given)
+    display_name_given: bool = True  # False: a V3 node that names none (its entry's display_name is null)
     description: str = ""
     python_module: str = "nodes"
     deprecated: bool = False
@@ -125,7 +126,8 @@ class NodeSpec:
             input_is_list=bool(getattr(node_class, "INPUT_IS_LIST", False)),
             not_idempotent=bool(getattr(node_class, "NOT_IDEMPOTENT", False)),
             category=str(getattr(node_class, "CATEGORY", "sd")),
-            display_name=display_name or ("" if getattr(node_class, "V3_SCHEMA", False) else name),
+            display_name=display_name or name,
+            display_name_given=bool(display_name) or not getattr(node_class, "V3_SCHEMA", False),
             description=str(getattr(node_class, "DESCRIPTION", "")),
             python_module=module or node_class.__module__,
             deprecated=bool(getattr(node_class, "DEPRECATED", False)),
@@ -153,7 +155,7 @@ class NodeSpec:
             "output_is_list": list(self.output_is_list),
             "output_name": list(self.return_names),
             "name": self.name,
-            "display_name": self.display_name or None,  # None: a V3 node that names none (the class name shows)
+            "display_name": self.display_name if self.display_name_given else None,
             "description": self.description,
             "python_module": self.python_module,
             "category": self.category,
@@ -200,7 +202,8 @@ class NodeSpec:
                 input_is_list=bool(engine.get("input_is_list", False)),
                 not_idempotent=bool(engine.get("not_idempotent", False)),
                 category=str(info.get("category", "sd")),
-                display_name=str(info.get("display_name") or ("" if "api_node" in info else name)),
+                display_name=str(info.get("display_name") or name),
+                display_name_given=info.get("display_name") is not None,
                 description=str(info.get("description", "")),
                 python_module=str(info.get("python_module", "nodes")),
                 deprecated=bool(info.get("deprecated", False)),
