@@ -18,6 +18,7 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.mask_ops",
     "comfyserve.nodes.image_io",
     "comfyserve.nodes.loaders",
+    "comfyserve.nodes.split_loaders",
     "comfyserve.nodes.conditioning",
     "comfyserve.nodes.vae",
     "comfyserve.nodes.latent",

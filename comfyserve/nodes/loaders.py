@@ -19,6 +19,7 @@ from comfyserve.models.checkpoint import load_checkpoint, load_vae
 from comfyserve.models.errors import ModelFileError
 from comfyserve.models.handles import Autoencoder, DiffusionModel, TextEncoder
 from comfyserve.models.lora import apply_lora, load_lora_file
+from comfyserve.models.split import load_clip_module, load_diffusion_model
 
 T = TypeVar("T")
 _STRENGTH = ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01})
@@ -56,6 +57,8 @@ FILE_LOADERS: dict[str, Callable[[Path], object]] = {
     "checkpoints": load_checkpoint,
     "vae": load_vae,
     "loras": load_lora_file,
+    "diffusion_models": load_diffusion_model,
+    "text_encoders": load_clip_module,
 }
 
 

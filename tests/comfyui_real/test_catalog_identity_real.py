@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from comfyserve.engine.catalog import Catalog
 from comfyserve.worker.comfyui import ComfyUIBackend
+from tests.catalog_entries import comparable
 
 REFERENCES = Path(__file__).resolve().parents[1] / "data" / "comfyui_object_info"
-
-
-def _entry(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in info.items() if k not in ("python_module", "comfyserve")}
 
 
 def test_pinned_classes_equal_the_live_comfyui_s(backend: ComfyUIBackend) -> None:
@@ -24,5 +20,5 @@ def test_pinned_classes_equal_the_live_comfyui_s(backend: ComfyUIBackend) -> Non
     assert references
     for reference_file in references:
         for name, reference in json.loads(reference_file.read_text()).items():
-            assert _entry(live[name]) == _entry(reference), f"{reference_file.name}: {name} changed in ComfyUI"
-            assert _entry(ours[name]) == _entry(live[name]), name
+            assert comparable(live[name]) == comparable(reference), f"{reference_file.name}: {name} changed in ComfyUI"
+            assert comparable(ours[name]) == comparable(live[name]), name
