@@ -84,6 +84,8 @@ class NodeSpec:
     has_is_changed: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
     input_kinds: tuple[str, ...] = ()  # the kinds declared, even empty (DisableNoise: ``{"required": {}}``)
+    # combo options this engine serves, where it serves fewer than the catalog lists (``SERVED_OPTIONS``)
+    served_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @cached_property
     def declared(self) -> dict[str, InputSpec]:
@@ -130,6 +132,7 @@ class NodeSpec:
             validate_hook=_validate_hook(node_class),
             has_is_changed=callable(getattr(node_class, "IS_CHANGED", None)),
             input_kinds=input_kinds,
+            served_options={k: tuple(v) for k, v in getattr(node_class, "SERVED_OPTIONS", {}).items()},
         )
 
     # -- to and from the /object_info shape ---------------------------------------------------------
@@ -166,6 +169,8 @@ class NodeSpec:
                 "kwargs": self.validate_hook.takes_kwargs,
                 "input_types": self.validate_hook.wants_input_types,
             }
+        if self.served_options:
+            engine["served_options"] = {k: list(v) for k, v in self.served_options.items()}
         info["comfyserve"] = engine
         return info
 
@@ -202,6 +207,7 @@ class NodeSpec:
                 if hook is None
                 else ValidateHook(frozenset(hook["params"]), bool(hook["kwargs"]), bool(hook["input_types"])),
                 input_kinds=tuple(kind for kind in INPUT_KINDS if kind in (info.get("input") or {})),
+                served_options={k: tuple(v) for k, v in engine.get("served_options", {}).items()},
             )
         except (AttributeError, KeyError, TypeError) as exc:
             raise CatalogError(f"catalog entry {name!r} is malformed: {exc}") from exc

@@ -3,8 +3,9 @@ from their own files in ``diffusion_models`` and ``text_encoders`` (see :mod:`co
 
 The ``type`` lists are ComfyUI's whole lists (the catalog is ComfyUI's); this engine serves the SD1.x, SD2.x
 and SDXL encoders: CLIPLoader ``stable_diffusion`` (CLIP-L: SD1.x, CLIP-H: SD2.x, CLIP-G: the SDXL refiner)
-and DualCLIPLoader ``sdxl`` (CLIP-L + CLIP-G, in either order). Any other type is refused before a file is
-read. ``device: cpu`` (ComfyUI: keep the text encoder on the CPU) runs it where the other text encoders run.
+and DualCLIPLoader ``sdxl`` (CLIP-L + CLIP-G, in either order). Validation refuses any other type (the
+catalog's ``served_options``), and so does the node before reading a file (a type fed by a link).
+``device: cpu`` (ComfyUI: keep the text encoder on the CPU) runs it where the other text encoders run.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class CLIPLoader:
     )
     RETURN_TYPES = ("CLIP",)
     FUNCTION = "load_clip"
+    SERVED_OPTIONS = {"type": (SERVED_CLIP_TYPE,)}
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -123,6 +125,7 @@ class DualCLIPLoader:
     )
     RETURN_TYPES = ("CLIP",)
     FUNCTION = "load_clip"
+    SERVED_OPTIONS = {"type": (SERVED_DUAL_CLIP_TYPE,)}
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
