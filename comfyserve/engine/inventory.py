@@ -12,7 +12,7 @@ from pathlib import Path
 
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt", ".bin", ".sft")
 
-# ComfyUI's folder names and the aliases it also searches (folder_paths.py).
+# ComfyUI's folder names and the directories it searches for each, in its order (folder_paths.py).
 FOLDER_ALIASES: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints",),
     "loras": ("loras",),
@@ -20,9 +20,16 @@ FOLDER_ALIASES: dict[str, tuple[str, ...]] = {
     "upscale_models": ("upscale_models",),
     "controlnet": ("controlnet", "t2i_adapter"),
     "embeddings": ("embeddings",),
-    "clip": ("clip", "text_encoders"),
-    "unet": ("unet", "diffusion_models"),
+    "text_encoders": ("text_encoders", "clip"),
+    "diffusion_models": ("unet", "diffusion_models"),
 }
+# The older folder names ComfyUI still accepts for two of them (its ``map_legacy``).
+LEGACY_FOLDERS: dict[str, str] = {"clip": "text_encoders", "unet": "diffusion_models"}
+
+
+def folder_name(folder: str) -> str:
+    """ComfyUI's current name for ``folder`` ("clip" -> "text_encoders", "unet" -> "diffusion_models")."""
+    return LEGACY_FOLDERS.get(folder, folder)
 
 
 @dataclass
@@ -54,13 +61,14 @@ class ModelInventory:
         return cls(files={folder: sorted(names) for folder, names in listing.items()})
 
     def names(self, folder: str) -> list[str]:
-        return self.files.get(folder, [])
+        return self.files.get(folder_name(folder), [])
 
     def has(self, folder: str, name: str) -> bool:
-        return name in self.files.get(folder, ())
+        return name in self.files.get(folder_name(folder), ())
 
     def path(self, folder: str, name: str) -> Path:
         """The file behind ``name``; raises FileNotFoundError naming the folder when it is not there."""
+        folder = folder_name(folder)
         if self.root is None or not self.has(folder, name):
             raise FileNotFoundError(f"model file {name!r} is not in the {folder} folder")
         for alias in FOLDER_ALIASES.get(folder, (folder,)):

@@ -88,6 +88,8 @@ class NodeSpec:
     # ``experimental`` and ``output_tooltips`` always present. A class opts in with ``V3_SCHEMA = True``.
     v3: bool = False
     output_tooltips: tuple[str | None, ...] = ()
+    # combo options this engine serves, where it serves fewer than the catalog lists (``SERVED_OPTIONS``)
+    served_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @cached_property
     def declared(self) -> dict[str, InputSpec]:
@@ -137,6 +139,7 @@ class NodeSpec:
             input_kinds=input_kinds,
             v3=bool(getattr(node_class, "V3_SCHEMA", False)),
             output_tooltips=tuple(getattr(node_class, "OUTPUT_TOOLTIPS", None) or (None,) * len(return_types)),
+            served_options={k: tuple(v) for k, v in getattr(node_class, "SERVED_OPTIONS", {}).items()},
         )
 
     # -- to and from the /object_info shape ---------------------------------------------------------
@@ -175,6 +178,8 @@ class NodeSpec:
                 "kwargs": self.validate_hook.takes_kwargs,
                 "input_types": self.validate_hook.wants_input_types,
             }
+        if self.served_options:
+            engine["served_options"] = {k: list(v) for k, v in self.served_options.items()}
         info["comfyserve"] = engine
         return info
 
@@ -214,6 +219,7 @@ class NodeSpec:
                 input_kinds=tuple(kind for kind in INPUT_KINDS if kind in (info.get("input") or {})),
                 v3="api_node" in info,
                 output_tooltips=tuple(info.get("output_tooltips") or ()),
+                served_options={k: tuple(v) for k, v in engine.get("served_options", {}).items()},
             )
         except (AttributeError, KeyError, TypeError) as exc:
             raise CatalogError(f"catalog entry {name!r} is malformed: {exc}") from exc

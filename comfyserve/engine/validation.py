@@ -271,6 +271,8 @@ class _Checker:
             bypass = hook is not None and hook.bypasses_builtin_checks(name)
             literal = unwrap_literal(value)
             error, new_value = check_constant(name, input_spec, literal, bypass, self)
+            if error is None and name in spec.served_options:
+                error = _unserved_error(spec, name, new_value)
             if error is not None:
                 errors.append(error)
             elif isinstance(new_value, list):
@@ -601,6 +603,19 @@ def _combo_error(name: str, spec: InputSpec, value: Any, checker: _Checker) -> E
         "Value not in list",
         f"{name}: '{value}' not in {listed}",
         {"input_name": name, "input_config": None if len(choices) > 20 else spec.config(), "received_value": value},
+    )
+
+
+def _unserved_error(spec: NodeSpec, name: str, value: Any) -> ErrorDict | None:
+    """A catalog option this engine does not serve (ComfyUI's whole list is offered, for the catalog's sake)."""
+    served = spec.served_options[name]
+    if value in served:
+        return None
+    return make_error(
+        "value_not_served",
+        "Value not served by this engine",
+        f"{name}: {spec.name} {name} {value!r} is not served by this engine; it serves {list(served)}",
+        {"input_name": name, "received_value": value, "served_values": list(served)},
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from comfyserve.engine.inventory import ModelInventory
+from comfyserve.engine.inventory import ModelInventory, folder_name
 from comfyserve.model_store.errors import InventoryNotPublished, ModelStoreError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class PublishedInventory(BaseModel):
         return cls(version=version, published_at=datetime.now(UTC), folders=ordered)
 
     def entry(self, folder: str, name: str) -> ModelEntry | None:
-        return next((e for e in self.folders.get(folder, ()) if e.name == name), None)
+        return next((e for e in self.folders.get(folder_name(folder), ()) if e.name == name), None)
 
     @cached_property
     def listing(self) -> dict[str, list[str]]:

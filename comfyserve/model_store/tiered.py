@@ -28,6 +28,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from comfyserve.engine.inventory import folder_name
 from comfyserve.model_store.copying import BUFFER, sha256_file, temp_name
 from comfyserve.model_store.errors import ModelStoreError, ModelVerifyError
 from comfyserve.model_store.local_cache import LocalCache
@@ -95,6 +96,7 @@ class TieredModelStore:
     @contextlib.contextmanager
     def resolve(self, folder: str, name: str) -> Iterator[Resolved]:
         started = time.perf_counter()
+        folder = folder_name(folder)
         entry = self._entry(folder, name)
         with contextlib.ExitStack() as pins:
             try:

@@ -7,8 +7,10 @@ Rules (the facts ComfyUI's ``model_detection.py`` / ``supported_models.py`` and 
 - The text-encoder layout names the family: ``cond_stage_model.transformer.`` (CLIP-L) is SD1.x,
   ``cond_stage_model.model.`` (OpenCLIP ViT-H) is SD2.x, ``conditioner.embedders.0.transformer.`` plus
   ``conditioner.embedders.1.model.`` is SDXL base and ``conditioner.embedders.0.model.`` alone the refiner.
-  A UNet without a text encoder falls back to its cross-attention width (768, 1024, 2048, 1280). The UNet's
-  cross-attention width must equal the encoders' width (their sum for SDXL base).
+  A UNet without a text encoder falls back to its cross-attention width (768, 1024, 2048, 1280); a split UNet
+  file (``any_width``) of other widths (a test model) to its structure: the SDXL size embedding with three
+  levels is SDXL base, with four the refiner; linear transformer projections are SD2.x, convolutions SD1.x.
+  The UNet's cross-attention width must equal the encoders' width (their sum for SDXL base).
 - ``input_blocks.0.0.weight`` with 9 input channels is an inpainting model (``SD1_INPAINT`` for SD1.x; an
   SD2.x or SDXL inpainting model keeps its family with ``in_channels`` 9, and SD2 inpainting is epsilon).
 - Prediction: a ``v_pred`` key means v-prediction (``ztsnr`` adds zero terminal SNR), as ComfyUI reads it.
@@ -90,6 +92,14 @@ def _family_from_text_encoders(sd: Mapping[str, Any], has_adm: bool) -> tuple[Mo
     return None
 
 
+def _structural_family(sd: Mapping[str, Any], has_adm: bool) -> ModelFamily:
+    levels = 1 + sum(1 for k in sd if k.startswith(UNET_PREFIX + "input_blocks.") and k.endswith(".0.op.weight"))
+    if has_adm:
+        return ModelFamily.SDXL_REFINER if levels == 4 else ModelFamily.SDXL
+    proj_in = next((v for k, v in sd.items() if k.startswith(UNET_PREFIX) and k.endswith(".proj_in.weight")), None)
+    return ModelFamily.SD2 if proj_in is not None and proj_in.ndim == 2 else ModelFamily.SD1
+
+
 def _prediction(sd: Mapping[str, Any], family: ModelFamily, in_channels: int) -> SamplingSettings:
     if "v_pred" in sd:
         return SamplingSettings(prediction="v_prediction", zsnr="ztsnr" in sd)
@@ -99,8 +109,9 @@ def _prediction(sd: Mapping[str, Any], family: ModelFamily, in_channels: int) ->
     return SamplingSettings()
 
 
-def detect(sd: Mapping[str, Any]) -> Detection:
-    """The family, prediction type, UNet input channels and context width of a loaded state dict."""
+def detect(sd: Mapping[str, Any], any_width: bool = False) -> Detection:
+    """The family, prediction type, UNet input channels and context width of a loaded state dict; with
+    ``any_width`` a bare UNet of unpublished widths is told by its structure."""
     conv_in = sd.get(UNET_PREFIX + "input_blocks.0.0.weight")
     if conv_in is None:
         raise UnrecognisedCheckpoint(
@@ -113,6 +124,8 @@ def detect(sd: Mapping[str, Any]) -> Detection:
     found = _family_from_text_encoders(sd, has_adm)
     if found is None:
         family = _CONTEXT_FALLBACK.get(context)
+        if family is None and any_width:
+            family = _structural_family(sd, has_adm)
         if family is None or family.is_xl != has_adm:
             raise UnrecognisedCheckpoint(
                 f"unrecognised checkpoint: a UNet with cross-attention width {context} "

@@ -5,7 +5,8 @@ ControlNets (:mod:`testcontrolnet`) and upscale models (:mod:`testmodels_upscale
 like most published files. With workflows, the files are written under the names and folders the workflows ask
 for: the family comes from the loader and the name (``xl`` -> SDXL, ``refiner`` -> SDXL refiner, ``inpaint`` ->
 SD1.x inpainting, ``768-v`` / ``v2`` / ``sd2`` / ``2.1`` -> SD2.x v-prediction, else SD1.x), a LoRA's family from
-the checkpoint its model input comes from.
+the checkpoint its model input comes from. Files for UNETLoader, CLIPLoader and DualCLIPLoader are the parts of
+one checkpoint per family (:mod:`testsplit`), so a split workflow gives the same images as that checkpoint would.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from comfyserve.engine.errors import ComfyServeError
-from comfyserve.models import layout
+from comfyserve.models import layout, testsplit
 from comfyserve.models.configs import unet_config
 from comfyserve.models.detect import V_PRED_NORM_KEY
 from comfyserve.models.handles import ModelFamily
@@ -242,6 +243,13 @@ def requests_for(prompt: Mapping[str, Any]) -> list[Request]:
     """The model files an API-format workflow names, with the family each should have."""
     found = []
     for node_id, node in prompt.items():
+        if isinstance(node, dict) and node.get("class_type") in testsplit.SPLIT_LOADERS:
+            for folder, name, part, family in testsplit.split_requests(
+                node["class_type"], node.get("inputs", {}), family_from_name
+            ):
+                if name.lower().endswith(_MODEL_SUFFIXES):
+                    found.append(Request(folder, name, part, family))
+            continue
         if not isinstance(node, dict) or node.get("class_type") not in _LOADERS:
             continue
         field, folder, kind = _LOADERS[node["class_type"]]
@@ -267,7 +275,15 @@ def _safe_relative(folder: str, name: str) -> str:
     return f"{folder}/{path}"
 
 
+def split_part(part: str, family: ModelFamily, sizes: Sizes = layout.TINY) -> StateDict:
+    """One part (:data:`testsplit.PARTS`) of the family's split checkpoint, the same one for every file."""
+    checkpoint = tiny_checkpoint(family, _seed("split", family.value), sizes)
+    return testsplit.split_checkpoint(checkpoint, family)[part]
+
+
 def _state_dict(kind: str, family: ModelFamily, seed: int, sizes: Sizes, name: str) -> StateDict:
+    if kind in testsplit.PARTS:
+        return split_part(kind, family, sizes)
     if kind == "upscale":
         return tiny_upscale_model(scale_from_name(name), seed)
     if kind == "checkpoint":

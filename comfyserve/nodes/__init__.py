@@ -20,6 +20,7 @@ BUILTIN_PACKS: tuple[str, ...] = (
     "comfyserve.nodes.animated",
     "comfyserve.nodes.video",
     "comfyserve.nodes.loaders",
+    "comfyserve.nodes.split_loaders",
     "comfyserve.nodes.conditioning",
     "comfyserve.nodes.vae",
     "comfyserve.nodes.latent",

@@ -20,6 +20,7 @@ from comfyserve.models.controlnet import load_controlnet
 from comfyserve.models.errors import ModelFileError
 from comfyserve.models.handles import Autoencoder, DiffusionModel, TextEncoder
 from comfyserve.models.lora import apply_lora, load_lora_file
+from comfyserve.models.split import load_clip_module, load_diffusion_model
 
 T = TypeVar("T")
 _STRENGTH = ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01})
@@ -58,6 +59,8 @@ FILE_LOADERS: dict[str, Callable[[Path], object]] = {
     "vae": load_vae,
     "loras": load_lora_file,
     "controlnet": load_controlnet,
+    "diffusion_models": load_diffusion_model,
+    "text_encoders": load_clip_module,
 }
 
 

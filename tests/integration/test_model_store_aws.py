@@ -257,18 +257,18 @@ def test_sync_publishes_one_inventory_the_api_validates_against(bucket: Bucket, 
     local = tmp_path / "upload"
     (local / "checkpoints").mkdir(parents=True)
     (local / "checkpoints" / "a.safetensors").write_bytes(b"a" * 1000)
-    (local / "text_encoders").mkdir()
-    (local / "text_encoders" / "t5.safetensors").write_bytes(b"t" * 10)
+    (local / "clip").mkdir()  # ComfyUI's older name of text_encoders
+    (local / "clip" / "t5.safetensors").write_bytes(b"t" * 10)
     (local / "checkpoints" / "notes.txt").write_text("not a model")
     bucket.s3.put_object(Bucket=bucket.name, Key="loras/foreign.safetensors", Body=b"uploaded by someone else")
     first = sync(bucket.s3, bucket.name, KEY, upload=local)
-    assert first.uploaded == ["checkpoints/a.safetensors", "text_encoders/t5.safetensors"]
+    assert first.uploaded == ["checkpoints/a.safetensors", "clip/t5.safetensors"]
     assert first.hashed == ["loras/foreign.safetensors"]  # no sha256 in its metadata: streamed once
     inventory = first.inventory
     assert inventory.entry("checkpoints", "a.safetensors") == ModelEntry(
         name="a.safetensors", size=1000, sha256=_sha(b"a" * 1000), etag=inventory.folders["checkpoints"][0].etag
     )
-    assert inventory.entry("clip", "t5.safetensors").s3_key("clip") == "text_encoders/t5.safetensors"  # type: ignore[union-attr]
+    assert inventory.entry("text_encoders", "t5.safetensors").s3_key("text_encoders") == "clip/t5.safetensors"  # type: ignore[union-attr]
     again = sync(bucket.s3, bucket.name, KEY, upload=local)
     assert (again.uploaded, again.hashed, again.inventory.version) == ([], [], inventory.version)
 
@@ -291,7 +291,7 @@ def test_sync_publishes_one_inventory_the_api_validates_against(bucket: Bucket, 
 
     worker = StoreInventory(bucket.store(tmp_path / "efs"))
     assert worker.path("clip", "t5.safetensors").read_bytes() == b"t" * 10  # fetched from its alias key
-    assert bucket.model_gets("text_encoders/t5.safetensors") == 1
+    assert bucket.model_gets("clip/t5.safetensors") == 1
 
 
 def test_models_command_syncs_warms_lists_and_publishes(

@@ -88,8 +88,8 @@ def test_model_routes(stack: Stack, inventory: ModelInventory) -> None:
         "upscale_models",
         "controlnet",
         "embeddings",
-        "clip",
-        "unet",
+        "text_encoders",
+        "diffusion_models",
     ]
     assert stack.call("GET", "/api/models/checkpoints").json() == ["sd15.safetensors", "xl/base.safetensors"]
     assert stack.call("GET", "/embeddings").json() == ["easyneg"]
