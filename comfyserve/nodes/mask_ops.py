@@ -1,4 +1,5 @@
-"""ComfyUI's mask editing nodes (``comfy_extras/nodes_mask.py``): threshold, grow/shrink, feather, preview.
+"""ComfyUI's mask editing nodes (``comfy_extras/nodes_mask.py``): threshold, grow/shrink, feather, composite,
+preview.
 
 MASK is a float32 tensor ``[B, H, W]`` in 0..1; a 2-D mask is a batch of one.
 """
@@ -103,6 +104,48 @@ class FeatherMask:
         return (out,)
 
 
+_COMBINE = {
+    "multiply": torch.mul,
+    "add": torch.add,
+    "subtract": torch.sub,
+    "and": lambda a, b: torch.logical_and(a.round().bool(), b.round().bool()).float(),
+    "or": lambda a, b: torch.logical_or(a.round().bool(), b.round().bool()).float(),
+    "xor": lambda a, b: torch.logical_xor(a.round().bool(), b.round().bool()).float(),
+}
+
+
+class MaskComposite:
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "combine"
+    CATEGORY = "mask"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        position = ("INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 1})
+        return {
+            "required": {
+                "destination": ("MASK",),
+                "source": ("MASK",),
+                "x": position,
+                "y": position,
+                "operation": (list(_COMBINE),),
+            }
+        }
+
+    def combine(
+        self, destination: torch.Tensor, source: torch.Tensor, x: int, y: int, operation: str
+    ) -> tuple[torch.Tensor]:
+        """``source`` (its top-left corner at ``x``, ``y``, cut at the destination's edges) combined into
+        ``destination`` by ``operation`` (and/or/xor on masks rounded to 0/1), the result clamped to 0..1."""
+        out = _planes(destination).clone()
+        source = _planes(source)
+        bottom, right = min(y + source.shape[-2], out.shape[-2]), min(x + source.shape[-1], out.shape[-1])
+        if bottom > y and right > x:
+            region = out[:, y:bottom, x:right]
+            out[:, y:bottom, x:right] = _COMBINE[operation](region, source[:, : bottom - y, : right - x])
+        return (out.clamp(0.0, 1.0),)
+
+
 class MaskPreview(PreviewImage):
     COMPRESS_LEVEL = 4
     FUNCTION = "execute"
@@ -129,6 +172,7 @@ NODE_CLASS_MAPPINGS = {
     "ThresholdMask": ThresholdMask,
     "GrowMask": GrowMask,
     "FeatherMask": FeatherMask,
+    "MaskComposite": MaskComposite,
     "MaskPreview": MaskPreview,
 }
 # As ComfyUI: none of these declares a display name.

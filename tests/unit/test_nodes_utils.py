@@ -27,7 +27,7 @@ from comfyserve.nodes.image_transform import (
     RepeatImageBatch,
 )
 from comfyserve.nodes.latent_batch import LatentBlend, LatentComposite, LatentFromBatch, RepeatLatentBatch
-from comfyserve.nodes.mask_ops import FeatherMask, GrowMask, MaskPreview, ThresholdMask
+from comfyserve.nodes.mask_ops import FeatherMask, GrowMask, MaskComposite, MaskPreview, ThresholdMask
 from comfyserve.nodes.utility import PreviewAny, StringConcatenate, preview_text
 from tests.testpack.harness import context, run
 
@@ -76,6 +76,22 @@ def ramp(batch: int, height: int, width: int, channels: int = 3) -> torch.Tensor
     """Pixel value = its flat index, so every position is distinct (exact in float32)."""
     count = batch * height * width * channels
     return torch.arange(count, dtype=torch.float32).reshape(batch, height, width, channels)
+
+
+def test_mask_composite_combines_the_source_at_its_offset_cut_at_the_edges_and_clamped() -> None:
+    destination = torch.full((1, 3, 4), 0.5)
+    source = torch.tensor([[[0.75, 1.0], [0.25, 0.0]]])
+    combine = MaskComposite().combine
+
+    added = combine(destination, source, 3, 1, "add")[0][0]
+    assert added.tolist() == [[0.5] * 4, [0.5, 0.5, 0.5, 1.0], [0.5, 0.5, 0.5, 0.75]]  # 1.25 clamped, column 4 cut
+    assert combine(destination, source, 0, 0, "multiply")[0][0, :2, :2].tolist() == [[0.375, 0.5], [0.125, 0.0]]
+    assert combine(destination, source, 0, 0, "subtract")[0][0, 0, :2].tolist() == [0.0, 0.0]  # -0.25, -0.5
+    # and/or/xor on masks rounded to 0 or 1 (0.5 rounds to 0, half to even)
+    assert combine(destination, source, 0, 0, "or")[0][0, :2, :2].tolist() == [[1.0, 1.0], [0.0, 0.0]]
+    assert combine(destination, source, 0, 0, "and")[0][0, :2, :2].tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    assert combine(torch.ones(1, 2, 2), source, 0, 0, "xor")[0][0].tolist() == [[0.0, 0.0], [1.0, 1.0]]
+    assert torch.equal(combine(destination, source, 4, 0, "add")[0], destination)  # entirely outside
 
 
 def test_get_image_size_reports_width_height_batch() -> None:
