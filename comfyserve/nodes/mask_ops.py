@@ -6,6 +6,7 @@ MASK is a float32 tensor ``[B, H, W]`` in 0..1; a 2-D mask is a batch of one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -104,7 +105,7 @@ class FeatherMask:
         return (out,)
 
 
-_COMBINE = {
+_COMBINE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "multiply": torch.mul,
     "add": torch.add,
     "subtract": torch.sub,
