@@ -47,45 +47,31 @@ def _freeu(model: DiffusionModel, b1: float, b2: float, s1: float, s2: float, v2
 
 
 class FreeU:
+    """FreeU: the backbone features of the first two output stages scaled by ``b1``/``b2``, their skip features'
+    low frequencies by ``s1``/``s2``."""
+
     CATEGORY = "model_patches/unet"
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "patch"
+    V2 = False
+    DEFAULT_B = (1.1, 1.2)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
+        b1, b2 = cls.DEFAULT_B
         return {
-            "required": {
-                "model": ("MODEL",),
-                "b1": _scale(1.1),
-                "b2": _scale(1.2),
-                "s1": _scale(0.9),
-                "s2": _scale(0.2),
-            }
+            "required": {"model": ("MODEL",), "b1": _scale(b1), "b2": _scale(b2), "s1": _scale(0.9), "s2": _scale(0.2)}
         }
 
     def patch(self, model: DiffusionModel, b1: float, b2: float, s1: float, s2: float) -> tuple[DiffusionModel]:
-        return _freeu(model, b1, b2, s1, s2, v2=False)
+        return _freeu(model, b1, b2, s1, s2, v2=self.V2)
 
 
-class FreeU_V2:
-    CATEGORY = "model_patches/unet"
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "patch"
+class FreeU_V2(FreeU):
+    """FreeU_V2: the backbone scale weighted by each pixel's normalised mean activation."""
 
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "model": ("MODEL",),
-                "b1": _scale(1.3),
-                "b2": _scale(1.4),
-                "s1": _scale(0.9),
-                "s2": _scale(0.2),
-            }
-        }
-
-    def patch(self, model: DiffusionModel, b1: float, b2: float, s1: float, s2: float) -> tuple[DiffusionModel]:
-        return _freeu(model, b1, b2, s1, s2, v2=True)
+    V2 = True
+    DEFAULT_B = (1.3, 1.4)
 
 
 NODE_CLASS_MAPPINGS = {"RescaleCFG": RescaleCFG, "FreeU": FreeU, "FreeU_V2": FreeU_V2}
