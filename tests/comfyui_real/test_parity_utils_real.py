@@ -31,9 +31,10 @@ def _node(class_type: str, **inputs: Any) -> dict[str, Any]:
     return {"class_type": class_type, "inputs": inputs}
 
 
-def transform_prompt(direction: str, rotation: str, flip: str, method: str) -> dict[str, Any]:
+def transform_prompt(direction: str, rotation: str, flip: str, method: str, operation: str) -> dict[str, Any]:
     """Two solid images stitched (sizes differ, a coloured spacer), turned, flipped, a feathered and grown mask
-    cut from it composited over a third, resized to a pixel budget, repeated and picked from."""
+    cut from it composited over a third, resized to a pixel budget, repeated and picked from; the mask also
+    thresholded and combined back into itself at an offset."""
     return {
         "1": _node("EmptyImage", width=8, height=5, batch_size=1, color=0xFF2000),
         "2": _node("EmptyImage", width=3, height=9, batch_size=1, color=0x1040C0),
@@ -60,7 +61,8 @@ def transform_prompt(direction: str, rotation: str, flip: str, method: str) -> d
         "13": _node("ImageFromBatch", image=["12", 0], batch_index=1, length=1),
         "14": _node("ImageScaleToMaxDimension", image=["13", 0], upscale_method="bicubic", largest_size=20),
         "15": _node("ThresholdMask", mask=["8", 0], value=0.4),
-        "16": _node("MaskToImage", mask=["15", 0]),
+        "19": _node("MaskComposite", destination=["8", 0], source=["15", 0], x=1, y=2, operation=operation),
+        "16": _node("MaskToImage", mask=["19", 0]),
         "17": _node(
             "ImageStitch",
             image1=["14", 0],
@@ -88,11 +90,11 @@ def run(backend: Any, prompt: dict[str, Any], work_dir: Path) -> tuple[list[np.n
 
 
 @pytest.mark.parametrize(
-    ("direction", "rotation", "flip", "method"),
+    ("direction", "rotation", "flip", "method", "operation"),
     [
-        ("right", "90 degrees", "x-axis: vertically", "lanczos"),
-        ("up", "270 degrees", "y-axis: horizontally", "bilinear"),
-        ("left", "180 degrees", "x-axis: vertically", "area"),
+        ("right", "90 degrees", "x-axis: vertically", "lanczos", "xor"),
+        ("up", "270 degrees", "y-axis: horizontally", "bilinear", "subtract"),
+        ("left", "180 degrees", "x-axis: vertically", "area", "add"),
     ],
 )
 def test_image_and_mask_utilities_save_the_same_pixels(
@@ -102,9 +104,10 @@ def test_image_and_mask_utilities_save_the_same_pixels(
     rotation: str,
     flip: str,
     method: str,
+    operation: str,
     tmp_path: Path,
 ) -> None:
-    prompt = transform_prompt(direction, rotation, flip, method)
+    prompt = transform_prompt(direction, rotation, flip, method, operation)
     theirs, _ = run(backend, prompt, tmp_path / "comfyui")
     ours, _ = run(builtin, prompt, tmp_path / "builtin")
     assert [t.shape for t in theirs] == [o.shape for o in ours] and theirs
