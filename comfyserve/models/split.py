@@ -10,7 +10,10 @@ Layouts accepted (those published and loaded by ComfyUI 0.3.64):
   other widths (test models) by the UNet's structure.
 - Text encoder: transformers' ``CLIPTextModel`` keys (``text_model.*``, optionally ``text_projection.weight``)
   or an OpenCLIP tower (``transformer.resblocks.*``). Which CLIP it is follows ComfyUI's rule on the layer
-  count: a 31st layer means CLIP-G (ViT-bigG), a 23rd CLIP-H (ViT-H), else CLIP-L.
+  count: a 31st layer means CLIP-G (ViT-bigG), a 23rd CLIP-H (ViT-H), else CLIP-L. A file with fewer layers
+  than the published encoder (diffusers' SD2.x ``text_encoder`` stores 23 of ViT-H's 24) counts CLIPSetLastLayer
+  from the published depth, as ComfyUI does (it builds the whole encoder): SD2's default penultimate layer is
+  then that file's last.
 
 ``fp8`` (UNETLoader's fp8 weight dtypes) rounds every UNet weight through that fp8 format as it is read, and
 keeps and computes it in the policy's dtype: the values ComfyUI computes with when it stores fp8 weights and
@@ -22,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,6 +58,7 @@ class ClipKind(StrEnum):
 
 # (the family whose bundled config describes it, config component, pad token): CLIP-L pads with the end
 # token, the OpenCLIP towers with 0.
+_PUBLISHED_LAYERS = {ClipKind.L: 12, ClipKind.H: 24, ClipKind.G: 32}
 _KIND_CONFIG: dict[ClipKind, tuple[ModelFamily, str, int]] = {
     ClipKind.L: (ModelFamily.SD1, "text_encoder", END_TOKEN),
     ClipKind.H: (ModelFamily.SD2, "text_encoder", 0),
@@ -232,11 +237,23 @@ def clip_family(kinds: Sequence[ClipKind]) -> ModelFamily:
     return family
 
 
+def _layers(module: Any) -> int:
+    return int(module.config.num_hidden_layers)
+
+
 def text_encoder(encoders: Sequence[tuple[ClipKind, torch.nn.Module]], source: str) -> TextEncoder:
     """CLIP of loaded text encoders (SDXL's CLIP-L first, whatever order they were given in)."""
     family = clip_family([kind for kind, _ in encoders])
     ordered = sorted(encoders, key=lambda entry: entry[0] is ClipKind.G)
-    clips = tuple(ClipEncoder(module, _KIND_CONFIG[kind][2], final_norm=not family.is_xl) for kind, module in ordered)
+    clips = tuple(
+        ClipEncoder(
+            module,
+            _KIND_CONFIG[kind][2],
+            final_norm=not family.is_xl,
+            missing_layers=max(0, _PUBLISHED_LAYERS[kind] - _layers(module)),
+        )
+        for kind, module in ordered
+    )
     return TextEncoder(
         family=family,
         tokenizers=tuple(clip_tokenizer() for _ in clips),

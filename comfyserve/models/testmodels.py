@@ -275,10 +275,14 @@ def _safe_relative(folder: str, name: str) -> str:
     return f"{folder}/{path}"
 
 
+def split_source(family: ModelFamily, sizes: Sizes = layout.TINY) -> StateDict:
+    """The checkpoint every split file of ``family`` is a part of."""
+    return tiny_checkpoint(family, _seed("split", family.value), sizes)
+
+
 def split_part(part: str, family: ModelFamily, sizes: Sizes = layout.TINY) -> StateDict:
-    """One part (:data:`testsplit.PARTS`) of the family's split checkpoint, the same one for every file."""
-    checkpoint = tiny_checkpoint(family, _seed("split", family.value), sizes)
-    return testsplit.split_checkpoint(checkpoint, family)[part]
+    """One part (:data:`testsplit.PARTS`) of :func:`split_source`."""
+    return testsplit.split_checkpoint(split_source(family, sizes), family)[part]
 
 
 def _state_dict(kind: str, family: ModelFamily, seed: int, sizes: Sizes, name: str) -> StateDict:

@@ -32,6 +32,7 @@ class ClipEncoder:
     module: Any  # transformers CLIPTextModel / CLIPTextModelWithProjection
     pad_token: int
     final_norm: bool
+    missing_layers: int = 0  # top layers a file lacks (diffusers' SD2.x encoder: 23 of ViT-H's 24)
 
     @property
     def layers(self) -> int:
@@ -90,7 +91,9 @@ def _encode_windows(encoder: ClipEncoder, windows: Sequence[Weighted], layer: in
     ids = torch.tensor(tokens, device=policy().device)
     with torch.inference_mode(), computed_in(encoder.module, policy().text_compute_dtype):
         out = encoder.module(input_ids=ids, output_hidden_states=True)
-        if abs(layer) > encoder.layers:
+        if layer < 0:  # counted from the published depth, as ComfyUI builds it whatever the file holds
+            layer += encoder.missing_layers
+        if layer >= 0 or abs(layer) > encoder.layers:
             hidden = out.last_hidden_state
         else:
             hidden = out.hidden_states[layer]

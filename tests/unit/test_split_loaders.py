@@ -19,6 +19,7 @@ from comfyserve.engine.errors import NodeInputError
 from comfyserve.engine.inventory import ModelInventory
 from comfyserve.engine.validation import validate_prompt
 from comfyserve.models import layout, testsplit
+from comfyserve.models.checkpoint import convert_text_encoder
 from comfyserve.models.handles import DiffusionModel, ModelFamily, TextEncoder
 from comfyserve.models.testmodels import make_test_models, save, split_part, tiny_checkpoint
 from comfyserve.nodes import builtin_registry
@@ -48,6 +49,12 @@ def _write_split(root: Path, name: str, family: ModelFamily) -> None:
     for part in (testsplit.CLIP_L, testsplit.CLIP_H, testsplit.CLIP_G):
         if part in parts:
             save(parts[part], root / "text_encoders" / f"{name}-{part}.safetensors")
+    if testsplit.CLIP_H in parts:  # diffusers' SD2.x text_encoder: transformers' layout, ViT-H's last layer left out
+        prefixed = {layout.SD2_CLIP_PREFIX + k: v for k, v in parts[testsplit.CLIP_H].items()}
+        converted = convert_text_encoder(prefixed, layout.SD2_CLIP_PREFIX)
+        last = "text_model.encoder.layers.23."
+        hf = {k: v for k, v in converted.items() if not k.startswith(last) and k != "text_projection.weight"}
+        save(hf, root / "text_encoders" / f"{name}-clip_h-23-layers.safetensors")
     if testsplit.CLIP_G in parts:
         save(testsplit.transformers_clip(parts[testsplit.CLIP_G]), root / "clip" / f"{name}-clip_g-hf.safetensors")
 
@@ -106,6 +113,18 @@ def test_a_split_sd21_gives_the_checkpoint_s_image(models: Path) -> None:
     assert (model.family, model.sampling.prediction) == (ModelFamily.SD2_V, "v_prediction")
     assert (clip.family, clip.stop_at_layer) == (ModelFamily.SD2, -2)
     assert torch.equal(_image(model, clip, vae), expected)
+
+
+def test_a_clip_h_file_without_its_last_layer_counts_layers_from_the_published_depth(models: Path) -> None:
+    """diffusers publishes SD2.x's encoder with 23 of ViT-H's 24 layers; ComfyUI builds all 24, so its
+    penultimate layer (SD2's default) is that file's last and the conditioning is the whole encoder's."""
+    (whole,) = sl.CLIPLoader().load_clip("sd21-clip_h.safetensors", "stable_diffusion")
+    (short,) = sl.CLIPLoader().load_clip("sd21-clip_h-23-layers.safetensors", "stable_diffusion")
+    assert [e.layers for e in short.encoders] == [23]
+    for layer in (-2, -5):
+        expected = CLIPTextEncode().encode(whole.clone(stop_at_layer=layer), "a red barn")[0][0][0]
+        got = CLIPTextEncode().encode(short.clone(stop_at_layer=layer), "a red barn")[0][0][0]
+        assert torch.equal(got, expected), layer
 
 
 @pytest.mark.parametrize(
